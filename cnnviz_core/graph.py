@@ -1,0 +1,340 @@
+"""ONNX graph utilities: loading with clear errors, shapes, exposing tensors, batching,
+layer names and receptive-field arithmetic.
+
+Everything here works on ``onnx.ModelProto`` and plain Python values; sessions and
+preprocessing live in :mod:`cnnviz_core.model`.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import ModelLoadError
+
+Shape = tuple  # entries: int (known), str (symbolic) or None (unknown)
+
+#: ops that compute no values from the image (shape plumbing, constants)
+NO_DATA_OPS = frozenset({"Shape", "Size", "Constant", "ConstantOfShape", "Range", "NonZero"})
+
+#: ops whose output pixel (i, j) depends only on input pixel (i, j) of each input
+POINTWISE_OPS = frozenset(
+    {
+        "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Clip", "Sigmoid",
+        "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Mish", "Erf", "Exp",
+        "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Pow", "Add", "Sub", "Mul", "Div", "Sum",
+        "Max", "Min", "Mean", "Where", "BatchNormalization", "InstanceNormalization", "LRN",
+        "Dropout", "Identity", "Cast", "Concat", "Softmax", "LogSoftmax", "ImageScaler",
+        "Affine", "QuantizeLinear", "DequantizeLinear",
+    }
+)  # fmt: skip
+
+#: sliding-window ops (kernel, stride, pads, dilation)
+WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
+
+
+def load_onnx(source: str | Path | bytes) -> onnx.ModelProto:
+    """Load an ONNX model from a path or bytes, raising :class:`ModelLoadError` with the reason."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, where = bytes(source), "<bytes>"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ModelLoadError(f"model file not found: {str(path)!r}")
+        if path.is_dir():
+            raise ModelLoadError(f"{str(path)!r} is a directory, not an ONNX model file")
+        data, where = path.read_bytes(), str(path)
+    if not data:
+        raise ModelLoadError(f"{where!r} is empty, not an ONNX model")
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError or RuntimeWarning-like errors
+        raise ModelLoadError(
+            f"{where!r} is not an ONNX model (or it is truncated): {exc}"
+        ) from exc
+    if not model.graph.node:
+        raise ModelLoadError(f"{where!r} is not an ONNX model: it has no graph nodes")
+    return model
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with shape information for every tensor that ONNX can infer."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # exotic (experimental) ops: keep the model as it is
+        return model
+
+
+def dims(type_proto: onnx.TypeProto) -> Shape | None:
+    """Shape of a tensor type: ints for known dims, names for symbolic ones, None if unknown."""
+    tensor = type_proto.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+        for d in tensor.shape.dim
+    )
+
+
+def tensor_types(model: onnx.ModelProto) -> dict[str, tuple[int, Shape | None]]:
+    """Map tensor name -> (ONNX elem_type, shape) for inputs, outputs, value_info, initializers."""
+    graph = model.graph
+    types: dict[str, tuple[int, Shape | None]] = {}
+    for init in graph.initializer:
+        types[init.name] = (init.data_type, tuple(init.dims))
+    for info in [*graph.value_info, *graph.input, *graph.output]:
+        if info.type.HasField("tensor_type"):
+            types[info.name] = (info.type.tensor_type.elem_type, dims(info.type))
+    return types
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Constant tensors of the graph: initializers and Constant nodes' values."""
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
+def data_nodes(model: onnx.ModelProto, source: str) -> list[onnx.NodeProto]:
+    """Nodes (in graph order, which ONNX requires to be topological) whose outputs depend on
+    tensor ``source``."""
+    reached = {source}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type in NO_DATA_OPS:
+            continue
+        if any(name in reached for name in node.input):
+            nodes.append(node)
+            reached.update(o for o in node.output if o)
+    return nodes
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    """The node's attributes as plain Python values (bytes decoded to str)."""
+    out = {}
+    for attr in node.attribute:
+        value = onnx.helper.get_attribute_value(attr)
+        out[attr.name] = value.decode() if isinstance(value, bytes) else value
+    return out
+
+
+def torch_scope(node: onnx.NodeProto) -> str | None:
+    """The PyTorch module path a node came from (dynamo exporter metadata), e.g. 'features.0'."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            if isinstance(scopes, (list, tuple)) and scopes and scopes[-1]:
+                return str(scopes[-1])
+    return None
+
+
+def expose(
+    model: onnx.ModelProto, names: Iterable[str], types: dict[str, tuple[int, Shape | None]]
+) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs the tensors ``names`` (graph surgery).
+
+    ``types`` (from :func:`tensor_types` of the shape-inferred model) gives their element
+    types. Only the asked tensors are added: exposed tensors stop the runtime from fusing
+    the node that makes them, which costs speed.
+    """
+    out = copy.deepcopy(model)
+    present = {o.name for o in out.graph.output}
+    for name in names:
+        if name in present:
+            continue
+        elem_type = types.get(name, (onnx.TensorProto.FLOAT, None))[0]
+        out.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+        present.add(name)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# batching
+
+
+def make_batch_symbolic(model: onnx.ModelProto, input_name: str) -> onnx.ModelProto | None:
+    """A copy of a model exported with a fixed batch of 1 whose batch dimension is symbolic.
+
+    Rewrites the input and output batch dims to ``N``, drops the (now stale) intermediate
+    shapes, and turns constant Reshape targets that hard-code the batch as 1 into 0 ("copy
+    this dim from the input"). Returns None when the input's batch is already symbolic or
+    larger than 1. The caller must check the result (see ``Model``) and fall back to a loop.
+    """
+    graph = model.graph
+    inp = next(i for i in graph.input if i.name == input_name)
+    batch_dim = inp.type.tensor_type.shape.dim
+    if not batch_dim or not batch_dim[0].HasField("dim_value") or batch_dim[0].dim_value != 1:
+        return None
+    out = copy.deepcopy(model)
+    graph = out.graph
+    for info in [*graph.input, *graph.output]:
+        if info.name in {i.name for i in graph.initializer}:
+            continue
+        shape = info.type.tensor_type.shape
+        if shape.dim and shape.dim[0].HasField("dim_value") and shape.dim[0].dim_value == 1:
+            shape.dim[0].Clear()
+            shape.dim[0].dim_param = "N"
+    del graph.value_info[:]
+
+    consts = initializers(out)
+    inits = {i.name: i for i in graph.initializer}
+    on_data = {id(n) for n in data_nodes(out, input_name)}
+    for node in graph.node:
+        if node.op_type != "Reshape" or id(node) not in on_data or len(node.input) < 2:
+            continue
+        if attributes(node).get("allowzero", 0):
+            continue
+        target = consts.get(node.input[1])
+        if target is None or target.ndim != 1 or target.size == 0 or target[0] != 1:
+            continue
+        fixed = target.copy()
+        fixed[0] = 0  # copy the batch dim of the data input
+        name = f"{node.input[1]}__cnnviz_batch"
+        if name not in inits:
+            graph.initializer.append(numpy_helper.from_array(fixed, name))
+            inits[name] = graph.initializer[-1]
+        node.input[1] = name
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# receptive fields
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where an output pixel of a layer looks in the input image, per spatial axis (H, W).
+
+    Output pixel (i, j) sees input rows ``offset[0] + i * stride[0]`` to
+    ``offset[0] + i * stride[0] + size[0] - 1`` (and likewise columns). ``offset`` can be
+    negative: the window then starts in the padding.
+    """
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    offset: tuple[int, int]
+
+    def window(self, i: int, j: int) -> tuple[int, int, int, int]:
+        """Input box ``(top, left, bottom, right)`` (inclusive) seen by output pixel (i, j)."""
+        top = self.offset[0] + i * self.stride[0]
+        left = self.offset[1] + j * self.stride[1]
+        return top, left, top + self.size[0] - 1, left + self.size[1] - 1
+
+    def center(self, i: int, j: int) -> tuple[float, float]:
+        """Input coordinates of the centre of output pixel (i, j)'s receptive field."""
+        top, left, bottom, right = self.window(i, j)
+        return (top + bottom) / 2, (left + right) / 2
+
+
+IDENTITY_FIELD = ReceptiveField((1, 1), (1, 1), (0, 0))
+
+
+def _same_pads(in_size: int, k_eff: int, stride: int, mode: str) -> int:
+    """Leading pad of ONNX auto_pad SAME_UPPER / SAME_LOWER along one axis."""
+    out = math.ceil(in_size / stride)
+    total = max((out - 1) * stride + k_eff - in_size, 0)
+    return total // 2 if mode == "SAME_UPPER" else total - total // 2
+
+
+def _window_field(
+    node: onnx.NodeProto, field: ReceptiveField, in_shape: Shape | None, weights: dict
+) -> ReceptiveField | None:
+    attrs = attributes(node)
+    kernel = attrs.get("kernel_shape")
+    if kernel is None and node.op_type == "Conv" and node.input[1] in weights:
+        kernel = list(weights[node.input[1]].shape[2:])
+    if kernel is None or len(kernel) != 2:
+        return None
+    strides = attrs.get("strides", [1, 1])
+    dilations = attrs.get("dilations", [1, 1])
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    size, stride, offset = [], [], []
+    for axis in range(2):
+        k_eff = dilations[axis] * (kernel[axis] - 1) + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            in_size = in_shape[2 + axis] if in_shape and len(in_shape) == 4 else None
+            if not isinstance(in_size, int):
+                return None
+            pad = _same_pads(in_size, k_eff, strides[axis], auto_pad)
+        else:
+            pad = pads[axis] if auto_pad == "NOTSET" else 0
+        size.append(field.size[axis] + (k_eff - 1) * field.stride[axis])
+        offset.append(field.offset[axis] - pad * field.stride[axis])
+        stride.append(field.stride[axis] * strides[axis])
+    return ReceptiveField(tuple(size), tuple(stride), tuple(offset))
+
+
+def _pad_field(node: onnx.NodeProto, field: ReceptiveField, consts: dict) -> ReceptiveField | None:
+    attrs = attributes(node)
+    pads = attrs.get("pads")
+    if pads is None and len(node.input) > 1:
+        pads = consts.get(node.input[1])
+        if len(node.input) > 3 and node.input[3]:
+            return None  # padding only some axes: rare, not worth guessing
+    if pads is None or len(pads) != 8:
+        return None
+    top, left = int(pads[2]), int(pads[3])
+    offset = (field.offset[0] - top * field.stride[0], field.offset[1] - left * field.stride[1])
+    return ReceptiveField(field.size, field.stride, offset)
+
+
+def _union(fields: Sequence[ReceptiveField]) -> ReceptiveField | None:
+    """Field of a pixel that combines same-position pixels of several maps (Add, Concat)."""
+    if len({f.stride for f in fields}) != 1:
+        return None
+    size, offset = [], []
+    for axis in range(2):
+        start = min(f.offset[axis] for f in fields)
+        end = max(f.offset[axis] + f.size[axis] for f in fields)
+        size.append(end - start)
+        offset.append(start)
+    return ReceptiveField(tuple(size), fields[0].stride, tuple(offset))
+
+
+def receptive_fields(
+    model: onnx.ModelProto, input_name: str, types: dict[str, tuple[int, Shape | None]]
+) -> dict[str, ReceptiveField]:
+    """Receptive field of every spatial (N, C, H, W) tensor computed from the image input.
+
+    Tensors without spatial layout (after flattening or global pooling) or made by ops whose
+    geometry is not a sliding window (Resize, ConvTranspose...) get no entry.
+    """
+    consts = initializers(model)
+    fields = {input_name: IDENTITY_FIELD}
+    for node in data_nodes(model, input_name):
+        known = [fields[name] for name in node.input if name in fields]
+        if not known:
+            continue
+        out_shape = types.get(node.output[0], (0, None))[1]
+        if out_shape is not None and len(out_shape) != 4:
+            continue
+        if node.op_type in WINDOW_OPS:
+            in_shape = types.get(node.input[0], (0, None))[1]
+            field = _window_field(node, known[0], in_shape, consts)
+        elif node.op_type == "Pad":
+            field = _pad_field(node, known[0], consts)
+        elif node.op_type in POINTWISE_OPS:
+            field = _union(known)
+        else:
+            field = None
+        if field is not None:
+            for name in node.output:
+                if name:
+                    fields[name] = field
+    return fields

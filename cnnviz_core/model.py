@@ -1,0 +1,477 @@
+"""``Model``: an ONNX file with its onnxruntime sessions, layer table, preprocessing and labels.
+
+The engine's one entry point for forward computation: ``run(batch, taps=[...])`` returns
+any intermediate tensors, exposed by graph surgery (one cached session per set of taps),
+in batches sized to a memory budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from . import graph
+from .errors import DeviceError, InputError, ModelLoadError, UnknownLayerError
+from .graph import ReceptiveField, Shape
+from .labels import load_labels, resolve_class
+from .preprocess import ImageLike, Preprocess, preset
+
+log = logging.getLogger(__name__)
+
+#: default bound on the activations one forward chunk may hold (bytes)
+DEFAULT_MEMORY_BUDGET = 1 << 30
+#: metadata key under which a model card (JSON) travels inside an ONNX file
+CARD_KEY = "cnnviz.card"
+
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+}
+_PASS_THROUGH = {"Reshape", "Flatten", "Squeeze", "Identity", "Dropout", "Cast"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One node's output as users see it.
+
+    Attributes:
+        name: the output tensor's name, what users type (``cnnviz layers`` lists them).
+        op_type: ONNX operator, e.g. ``Conv``.
+        shape: output shape, batch dim shown as ``N``; None when unknown.
+        receptive_field: where each output pixel looks in the input; None for
+            non-spatial outputs.
+        aliases: other names that resolve to this layer (node name, PyTorch module path).
+    """
+
+    name: str
+    op_type: str
+    shape: Shape | None
+    receptive_field: ReceptiveField | None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A class and its probability."""
+
+    index: int
+    label: str
+    probability: float
+
+
+class Model:
+    """An ONNX image model ready to run, inspect and explain.
+
+    Args:
+        source: path to an ``.onnx`` file, or its bytes.
+        preprocess: a :class:`Preprocess`, a preset name (see ``PRESETS``), or None for the
+            model card's (when the file carries one) or plain RGB 0-1.
+        labels: class names, or a labels file; None for the model card's.
+        device: ``cpu`` or ``cuda`` (``cuda:N`` for another GPU); a GPU that is asked for and
+            not available raises :class:`DeviceError`, never falls back silently.
+        memory_budget: bytes of activations one forward chunk may use; larger batches run
+            in chunks.
+        threads: onnxruntime intra-op threads (0: onnxruntime's default).
+    """
+
+    def __init__(
+        self,
+        source: str | Path | bytes,
+        *,
+        preprocess: Preprocess | str | None = None,
+        labels: Sequence[str] | str | Path | None = None,
+        device: str = "cpu",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        threads: int = 0,
+        name: str | None = None,
+    ):
+        self.proto = graph.load_onnx(source)
+        self.name = name or (Path(source).stem if isinstance(source, (str, Path)) else "model")
+        self.card: dict = _read_card(self.proto)
+        self.input_name, self.input_dtype, input_shape = _image_input(self.proto)
+        self.channels: int = input_shape[1]
+        typed = graph.infer_shapes(self.proto)
+        self._types = graph.tensor_types(typed)
+        self._fields = graph.receptive_fields(typed, self.input_name, self._types)
+        self.layers: list[Layer] = self._layer_table(typed)
+        self._aliases = self._alias_table()
+        self.output_names = [o.name for o in self.proto.graph.output]
+        self.outputs_probabilities = self.card.get("output") == "probabilities" or (
+            "output" not in self.card and _ends_in_softmax(self.proto, self.output_names[0])
+        )
+        self._providers, self._provider_options = _providers(device)
+        self.device = device
+        self.threads = threads
+        self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self.memory_budget = memory_budget
+        self._runnable, self.batched = self._batchable_graph(input_shape)
+        self.max_batch = self._max_batch(typed) if self.batched else 1
+        self.preprocess = self._resolve_preprocess(preprocess, input_shape)
+        self.labels = self._resolve_labels(labels)
+
+    # ----------------------------------------------------------------------------- info
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.name!r}, input={self.input_name!r} {self.input_shape}, "
+            f"{len(self.layers)} layers, device={self.device!r})"
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input image."""
+        assert self.preprocess.size is not None
+        return (self.channels, *self.preprocess.size)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of scores in the first output (per image)."""
+        shape = self._types.get(self.output_names[0], (0, None))[1] or ()
+        dims = [d for d in shape[1:] if isinstance(d, int)]
+        if len(dims) != len(shape) - 1:
+            return len(self.labels) if self.labels else 0
+        return int(np.prod(dims)) if dims else 1
+
+    def layer(self, name: str) -> Layer:
+        """The layer with this tensor name or alias; unknown names suggest close ones."""
+        return self._layer_by_tensor[self.tensor_name(name)]
+
+    def tensor_name(self, name: str) -> str:
+        """The graph tensor a layer name or alias refers to."""
+        try:
+            return self._aliases[name]
+        except KeyError:
+            raise UnknownLayerError(name, self._aliases) from None
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if self.labels else f"class {index}"
+
+    def class_index(self, target: int | str) -> int:
+        """Index of a class given as index or label name (checked against the model)."""
+        return resolve_class(target, self.labels, self.num_classes)
+
+    # ------------------------------------------------------------------------------ run
+
+    def prepare(self, images: ImageLike | Sequence[ImageLike] | np.ndarray) -> np.ndarray:
+        """A float32 (N, C, H, W) batch: images are preprocessed, a float batch is checked."""
+        if (
+            isinstance(images, np.ndarray)
+            and images.ndim == 4
+            and np.issubdtype(images.dtype, np.floating)
+            and images.shape[1] == self.channels
+        ):
+            return self._check_batch(images)
+        return self._check_batch(self.preprocess(images))
+
+    def run(
+        self, batch: np.ndarray, taps: Sequence[str] = (), *, outputs: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Forward a preprocessed batch; return the model outputs and the tapped tensors.
+
+        Args:
+            batch: float (N, C, H, W) array (see :meth:`prepare`).
+            taps: layer names or aliases whose tensors to return too.
+            outputs: include the model's own outputs.
+
+        Returns:
+            dict from each output name and each tap as given to its float32 array with
+            the batch as first axis.
+        """
+        batch = self._check_batch(batch)
+        tapped = {tap: self.tensor_name(tap) for tap in taps}
+        fetch = list(dict.fromkeys([*(self.output_names if outputs else ()), *tapped.values()]))
+        if not fetch:
+            return {}
+        session = self._session(tuple(sorted(set(tapped.values()) - set(self.output_names))))
+        parts = [
+            session.run(fetch, {self.input_name: chunk}) for chunk in self._chunks(batch)
+        ]
+        values = {
+            name: _as_float32(np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i])
+            for i, name in enumerate(fetch)
+        }
+        result = {name: values[name] for name in self.output_names} if outputs else {}
+        result.update({tap: values[tensor] for tap, tensor in tapped.items()})
+        return result
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """The first output as (N, num_classes) float32 (logits or probabilities)."""
+        out = self.run(batch)[self.output_names[0]]
+        return out.reshape(len(out), -1)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, num_classes): the output itself or its softmax."""
+        return to_probabilities(self.scores(batch), self.outputs_probabilities)
+
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike] | np.ndarray, k: int = 5
+    ) -> list[list[Prediction]]:
+        """Top-k predictions for each image."""
+        probs = self.probabilities(self.prepare(images))
+        k = max(1, min(k, probs.shape[1]))
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [
+            [Prediction(int(i), self.label(int(i)), float(row[i])) for i in order]
+            for row, order in zip(probs, top)
+        ]
+
+    # -------------------------------------------------------------------------- helpers
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[1] != self.channels:
+            raise InputError(
+                f"expected a batch of shape (N, {self.channels}, H, W) for input "
+                f"{self.input_name!r}; got {batch.shape}"
+            )
+        expected = self.preprocess.size
+        if expected is not None and tuple(batch.shape[2:]) != expected and self._fixed_size:
+            raise InputError(
+                f"model {self.name!r} takes {expected[0]}x{expected[1]} images; "
+                f"got {batch.shape[2]}x{batch.shape[3]}"
+            )
+        return np.ascontiguousarray(batch, dtype=self.input_dtype)
+
+    def _chunks(self, batch: np.ndarray) -> Iterator[np.ndarray]:
+        step = self.max_batch
+        for start in range(0, len(batch), step):
+            yield batch[start : start + step]
+
+    def _session(self, extra: tuple[str, ...]) -> ort.InferenceSession:
+        session = self._sessions.get(extra)
+        if session is None:
+            proto = graph.expose(self._runnable, extra, self._types) if extra else self._runnable
+            session = self._sessions[extra] = self._make_session(proto)
+        return session
+
+    def _make_session(self, proto: onnx.ModelProto) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        try:
+            session = ort.InferenceSession(
+                proto.SerializeToString(),
+                options,
+                providers=self._providers,
+                provider_options=self._provider_options,
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelLoadError(f"onnxruntime cannot run model {self.name!r}: {exc}") from exc
+        if self._providers[0] != "CPUExecutionProvider":
+            active = session.get_providers()
+            if not active or active[0] != self._providers[0]:
+                raise DeviceError(
+                    f"{self._providers[0]} was asked for but the session runs on {active}; "
+                    "check the CUDA and cuDNN libraries that onnxruntime-gpu needs"
+                )
+        return session
+
+    def _batchable_graph(self, input_shape: Shape) -> tuple[onnx.ModelProto, bool]:
+        """The graph to run, and whether it takes batches of any size.
+
+        A model exported with a fixed batch of 1 is rewritten (see
+        :func:`graph.make_batch_symbolic`) and checked against the original on a probe
+        batch; when that fails it runs one image at a time, with one warning.
+        """
+        if not isinstance(input_shape[0], int):
+            return self.proto, True
+        symbolic = graph.make_batch_symbolic(self.proto, self.input_name)
+        if symbolic is not None:
+            try:
+                probe_shape = [d if isinstance(d, int) else 8 for d in input_shape]
+                rng = np.random.default_rng(0)
+                probe = rng.standard_normal([2, *probe_shape[1:]]).astype(self.input_dtype)
+                fixed = self._make_session(self.proto)
+                batched = self._make_session(symbolic)
+                ours = batched.run(None, {self.input_name: probe})
+                for i in range(2):
+                    ref = fixed.run(None, {self.input_name: probe[i : i + 1]})
+                    tol = 1e-2 if self.input_dtype == np.float16 else 1e-4
+                    for a, b in zip(ours, ref):
+                        if not np.allclose(
+                            _as_float32(a[i : i + 1]), _as_float32(b), rtol=tol, atol=tol
+                        ):
+                            raise ValueError("batched outputs differ from single-image runs")
+                self._sessions[()] = batched
+                return symbolic, True
+            except Exception as exc:  # any failure means: run image by image
+                log.debug("batch rewrite of %r failed: %s", self.name, exc)
+        warnings.warn(
+            f"model {self.name!r} has a fixed batch size of {input_shape[0]} that cannot be made "
+            "symbolic; images will run one at a time (slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return self.proto, False
+
+    def _max_batch(self, typed: onnx.ModelProto) -> int:
+        """Largest chunk whose activations fit the memory budget (a conservative bound:
+        the sum of every intermediate tensor of one image)."""
+        per_image = 0
+        for node in graph.data_nodes(typed, self.input_name):
+            for name in node.output:
+                elem, shape = self._types.get(name, (0, None))
+                if not shape or not all(isinstance(d, int) for d in shape[1:]):
+                    continue
+                itemsize = np.dtype(_FLOAT_TYPES.get(elem, np.float32)).itemsize
+                per_image += int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+        return max(1, self.memory_budget // max(per_image, 1))
+
+    @property
+    def _fixed_size(self) -> bool:
+        shape = self._types[self.input_name][1] or ()
+        return len(shape) == 4 and all(isinstance(d, int) for d in shape[2:])
+
+    def _layer_table(self, typed: onnx.ModelProto) -> list[Layer]:
+        layers = []
+        for node in graph.data_nodes(typed, self.input_name):
+            name = node.output[0]
+            shape = self._types.get(name, (0, None))[1]
+            if shape:
+                shape = ("N", *shape[1:])
+            aliases = tuple(a for a in (node.name, graph.torch_scope(node)) if a and a != name)
+            layers.append(Layer(name, node.op_type, shape, self._fields.get(name), aliases))
+        self._layer_by_tensor = {layer.name: layer for layer in layers}
+        return layers
+
+    def _alias_table(self) -> dict[str, str]:
+        """Every name a user may type -> tensor name. Tensor names win over aliases; a
+        module path names the module's last node (its output)."""
+        table: dict[str, str] = {}
+        for layer in self.layers:
+            for alias in layer.aliases:
+                table[alias] = layer.name
+        for layer in self.layers:
+            table[layer.name] = layer.name
+        return table
+
+    def _resolve_preprocess(self, given: Preprocess | str | None, shape: Shape) -> Preprocess:
+        if isinstance(given, str):
+            given = preset(given)
+        if given is None:
+            card = self.card.get("preprocess")
+            if card:
+                known = {f.name for f in fields(Preprocess)}
+                given = Preprocess(**{k: v for k, v in card.items() if k in known})
+            else:
+                given = Preprocess(channel_order="L" if self.channels == 1 else "RGB")
+        if given.channels != self.channels:
+            raise InputError(
+                f"preprocessing gives {given.channels}-channel images ({given.channel_order}) "
+                f"but model {self.name!r} takes {self.channels} channels"
+            )
+        model_size = tuple(shape[2:4])
+        if all(isinstance(d, int) for d in model_size):
+            if given.size is not None and tuple(given.size) != model_size:
+                raise InputError(
+                    f"preprocessing size {given.size} does not match the model input "
+                    f"{model_size[0]}x{model_size[1]}"
+                )
+            given = given.replace(size=model_size)
+        elif given.size is None:
+            raise InputError(
+                f"model {self.name!r} accepts any image size; give Preprocess(size=(H, W))"
+            )
+        return given
+
+    def _resolve_labels(self, given: Sequence[str] | str | Path | None) -> list[str] | None:
+        labels = load_labels(given) if given is not None else self.card.get("classes")
+        if labels is not None and self.num_classes and len(labels) != self.num_classes:
+            raise InputError(
+                f"{len(labels)} class labels given but model {self.name!r} has "
+                f"{self.num_classes} outputs"
+            )
+        return list(labels) if labels is not None else None
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def to_probabilities(scores: np.ndarray, already: bool) -> np.ndarray:
+    """Softmax over the last axis unless the scores are probabilities already."""
+    if already:
+        return scores
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float32) if array.dtype == np.float16 else array
+
+
+def _read_card(proto: onnx.ModelProto) -> dict:
+    for prop in proto.metadata_props:
+        if prop.key == CARD_KEY:
+            try:
+                card = json.loads(prop.value)
+            except json.JSONDecodeError as exc:
+                raise ModelLoadError(f"the model's {CARD_KEY} metadata is not JSON: {exc}") from exc
+            return card if isinstance(card, dict) else {}
+    return {}
+
+
+def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
+    """The single image input: name, numpy dtype and (N, C, H, W) shape."""
+    constant = {init.name for init in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in constant]
+    if len(inputs) != 1:
+        names = ", ".join(repr(i.name) for i in inputs) or "none"
+        raise ModelLoadError(
+            f"cnnviz needs a model with one image input; this one has {len(inputs)} ({names})"
+        )
+    info = inputs[0]
+    elem = info.type.tensor_type.elem_type
+    shape = graph.dims(info.type)
+    if elem not in _FLOAT_TYPES or shape is None or len(shape) != 4:
+        raise ModelLoadError(
+            f"model input {info.name!r} is not an image batch: cnnviz needs a float "
+            f"(N, C, H, W) input, got {onnx.TensorProto.DataType.Name(elem)} "
+            f"shape {shape}"
+        )
+    if shape[1] not in (1, 3):
+        layout = " (it looks channels-last, NHWC)" if shape[3] in (1, 3) else ""
+        raise ModelLoadError(
+            f"model input {info.name!r} has shape {shape}{layout}; cnnviz needs (N, C, H, W) "
+            "with 1 or 3 channels"
+        )
+    return info.name, _FLOAT_TYPES[elem], shape
+
+
+def _ends_in_softmax(proto: onnx.ModelProto, output: str) -> bool:
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    node = producers.get(output)
+    while node is not None and node.op_type in _PASS_THROUGH:
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type == "Softmax"
+
+
+def _providers(device: str) -> tuple[list[str], list[dict]]:
+    """onnxruntime providers for a device string; raises when the GPU is absent."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"], [{}]
+    if kind == "cuda":
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise DeviceError(
+                "device 'cuda' was asked for but this onnxruntime has no CUDA provider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu in place of "
+                "onnxruntime (never both), or use device='cpu'"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], [
+            {"device_id": int(index or 0)},
+            {},
+        ]
+    raise DeviceError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:N')")
+

@@ -1,0 +1,195 @@
+"""Image decoding and preprocessing: from files, PIL images or arrays to a float32 NCHW batch.
+
+A :class:`Preprocess` says how a model wants its pixels: size, resize policy, value scale,
+per-channel mean/std and channel order. Presets cover the common conventions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray]
+RESIZE_POLICIES = ("shorter_crop", "stretch", "none")
+CHANNEL_ORDERS = ("RGB", "BGR", "L")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How to turn images into the model's input: ``((pixels * scale) - mean) / std``.
+
+    Args:
+        size: (H, W) of the model input; None takes it from the model.
+        resize: ``shorter_crop`` (resize the shorter side to fit, centre-crop),
+            ``stretch`` (resize to H x W ignoring aspect) or ``none`` (sizes must match).
+        scale: factor applied to 0-255 pixel values first (1/255 gives 0-1).
+        mean, std: per channel in the model's channel order, after scaling (one value: all).
+        channel_order: ``RGB``, ``BGR`` or ``L`` (one grey channel).
+    """
+
+    size: tuple[int, int] | None = None
+    resize: str = "shorter_crop"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_POLICIES:
+            raise InputError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise InputError(
+                f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}"
+            )
+        channels = self.channels
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in np.atleast_1d(getattr(self, name)))
+            if len(value) == 1:
+                value *= channels
+            if len(value) != channels:
+                raise InputError(f"{name} needs {channels} values for {self.channel_order}")
+            object.__setattr__(self, name, value)
+        if any(s == 0 for s in self.std):
+            raise InputError("std must not contain zeros")
+        if self.size is not None:
+            object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_order == "L" else 3
+
+    def replace(self, **changes: Any) -> Preprocess:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
+        """Decode, resize and normalize images into a float32 (N, C, H, W) batch."""
+        if self.size is None:
+            raise InputError("preprocessing has no target size; give size=(H, W)")
+        pictures = [self.fit(load_image(image)) for image in as_image_list(images)]
+        batch = np.stack(pictures).astype(np.float32)  # (N, H, W, C) 0-255
+        if self.channel_order == "BGR":
+            batch = batch[..., ::-1]
+        batch = batch.transpose(0, 3, 1, 2) * np.float32(self.scale)
+        mean = np.asarray(self.mean, np.float32)[:, None, None]
+        std = np.asarray(self.std, np.float32)[:, None, None]
+        return np.ascontiguousarray((batch - mean) / std, dtype=np.float32)
+
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        """Resize/crop one decoded (H, W, 3) uint8 RGB image to ``size``; grey when ``L``."""
+        assert self.size is not None
+        height, width = self.size
+        pil = Image.fromarray(image)
+        if self.channel_order == "L":
+            pil = pil.convert("L")
+        if self.resize == "stretch":
+            pil = pil.resize((width, height), Image.Resampling.BILINEAR)
+        elif self.resize == "shorter_crop":
+            ratio = max(height / pil.height, width / pil.width)
+            new = (max(width, round(pil.width * ratio)), max(height, round(pil.height * ratio)))
+            if new != pil.size:
+                pil = pil.resize(new, Image.Resampling.BILINEAR)
+            left, top = (pil.width - width) // 2, (pil.height - height) // 2
+            pil = pil.crop((left, top, left + width, top + height))
+        elif pil.size != (width, height):
+            raise InputError(
+                f"image is {pil.width}x{pil.height} but the model takes {width}x{height} "
+                "and resize='none'; use resize='shorter_crop' or 'stretch'"
+            )
+        array = np.asarray(pil)
+        return array[..., None] if array.ndim == 2 else array
+
+    def invert(self, batch: np.ndarray) -> np.ndarray:
+        """Undo the normalization for display: (N, C, H, W) float -> (N, H, W, 3) uint8 RGB."""
+        batch = np.asarray(batch, np.float32)
+        mean = np.asarray(self.mean, np.float32)[:, None, None]
+        std = np.asarray(self.std, np.float32)[:, None, None]
+        pixels = (batch * std + mean) / np.float32(self.scale)
+        pixels = pixels.transpose(0, 2, 3, 1)
+        if self.channel_order == "BGR":
+            pixels = pixels[..., ::-1]
+        elif self.channel_order == "L":
+            pixels = np.repeat(pixels, 3, axis=-1)
+        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+#: Common conventions. ``mean``/``std`` are in each preset's own channel order.
+PRESETS: dict[str, Preprocess] = {
+    # torchvision / timm ImageNet models
+    "imagenet": Preprocess(
+        scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    ),
+    # Caffe-trained models (SqueezeNet, VGG from Caffe): BGR 0-255 minus the BGR mean
+    "caffe": Preprocess(scale=1.0, mean=(104.0, 117.0, 123.0), channel_order="BGR"),
+    # raw BGR 0-255 (Windows ML samples, fast-neural-style)
+    "bgr255": Preprocess(scale=1.0, channel_order="BGR"),
+    # raw RGB 0-255 and 0-1
+    "rgb255": Preprocess(scale=1.0),
+    "rgb01": Preprocess(scale=1 / 255),
+    # symmetric [-1, 1] (many PyTorch tutorials, GANs)
+    "unit": Preprocess(scale=1 / 255, mean=(0.5,), std=(0.5,)),
+    # grey digits 0-255 (ONNX-zoo MNIST) and 0-1
+    "grey255": Preprocess(scale=1.0, channel_order="L", resize="stretch"),
+    "grey01": Preprocess(scale=1 / 255, channel_order="L", resize="stretch"),
+}
+
+
+def preset(name: str) -> Preprocess:
+    """A preset by name, with a clear error listing them."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(
+            f"unknown preprocessing preset {name!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
+
+
+def as_image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    """Normalize one image or several into a list (a 4-D array is a stack of images)."""
+    if isinstance(images, (str, Path, Image.Image)):
+        return [images]
+    if isinstance(images, np.ndarray):
+        return list(images) if images.ndim == 4 else [images]
+    return list(images)
+
+
+def load_image(image: ImageLike) -> np.ndarray:
+    """Decode one image (path, PIL image or HWC/HW array) into an (H, W, 3) uint8 RGB array."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"image file not found: {str(path)!r}")
+        try:
+            with Image.open(path) as pil:
+                pil.load()
+                return np.asarray(pil.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"cannot decode image {str(path)!r}: {exc}") from exc
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise InputError(
+            f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
+            f"got shape {array.shape}"
+        )
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+            array = array * 255.0  # floats in 0-1
+        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array[..., :3])
