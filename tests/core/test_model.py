@@ -1,0 +1,187 @@
+"""Model: taps, batching, fixed-batch rewrite, errors, predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import make_graph_model, tiny_classifier
+from onnx import helper
+
+from cnnviz_core import (
+    DeviceError,
+    InputError,
+    Model,
+    ModelLoadError,
+    Preprocess,
+    TargetError,
+    UnknownLayerError,
+)
+
+RNG = np.random.default_rng(7)
+
+
+def reference_run(proto: onnx.ModelProto, batch: np.ndarray, names: list[str]) -> list:
+    """Plain onnxruntime on a model that declares ``names`` as outputs."""
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(names, {"x": batch})
+
+
+def test_taps_equal_a_reexport_with_those_outputs():
+    taps = ["conv1", "pool1", "relu2", "gap"]
+    model = Model(tiny_classifier().SerializeToString(), preprocess=Preprocess(scale=1.0))
+    reexport = tiny_classifier()
+    for name in taps:
+        reexport.graph.output.append(helper.make_tensor_value_info(name, 1, None))
+    batch = RNG.standard_normal((5, 3, 16, 16)).astype(np.float32)
+    ours = model.run(batch, taps=taps)
+    expected = reference_run(reexport, batch, ["logits", *taps])
+    assert list(ours) == ["logits", *taps]
+    for name, value in zip(["logits", *taps], expected):
+        np.testing.assert_array_equal(ours[name], value)
+
+
+def test_taps_resolve_node_names_and_only_taps_when_asked():
+    model = Model(tiny_classifier().SerializeToString())
+    batch = RNG.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    out = model.run(batch, taps=["fc"], outputs=False)
+    assert list(out) == ["fc"]  # node name of tensor 'logits'
+    np.testing.assert_array_equal(out["fc"], model.run(batch)["logits"])
+
+
+def test_memory_budget_splits_batches_with_identical_results():
+    proto = tiny_classifier().SerializeToString()
+    small = Model(proto, memory_budget=20_000)
+    big = Model(proto)
+    assert small.max_batch < 8 < big.max_batch
+    batch = RNG.standard_normal((11, 3, 16, 16)).astype(np.float32)
+    a, b = small.run(batch, taps=["relu1"]), big.run(batch, taps=["relu1"])
+    np.testing.assert_allclose(a["relu1"], b["relu1"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_batch_one_is_made_symbolic():
+    model = Model(tiny_classifier(batch=1).SerializeToString())
+    assert model.batched and model.max_batch > 1
+    batch = RNG.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    together = model.run(batch, taps=["relu2"])
+    single = [reference_run(tiny_classifier(batch=1), batch[i : i + 1], ["logits"])[0]
+              for i in range(4)]
+    np.testing.assert_allclose(together["logits"], np.concatenate(single), rtol=1e-5, atol=1e-6)
+    assert together["relu2"].shape == (4, 8, 8, 8)
+
+
+def _reshape_model(allowzero: int) -> onnx.ModelProto:
+    """Fixed batch 1 with a Reshape that hard-codes the batch as 1 in its target."""
+    w = {"w": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
+         "shape": np.array([1, -1], np.int64),
+         "fc": RNG.standard_normal((4 * 6 * 6, 5)).astype(np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], "conv"),
+        helper.make_node("Reshape", ["c", "shape"], ["flat"], "reshape", allowzero=allowzero),
+        helper.make_node("MatMul", ["flat", "fc"], ["y"], "fc"),
+    ]
+    return make_graph_model(nodes, w, [1, 3, 8, 8], "y")
+
+
+def test_reshape_that_hard_codes_batch_one_is_rewritten():
+    proto = _reshape_model(allowzero=0)
+    model = Model(proto.SerializeToString())
+    assert model.batched
+    batch = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    single = [reference_run(proto, batch[i : i + 1], ["y"])[0] for i in range(3)]
+    np.testing.assert_allclose(model.run(batch)["y"], np.concatenate(single), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_unbatchable_model_falls_back_to_a_loop_with_one_warning():
+    proto = _reshape_model(allowzero=1)  # 0 would mean a zero dim: cannot be rewritten
+    with pytest.warns(RuntimeWarning, match="one at a time"):
+        model = Model(proto.SerializeToString())
+    assert not model.batched and model.max_batch == 1
+    batch = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    single = [reference_run(proto, batch[i : i + 1], ["y"])[0] for i in range(3)]
+    np.testing.assert_allclose(model.run(batch)["y"], np.concatenate(single), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_predict_top_k_softmax_and_labels():
+    labels = ["a", "b", "c", "d"]
+    model = Model(tiny_classifier().SerializeToString(), labels=labels,
+                  preprocess=Preprocess(scale=1 / 255, size=(16, 16)))
+    images = RNG.integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
+    batch = model.prepare(images)
+    logits = model.scores(batch).astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    predictions = model.predict(images, k=2)
+    for row, preds in zip(probs, predictions):
+        order = np.argsort(-row)[:2]
+        assert [p.index for p in preds] == list(order)
+        assert [p.label for p in preds] == [labels[i] for i in order]
+        np.testing.assert_allclose([p.probability for p in preds], row[order], rtol=1e-5)
+
+
+def test_class_index_by_name_and_range():
+    model = Model(tiny_classifier().SerializeToString(), labels=["cat", "dog, puppy", "c", "d"])
+    assert model.class_index("dog") == 1
+    assert model.class_index("DOG, PUPPY") == 1
+    assert model.class_index(3) == 3
+    with pytest.raises(TargetError, match=r"out of range.*4 classes"):
+        model.class_index(4)
+    with pytest.raises(TargetError, match="did you mean 'cat'"):
+        model.class_index("cta")
+
+
+def test_unknown_layer_suggests_close_names():
+    model = Model(tiny_classifier().SerializeToString())
+    with pytest.raises(UnknownLayerError, match="did you mean .*'conv1'"):
+        model.run(np.zeros((1, 3, 16, 16), np.float32), taps=["convl"])
+    assert str(model.layer("relu1").receptive_field.size) == "(3, 3)"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "is empty"),
+        (b"\x08\x07garbage that is not protobuf\xff\xff", "not an ONNX model"),
+        (tiny_classifier().SerializeToString()[:300], "not an ONNX model"),
+    ],
+)
+def test_bad_model_bytes(data, message):
+    with pytest.raises(ModelLoadError, match=message):
+        Model(data)
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        Model(tmp_path / "nope.onnx")
+
+
+def test_model_without_image_input():
+    w = {"w": np.ones((4, 3), np.float32)}
+    proto = make_graph_model([helper.make_node("MatMul", ["x", "w"], ["y"])], w, ["N", 4], "y")
+    with pytest.raises(ModelLoadError, match=r"not an image batch.*\(N, C, H, W\)"):
+        Model(proto.SerializeToString())
+
+
+def test_wrong_batch_shape_and_channels():
+    model = Model(tiny_classifier().SerializeToString())
+    with pytest.raises(InputError, match=r"\(N, 3, H, W\)"):
+        model.run(np.zeros((2, 1, 16, 16), np.float32))
+    with pytest.raises(InputError, match="16x16"):
+        model.run(np.zeros((2, 3, 15, 16), np.float32))
+    with pytest.raises(InputError, match="1-channel"):
+        Model(tiny_classifier().SerializeToString(), preprocess="grey255")
+    with pytest.raises(InputError, match="3 class labels"):
+        Model(tiny_classifier().SerializeToString(), labels=["a", "b", "c"])
+
+
+def test_cuda_asked_without_cuda_is_an_error():
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(DeviceError, match="onnxruntime-gpu"):
+        Model(tiny_classifier().SerializeToString(), device="cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        Model(tiny_classifier().SerializeToString(), device="tpu")
