@@ -81,6 +81,12 @@ class Model:
         memory_budget: bytes of activations one forward chunk may use; larger batches run
             in chunks.
         threads: onnxruntime intra-op threads (0: onnxruntime's default).
+
+    Attributes:
+        proto: the ONNX model as loaded; ``runnable`` is the graph onnxruntime runs (its
+            batch made symbolic when the export fixed it to 1).
+        batched: whether batches run in one call (else one image at a time).
+        max_batch: images per onnxruntime call under ``memory_budget``.
     """
 
     def __init__(
@@ -113,7 +119,7 @@ class Model:
         self.threads = threads
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         self.memory_budget = memory_budget
-        self._runnable, self.batched = self._batchable_graph(input_shape)
+        self.runnable, self.batched = self._batchable_graph(input_shape)
         self.max_batch = self._max_batch(typed) if self.batched else 1
         self.preprocess = self._resolve_preprocess(preprocess, input_shape)
         self.labels = self._resolve_labels(labels)
@@ -249,7 +255,7 @@ class Model:
     def _session(self, extra: tuple[str, ...]) -> ort.InferenceSession:
         session = self._sessions.get(extra)
         if session is None:
-            proto = graph.expose(self._runnable, extra, self._types) if extra else self._runnable
+            proto = graph.expose(self.runnable, extra, self._types) if extra else self.runnable
             session = self._sessions[extra] = self._make_session(proto)
         return session
 

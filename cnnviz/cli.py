@@ -1,0 +1,195 @@
+"""The ``cnnviz`` command: thin calls into the Python API.
+
+Errors a user can cause print one line (no traceback) and exit with status 1; Ctrl-C exits
+with 130 and leaves no half-written output under its final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cnnviz_core import CnnvizError, Model
+from cnnviz_core.preprocess import PRESETS
+
+from .models import SHIPPED, load_model
+from .render.report import build_report
+
+EXAMPLES = """\
+examples:
+  cnnviz demo --out demo/                       report on the shipped 'shapes' model
+  cnnviz layers shapes                          list the layers you can name elsewhere
+  cnnviz predict squeezenet.onnx cat.jpg --preset caffe --labels synset_words.txt
+  cnnviz report model.onnx a.jpg b.png --out report/
+"""
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        help=f"an .onnx file, or the name of a shipped model ({', '.join(SHIPPED)})",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="preprocessing convention (default: the model card's, else RGB scaled to 0-1)",
+    )
+    parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+
+
+def _open(args: argparse.Namespace) -> Model:
+    return load_model(args.model, preprocess=args.preset, labels=args.labels, device=args.device)
+
+
+def cmd_layers(args: argparse.Namespace) -> None:
+    model = _open(args)
+    rows = []
+    for layer in model.layers:
+        field = layer.receptive_field
+        rows.append(
+            {
+                "name": layer.name,
+                "op": layer.op_type,
+                "shape": list(layer.shape) if layer.shape else None,
+                "receptive_field": None
+                if field is None
+                else {"size": field.size, "stride": field.stride, "offset": field.offset},
+                "aliases": list(layer.aliases),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = [["name", "op", "output shape", "receptive field (size / stride / offset)", "aliases"]]
+    for row in rows:
+        rf = row["receptive_field"]
+        table.append(
+            [
+                row["name"],
+                row["op"],
+                "x".join(str(d) for d in row["shape"]) if row["shape"] else "?",
+                "-" if rf is None else f"{_pair(rf['size'])} / {_pair(rf['stride'])} / "
+                f"{_pair(rf['offset'])}",
+                ", ".join(row["aliases"]),
+            ]
+        )
+    print(f"{model.name}: input {model.input_name!r} {'x'.join(map(str, model.input_shape))}")
+    _print_table(table)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    model = _open(args)
+    predictions = model.predict(args.images, k=args.top)
+    if args.json:
+        print(json.dumps({
+            str(image): [{"index": p.index, "label": p.label, "probability": p.probability}
+                         for p in preds]
+            for image, preds in zip(args.images, predictions)
+        }, indent=1))
+        return
+    for image, preds in zip(args.images, predictions):
+        print(image)
+        for rank, p in enumerate(preds, 1):
+            print(f"  {rank}. {p.probability:7.4f}  {p.label}  (#{p.index})")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    model = _open(args)
+    path = build_report(model, args.images, args.out, top_k=args.top)
+    print(f"report written to {path}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .data import CLASSES, make_shapes
+
+    model = load_model("shapes")
+    sample = make_shapes(4 * len(CLASSES), seed=args.seed)
+    picked = [int(next(i for i, y in enumerate(sample.labels) if y == c))
+              for c in range(len(CLASSES)) if c in sample.labels]
+    names = [f"{CLASSES[sample.labels[i]]} #{i}" for i in picked]
+    path = build_report(model, list(sample.images[picked]), args.out, names=names,
+                        title="cnnviz demo: the shipped shapes model")
+    print(f"report written to {path}")
+
+
+def _pair(values: Sequence[int]) -> str:
+    return str(values[0]) if values[0] == values[1] else f"{values[0]}x{values[1]}"
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnviz",
+        description="See what a CNN exported to ONNX learned and why it decides as it does.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="write a report on the shipped shapes model (start here)",
+        description="Classify one generated image per class with the shipped 'shapes' model "
+        "and write an HTML report: model card, layer table, predictions.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo"), help="output folder (demo/)")
+    demo.add_argument("--seed", type=int, default=2026, help="seed of the generated images")
+    demo.set_defaults(run=cmd_demo)
+
+    layers = commands.add_parser(
+        "layers", help="list a model's layers, shapes and receptive fields",
+        description="List every layer: the name to type in other commands, the operator, "
+        "the output shape and the receptive field in input pixels.",
+    )
+    _model_arguments(layers)
+    layers.add_argument("--json", action="store_true", help="machine-readable output")
+    layers.set_defaults(run=cmd_layers)
+
+    predict = commands.add_parser(
+        "predict", help="top-k classes for images",
+        description="Print the top-k classes and probabilities for each image.",
+    )
+    _model_arguments(predict)
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    predict.add_argument("--top", type=int, default=5, help="how many classes (5)")
+    predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.set_defaults(run=cmd_predict)
+
+    report = commands.add_parser(
+        "report", help="write an HTML report for a model and images",
+        description="Write OUT/report.html (images beside it in OUT/images/) with the model "
+        "card, the layer table and the predictions for the images.",
+    )
+    _model_arguments(report)
+    report.add_argument("images", nargs="+", help="image files")
+    report.add_argument("--out", type=Path, required=True, help="output folder")
+    report.add_argument("--top", type=int, default=5, help="classes shown per image (5)")
+    report.set_defaults(run=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CnnvizError as exc:
+        print(f"cnnviz: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cnnviz: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

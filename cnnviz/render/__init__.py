@@ -1,0 +1,31 @@
+"""Rendering: image arrays to PNGs, upscaling, tile grids, and the HTML report."""
+
+from .images import save_png, tile_grid, to_pil, to_uint8, upscale
+from .report import (
+    Markup,
+    Page,
+    ReportContext,
+    Section,
+    build_report,
+    escape,
+    register_section,
+    sections,
+    unregister_section,
+)
+
+__all__ = [
+    "Markup",
+    "Page",
+    "ReportContext",
+    "Section",
+    "build_report",
+    "escape",
+    "register_section",
+    "save_png",
+    "sections",
+    "tile_grid",
+    "to_pil",
+    "to_uint8",
+    "unregister_section",
+    "upscale",
+]
