@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,8 +48,9 @@ def _open(args: argparse.Namespace) -> Model:
 
 def cmd_layers(args: argparse.Namespace) -> None:
     model = _open(args)
+    chosen = [model.layer(name) for name in args.layer] if args.layer else model.layers
     rows = []
-    for layer in model.layers:
+    for layer in chosen:
         field = layer.receptive_field
         rows.append(
             {
@@ -83,18 +85,28 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     model = _open(args)
-    predictions = model.predict(args.images, k=args.top)
+    wanted = [model.class_index(c) for c in args.classes]
+    batch = model.prepare(args.images)
+    probabilities = model.probabilities(batch)
+    predictions = model.predict(batch, k=args.top)
     if args.json:
         print(json.dumps({
-            str(image): [{"index": p.index, "label": p.label, "probability": p.probability}
-                         for p in preds]
-            for image, preds in zip(args.images, predictions)
+            str(image): {
+                "top": [{"index": p.index, "label": p.label, "probability": p.probability}
+                        for p in preds],
+                "classes": [{"index": c, "label": model.label(c),
+                             "probability": float(probs[c])} for c in wanted],
+            }
+            for image, preds, probs in zip(args.images, predictions, probabilities)
         }, indent=1))
         return
-    for image, preds in zip(args.images, predictions):
+    for image, preds, probs in zip(args.images, predictions, probabilities):
         print(image)
         for rank, p in enumerate(preds, 1):
             print(f"  {rank}. {p.probability:7.4f}  {p.label}  (#{p.index})")
+        for c in wanted:
+            rank = int((probs > probs[c]).sum()) + 1
+            print(f"  class #{c} {model.label(c)}: probability {probs[c]:.4f}, rank {rank}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -152,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the output shape and the receptive field in input pixels.",
     )
     _model_arguments(layers)
+    layers.add_argument("--layer", action="append", default=[], metavar="NAME",
+                        help="show only this layer (name or alias; repeatable)")
     layers.add_argument("--json", action="store_true", help="machine-readable output")
     layers.set_defaults(run=cmd_layers)
 
@@ -162,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(predict)
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     predict.add_argument("--top", type=int, default=5, help="how many classes (5)")
+    predict.add_argument("--class", dest="classes", action="append", default=[],
+                         metavar="CLASS", help="also show this class (index or label; repeatable)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(run=cmd_predict)
 
@@ -188,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnviz: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader (e.g. `head`) went away: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 
