@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,9 @@ def run(quick: bool = False) -> list[dict]:
         models.append(("squeezenet1.1_fp32", Model(SHARED / "squeezenet1.1_fp32.onnx")))
     rows = []
     for name, model in models:
-        raw = ort.InferenceSession(model.runnable.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+        raw = ort.InferenceSession(
+            model.runnable.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         for n in BATCHES:
             batch = np.random.default_rng(0).standard_normal((n, *model.input_shape))
             batch = batch.astype(np.float32)
@@ -65,8 +67,8 @@ def run(quick: bool = False) -> list[dict]:
             # interleave the two so that machine drift hits both alike
             ours, theirs = [], []
             for _ in range(3):
-                theirs.append(images_per_second(lambda: raw.run(None, feed), n, seconds / 3))
-                ours.append(images_per_second(lambda: model.run(batch), n, seconds / 3))
+                theirs.append(images_per_second(partial(raw.run, None, feed), n, seconds / 3))
+                ours.append(images_per_second(partial(model.run, batch), n, seconds / 3))
             row = {
                 "model": name,
                 "batch": n,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import forward  # noqa: E402  (suites live beside this script)
+import forward  # suites live beside this script
 
 SUITES = {"forward": forward.run}
 RESULTS = Path(__file__).parent / "results"
@@ -42,8 +42,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
     report = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "processor": platform.processor()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "processor": platform.processor(),
+        },
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "suites": {},
     }

@@ -7,6 +7,7 @@ with 130 and leaves no half-written output under its final name.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -49,34 +50,21 @@ def _open(args: argparse.Namespace) -> Model:
 def cmd_layers(args: argparse.Namespace) -> None:
     model = _open(args)
     chosen = [model.layer(name) for name in args.layer] if args.layer else model.layers
-    rows = []
-    for layer in chosen:
-        field = layer.receptive_field
-        rows.append(
-            {
-                "name": layer.name,
-                "op": layer.op_type,
-                "shape": list(layer.shape) if layer.shape else None,
-                "receptive_field": None
-                if field is None
-                else {"size": field.size, "stride": field.stride, "offset": field.offset},
-                "aliases": list(layer.aliases),
-            }
-        )
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps([dataclasses.asdict(layer) for layer in chosen], indent=1))
         return
     table = [["name", "op", "output shape", "receptive field (size / stride / offset)", "aliases"]]
-    for row in rows:
-        rf = row["receptive_field"]
+    for layer in chosen:
+        field = layer.receptive_field
         table.append(
             [
-                row["name"],
-                row["op"],
-                "x".join(str(d) for d in row["shape"]) if row["shape"] else "?",
-                "-" if rf is None else f"{_pair(rf['size'])} / {_pair(rf['stride'])} / "
-                f"{_pair(rf['offset'])}",
-                ", ".join(row["aliases"]),
+                layer.name,
+                layer.op_type,
+                "x".join(str(d) for d in layer.shape) if layer.shape else "?",
+                "-"
+                if field is None
+                else f"{_pair(field.size)} / {_pair(field.stride)} / {_pair(field.offset)}",
+                ", ".join(layer.aliases),
             ]
         )
     print(f"{model.name}: input {model.input_name!r} {'x'.join(map(str, model.input_shape))}")
@@ -90,15 +78,24 @@ def cmd_predict(args: argparse.Namespace) -> None:
     probabilities = model.probabilities(batch)
     predictions = model.predict(batch, k=args.top)
     if args.json:
-        print(json.dumps({
-            str(image): {
-                "top": [{"index": p.index, "label": p.label, "probability": p.probability}
-                        for p in preds],
-                "classes": [{"index": c, "label": model.label(c),
-                             "probability": float(probs[c])} for c in wanted],
-            }
-            for image, preds, probs in zip(args.images, predictions, probabilities)
-        }, indent=1))
+        print(
+            json.dumps(
+                {
+                    str(image): {
+                        "top": [
+                            {"index": p.index, "label": p.label, "probability": p.probability}
+                            for p in preds
+                        ],
+                        "classes": [
+                            {"index": c, "label": model.label(c), "probability": float(probs[c])}
+                            for c in wanted
+                        ],
+                    }
+                    for image, preds, probs in zip(args.images, predictions, probabilities)
+                },
+                indent=1,
+            )
+        )
         return
     for image, preds, probs in zip(args.images, predictions, probabilities):
         print(image)
@@ -120,11 +117,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     model = load_model("shapes")
     sample = make_shapes(4 * len(CLASSES), seed=args.seed)
-    picked = [int(next(i for i, y in enumerate(sample.labels) if y == c))
-              for c in range(len(CLASSES)) if c in sample.labels]
+    picked = [
+        int(next(i for i, y in enumerate(sample.labels) if y == c))
+        for c in range(len(CLASSES))
+        if c in sample.labels
+    ]
     names = [f"{CLASSES[sample.labels[i]]} #{i}" for i in picked]
-    path = build_report(model, list(sample.images[picked]), args.out, names=names,
-                        title="cnnviz demo: the shipped shapes model")
+    path = build_report(
+        model,
+        list(sample.images[picked]),
+        args.out,
+        names=names,
+        title="cnnviz demo: the shipped shapes model",
+    )
     print(f"report written to {path}")
 
 
@@ -150,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
-        "demo", help="write a report on the shipped shapes model (start here)",
+        "demo",
+        help="write a report on the shipped shapes model (start here)",
         description="Classify one generated image per class with the shipped 'shapes' model "
         "and write an HTML report: model card, layer table, predictions.",
     )
@@ -159,30 +165,44 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     layers = commands.add_parser(
-        "layers", help="list a model's layers, shapes and receptive fields",
+        "layers",
+        help="list a model's layers, shapes and receptive fields",
         description="List every layer: the name to type in other commands, the operator, "
         "the output shape and the receptive field in input pixels.",
     )
     _model_arguments(layers)
-    layers.add_argument("--layer", action="append", default=[], metavar="NAME",
-                        help="show only this layer (name or alias; repeatable)")
+    layers.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="show only this layer (name or alias; repeatable)",
+    )
     layers.add_argument("--json", action="store_true", help="machine-readable output")
     layers.set_defaults(run=cmd_layers)
 
     predict = commands.add_parser(
-        "predict", help="top-k classes for images",
+        "predict",
+        help="top-k classes for images",
         description="Print the top-k classes and probabilities for each image.",
     )
     _model_arguments(predict)
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     predict.add_argument("--top", type=int, default=5, help="how many classes (5)")
-    predict.add_argument("--class", dest="classes", action="append", default=[],
-                         metavar="CLASS", help="also show this class (index or label; repeatable)")
+    predict.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="also show this class (index or label; repeatable)",
+    )
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(run=cmd_predict)
 
     report = commands.add_parser(
-        "report", help="write an HTML report for a model and images",
+        "report",
+        help="write an HTML report for a model and images",
         description="Write OUT/report.html (images beside it in OUT/images/) with the model "
         "card, the layer table and the predictions for the images.",
     )

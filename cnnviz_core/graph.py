@@ -57,9 +57,7 @@ def load_onnx(source: str | Path | bytes) -> onnx.ModelProto:
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError or RuntimeWarning-like errors
-        raise ModelLoadError(
-            f"{where!r} is not an ONNX model (or it is truncated): {exc}"
-        ) from exc
+        raise ModelLoadError(f"{where!r} is not an ONNX model (or it is truncated): {exc}") from exc
     if not model.graph.node:
         raise ModelLoadError(f"{where!r} is not an ONNX model: it has no graph nodes")
     return model
@@ -79,8 +77,7 @@ def dims(type_proto: onnx.TypeProto) -> Shape | None:
     if not tensor.HasField("shape"):
         return None
     return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-        for d in tensor.shape.dim
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
     )
 
 
@@ -277,7 +274,7 @@ def _window_field(
         size.append(field.size[axis] + (k_eff - 1) * field.stride[axis])
         offset.append(field.offset[axis] - pad * field.stride[axis])
         stride.append(field.stride[axis] * strides[axis])
-    return ReceptiveField(tuple(size), tuple(stride), tuple(offset))
+    return ReceptiveField((size[0], size[1]), (stride[0], stride[1]), (offset[0], offset[1]))
 
 
 def _pad_field(node: onnx.NodeProto, field: ReceptiveField, consts: dict) -> ReceptiveField | None:
@@ -304,7 +301,7 @@ def _union(fields: Sequence[ReceptiveField]) -> ReceptiveField | None:
         end = max(f.offset[axis] + f.size[axis] for f in fields)
         size.append(end - start)
         offset.append(start)
-    return ReceptiveField(tuple(size), fields[0].stride, tuple(offset))
+    return ReceptiveField((size[0], size[1]), fields[0].stride, (offset[0], offset[1]))
 
 
 def receptive_fields(

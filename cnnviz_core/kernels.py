@@ -155,6 +155,7 @@ def _gated_backward(
     zero = g.dtype.type(0)
     if mode == "deconvnet":
         return np.where(g > 0, g, zero)
+    assert passed is not None, "gradient and guided modes need the forward gate"
     blocked = g * g.dtype.type(slope) if slope != 0 else zero
     local = np.where(passed, g, blocked)
     if mode == "guided":

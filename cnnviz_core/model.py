@@ -31,7 +31,7 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 #: metadata key under which a model card (JSON) travels inside an ONNX file
 CARD_KEY = "cnnviz.card"
 
-_FLOAT_TYPES = {
+_FLOAT_TYPES: dict[int, type[np.floating]] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.FLOAT16: np.float16,
     onnx.TensorProto.DOUBLE: np.float64,
@@ -198,11 +198,11 @@ class Model:
         if not fetch:
             return {}
         session = self._session(tuple(sorted(set(tapped.values()) - set(self.output_names))))
-        parts = [
-            session.run(fetch, {self.input_name: chunk}) for chunk in self._chunks(batch)
-        ]
+        parts = [session.run(fetch, {self.input_name: chunk}) for chunk in self._chunks(batch)]
         values = {
-            name: _as_float32(np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i])
+            name: _as_float32(
+                np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i]
+            )
             for i, name in enumerate(fetch)
         }
         result = {name: values[name] for name in self.output_names} if outputs else {}
@@ -296,7 +296,9 @@ class Model:
             try:
                 probe_shape = [d if isinstance(d, int) else 8 for d in input_shape]
                 rng = np.random.default_rng(0)
-                probe = rng.standard_normal([2, *probe_shape[1:]]).astype(self.input_dtype)
+                probe: np.ndarray = rng.standard_normal([2, *probe_shape[1:]]).astype(
+                    self.input_dtype
+                )
                 fixed = self._make_session(self.proto)
                 batched = self._make_session(symbolic)
                 ours = batched.run(None, {self.input_name: probe})
@@ -480,4 +482,3 @@ def _providers(device: str) -> tuple[list[str], list[dict]]:
             {},
         ]
     raise DeviceError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:N')")
-

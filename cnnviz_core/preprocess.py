@@ -10,14 +10,14 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray]
+ImageLike = str | Path | Image.Image | np.ndarray
 RESIZE_POLICIES = ("shorter_crop", "stretch", "none")
 CHANNEL_ORDERS = ("RGB", "BGR", "L")
 
@@ -127,9 +127,7 @@ class Preprocess:
 #: Common conventions. ``mean``/``std`` are in each preset's own channel order.
 PRESETS: dict[str, Preprocess] = {
     # torchvision / timm ImageNet models
-    "imagenet": Preprocess(
-        scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-    ),
+    "imagenet": Preprocess(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
     # Caffe-trained models (SqueezeNet, VGG from Caffe): BGR 0-255 minus the BGR mean
     "caffe": Preprocess(scale=1.0, mean=(104.0, 117.0, 123.0), channel_order="BGR"),
     # raw BGR 0-255 (Windows ML samples, fast-neural-style)

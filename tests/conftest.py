@@ -29,13 +29,19 @@ def make_graph_model(
     extra_outputs: tuple[str, ...] = (),
     opset: int = 18,
 ) -> onnx.ModelProto:
-    """A model (onnxruntime validates it on load) with input ``x`` of ``input_shape`` and the given outputs."""
+    """A model with input ``x`` of ``input_shape`` and the given outputs (onnxruntime
+    validates it on load)."""
     inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in weights.items()]
-    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
-               for name in (output, *extra_outputs)]
+    outputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        for name in (output, *extra_outputs)
+    ]
     graph = helper.make_graph(
-        nodes, "test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
-        outputs, inits,
+        nodes,
+        "test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+        outputs,
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -57,8 +63,9 @@ def tiny_classifier(batch: int | str = "N", classes: int = 4, seed: int = 0) -> 
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["conv1"], "conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["conv1"], ["relu1"], "relu1"),
-        helper.make_node("MaxPool", ["relu1"], ["pool1"], "pool1", kernel_shape=[2, 2],
-                         strides=[2, 2]),
+        helper.make_node(
+            "MaxPool", ["relu1"], ["pool1"], "pool1", kernel_shape=[2, 2], strides=[2, 2]
+        ),
         helper.make_node("Conv", ["pool1", "w2", "b2"], ["conv2"], "conv2", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["conv2"], ["relu2"], "relu2"),
         helper.make_node("GlobalAveragePool", ["relu2"], ["gap"], "gap"),

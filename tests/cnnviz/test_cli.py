@@ -77,12 +77,15 @@ def test_bad_input_gives_one_line_and_status_1(capsys, tmp_path, tiny, photo, ar
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["v"], ["y"])], "g",
-                              [helper.make_tensor_value_info("v", TensorProto.FLOAT, [4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["v"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
     (tmp_path / "noimage.onnx").write_bytes(helper.make_model(graph).SerializeToString())
     args = [a.format(tmp=tmp_path, tiny=tiny, photo=photo) for a in argv]
-    code, out, err = run(capsys, *args)
+    code, _, err = run(capsys, *args)
     if message == "cuda" and code == 0:
         pytest.skip("this onnxruntime has CUDA")
     assert code == 1

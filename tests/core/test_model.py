@@ -66,17 +66,20 @@ def test_fixed_batch_one_is_made_symbolic():
     assert model.batched and model.max_batch > 1
     batch = RNG.standard_normal((4, 3, 16, 16)).astype(np.float32)
     together = model.run(batch, taps=["relu2"])
-    single = [reference_run(tiny_classifier(batch=1), batch[i : i + 1], ["logits"])[0]
-              for i in range(4)]
+    single = [
+        reference_run(tiny_classifier(batch=1), batch[i : i + 1], ["logits"])[0] for i in range(4)
+    ]
     np.testing.assert_allclose(together["logits"], np.concatenate(single), rtol=1e-5, atol=1e-6)
     assert together["relu2"].shape == (4, 8, 8, 8)
 
 
 def _reshape_model(allowzero: int) -> onnx.ModelProto:
     """Fixed batch 1 with a Reshape that hard-codes the batch as 1 in its target."""
-    w = {"w": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
-         "shape": np.array([1, -1], np.int64),
-         "fc": RNG.standard_normal((4 * 6 * 6, 5)).astype(np.float32)}
+    w = {
+        "w": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "shape": np.array([1, -1], np.int64),
+        "fc": RNG.standard_normal((4 * 6 * 6, 5)).astype(np.float32),
+    }
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], "conv"),
         helper.make_node("Reshape", ["c", "shape"], ["flat"], "reshape", allowzero=allowzero),
@@ -91,8 +94,7 @@ def test_reshape_that_hard_codes_batch_one_is_rewritten():
     assert model.batched
     batch = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
     single = [reference_run(proto, batch[i : i + 1], ["y"])[0] for i in range(3)]
-    np.testing.assert_allclose(model.run(batch)["y"], np.concatenate(single), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(model.run(batch)["y"], np.concatenate(single), rtol=1e-5, atol=1e-5)
 
 
 def test_unbatchable_model_falls_back_to_a_loop_with_one_warning():
@@ -102,14 +104,16 @@ def test_unbatchable_model_falls_back_to_a_loop_with_one_warning():
     assert not model.batched and model.max_batch == 1
     batch = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
     single = [reference_run(proto, batch[i : i + 1], ["y"])[0] for i in range(3)]
-    np.testing.assert_allclose(model.run(batch)["y"], np.concatenate(single), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(model.run(batch)["y"], np.concatenate(single), rtol=1e-5, atol=1e-5)
 
 
 def test_predict_top_k_softmax_and_labels():
     labels = ["a", "b", "c", "d"]
-    model = Model(tiny_classifier().SerializeToString(), labels=labels,
-                  preprocess=Preprocess(scale=1 / 255, size=(16, 16)))
+    model = Model(
+        tiny_classifier().SerializeToString(),
+        labels=labels,
+        preprocess=Preprocess(scale=1 / 255, size=(16, 16)),
+    )
     images = RNG.integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
     batch = model.prepare(images)
     logits = model.scores(batch).astype(np.float64)
@@ -136,7 +140,7 @@ def test_class_index_by_name_and_range():
 
 def test_unknown_layer_suggests_close_names():
     model = Model(tiny_classifier().SerializeToString())
-    with pytest.raises(UnknownLayerError, match="did you mean .*'conv1'"):
+    with pytest.raises(UnknownLayerError, match=r"did you mean .*'conv1'"):
         model.run(np.zeros((1, 3, 16, 16), np.float32), taps=["convl"])
     assert str(model.layer("relu1").receptive_field.size) == "(3, 3)"
 

@@ -45,14 +45,20 @@ def geometry_model() -> Model:
     def positive(*shape):
         return rng.uniform(0.1, 1.0, shape).astype(np.float32)
 
-    w = {"w1": positive(4, 3, 3, 3), "w2": positive(4, 4, 3, 3), "w3": positive(4, 4, 4, 4),
-         "w4": positive(4, 4, 1, 1), "w5": positive(4, 4, 3, 3),
-         "pads": np.array([0, 0, 1, 0, 0, 0, 0, 1], np.int64)}
+    w = {
+        "w1": positive(4, 3, 3, 3),
+        "w2": positive(4, 4, 3, 3),
+        "w3": positive(4, 4, 4, 4),
+        "w4": positive(4, 4, 1, 1),
+        "w5": positive(4, 4, 3, 3),
+        "pads": np.array([0, 0, 1, 0, 0, 0, 0, 1], np.int64),
+    }
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["a", "w2"], ["b"], strides=[2, 2], dilations=[2, 2]),
-        helper.make_node("MaxPool", ["b"], ["c"], kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "MaxPool", ["b"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+        ),
         helper.make_node("Pad", ["c", "pads"], ["d"]),
         helper.make_node("AveragePool", ["d"], ["e"], kernel_shape=[2, 2]),
         helper.make_node("Conv", ["e", "w3"], ["f"], auto_pad="SAME_UPPER", strides=[2, 2]),
@@ -87,17 +93,24 @@ def test_receptive_field_numbers():
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize(("name", "preset", "layers"), [
-    ("mnist_cntk.onnx", "grey255", ["ReLU32_Output_0", "Pooling66_Output_0",
-                                    "Pooling160_Output_0"]),
-    ("cifar10_tutorial_cnn.onnx", "unit", ["36", "37", "43"]),
-])
+@pytest.mark.parametrize(
+    ("name", "preset", "layers"),
+    [
+        (
+            "mnist_cntk.onnx",
+            "grey255",
+            ["ReLU32_Output_0", "Pooling66_Output_0", "Pooling160_Output_0"],
+        ),
+        ("cifar10_tutorial_cnn.onnx", "unit", ["36", "37", "43"]),
+    ],
+)
 def test_real_models_fields_contain_and_match_influence(shared_data, name, preset, layers):
     model = Model(shared_data / "models" / name, preprocess=preset)
     size = model.input_shape[1]
     for layer in layers:
-        boxes = np.maximum(observed_boxes(model, layer, size, +1.0),
-                           observed_boxes(model, layer, size, -1.0))
+        boxes = np.maximum(
+            observed_boxes(model, layer, size, +1.0), observed_boxes(model, layer, size, -1.0)
+        )
         h, w = boxes.shape[:2]
         for i in range(h):
             for j in range(w):

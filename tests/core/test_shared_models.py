@@ -12,11 +12,15 @@ from cnnviz_core import Model
 pytestmark = pytest.mark.shared
 
 PRESETS = {  # expected_predictions.json convention -> our preset
-    "squeezenet1.1_fp32.onnx": [("bgr_0_255 (WinML convention, oracle-verified)", "bgr255"),
-                                ("bgr_minus_caffe_mean", "caffe")],
+    "squeezenet1.1_fp32.onnx": [
+        ("bgr_0_255 (WinML convention, oracle-verified)", "bgr255"),
+        ("bgr_minus_caffe_mean", "caffe"),
+    ],
     "squeezenet1.1_fp16.onnx": [("bgr_0_255 (WinML convention, oracle-verified)", "bgr255")],
-    "mnist_cntk.onnx": [("0_255 (model metadata NominalRange_0_255)", "grey255"),
-                        ("0_1", "grey01")],
+    "mnist_cntk.onnx": [
+        ("0_255 (model metadata NominalRange_0_255)", "grey255"),
+        ("0_1", "grey01"),
+    ],
     "cifar10_tutorial_cnn.onnx": [(None, "unit")],
 }
 CIFAR10 = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -34,9 +38,10 @@ def test_top_predictions_match_the_shared_readme(shared_data, model_name, conven
     table = expected["predictions"][model_name]
     if convention is not None:
         table = table[convention]
-    labels = {"mnist_cntk.onnx": [str(d) for d in range(10)],
-              "cifar10_tutorial_cnn.onnx": CIFAR10}.get(
-        model_name, shared_data / "labels" / "imagenet_synset_words.txt")
+    labels = {
+        "mnist_cntk.onnx": [str(d) for d in range(10)],
+        "cifar10_tutorial_cnn.onnx": CIFAR10,
+    }.get(model_name, shared_data / "labels" / "imagenet_synset_words.txt")
     model = Model(shared_data / "models" / model_name, preprocess=preset, labels=labels)
     folder = "digits" if model_name.startswith("mnist") else "photos"
     files = sorted(table)
@@ -48,10 +53,13 @@ def test_top_predictions_match_the_shared_readme(shared_data, model_name, conven
         assert preds[0].probability == pytest.approx(want[0][1], abs=0.02), file
 
 
-@pytest.mark.parametrize(("model_name", "reference"), [
-    ("squeezenet1.1_fp32.onnx", "squeezenet_fp32_fish_softmax.csv"),
-    ("squeezenet1.1_fp16.onnx", "squeezenet_fp16_fish_softmax.csv"),
-])
+@pytest.mark.parametrize(
+    ("model_name", "reference"),
+    [
+        ("squeezenet1.1_fp32.onnx", "squeezenet_fp32_fish_softmax.csv"),
+        ("squeezenet1.1_fp16.onnx", "squeezenet_fp16_fish_softmax.csv"),
+    ],
+)
 def test_squeezenet_reproduces_the_winml_oracle(shared_data, model_name, reference):
     model = Model(shared_data / "models" / model_name, preprocess="bgr255")
     probs = model.probabilities(model.prepare(shared_data / "photos" / "fish.png"))[0]
