@@ -19,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import forward  # suites live beside this script
+import kernels
 
-SUITES = {"forward": forward.run}
+SUITES = {"forward": forward.run, "kernels": kernels.run}
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -26,3 +26,38 @@ def relu_backward_clip(
     num_threads: int = 0,
 ) -> NDArray[np.float32]: ...
 def default_num_threads() -> int: ...
+def max_pool2d(
+    x: NDArray[np.float32],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: tuple[int, ...],
+    dilation: tuple[int, int],
+    ceil_mode: bool = False,
+    num_threads: int = 0,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]: ...
+def max_unpool2d(
+    g: NDArray[np.float32],
+    switches: NDArray[np.int64],
+    output_size: tuple[int, int],
+    out: NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> NDArray[np.float32]: ...
+def im2col(
+    x: NDArray[np.float32],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: tuple[int, ...],
+    dilation: tuple[int, int],
+    out: NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> NDArray[np.float32]: ...
+def col2im(
+    cols: NDArray[np.float32],
+    output_size: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: tuple[int, ...],
+    dilation: tuple[int, int],
+    out: NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> NDArray[np.float32]: ...

@@ -27,3 +27,53 @@ def relu_backward_clip(
     mode: str,
     stream: int = 0,
 ) -> None: ...
+def max_pool2d(
+    x_ptr: int,
+    y_ptr: int,
+    switches_ptr: int,
+    planes: int,
+    h: int,
+    w: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: tuple[int, ...],
+    dilation: tuple[int, int],
+    ceil_mode: bool = False,
+    stream: int = 0,
+) -> None: ...
+def max_unpool2d(
+    g_ptr: int,
+    switches_ptr: int,
+    out_ptr: int,
+    planes: int,
+    pooled_size: int,
+    h: int,
+    w: int,
+    stream: int = 0,
+) -> None: ...
+def im2col(
+    x_ptr: int,
+    cols_ptr: int,
+    n: int,
+    c: int,
+    h: int,
+    w: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: tuple[int, ...],
+    dilation: tuple[int, int],
+    stream: int = 0,
+) -> None: ...
+def col2im(
+    cols_ptr: int,
+    x_ptr: int,
+    n: int,
+    c: int,
+    h: int,
+    w: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: tuple[int, ...],
+    dilation: tuple[int, int],
+    stream: int = 0,
+) -> None: ...

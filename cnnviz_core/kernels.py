@@ -1,4 +1,5 @@
-"""The one Python face of the native kernels: backward of ReLU-like ops in three modes.
+"""The one Python face of the native kernels: backward of ReLU-like ops in three modes, max
+pooling with switches and max unpooling, and im2col / col2im. Images are float (N, C, H, W).
 
 Each call picks an implementation: the C++ kernels of :mod:`cnnviz_core._native` for float32
 arrays, else the NumPy reference (always for float64, so finite-difference tests stay in
@@ -17,7 +18,9 @@ Modes, for a ReLU-like op y = f(x) and the gradient g = dL/dy (any shape, e.g. N
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 import numpy as np
@@ -148,6 +151,341 @@ def relu_backward_clip_reference(
     return _gated_backward(mode, passed, ga, 0.0)
 
 
+# --- Max pooling with switches, max unpooling --------------------------------------------------
+
+IntPair: TypeAlias = int | tuple[int, int]
+#: an int, (pad_h, pad_w) or ONNX-style (top, left, bottom, right)
+Padding: TypeAlias = int | tuple[int, int] | tuple[int, int, int, int]
+IndexArray: TypeAlias = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A 2-D window: kernel, stride, pads (top, left, bottom, right) and dilation, as (h, w)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+
+    @classmethod
+    def of(
+        cls, kernel_size: IntPair, stride: IntPair | None, padding: Padding, dilation: IntPair
+    ) -> Window:
+        """Normalizes PyTorch-style arguments; ``stride=None`` means the kernel size."""
+        kernel = _pair(kernel_size, "kernel_size")
+        return cls(
+            kernel,
+            kernel if stride is None else _pair(stride, "stride"),
+            _pads(padding),
+            _pair(dilation, "dilation"),
+        )
+
+    def output_size(self, h: int, w: int, ceil_mode: bool = False) -> tuple[int, int]:
+        """Output (Ho, Wo) on an h x w input (the PyTorch / ONNX rule)."""
+        top, left, bottom, right = self.pads
+        return (
+            window_output_size(
+                h, self.kernel[0], self.stride[0], top, bottom, self.dilation[0], ceil_mode
+            ),
+            window_output_size(
+                w, self.kernel[1], self.stride[1], left, right, self.dilation[1], ceil_mode
+            ),
+        )
+
+    def native_args(
+        self,
+    ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...], tuple[int, int]]:
+        return self.kernel, self.stride, self.pads, self.dilation
+
+
+def window_output_size(
+    size: int,
+    kernel: int,
+    stride: int,
+    pad_begin: int,
+    pad_end: int,
+    dilation: int,
+    ceil_mode: bool = False,
+) -> int:
+    """Window positions along one axis: floor (or ceil) of (size + pads - dilated kernel) /
+    stride, plus 1; in ceil mode a last window starting in the end padding is dropped.
+
+    Raises:
+        ValueError: for size < 1, kernel/stride/dilation < 1, negative pads, or a dilated kernel
+            larger than the padded input.
+    """
+    if size < 1:
+        raise ValueError(f"bad window: input size must be >= 1, got {size}")
+    if min(kernel, stride, dilation) < 1:
+        raise ValueError(
+            f"bad window: kernel, stride and dilation must be >= 1, got {kernel}, {stride}, "
+            f"{dilation}"
+        )
+    if min(pad_begin, pad_end) < 0:
+        raise ValueError(f"bad window: pads must be >= 0, got {pad_begin}, {pad_end}")
+    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
+    if span < 0:
+        raise ValueError(
+            f"bad window: dilated kernel {dilation * (kernel - 1) + 1} is larger than the padded "
+            f"input {size + pad_begin + pad_end}"
+        )
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out
+
+
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    backend: Backend = "auto",
+    *,
+    num_threads: int = 0,
+) -> tuple[FloatArray, IndexArray]:
+    """Max pooling of x (N, C, H, W) that also returns the argmax switches.
+
+    The switch of an output is the flat index ih * W + iw of its maximum in its input plane
+    (PyTorch's ``return_indices`` convention; ONNX MaxPool ``Indices`` also count the earlier
+    planes). Padding never wins; ties go to the first tap in row-major window order; NaN
+    propagates (the first NaN wins); a window with no tap inside the plane gives -inf and -1.
+
+    Args:
+        x: input (N, C, H, W).
+        kernel_size, stride, dilation: int or (h, w); ``stride=None`` means the kernel size.
+        padding: int, (h, w) or (top, left, bottom, right).
+        ceil_mode: round the output size up (PyTorch / ONNX ``ceil_mode``).
+        backend, num_threads: as in :func:`relu_backward`.
+
+    Returns:
+        (y, switches), both (N, C, Ho, Wo); switches are int64.
+    """
+    xa = _as_float_nchw(x, "max_pool2d", "x")
+    win = Window.of(kernel_size, stride, padding, dilation)
+    if _use_native(xa.dtype, backend, "max_pool2d"):
+        return _native.max_pool2d(
+            _c_contiguous(xa), *win.native_args(), ceil_mode, num_threads=num_threads
+        )
+    return max_pool2d_reference(xa, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def max_pool2d_reference(
+    x: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+) -> tuple[FloatArray, IndexArray]:
+    """NumPy reference of :func:`max_pool2d` (the test oracle)."""
+    xa = _as_float_nchw(x, "max_pool2d_reference", "x")
+    win = Window.of(kernel_size, stride, padding, dilation)
+    n, c, h, w = xa.shape
+    ho, wo = win.output_size(h, w, ceil_mode)
+    top, left, _, _ = win.pads
+    # Pad with -inf far enough for every window (ceil mode may reach past the end padding) and
+    # track each position's flat index in the plane, -1 in the padding.
+    hp = max(h + top, (ho - 1) * win.stride[0] + win.dilation[0] * (win.kernel[0] - 1) + 1)
+    wp = max(w + left, (wo - 1) * win.stride[1] + win.dilation[1] * (win.kernel[1] - 1) + 1)
+    padded = np.full((n, c, hp, wp), -np.inf, xa.dtype)
+    padded[:, :, top : top + h, left : left + w] = xa
+    index = np.full((hp, wp), -1, np.int64)
+    index[top : top + h, left : left + w] = np.arange(h * w).reshape(h, w)
+    values = np.stack([_taps(padded, win, i, j, ho, wo) for i, j in _tap_list(win)])
+    ids = np.stack([_taps(index, win, i, j, ho, wo) for i, j in _tap_list(win)])[:, None, None]
+    valid = ids >= 0
+    best = np.max(np.where(valid, values, -np.inf), axis=0)
+    hit = valid & ((values == best) | (np.isnan(values) & np.isnan(best)))
+    first = np.argmax(hit, axis=0)[None]
+    found = hit.any(axis=0)
+    switches = np.where(found, np.take_along_axis(np.broadcast_to(ids, hit.shape), first, 0)[0], -1)
+    return np.where(found, best, -np.inf).astype(xa.dtype), switches.astype(np.int64)
+
+
+def max_unpool2d(
+    g: ArrayLike,
+    switches: ArrayLike,
+    output_size: tuple[int, int],
+    backend: Backend = "auto",
+    *,
+    out: np.ndarray | None = None,
+    num_threads: int = 0,
+) -> FloatArray:
+    """Max unpooling: scatter-add g (N, C, Ho, Wo) to the switch positions of a zero
+    (N, C, H, W) map. With g = dL/dy this is the max-pooling gradient; in deconvnet mode it is
+    the unpooling step of Zeiler & Fergus (2014).
+
+    Args:
+        g: signal at the pooled positions (N, C, Ho, Wo).
+        switches: from :func:`max_pool2d`, same shape, values in [-1, H * W) (-1 is skipped).
+        output_size: (H, W) of the pooled input.
+        backend, out, num_threads: as in :func:`relu_backward`.
+
+    Returns:
+        The (N, C, H, W) map (``out`` when given).
+    """
+    ga = _as_float_nchw(g, "max_unpool2d", "g")
+    sa = _as_switches(switches, ga.shape, "max_unpool2d")
+    size = _pair(output_size, "output_size")
+    if _use_native(ga.dtype, backend, "max_unpool2d"):
+        return _native_into(
+            lambda o: _native.max_unpool2d(
+                _c_contiguous(ga), _c_contiguous(sa), size, out=o, num_threads=num_threads
+            ),
+            out,
+            (*ga.shape[:2], *size),
+        )
+    return _deliver(max_unpool2d_reference(ga, sa, size), out)
+
+
+def max_unpool2d_reference(
+    g: ArrayLike, switches: ArrayLike, output_size: tuple[int, int]
+) -> FloatArray:
+    """NumPy reference of :func:`max_unpool2d` (the test oracle)."""
+    ga = _as_float_nchw(g, "max_unpool2d_reference", "g")
+    sa = _as_switches(switches, ga.shape, "max_unpool2d_reference")
+    h, w = _pair(output_size, "output_size")
+    n, c = ga.shape[:2]
+    flat_s = sa.reshape(n * c, -1)
+    if flat_s.size and (flat_s.min() < -1 or flat_s.max() >= h * w):
+        raise ValueError(
+            f"max_unpool2d: switches must lie in [-1, {h * w}) for output_size {(h, w)}"
+        )
+    out = np.zeros((n * c, h * w), ga.dtype)
+    plane = np.broadcast_to(np.arange(n * c)[:, None], flat_s.shape)
+    keep = flat_s >= 0
+    np.add.at(out, (plane[keep], flat_s[keep]), ga.reshape(n * c, -1)[keep])
+    return out.reshape(n, c, h, w)
+
+
+# --- im2col / col2im -------------------------------------------------------------------------
+
+
+def im2col(
+    x: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    backend: Backend = "auto",
+    *,
+    out: np.ndarray | None = None,
+    num_threads: int = 0,
+) -> FloatArray:
+    """Unfolds x (N, C, H, W) into cols (N, C * kh * kw, Ho * Wo), the layout of
+    ``torch.nn.functional.unfold``: row (c * kh + i) * kw + j holds tap (i, j) of channel c, 0 in
+    the padding. A convolution is then ``W.reshape(Co, -1) @ cols``; for grouped convolutions
+    split the channels and call once per group.
+
+    Args:
+        x: input (N, C, H, W).
+        kernel_size, stride, dilation: int or (h, w).
+        padding: int, (h, w) or (top, left, bottom, right).
+        backend, out, num_threads: as in :func:`relu_backward`.
+    """
+    xa = _as_float_nchw(x, "im2col", "x")
+    win = Window.of(kernel_size, stride, padding, dilation)
+    if _use_native(xa.dtype, backend, "im2col"):
+        ho, wo = win.output_size(*xa.shape[2:])
+        shape = (xa.shape[0], xa.shape[1] * win.kernel[0] * win.kernel[1], ho * wo)
+        return _native_into(
+            lambda o: _native.im2col(
+                _c_contiguous(xa), *win.native_args(), out=o, num_threads=num_threads
+            ),
+            out,
+            shape,
+        )
+    return _deliver(im2col_reference(xa, kernel_size, stride, padding, dilation), out)
+
+
+def im2col_reference(
+    x: ArrayLike,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+) -> FloatArray:
+    """NumPy reference of :func:`im2col` (the test oracle)."""
+    xa = _as_float_nchw(x, "im2col_reference", "x")
+    win = Window.of(kernel_size, stride, padding, dilation)
+    n, c, h, w = xa.shape
+    ho, wo = win.output_size(h, w)
+    top, left, bottom, right = win.pads
+    padded = np.pad(xa, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    cols = np.stack([_taps(padded, win, i, j, ho, wo) for i, j in _tap_list(win)], axis=2)
+    return cols.reshape(n, c * len(_tap_list(win)), ho * wo)
+
+
+def col2im(
+    cols: ArrayLike,
+    output_size: tuple[int, int],
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    backend: Backend = "auto",
+    *,
+    out: np.ndarray | None = None,
+    num_threads: int = 0,
+) -> FloatArray:
+    """Folds cols (N, C * kh * kw, Ho * Wo) back into (N, C, H, W), summing the values that land
+    on one pixel (the adjoint of :func:`im2col`, ``torch.nn.functional.fold``). The input gradient
+    of a convolution is ``col2im(W.reshape(Co, -1).T @ dy.reshape(N, Co, -1), (H, W), ...)``.
+
+    Args:
+        cols: (N, C * kh * kw, Ho * Wo).
+        output_size: (H, W) of the image.
+        kernel_size, stride, padding, dilation, backend, out, num_threads: as in :func:`im2col`.
+    """
+    ca = _as_float(cols, "col2im", "cols")
+    if ca.ndim != 3:
+        raise ValueError(f"col2im: cols must be 3-D (N, C * kh * kw, Ho * Wo), got {ca.shape}")
+    size = _pair(output_size, "output_size")
+    win = Window.of(kernel_size, stride, padding, dilation)
+    if _use_native(ca.dtype, backend, "col2im"):
+        taps = win.kernel[0] * win.kernel[1]
+        return _native_into(
+            lambda o: _native.col2im(
+                _c_contiguous(ca), size, *win.native_args(), out=o, num_threads=num_threads
+            ),
+            out,
+            (ca.shape[0], ca.shape[1] // taps, *size),
+        )
+    return _deliver(col2im_reference(ca, size, kernel_size, stride, padding, dilation), out)
+
+
+def col2im_reference(
+    cols: ArrayLike,
+    output_size: tuple[int, int],
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+) -> FloatArray:
+    """NumPy reference of :func:`col2im` (the test oracle)."""
+    ca = _as_float(cols, "col2im_reference", "cols")
+    h, w = _pair(output_size, "output_size")
+    win = Window.of(kernel_size, stride, padding, dilation)
+    ho, wo = win.output_size(h, w)
+    taps = _tap_list(win)
+    if ca.ndim != 3 or ca.shape[1] % len(taps) or ca.shape[2] != ho * wo:
+        raise ValueError(
+            f"col2im: cols must have shape (N, C * {len(taps)}, {ho * wo}) for this window and "
+            f"output_size, got {ca.shape}"
+        )
+    n, c = ca.shape[0], ca.shape[1] // len(taps)
+    top, left, bottom, right = win.pads
+    padded = np.zeros((n, c, h + top + bottom, w + left + right), ca.dtype)
+    cols6 = ca.reshape(n, c, len(taps), ho, wo)
+    for t, (i, j) in enumerate(taps):
+        _taps(padded, win, i, j, ho, wo)[...] += cols6[:, :, t]
+    return padded[:, :, top : top + h, left : left + w].copy()
+
+
 def _gated_backward(
     mode: str, passed: NDArray[np.bool_] | None, g: FloatArray, slope: float
 ) -> FloatArray:
@@ -227,3 +565,80 @@ def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype) -> None:
         raise ValueError(f"out must be a {dtype} array of shape {shape}, got {got}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+
+
+def _ints(value: object, name: str, lengths: tuple[int, ...] = (2,)) -> tuple[int, ...]:
+    """An int repeated ``lengths[0]`` times, or a sequence of ints of one of ``lengths``."""
+    if isinstance(value, (int, np.integer)):
+        return (operator.index(value),) * lengths[0]
+    try:
+        result = tuple(operator.index(v) for v in value)  # type: ignore[attr-defined]
+    except TypeError:
+        result = ()
+    if len(result) not in lengths:
+        counts = " or ".join(str(n) for n in lengths)
+        raise ValueError(f"{name} must be an int or {counts} ints, got {value!r}")
+    return result
+
+
+def _pair(value: object, name: str) -> tuple[int, int]:
+    h, w = _ints(value, name)
+    return h, w
+
+
+def _pads(padding: object) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) from an int, (h, w) or 4 ints."""
+    pads = _ints(padding, "padding", (4, 2))
+    top, left, bottom, right = pads * 2 if len(pads) == 2 else pads
+    return top, left, bottom, right
+
+
+def _tap_list(win: Window) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(win.kernel[0]) for j in range(win.kernel[1])]
+
+
+def _taps(padded: np.ndarray, win: Window, i: int, j: int, ho: int, wo: int) -> np.ndarray:
+    """View of tap (i, j) at every output position of a padded (..., Hp, Wp) array."""
+    r0, c0 = i * win.dilation[0], j * win.dilation[1]
+    rows = slice(r0, r0 + (ho - 1) * win.stride[0] + 1, win.stride[0])
+    cols = slice(c0, c0 + (wo - 1) * win.stride[1] + 1, win.stride[1])
+    return padded[..., rows, cols]
+
+
+def _as_float(a: ArrayLike, fn: str, name: str) -> FloatArray:
+    arr = np.asarray(a)
+    dtype = np.result_type(arr.dtype, np.float32)
+    if dtype.kind != "f":
+        raise ValueError(f"{fn}: {name} must be real numbers, got {arr.dtype}")
+    return arr.astype(dtype, copy=False)
+
+
+def _as_float_nchw(a: ArrayLike, fn: str, name: str) -> FloatArray:
+    arr = _as_float(a, fn, name)
+    if arr.ndim != 4:
+        raise ValueError(f"{fn}: {name} must be 4-D (N, C, H, W), got shape {arr.shape}")
+    return arr
+
+
+def _as_switches(switches: ArrayLike, shape: tuple[int, ...], fn: str) -> IndexArray:
+    sa = np.asarray(switches)
+    if sa.dtype.kind not in "iu" or sa.shape != shape:
+        raise ValueError(
+            f"{fn}: switches must be integers of g's shape {shape}, got {sa.dtype} {sa.shape}"
+        )
+    return sa.astype(np.int64, copy=False)
+
+
+def _native_into(
+    kernel: Callable[[np.ndarray | None], np.ndarray],
+    out: np.ndarray | None,
+    shape: tuple[int, ...],
+) -> FloatArray:
+    """Runs a native kernel into ``out`` (via a temporary when ``out`` is strided)."""
+    if out is None:
+        return kernel(None)
+    _check_out(out, shape, np.dtype(np.float32))
+    if out.flags.c_contiguous:
+        return kernel(out)
+    np.copyto(out, kernel(None))
+    return out

@@ -2,33 +2,19 @@
 // per-element math shared with the CPU build.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
 #include "cnnviz/cuda.hpp"
 #include "cnnviz/detail/relu_math.hpp"
+#include "launch.cuh"
 
 namespace cnnviz::cuda {
 
 namespace {
 
-constexpr int kBlock = 256;
-// Enough blocks to fill any current GPU; larger buffers loop in the grid-stride kernels.
-constexpr std::int64_t kMaxBlocks = 65536;
-
-int grid_for(std::int64_t n) {
-  return static_cast<int>(std::min<std::int64_t>((n + kBlock - 1) / kBlock, kMaxBlocks));
-}
-
-void check_launch(const char* fn) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("cnnviz::cuda::") + fn +
-                             ": kernel launch failed: " + cudaGetErrorString(err));
-  }
-}
+using impl::check_launch;
+using impl::grid_for;
+using impl::kBlock;
 
 template <ReluMode M>
 __global__ void relu_kernel(const float* x, const float* g, float* out, std::int64_t n,

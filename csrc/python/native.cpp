@@ -1,45 +1,63 @@
 // pybind11 module cnnviz_core._native: thin NumPy bindings of the CPU kernels. Arrays are used in
-// place (no conversion, no copy): anything but a C-contiguous float32 ndarray is rejected with an
-// error naming the argument, and the GIL is released while a kernel runs.
+// place (no conversion, no copy): anything but a C-contiguous float32 ndarray (int64 for pooling
+// switches) of the expected rank and shape is rejected with an error naming the argument, and the
+// GIL is released while a kernel runs.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "cnnviz/im2col.hpp"
+#include "cnnviz/pool.hpp"
 #include "cnnviz/relu.hpp"
+#include "window_args.hpp"
 
 namespace py = pybind11;
 
 namespace {
 
-std::string shape_str(const py::array& a) {
+using Shape = std::vector<py::ssize_t>;
+
+std::string shape_str(const Shape& shape) {
   std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
 }
 
-/// Returns `obj` as an array after checking that it is a C-contiguous float32 ndarray.
-py::array checked_float32(const py::object& obj, const char* fn, const char* name) {
+Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
+
+std::string shape_str(const py::array& a) { return shape_str(shape_of(a)); }
+
+/// Returns `obj` as an array after checking that it is a C-contiguous ndarray of T (float32 or
+/// int64) in native byte order.
+template <class T>
+py::array checked(const py::object& obj, const char* fn, const char* name) {
   const std::string where = std::string(fn) + ": " + name;
+  const std::string dtype = py::str(py::dtype::of<T>());
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(where + " must be a numpy.ndarray of float32, got " +
+    throw py::type_error(where + " must be a numpy.ndarray of " + dtype + ", got " +
                          Py_TYPE(obj.ptr())->tp_name);
   }
   auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!py::array_t<float>::check_(a)) {
-    throw py::type_error(where + " must have dtype float32, got " +
+  if (!py::array_t<T>::check_(a)) {
+    throw py::type_error(where + " must have dtype " + dtype + ", got " +
                          std::string(py::str(a.dtype())) + " with shape " + shape_str(a) +
-                         "; convert with numpy.ascontiguousarray(" + name +
-                         ", dtype=numpy.float32)");
+                         "; convert with numpy.ascontiguousarray(" + name + ", dtype=numpy." +
+                         dtype + ")");
   }
   if (!(a.flags() & py::array::c_style)) {
     throw py::value_error(where + " must be C-contiguous, got a strided view with shape " +
                           shape_str(a) + "; copy with numpy.ascontiguousarray(" + name + ")");
   }
   return a;
+}
+
+py::array checked_float32(const py::object& obj, const char* fn, const char* name) {
+  return checked<float>(obj, fn, name);
 }
 
 void check_same_shape(const py::array& a, const py::array& b, const char* fn, const char* a_name,
@@ -112,6 +130,130 @@ py::array relu_backward_clip(const py::object& x, const py::object& g, float lo,
   return b.out;
 }
 
+void check_ndim(const py::array& a, py::ssize_t ndim, const char* fn, const char* name,
+                const char* layout) {
+  if (a.ndim() != ndim) {
+    throw py::value_error(std::string(fn) + ": " + name + " must be " + std::to_string(ndim) +
+                          "-D " + layout + ", got shape " + shape_str(a));
+  }
+}
+
+/// The output array of a kernel: a new one of `shape`, or `out_obj` after checking its dtype,
+/// shape, contiguity and that it is writeable and shares no memory with `inputs`.
+template <class T>
+py::array output(const py::object& out_obj, const Shape& shape, const char* fn,
+                 std::initializer_list<const py::array*> inputs) {
+  if (out_obj.is_none()) return py::array_t<T>(shape);
+  py::array out = checked<T>(out_obj, fn, "out");
+  if (shape_of(out) != shape) {
+    throw py::value_error(std::string(fn) + ": out must have shape " + shape_str(shape) + ", got " +
+                          shape_str(out));
+  }
+  if (!out.writeable()) throw py::value_error(std::string(fn) + ": out is read-only");
+  const auto* o = static_cast<const char*>(out.data());
+  for (const py::array* in : inputs) {
+    const auto* p = static_cast<const char*>(in->data());
+    if (out.nbytes() > 0 && p < o + out.nbytes() && o < p + in->nbytes()) {
+      throw py::value_error(std::string(fn) + ": out must not overlap an input");
+    }
+  }
+  return out;
+}
+
+py::tuple max_pool2d(const py::object& x_obj, const cnnviz::python::Pair& kernel,
+                     const cnnviz::python::Pair& stride, const cnnviz::python::Pads& pads,
+                     const cnnviz::python::Pair& dilation, bool ceil_mode, int num_threads) {
+  const char* fn = "max_pool2d";
+  py::array x = checked<float>(x_obj, fn, "x");
+  check_ndim(x, 4, fn, "x", "(N, C, H, W)");
+  const cnnviz::Window2d win = cnnviz::python::make_window(kernel, stride, pads, dilation);
+  const std::int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
+  const cnnviz::Extent2d o = cnnviz::window_output_extent(h, w, win, ceil_mode);
+  const Shape shape{x.shape(0), x.shape(1), static_cast<py::ssize_t>(o.h),
+                    static_cast<py::ssize_t>(o.w)};
+  py::array_t<float> y(shape);
+  py::array_t<std::int64_t> switches(shape);
+  const auto* xp = static_cast<const float*>(x.data());
+  float* yp = y.mutable_data();
+  std::int64_t* sp = switches.mutable_data();
+  {
+    py::gil_scoped_release release;
+    cnnviz::max_pool2d(xp, yp, sp, n * c, h, w, win, ceil_mode, num_threads);
+  }
+  return py::make_tuple(y, switches);
+}
+
+py::array max_unpool2d(const py::object& g_obj, const py::object& switches_obj,
+                       const cnnviz::python::Pair& output_size, const py::object& out_obj,
+                       int num_threads) {
+  const char* fn = "max_unpool2d";
+  py::array g = checked<float>(g_obj, fn, "g");
+  py::array switches = checked<std::int64_t>(switches_obj, fn, "switches");
+  check_ndim(g, 4, fn, "g", "(N, C, Ho, Wo)");
+  check_same_shape(g, switches, fn, "g", "switches");
+  const std::int64_t h = output_size[0], w = output_size[1];
+  if (h < 1 || w < 1) {
+    throw py::value_error(std::string(fn) + ": output_size must be >= 1, got (" +
+                          std::to_string(h) + ", " + std::to_string(w) + ")");
+  }
+  py::array out = output<float>(out_obj, {g.shape(0), g.shape(1), h, w}, fn, {&g, &switches});
+  const std::int64_t planes = g.shape(0) * g.shape(1), pooled = g.shape(2) * g.shape(3);
+  const auto* gp = static_cast<const float*>(g.data());
+  const auto* sp = static_cast<const std::int64_t*>(switches.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    cnnviz::max_unpool2d(gp, sp, op, planes, pooled, h, w, num_threads);
+  }
+  return out;
+}
+
+py::array im2col(const py::object& x_obj, const cnnviz::python::Pair& kernel,
+                 const cnnviz::python::Pair& stride, const cnnviz::python::Pads& pads,
+                 const cnnviz::python::Pair& dilation, const py::object& out_obj, int num_threads) {
+  const char* fn = "im2col";
+  py::array x = checked<float>(x_obj, fn, "x");
+  check_ndim(x, 4, fn, "x", "(N, C, H, W)");
+  const cnnviz::Window2d win = cnnviz::python::make_window(kernel, stride, pads, dilation);
+  const std::int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
+  const cnnviz::Extent2d o = cnnviz::window_output_extent(h, w, win, false);
+  py::array out = output<float>(out_obj, {n, c * kernel[0] * kernel[1], o.h * o.w}, fn, {&x});
+  const auto* xp = static_cast<const float*>(x.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    cnnviz::im2col(xp, op, n, c, h, w, win, num_threads);
+  }
+  return out;
+}
+
+py::array col2im(const py::object& cols_obj, const cnnviz::python::Pair& output_size,
+                 const cnnviz::python::Pair& kernel, const cnnviz::python::Pair& stride,
+                 const cnnviz::python::Pads& pads, const cnnviz::python::Pair& dilation,
+                 const py::object& out_obj, int num_threads) {
+  const char* fn = "col2im";
+  py::array cols = checked<float>(cols_obj, fn, "cols");
+  check_ndim(cols, 3, fn, "cols", "(N, C * kh * kw, Ho * Wo)");
+  const cnnviz::Window2d win = cnnviz::python::make_window(kernel, stride, pads, dilation);
+  const std::int64_t h = output_size[0], w = output_size[1];
+  const cnnviz::Extent2d o = cnnviz::window_output_extent(h, w, win, false);
+  const std::int64_t taps = kernel[0] * kernel[1];
+  if (cols.shape(1) % taps != 0 || cols.shape(2) != o.h * o.w) {
+    throw py::value_error(std::string(fn) + ": cols must have shape (N, C * " +
+                          std::to_string(taps) + ", " + std::to_string(o.h * o.w) +
+                          ") for this window and output_size, got " + shape_str(cols));
+  }
+  const std::int64_t n = cols.shape(0), c = cols.shape(1) / taps;
+  py::array out = output<float>(out_obj, {n, c, h, w}, fn, {&cols});
+  const auto* cp = static_cast<const float*>(cols.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    cnnviz::col2im(cp, op, n, c, h, w, win, num_threads);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -130,6 +272,32 @@ x, g (and out, when given) must be C-contiguous float32 arrays of one shape; out
         R"doc(Backward of Clip (ReLU6: lo=0, hi=6): the forward gate is lo < x < hi.
 
 Same arrays, modes and threads as relu_backward.)doc");
+
+  m.def("max_pool2d", &max_pool2d, py::arg("x"), py::arg("kernel"), py::arg("stride"),
+        py::arg("pads"), py::arg("dilation"), py::arg("ceil_mode") = false,
+        py::arg("num_threads") = 0,
+        R"doc(Max pooling of x (N, C, H, W) that also returns the argmax switches.
+
+kernel, stride, dilation: (h, w); pads: (top, left, bottom, right). Returns (y, switches), both
+(N, C, Ho, Wo); switches are int64 flat indices into each H x W input plane (-1 for a window with
+no tap inside the plane).)doc");
+
+  m.def("max_unpool2d", &max_unpool2d, py::arg("g"), py::arg("switches"), py::arg("output_size"),
+        py::arg("out") = py::none(), py::arg("num_threads") = 0,
+        R"doc(Scatter-add g (N, C, Ho, Wo) to the switch positions of a zero (N, C, H, W) map.
+
+switches: int64, g's shape, values in [-1, H * W) (-1 is skipped); output_size: (H, W).)doc");
+
+  m.def(
+      "im2col", &im2col, py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("pads"),
+      py::arg("dilation"), py::arg("out") = py::none(), py::arg("num_threads") = 0,
+      R"doc(Unfold x (N, C, H, W) into cols (N, C * kh * kw, Ho * Wo) (torch unfold layout).)doc");
+
+  m.def("col2im", &col2im, py::arg("cols"), py::arg("output_size"), py::arg("kernel"),
+        py::arg("stride"), py::arg("pads"), py::arg("dilation"), py::arg("out") = py::none(),
+        py::arg("num_threads") = 0,
+        R"doc(Fold cols (N, C * kh * kw, Ho * Wo) into (N, C, H, W), summing overlaps (the adjoint
+of im2col); output_size: (H, W).)doc");
 
   m.def("default_num_threads", &cnnviz::default_num_threads,
         "Threads a kernel uses when called with num_threads=0 (the hardware concurrency).");

@@ -2,12 +2,14 @@
 // buffers only, so device tensors (torch, CuPy) come in as raw device pointers plus an element
 // count; the caller keeps their owners alive until the stream has run the work.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <string>
 
 #include "cnnviz/cuda.hpp"
 #include "cnnviz/relu.hpp"
+#include "window_args.hpp"
 
 namespace py = pybind11;
 
@@ -16,6 +18,14 @@ namespace {
 const float* in_ptr(std::uintptr_t p) { return reinterpret_cast<const float*>(p); }
 float* out_ptr(std::uintptr_t p) { return reinterpret_cast<float*>(p); }
 void* stream_ptr(std::uintptr_t p) { return reinterpret_cast<void*>(p); }
+const std::int64_t* in_index_ptr(std::uintptr_t p) {
+  return reinterpret_cast<const std::int64_t*>(p);
+}
+std::int64_t* out_index_ptr(std::uintptr_t p) { return reinterpret_cast<std::int64_t*>(p); }
+
+using cnnviz::python::make_window;
+using cnnviz::python::Pads;
+using cnnviz::python::Pair;
 
 void relu_backward(std::uintptr_t x, std::uintptr_t g, std::uintptr_t out, std::int64_t n,
                    const std::string& mode, float negative_slope, std::uintptr_t stream) {
@@ -31,6 +41,39 @@ void relu_backward_clip(std::uintptr_t x, std::uintptr_t g, std::uintptr_t out, 
   py::gil_scoped_release release;
   cnnviz::cuda::relu_backward_clip(in_ptr(x), in_ptr(g), out_ptr(out), n, m, lo, hi,
                                    stream_ptr(stream));
+}
+
+void max_pool2d(std::uintptr_t x, std::uintptr_t y, std::uintptr_t switches, std::int64_t planes,
+                std::int64_t h, std::int64_t w, const Pair& kernel, const Pair& stride,
+                const Pads& pads, const Pair& dilation, bool ceil_mode, std::uintptr_t stream) {
+  const cnnviz::Window2d win = make_window(kernel, stride, pads, dilation);
+  py::gil_scoped_release release;
+  cnnviz::cuda::max_pool2d(in_ptr(x), out_ptr(y), out_index_ptr(switches), planes, h, w, win,
+                           ceil_mode, stream_ptr(stream));
+}
+
+void max_unpool2d(std::uintptr_t g, std::uintptr_t switches, std::uintptr_t out,
+                  std::int64_t planes, std::int64_t pooled_size, std::int64_t h, std::int64_t w,
+                  std::uintptr_t stream) {
+  py::gil_scoped_release release;
+  cnnviz::cuda::max_unpool2d(in_ptr(g), in_index_ptr(switches), out_ptr(out), planes, pooled_size,
+                             h, w, stream_ptr(stream));
+}
+
+void im2col(std::uintptr_t x, std::uintptr_t cols, std::int64_t n, std::int64_t c, std::int64_t h,
+            std::int64_t w, const Pair& kernel, const Pair& stride, const Pads& pads,
+            const Pair& dilation, std::uintptr_t stream) {
+  const cnnviz::Window2d win = make_window(kernel, stride, pads, dilation);
+  py::gil_scoped_release release;
+  cnnviz::cuda::im2col(in_ptr(x), out_ptr(cols), n, c, h, w, win, stream_ptr(stream));
+}
+
+void col2im(std::uintptr_t cols, std::uintptr_t x, std::int64_t n, std::int64_t c, std::int64_t h,
+            std::int64_t w, const Pair& kernel, const Pair& stride, const Pads& pads,
+            const Pair& dilation, std::uintptr_t stream) {
+  const cnnviz::Window2d win = make_window(kernel, stride, pads, dilation);
+  py::gil_scoped_release release;
+  cnnviz::cuda::col2im(in_ptr(cols), out_ptr(x), n, c, h, w, win, stream_ptr(stream));
 }
 
 }  // namespace
@@ -53,4 +96,26 @@ stream: a cudaStream_t as an int (0 = default stream). Returns without synchroni
         py::arg("out_ptr"), py::arg("n"), py::arg("lo"), py::arg("hi"), py::arg("mode"),
         py::arg("stream") = 0,
         "Enqueue the Clip backward (gate lo < x < hi); otherwise as relu_backward.");
+
+  m.def("max_pool2d", &max_pool2d, py::arg("x_ptr"), py::arg("y_ptr"), py::arg("switches_ptr"),
+        py::arg("planes"), py::arg("h"), py::arg("w"), py::arg("kernel"), py::arg("stride"),
+        py::arg("pads"), py::arg("dilation"), py::arg("ceil_mode") = false, py::arg("stream") = 0,
+        "Enqueue max pooling of planes x h x w float32 values into y and int64 switches "
+        "(switches_ptr may be 0); pads: (top, left, bottom, right).");
+
+  m.def("max_unpool2d", &max_unpool2d, py::arg("g_ptr"), py::arg("switches_ptr"),
+        py::arg("out_ptr"), py::arg("planes"), py::arg("pooled_size"), py::arg("h"), py::arg("w"),
+        py::arg("stream") = 0,
+        "Enqueue the scatter-add of g to the switches of a zeroed planes x h x w map; switches "
+        "outside [0, h * w) are skipped.");
+
+  m.def("im2col", &im2col, py::arg("x_ptr"), py::arg("cols_ptr"), py::arg("n"), py::arg("c"),
+        py::arg("h"), py::arg("w"), py::arg("kernel"), py::arg("stride"), py::arg("pads"),
+        py::arg("dilation"), py::arg("stream") = 0,
+        "Enqueue im2col of x (n, c, h, w) into cols (n, c * kh * kw, Ho * Wo).");
+
+  m.def("col2im", &col2im, py::arg("cols_ptr"), py::arg("x_ptr"), py::arg("n"), py::arg("c"),
+        py::arg("h"), py::arg("w"), py::arg("kernel"), py::arg("stride"), py::arg("pads"),
+        py::arg("dilation"), py::arg("stream") = 0,
+        "Enqueue col2im of cols (n, c * kh * kw, Ho * Wo) into x (n, c, h, w).");
 }

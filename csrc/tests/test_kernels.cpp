@@ -1,5 +1,6 @@
-// C++ tests of cnnviz::kernels: the worked example and random buffers against a scalar loop written
-// independently of the kernels' shared math, in every mode, on one and several threads.
+// C++ tests of the ReLU-family kernels of cnnviz::kernels: the worked example and random buffers
+// against a scalar loop written independently of the kernels' shared math, in every mode, on one
+// and several threads.
 #include <cstdint>
 #include <cstdio>
 #include <limits>
@@ -8,31 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "cnnviz/relu.hpp"
 
 namespace {
 
-int g_failures = 0;
-
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                                 \
-    }                                                                               \
-  } while (0)
-
-template <class Fn>
-bool throws_invalid_argument(Fn&& fn) {
-  try {
-    fn();
-  } catch (const std::invalid_argument&) {
-    return true;
-  }
-  return false;
-}
-
 using cnnviz::ReluMode;
+using cnnviz::test::throws_invalid_argument;
 constexpr ReluMode kModes[] = {ReluMode::gradient, ReluMode::guided, ReluMode::deconvnet};
 constexpr int kThreads[] = {1, 2, 3};
 // 1 element, odd sizes, and sizes above the per-thread threshold (1 << 16) so that threads split.
@@ -178,10 +161,5 @@ int main() {
   test_blocked_is_exact_zero();
   test_errors();
   test_mode_names();
-  if (g_failures != 0) {
-    std::fprintf(stderr, "%d check(s) failed\n", g_failures);
-    return 1;
-  }
-  std::puts("all cnnviz kernel tests passed");
-  return 0;
+  return cnnviz::test::finish("cnnviz ReLU kernel");
 }

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "cnnviz/im2col.hpp"
+#include "cnnviz/pool.hpp"
 #include "cnnviz/relu.hpp"
 
 namespace cnnviz::cuda {
@@ -24,5 +26,25 @@ void relu_backward(const float* x, const float* g, float* out, std::int64_t n, R
 /// Device twin of cnnviz::relu_backward_clip.
 void relu_backward_clip(const float* x, const float* g, float* out, std::int64_t n, ReluMode mode,
                         float lo, float hi, void* stream = nullptr);
+
+/// Device twin of cnnviz::max_pool2d (same math, arguments and errors).
+void max_pool2d(const float* x, float* y, std::int64_t* switches, std::int64_t planes,
+                std::int64_t h, std::int64_t w, const Window2d& window, bool ceil_mode = false,
+                void* stream = nullptr);
+
+/// Device twin of cnnviz::max_unpool2d, except that a switch out of range cannot be reported
+/// from the device: it is skipped like -1. Overlapping windows add up with atomics, so the order
+/// of the additions (and the last bits of such sums) may vary between runs.
+void max_unpool2d(const float* g, const std::int64_t* switches, float* out, std::int64_t planes,
+                  std::int64_t pooled_size, std::int64_t h, std::int64_t w, void* stream = nullptr);
+
+/// Device twin of cnnviz::im2col.
+void im2col(const float* x, float* cols, std::int64_t n, std::int64_t c, std::int64_t h,
+            std::int64_t w, const Window2d& window, void* stream = nullptr);
+
+/// Device twin of cnnviz::col2im (one thread per input pixel gathers its taps: no atomics,
+/// deterministic).
+void col2im(const float* cols, float* x, std::int64_t n, std::int64_t c, std::int64_t h,
+            std::int64_t w, const Window2d& window, void* stream = nullptr);
 
 }  // namespace cnnviz::cuda
