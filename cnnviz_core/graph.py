@@ -128,15 +128,21 @@ def attributes(node: onnx.NodeProto) -> dict:
 
 
 def torch_scope(node: onnx.NodeProto) -> str | None:
-    """The PyTorch module path a node came from (dynamo exporter metadata), e.g. 'features.0'."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            if isinstance(scopes, (list, tuple)) and scopes and scopes[-1]:
-                return str(scopes[-1])
+    """The PyTorch module path a node came from (dynamo exporter metadata), e.g.
+    ``features.conv1``: the innermost name scope that belongs to a module, not to an op."""
+    props = {p.key: p.value for p in node.metadata_props}
+    try:
+        scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "[]"))
+        classes = ast.literal_eval(props.get("pkg.torch.onnx.class_hierarchy", "[]"))
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(scopes, list) or not isinstance(classes, list):
+        return None
+    if len(classes) != len(scopes):  # no class info: the last scope names the op itself
+        return str(scopes[-2]) if len(scopes) > 1 and scopes[-2] else None
+    for scope, kind in zip(reversed(scopes), reversed(classes)):
+        if scope and not str(kind).startswith(("aten.", "prims.", "<")):
+            return str(scope)
     return None
 
 

@@ -128,8 +128,8 @@ class Model:
 
     def __repr__(self) -> str:
         return (
-            f"Model({self.name!r}, input={self.input_name!r} {self.input_shape}, "
-            f"{len(self.layers)} layers, device={self.device!r})"
+            f"Model({self.name!r}, input={self.input_name!r}, {len(self.layers)} layers, "
+            f"device={self.device!r})"
         )
 
     @property
@@ -304,11 +304,11 @@ class Model:
                 ours = batched.run(None, {self.input_name: probe})
                 for i in range(2):
                     ref = fixed.run(None, {self.input_name: probe[i : i + 1]})
-                    tol = 1e-2 if self.input_dtype == np.float16 else 1e-4
+                    # batch size changes the kernels' blocking: compare to the output's scale
+                    tol = 1e-2 if self.input_dtype == np.float16 else 1e-3
                     for a, b in zip(ours, ref):
-                        if not np.allclose(
-                            _as_float32(a[i : i + 1]), _as_float32(b), rtol=tol, atol=tol
-                        ):
+                        a, b = _as_float32(a[i : i + 1]), _as_float32(b)
+                        if a.shape != b.shape or np.abs(a - b).max() > tol * np.abs(b).max():
                             raise ValueError("batched outputs differ from single-image runs")
                 self._sessions[()] = batched
                 return symbolic, True

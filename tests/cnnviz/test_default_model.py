@@ -129,3 +129,14 @@ def test_training_script_quick(tmp_path: Path) -> None:
         str(tmp_path / "shapes.onnx"), providers=["CPUExecutionProvider"]
     )
     assert _logits(session, make_shapes(3, seed=0).images, card).shape == (3, len(CLASSES))
+
+
+def test_module_paths_name_layers_and_fields_follow_the_architecture():
+    from cnnviz import load_model
+
+    model = load_model("shapes")
+    assert model.tensor_name("features.relu4") == "relu_3"
+    assert model.layer("features.conv1").op_type == "Conv"
+    # 3x3 convs (pad 1) and 2x2/2 pools: 3, 4, 8, 10, 18, 22, 38
+    assert model.layer("features.relu4").receptive_field.size == (38, 38)
+    assert model.layer("features.relu4").receptive_field.stride == (8, 8)
