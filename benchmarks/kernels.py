@@ -2,7 +2,10 @@
 copy bandwidth (a large ``np.copyto`` timed the same way in the same run).
 
 GB/s counts the bytes a kernel must read plus the bytes it writes; operands are >= 64 MiB
-(``--quick`` shrinks them by 4 and times fewer rounds)."""
+(``--quick`` shrinks them by 4 and times fewer rounds). The occlusion batch builder counts the
+batch it writes plus one read of the image and fill. Gram rows count C^2 * N FLOPs (the symmetric
+product) and compare with numpy ``F @ F.T`` (BLAS syrk) and with the machine's sgemm rate (numpy
+dot of two 2048 x 2048 float32 matrices, same run)."""
 
 from __future__ import annotations
 
@@ -93,4 +96,64 @@ def run(quick: bool = False) -> list[dict]:
     ours = best_seconds(lambda: kernels.col2im(cols, (56, 56), 3, 1, 1, out=back), rounds)
     ref = best_seconds(lambda: kernels.col2im_reference(cols, (56, 56), 3, 1, 1), rounds)
     rows.append(row("col2im 3x3/1 p1", feat.shape, ours, ref, None, copy_gbs))
+
+    # Occlusion: 64/scale windows of 56x56 over a 3x224x224 image, per-channel mean fill (38 MiB).
+    img = rng.standard_normal((3, 224, 224), dtype=np.float32)
+    pos = np.array([(t, s) for t in range(0, 224, 28) for s in range(0, 224, 28)], np.int64)
+    pos = pos[: 64 // scale]
+    fill = img.mean(axis=(1, 2))
+    batch = np.empty((len(pos), *img.shape), np.float32)
+    ours = best_seconds(lambda: kernels.occlusion_batch(img, pos, 56, fill, out=batch), rounds)
+    ref = best_seconds(lambda: kernels.occlusion_batch_reference(img, pos, 56, fill), rounds)
+    occ_bytes = batch.nbytes + img.nbytes + fill.nbytes
+    rows.append(row("occlusion_batch 56x56", batch.shape, ours, ref, occ_bytes, copy_gbs))
+
+    # Gram: VGG-like layers, batch 1, vs numpy F @ F.T and the sgemm ceiling.
+    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+    b = rng.standard_normal((2048, 2048), dtype=np.float32)
+    sgemm = 2 * 2048**3 / best_seconds(lambda: np.dot(a, b), rounds) / 1e9
+    rows.append(
+        {
+            "kernel": "np.dot 2048^2 (sgemm ceiling)",
+            "shape": "2048x2048",
+            "GFLOP/s": round(sgemm, 1),
+            "% of sgemm": 100,
+        }
+    )
+    for c, n in [(64, 224 * 224), (128, 112 * 112), (256, 56 * 56), (512, 28 * 28)]:
+        rows.extend(gram_rows(rng, c, n, scale, rounds, sgemm))
     return rows
+
+
+def gram_rows(
+    rng: np.random.Generator, c: int, n: int, scale: int, rounds: int, sgemm: float
+) -> list[dict]:
+    """Gram forward and backward of one (1, c, n / scale) feature map."""
+    f = rng.standard_normal((1, c, n // scale), dtype=np.float32)
+    dg = rng.standard_normal((1, c, c), dtype=np.float32)
+    flops = c * c * f.shape[2]
+    g_out = np.empty((1, c, c), np.float32)
+    ours = best_seconds(lambda: kernels.gram(f, c * n, out=g_out), rounds)
+    ref = best_seconds(lambda: f[0] @ f[0].T / np.float32(c * n), rounds)
+    d_out = np.empty_like(f)
+    ours_b = best_seconds(lambda: kernels.gram_backward(f, dg, c * n, out=d_out), rounds)
+    ref_b = best_seconds(lambda: kernels.gram_backward_reference(f, dg, c * n), rounds)
+    return [
+        gram_row("gram", f.shape, ours, ref, flops, sgemm),
+        gram_row("gram_backward", f.shape, ours_b, ref_b, 2 * flops, sgemm),
+    ]
+
+
+def gram_row(
+    name: str, shape: tuple[int, ...], ours: float, ref: float, flops: int, sgemm: float
+) -> dict:
+    rate = flops / ours / 1e9
+    return {
+        "kernel": name,
+        "shape": "x".join(map(str, shape)),
+        "ours ms": round(ours * 1e3, 2),
+        "numpy ms": round(ref * 1e3, 2),
+        "speedup": round(ref / ours, 1),
+        "GFLOP/s": round(rate, 1),
+        "% of sgemm": round(100 * rate / sgemm),
+    }

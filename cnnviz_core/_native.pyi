@@ -61,3 +61,25 @@ def col2im(
     out: NDArray[np.float32] | None = None,
     num_threads: int = 0,
 ) -> NDArray[np.float32]: ...
+def occlusion_batch(
+    image: NDArray[np.float32],
+    positions: NDArray[np.int64],
+    window: tuple[int, int],
+    fill: NDArray[np.float32],
+    out: NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> NDArray[np.float32]: ...
+def gram(
+    features: NDArray[np.float32],
+    norm: float,
+    out: NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> NDArray[np.float32]: ...
+def gram_backward(
+    features: NDArray[np.float32],
+    grad: NDArray[np.float32],
+    norm: float,
+    out: NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> NDArray[np.float32]: ...
+def gram_kernel_name() -> str: ...

@@ -77,3 +77,31 @@ def col2im(
     dilation: tuple[int, int],
     stream: int = 0,
 ) -> None: ...
+def occlusion_batch(
+    image_ptr: int,
+    c: int,
+    h: int,
+    w: int,
+    positions_ptr: int,
+    count: int,
+    window_h: int,
+    window_w: int,
+    fill_ptr: int,
+    fill_kind: str,
+    out_ptr: int,
+    stream: int = 0,
+) -> None: ...
+def gram(
+    features_ptr: int, out_ptr: int, batch: int, c: int, n: int, norm: float, stream: int = 0
+) -> None: ...
+def gram_backward(
+    features_ptr: int,
+    grad_ptr: int,
+    out_ptr: int,
+    batch: int,
+    c: int,
+    n: int,
+    norm: float,
+    workspace_ptr: int = 0,
+    stream: int = 0,
+) -> None: ...

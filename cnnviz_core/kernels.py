@@ -1,5 +1,6 @@
 """The one Python face of the native kernels: backward of ReLU-like ops in three modes, max
-pooling with switches and max unpooling, and im2col / col2im. Images are float (N, C, H, W).
+pooling with switches and max unpooling, im2col / col2im, the occlusion batch builder, and Gram
+matrices with their backward. Images are float (N, C, H, W).
 
 Each call picks an implementation: the C++ kernels of :mod:`cnnviz_core._native` for float32
 arrays, else the NumPy reference (always for float64, so finite-difference tests stay in
@@ -484,6 +485,220 @@ def col2im_reference(
     for t, (i, j) in enumerate(taps):
         _taps(padded, win, i, j, ho, wo)[...] += cols6[:, :, t]
     return padded[:, :, top : top + h, left : left + w].copy()
+
+
+# --- Occlusion batch builder ------------------------------------------------------------------
+
+Fill: TypeAlias = "float | ArrayLike"
+
+
+def occlusion_batch(
+    image: ArrayLike,
+    positions: ArrayLike,
+    window: IntPair,
+    fill: Fill = 0.0,
+    backend: Backend = "auto",
+    *,
+    out: np.ndarray | None = None,
+    num_threads: int = 0,
+) -> FloatArray:
+    """The batch of occluded copies of one image that occlusion sensitivity feeds to a model
+    (Zeiler & Fergus, 2014, "Visualizing and Understanding Convolutional Networks").
+
+    Output image p is ``image`` with rows [top, top + h) and columns [left, left + w) replaced
+    by the fill, (top, left) = ``positions[p]``; windows are clipped to the image (a position
+    may lie partly or wholly outside it).
+
+    Args:
+        image: (C, H, W).
+        positions: integers (P, 2), the (top, left) corner of each window.
+        window: (h, w) of the window, or an int for a square one.
+        fill: a number (constant fill), a (C,) vector (e.g. the per-channel mean) or a
+            (C, H, W) fill image (e.g. a blurred copy of ``image``).
+        backend, out, num_threads: as in :func:`relu_backward`.
+
+    Returns:
+        (P, C, H, W) in the promoted float dtype of image and fill (``out`` when given).
+    """
+    ia, pa, fa, win = _occlusion_args(image, positions, window, fill, "occlusion_batch")
+    if _use_native(ia.dtype, backend, "occlusion_batch"):
+        return _native_into(
+            lambda o: _native.occlusion_batch(
+                _c_contiguous(ia),
+                _c_contiguous(pa),
+                win,
+                _c_contiguous(fa),
+                out=o,
+                num_threads=num_threads,
+            ),
+            out,
+            (pa.shape[0], *ia.shape),
+        )
+    return _deliver(occlusion_batch_reference(ia, pa, win, fa), out)
+
+
+def occlusion_batch_reference(
+    image: ArrayLike, positions: ArrayLike, window: IntPair, fill: Fill = 0.0
+) -> FloatArray:
+    """NumPy reference of :func:`occlusion_batch` (the test oracle): a window mask per position,
+    then one ``np.where``."""
+    ia, pa, fa, (wh, ww) = _occlusion_args(image, positions, window, fill, "occlusion_batch")
+    _, h, w = ia.shape
+    top, left = pa[:, 0, None], pa[:, 1, None]
+    rows = (np.arange(h) >= top) & (np.arange(h) < top + wh)  # (P, H)
+    cols = (np.arange(w) >= left) & (np.arange(w) < left + ww)  # (P, W)
+    inside = rows[:, None, :, None] & cols[:, None, None, :]  # (P, 1, H, W)
+    fill_b = fa if fa.ndim != 1 else fa[:, None, None]
+    return np.where(inside, fill_b, ia).astype(ia.dtype, copy=False)
+
+
+def _occlusion_args(
+    image: ArrayLike, positions: ArrayLike, window: IntPair, fill: Fill, fn: str
+) -> tuple[FloatArray, IndexArray, FloatArray, tuple[int, int]]:
+    ia = np.asarray(image)
+    fa = np.asarray(fill)
+    # a scalar fill takes the image's dtype (a Python float must not promote float32 to float64)
+    dtype = np.result_type(ia.dtype, np.float32, *([fa.dtype] if fa.ndim else []))
+    if dtype.kind != "f" or fa.dtype.kind not in "fiub":
+        raise ValueError(f"{fn}: image and fill must be real numbers, got {ia.dtype}, {fa.dtype}")
+    ia, fa = ia.astype(dtype, copy=False), fa.astype(dtype, copy=False)
+    if ia.ndim != 3:
+        raise ValueError(f"{fn}: image must be 3-D (C, H, W), got shape {ia.shape}")
+    if fa.shape not in ((), (ia.shape[0],), ia.shape):
+        raise ValueError(
+            f"{fn}: fill must be a number, ({ia.shape[0]},) per channel or the image shape "
+            f"{ia.shape}, got shape {fa.shape}"
+        )
+    pa = np.asarray(positions)
+    if pa.dtype.kind not in "iu" or pa.ndim != 2 or pa.shape[1] != 2:
+        raise ValueError(
+            f"{fn}: positions must be integers of shape (P, 2) (top, left), got {pa.dtype} "
+            f"{pa.shape}"
+        )
+    win = _pair(window, "window")
+    if min(win) < 0:
+        raise ValueError(f"{fn}: window must be >= 0, got {win}")
+    return ia, pa.astype(np.int64, copy=False), fa, win
+
+
+# --- Gram matrices -----------------------------------------------------------------------------
+
+
+def gram(
+    features: ArrayLike,
+    norm: float,
+    backend: Backend = "auto",
+    *,
+    out: np.ndarray | None = None,
+    num_threads: int = 0,
+) -> FloatArray:
+    """Gram matrices G = F F^T / norm, the style statistic of Gatys et al. (2015, "Texture
+    Synthesis Using Convolutional Neural Networks" / "A Neural Algorithm of Artistic Style").
+
+    Args:
+        features: F as (B, C, N), (B, C, H, W) (flattened to N = H * W) or (C, N).
+        norm: the divisor, e.g. C * N or N; nonzero.
+        backend, out, num_threads: as in :func:`relu_backward`.
+
+    Returns:
+        (B, C, C), or (C, C) for a 2-D input (``out`` when given); exactly symmetric.
+    """
+    fa = _as_gram_features(features, "gram")
+    f3 = fa.reshape(-1, *fa.shape[-2:]) if fa.ndim == 2 else fa.reshape(*fa.shape[:2], -1)
+    shape = (*fa.shape[:-1], fa.shape[-2]) if fa.ndim == 2 else (*fa.shape[:2], fa.shape[1])
+    _check_norm(norm, "gram")
+    if _use_native(fa.dtype, backend, "gram"):
+        return _native_into(
+            lambda o: _native.gram(
+                _c_contiguous(f3),
+                float(norm),
+                out=None if o is None else o.reshape(f3.shape[0], f3.shape[1], f3.shape[1]),
+                num_threads=num_threads,
+            ).reshape(shape),
+            out,
+            shape,
+        )
+    return _deliver(gram_reference(fa, norm), out)
+
+
+def gram_reference(features: ArrayLike, norm: float) -> FloatArray:
+    """NumPy reference of :func:`gram` (the test oracle)."""
+    fa = _as_gram_features(features, "gram_reference")
+    _check_norm(norm, "gram_reference")
+    f3 = fa.reshape(-1, *fa.shape[-2:]) if fa.ndim == 2 else fa.reshape(*fa.shape[:2], -1)
+    g = np.matmul(f3, f3.transpose(0, 2, 1)) / fa.dtype.type(norm)
+    return g[0] if fa.ndim == 2 else g
+
+
+def gram_backward(
+    features: ArrayLike,
+    grad: ArrayLike,
+    norm: float,
+    backend: Backend = "auto",
+    *,
+    out: np.ndarray | None = None,
+    num_threads: int = 0,
+) -> FloatArray:
+    """Backward of :func:`gram`: dL/dF = (dG + dG^T) F / norm for grad = dL/dG.
+
+    Args:
+        features: F as given to :func:`gram`.
+        grad: dL/dG, the shape :func:`gram` returns (need not be symmetric).
+        norm, backend, out, num_threads: as in :func:`gram`.
+
+    Returns:
+        dL/dF in the shape of ``features`` (``out`` when given).
+    """
+    fa = _as_gram_features(features, "gram_backward")
+    ga = _as_float(grad, "gram_backward", "grad")
+    _check_norm(norm, "gram_backward")
+    f3 = fa.reshape(-1, *fa.shape[-2:]) if fa.ndim == 2 else fa.reshape(*fa.shape[:2], -1)
+    want = (f3.shape[1], f3.shape[1]) if fa.ndim == 2 else (f3.shape[0], f3.shape[1], f3.shape[1])
+    if ga.shape != want:
+        raise ValueError(f"gram_backward: grad must have shape {want}, got {ga.shape}")
+    dtype = np.result_type(fa.dtype, ga.dtype)
+    fa, ga = fa.astype(dtype, copy=False), ga.astype(dtype, copy=False)
+    f3 = f3.astype(dtype, copy=False)
+    if _use_native(dtype, backend, "gram_backward"):
+        g3 = ga.reshape(f3.shape[0], f3.shape[1], f3.shape[1])
+        return _native_into(
+            lambda o: _native.gram_backward(
+                _c_contiguous(f3),
+                _c_contiguous(g3),
+                float(norm),
+                out=None if o is None else o.reshape(f3.shape),
+                num_threads=num_threads,
+            ).reshape(fa.shape),
+            out,
+            fa.shape,
+        )
+    return _deliver(gram_backward_reference(fa, ga, norm), out)
+
+
+def gram_backward_reference(features: ArrayLike, grad: ArrayLike, norm: float) -> FloatArray:
+    """NumPy reference of :func:`gram_backward` (the test oracle)."""
+    fa = _as_gram_features(features, "gram_backward_reference")
+    ga = _as_float(grad, "gram_backward_reference", "grad")
+    _check_norm(norm, "gram_backward_reference")
+    dtype = np.result_type(fa.dtype, ga.dtype)
+    f3 = fa.reshape(-1, *fa.shape[-2:]) if fa.ndim == 2 else fa.reshape(*fa.shape[:2], -1)
+    g3 = ga.reshape(f3.shape[0], f3.shape[1], f3.shape[1])
+    sym = (g3 + g3.transpose(0, 2, 1)).astype(dtype, copy=False)
+    return (np.matmul(sym, f3.astype(dtype, copy=False)) / dtype.type(norm)).reshape(fa.shape)
+
+
+def _as_gram_features(features: ArrayLike, fn: str) -> FloatArray:
+    fa = _as_float(features, fn, "features")
+    if fa.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{fn}: features must be (B, C, N), (B, C, H, W) or (C, N), got shape {fa.shape}"
+        )
+    return fa
+
+
+def _check_norm(norm: float, fn: str) -> None:
+    if not np.isfinite(norm) or norm == 0:
+        raise ValueError(f"{fn}: norm must be finite and nonzero, got {norm}")
 
 
 def _gated_backward(

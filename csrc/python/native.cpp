@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "cnnviz/gram.hpp"
 #include "cnnviz/im2col.hpp"
+#include "cnnviz/occlusion.hpp"
 #include "cnnviz/pool.hpp"
 #include "cnnviz/relu.hpp"
 #include "window_args.hpp"
@@ -254,6 +256,88 @@ py::array col2im(const py::object& cols_obj, const cnnviz::python::Pair& output_
   return out;
 }
 
+py::array occlusion_batch(const py::object& image_obj, const py::object& positions_obj,
+                          const cnnviz::python::Pair& window, const py::object& fill_obj,
+                          const py::object& out_obj, int num_threads) {
+  const char* fn = "occlusion_batch";
+  py::array image = checked<float>(image_obj, fn, "image");
+  check_ndim(image, 3, fn, "image", "(C, H, W)");
+  py::array positions = checked<std::int64_t>(positions_obj, fn, "positions");
+  if (positions.ndim() != 2 || positions.shape(1) != 2) {
+    throw py::value_error(std::string(fn) + ": positions must have shape (P, 2) (top, left), got " +
+                          shape_str(positions));
+  }
+  if (window[0] < 0 || window[1] < 0) {
+    throw py::value_error(std::string(fn) + ": window must be >= 0, got (" +
+                          std::to_string(window[0]) + ", " + std::to_string(window[1]) + ")");
+  }
+  py::array fill = checked<float>(fill_obj, fn, "fill");
+  const std::int64_t c = image.shape(0), h = image.shape(1), w = image.shape(2);
+  cnnviz::OcclusionFill kind;
+  if (fill.ndim() == 0) {
+    kind = cnnviz::OcclusionFill::constant;
+  } else if (fill.ndim() == 1 && fill.shape(0) == c) {
+    kind = cnnviz::OcclusionFill::per_channel;
+  } else if (fill.ndim() == 3 && shape_of(fill) == shape_of(image)) {
+    kind = cnnviz::OcclusionFill::image;
+  } else {
+    throw py::value_error(std::string(fn) + ": fill must be a 0-d array, (C,) = " +
+                          shape_str(Shape{image.shape(0)}) + " or the image shape " +
+                          shape_str(image) + ", got " + shape_str(fill));
+  }
+  const std::int64_t count = positions.shape(0);
+  py::array out = output<float>(out_obj, {count, c, h, w}, fn, {&image, &positions, &fill});
+  const auto* ip = static_cast<const float*>(image.data());
+  const auto* pp = static_cast<const std::int64_t*>(positions.data());
+  const auto* fp = static_cast<const float*>(fill.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    cnnviz::occlusion_batch(ip, c, h, w, pp, count, window[0], window[1], fp, kind, op,
+                            num_threads);
+  }
+  return out;
+}
+
+py::array gram(const py::object& features_obj, float norm, const py::object& out_obj,
+               int num_threads) {
+  const char* fn = "gram";
+  py::array f = checked<float>(features_obj, fn, "features");
+  check_ndim(f, 3, fn, "features", "(B, C, N)");
+  const std::int64_t b = f.shape(0), c = f.shape(1), n = f.shape(2);
+  py::array out = output<float>(out_obj, {b, c, c}, fn, {&f});
+  const auto* fp = static_cast<const float*>(f.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    cnnviz::gram(fp, op, b, c, n, norm, num_threads);
+  }
+  return out;
+}
+
+py::array gram_backward(const py::object& features_obj, const py::object& grad_obj, float norm,
+                        const py::object& out_obj, int num_threads) {
+  const char* fn = "gram_backward";
+  py::array f = checked<float>(features_obj, fn, "features");
+  check_ndim(f, 3, fn, "features", "(B, C, N)");
+  py::array g = checked<float>(grad_obj, fn, "grad");
+  const std::int64_t b = f.shape(0), c = f.shape(1), n = f.shape(2);
+  if (shape_of(g) != Shape{f.shape(0), f.shape(1), f.shape(1)}) {
+    throw py::value_error(std::string(fn) + ": grad must have shape (B, C, C) = " +
+                          shape_str(Shape{f.shape(0), f.shape(1), f.shape(1)}) + ", got " +
+                          shape_str(g));
+  }
+  py::array out = output<float>(out_obj, {b, c, n}, fn, {&f, &g});
+  const auto* fp = static_cast<const float*>(f.data());
+  const auto* gp = static_cast<const float*>(g.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    cnnviz::gram_backward(fp, gp, op, b, c, n, norm, num_threads);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -298,6 +382,25 @@ switches: int64, g's shape, values in [-1, H * W) (-1 is skipped); output_size: 
         py::arg("num_threads") = 0,
         R"doc(Fold cols (N, C * kh * kw, Ho * Wo) into (N, C, H, W), summing overlaps (the adjoint
 of im2col); output_size: (H, W).)doc");
+
+  m.def("occlusion_batch", &occlusion_batch, py::arg("image"), py::arg("positions"),
+        py::arg("window"), py::arg("fill"), py::arg("out") = py::none(),
+        py::arg("num_threads") = 0,
+        R"doc(Batch (P, C, H, W) of copies of image (C, H, W), each with one window filled.
+
+positions: int64 (P, 2) (top, left); window: (h, w), clipped to the image; fill: float32, 0-d
+(constant), (C,) (per channel) or (C, H, W) (a fill image).)doc");
+
+  m.def("gram", &gram, py::arg("features"), py::arg("norm"), py::arg("out") = py::none(),
+        py::arg("num_threads") = 0,
+        "Gram matrices F F^T / norm (B, C, C) of features F (B, C, N).");
+
+  m.def("gram_backward", &gram_backward, py::arg("features"), py::arg("grad"), py::arg("norm"),
+        py::arg("out") = py::none(), py::arg("num_threads") = 0,
+        "Backward of gram: (grad + grad^T) F / norm, (B, C, N), for grad = dL/dG (B, C, C).");
+
+  m.def("gram_kernel_name", &cnnviz::gram_kernel_name,
+        "The Gram inner kernel picked for this CPU: 'avx512', 'avx2' or 'generic'.");
 
   m.def("default_num_threads", &cnnviz::default_num_threads,
         "Threads a kernel uses when called with num_threads=0 (the hardware concurrency).");

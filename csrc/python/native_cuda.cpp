@@ -76,6 +76,38 @@ void col2im(std::uintptr_t cols, std::uintptr_t x, std::int64_t n, std::int64_t 
   cnnviz::cuda::col2im(in_ptr(cols), out_ptr(x), n, c, h, w, win, stream_ptr(stream));
 }
 
+cnnviz::OcclusionFill parse_fill(const std::string& kind) {
+  if (kind == "constant") return cnnviz::OcclusionFill::constant;
+  if (kind == "per_channel") return cnnviz::OcclusionFill::per_channel;
+  if (kind == "image") return cnnviz::OcclusionFill::image;
+  throw py::value_error("occlusion_batch: fill_kind must be 'constant', 'per_channel' or 'image', "
+                        "got '" + kind + "'");
+}
+
+void occlusion_batch(std::uintptr_t image, std::int64_t c, std::int64_t h, std::int64_t w,
+                     std::uintptr_t positions, std::int64_t count, std::int64_t window_h,
+                     std::int64_t window_w, std::uintptr_t fill, const std::string& fill_kind,
+                     std::uintptr_t out, std::uintptr_t stream) {
+  const cnnviz::OcclusionFill kind = parse_fill(fill_kind);
+  py::gil_scoped_release release;
+  cnnviz::cuda::occlusion_batch(in_ptr(image), c, h, w, in_index_ptr(positions), count, window_h,
+                                window_w, in_ptr(fill), kind, out_ptr(out), stream_ptr(stream));
+}
+
+void gram(std::uintptr_t features, std::uintptr_t out, std::int64_t batch, std::int64_t c,
+          std::int64_t n, float norm, std::uintptr_t stream) {
+  py::gil_scoped_release release;
+  cnnviz::cuda::gram(in_ptr(features), out_ptr(out), batch, c, n, norm, stream_ptr(stream));
+}
+
+void gram_backward(std::uintptr_t features, std::uintptr_t grad, std::uintptr_t out,
+                   std::int64_t batch, std::int64_t c, std::int64_t n, float norm,
+                   std::uintptr_t workspace, std::uintptr_t stream) {
+  py::gil_scoped_release release;
+  cnnviz::cuda::gram_backward(in_ptr(features), in_ptr(grad), out_ptr(out), batch, c, n, norm,
+                              out_ptr(workspace), stream_ptr(stream));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native_cuda, m) {
@@ -113,6 +145,23 @@ stream: a cudaStream_t as an int (0 = default stream). Returns without synchroni
         py::arg("h"), py::arg("w"), py::arg("kernel"), py::arg("stride"), py::arg("pads"),
         py::arg("dilation"), py::arg("stream") = 0,
         "Enqueue im2col of x (n, c, h, w) into cols (n, c * kh * kw, Ho * Wo).");
+
+  m.def("occlusion_batch", &occlusion_batch, py::arg("image_ptr"), py::arg("c"), py::arg("h"),
+        py::arg("w"), py::arg("positions_ptr"), py::arg("count"), py::arg("window_h"),
+        py::arg("window_w"), py::arg("fill_ptr"), py::arg("fill_kind"), py::arg("out_ptr"),
+        py::arg("stream") = 0,
+        "Enqueue the occlusion batch (count, c, h, w) of image (c, h, w); positions: int64 "
+        "(count, 2); fill_kind: 'constant' (1 value), 'per_channel' (c) or 'image' (c, h, w).");
+
+  m.def("gram", &gram, py::arg("features_ptr"), py::arg("out_ptr"), py::arg("batch"),
+        py::arg("c"), py::arg("n"), py::arg("norm"), py::arg("stream") = 0,
+        "Enqueue Gram matrices (batch, c, c) = F F^T / norm of F (batch, c, n).");
+
+  m.def("gram_backward", &gram_backward, py::arg("features_ptr"), py::arg("grad_ptr"),
+        py::arg("out_ptr"), py::arg("batch"), py::arg("c"), py::arg("n"), py::arg("norm"),
+        py::arg("workspace_ptr") = 0, py::arg("stream") = 0,
+        "Enqueue dF (batch, c, n) = (dG + dG^T) F / norm; workspace_ptr: batch * c * c floats of "
+        "device memory, or 0 to allocate one on the stream.");
 
   m.def("col2im", &col2im, py::arg("cols_ptr"), py::arg("x_ptr"), py::arg("n"), py::arg("c"),
         py::arg("h"), py::arg("w"), py::arg("kernel"), py::arg("stride"), py::arg("pads"),

@@ -10,7 +10,9 @@
 
 #include <cstdint>
 
+#include "cnnviz/gram.hpp"
 #include "cnnviz/im2col.hpp"
+#include "cnnviz/occlusion.hpp"
 #include "cnnviz/pool.hpp"
 #include "cnnviz/relu.hpp"
 
@@ -46,5 +48,22 @@ void im2col(const float* x, float* cols, std::int64_t n, std::int64_t c, std::in
 /// deterministic).
 void col2im(const float* cols, float* x, std::int64_t n, std::int64_t c, std::int64_t h,
             std::int64_t w, const Window2d& window, void* stream = nullptr);
+
+/// Device twin of cnnviz::occlusion_batch (positions and fill are device buffers too).
+void occlusion_batch(const float* image, std::int64_t c, std::int64_t h, std::int64_t w,
+                     const std::int64_t* positions, std::int64_t count, std::int64_t window_h,
+                     std::int64_t window_w, const float* fill, OcclusionFill kind, float* out,
+                     void* stream = nullptr);
+
+/// Device twin of cnnviz::gram: shared-memory tiles of F, only the tiles on and above the
+/// diagonal are computed, each mirrored as it is stored.
+void gram(const float* features, float* out, std::int64_t batch, std::int64_t c, std::int64_t n,
+          float norm, void* stream = nullptr);
+
+/// Device twin of cnnviz::gram_backward. `workspace` must hold batch * c * c floats (the
+/// symmetrized, scaled dG); it may be null, then the call allocates and frees one.
+void gram_backward(const float* features, const float* grad, float* out, std::int64_t batch,
+                   std::int64_t c, std::int64_t n, float norm, float* workspace = nullptr,
+                   void* stream = nullptr);
 
 }  // namespace cnnviz::cuda
