@@ -31,6 +31,34 @@ def images_per_second(fn: Callable[[], object], batch: int, seconds: float) -> f
     return batch / statistics.median(rounds)
 
 
+def paired_rates(
+    ours: Callable[[], object], theirs: Callable[[], object], batch: int, seconds: float
+) -> tuple[float, float, float]:
+    """Rates of two functions timed in alternating rounds of about 20 ms, so that machine
+    drift hits both alike (rounds, not single calls: a session's idle threads keep spinning
+    for a moment after each call and would slow the other one down).
+
+    Returns (ours img/s, theirs img/s, median of the per-round time ratios ours/theirs).
+    """
+    start = time.perf_counter()
+    ours(), theirs()
+    calls = max(1, int(0.04 / (time.perf_counter() - start)))
+    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times["ours"]) < 10:
+        for key, fn in (("theirs", theirs), ("ours", ours)):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[key].append((time.perf_counter() - start) / calls)
+    ratio = statistics.median(o / t for o, t in zip(times["ours"], times["theirs"]))
+    return (
+        batch / statistics.median(times["ours"]),
+        batch / statistics.median(times["theirs"]),
+        ratio,
+    )
+
+
 def torch_eager(batch: np.ndarray) -> Callable[[], object] | None:
     """The shapes architecture in torch eager mode (eval, no grad), or None without torch."""
     try:
@@ -64,22 +92,20 @@ def run(quick: bool = False) -> list[dict]:
             batch = np.random.default_rng(0).standard_normal((n, *model.input_shape))
             batch = batch.astype(np.float32)
             feed = {model.input_name: batch}
-            # interleave the two so that machine drift hits both alike
-            ours, theirs = [], []
-            for _ in range(3):
-                theirs.append(images_per_second(partial(raw.run, None, feed), n, seconds / 3))
-                ours.append(images_per_second(partial(model.run, batch), n, seconds / 3))
+            ours, theirs, ratio = paired_rates(
+                partial(model.run, batch), partial(raw.run, None, feed), n, seconds
+            )
             row = {
                 "model": name,
                 "batch": n,
-                "engine img/s": round(max(ours), 1),
-                "raw ort img/s": round(max(theirs), 1),
-                "overhead %": round(100 * (max(theirs) / max(ours) - 1), 2),
+                "engine img/s": round(ours, 1),
+                "raw ort img/s": round(theirs, 1),
+                "overhead %": round(100 * (ratio - 1), 2),
             }
             eager = torch_eager(batch) if name == "shapes" else None
             if eager is not None:
                 rate = images_per_second(eager, n, seconds)
                 row["torch eager img/s"] = round(rate, 1)
-                row["engine / torch"] = round(max(ours) / rate, 2)
+                row["engine / torch"] = round(ours / rate, 2)
             rows.append(row)
     return rows

@@ -28,13 +28,19 @@ RESULTS = Path(__file__).parent / "results"
 def print_table(rows: list[dict]) -> None:
     if not rows:
         return
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     cells = [[str(row.get(c, "")) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     print("  ".join("-" * w for w in widths))
     for r in cells:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
 
 
 def main() -> None:
@@ -58,10 +64,17 @@ def main() -> None:
         report["suites"][name] = rows
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for path in (RESULTS / f"bench-{stamp}.json", RESULTS / "latest.json"):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=1))
-        tmp.replace(path)
+    _write_json(RESULTS / f"bench-{stamp}.json", report)
+    # latest.json keeps the newest run of every suite, so running one suite keeps the others
+    latest_path = RESULTS / "latest.json"
+    latest = json.loads(latest_path.read_text()) if latest_path.exists() else {"suites": {}}
+    for name, rows in report["suites"].items():
+        latest["suites"][name] = {
+            "machine": report["machine"],
+            "time": report["time"],
+            "rows": rows,
+        }
+    _write_json(latest_path, latest)
     print(f"\nwritten to {RESULTS / 'latest.json'}")
 
 

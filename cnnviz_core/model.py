@@ -60,6 +60,13 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class _RunPlan:
+    session: ort.InferenceSession
+    fetch: list[str]  # tensor names asked of onnxruntime
+    results: list[tuple[str, int]]  # (key in the result, index in fetch)
+
+
+@dataclass(frozen=True)
 class Prediction:
     """A class and its probability."""
 
@@ -118,6 +125,7 @@ class Model:
         self.device = device
         self.threads = threads
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self._plans: dict[tuple[tuple[str, ...], bool], _RunPlan] = {}
         self.memory_budget = memory_budget
         self.runnable, self.batched = self._batchable_graph(input_shape)
         self.max_batch = self._max_batch(typed) if self.batched else 1
@@ -192,22 +200,17 @@ class Model:
             dict from each output name and each tap as given to its float32 array with
             the batch as first axis.
         """
-        batch = self._check_batch(batch)
-        tapped = {tap: self.tensor_name(tap) for tap in taps}
-        fetch = list(dict.fromkeys([*(self.output_names if outputs else ()), *tapped.values()]))
-        if not fetch:
+        plan = self._plans.get((tuple(taps), outputs)) or self._plan(tuple(taps), outputs)
+        if not plan.fetch:
             return {}
-        session = self._session(tuple(sorted(set(tapped.values()) - set(self.output_names))))
-        parts = [session.run(fetch, {self.input_name: chunk}) for chunk in self._chunks(batch)]
-        values = {
-            name: _as_float32(
-                np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i]
-            )
-            for i, name in enumerate(fetch)
-        }
-        result = {name: values[name] for name in self.output_names} if outputs else {}
-        result.update({tap: values[tensor] for tap, tensor in tapped.items()})
-        return result
+        batch = self._check_batch(batch)
+        feed = self.input_name
+        if len(batch) <= self.max_batch:
+            values = plan.session.run(plan.fetch, {feed: batch})
+        else:
+            parts = [plan.session.run(plan.fetch, {feed: chunk}) for chunk in self._chunks(batch)]
+            values = [np.concatenate(column) for column in zip(*parts)]
+        return {key: _as_float32(values[i]) for key, i in plan.results}
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """The first output as (N, num_classes) float32 (logits or probabilities)."""
@@ -251,6 +254,17 @@ class Model:
         step = self.max_batch
         for start in range(0, len(batch), step):
             yield batch[start : start + step]
+
+    def _plan(self, taps: tuple[str, ...], outputs: bool) -> _RunPlan:
+        """What one ``run(taps, outputs)`` fetches from which session (cached per call shape)."""
+        tensors = [self.tensor_name(tap) for tap in taps]
+        fetch = list(dict.fromkeys([*(self.output_names if outputs else ()), *tensors]))
+        keys = [*(self.output_names if outputs else ()), *taps]
+        names = [*(self.output_names if outputs else ()), *tensors]
+        session = self._session(tuple(sorted(set(tensors) - set(self.output_names))))
+        plan = _RunPlan(session, fetch, [(k, fetch.index(n)) for k, n in zip(keys, names)])
+        self._plans[(taps, outputs)] = plan
+        return plan
 
     def _session(self, extra: tuple[str, ...]) -> ort.InferenceSession:
         session = self._sessions.get(extra)
