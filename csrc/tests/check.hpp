@@ -2,8 +2,11 @@
 // aborting, so that one run reports every broken case.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
+#include <random>
 #include <stdexcept>
+#include <vector>
 
 namespace cnnviz::test {
 
@@ -17,6 +20,15 @@ bool throws_invalid_argument(Fn&& fn) {
     return true;
   }
   return false;
+}
+
+/// ``count`` standard-normal floats, reproducible from ``seed``.
+inline std::vector<float> random_values(std::int64_t count, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist;
+  std::vector<float> v(static_cast<std::size_t>(count));
+  for (float& x : v) x = dist(rng);
+  return v;
 }
 
 /// Prints the summary and returns the exit status of a test program.

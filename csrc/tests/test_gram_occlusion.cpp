@@ -12,15 +12,8 @@
 namespace {
 
 using cnnviz::OcclusionFill;
+using cnnviz::test::random_values;
 using cnnviz::test::throws_invalid_argument;
-
-std::vector<float> random_values(std::int64_t count, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> v(static_cast<std::size_t>(count));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 void test_occlusion() {
   const std::int64_t c = 3, h = 37, w = 29, wh = 9, ww = 7;

@@ -14,6 +14,7 @@ namespace {
 
 using cnnviz::Extent2d;
 using cnnviz::Window2d;
+using cnnviz::test::random_values;
 using cnnviz::test::throws_invalid_argument;
 
 struct Case {
@@ -33,14 +34,6 @@ const Case kCases[] = {
     {2, 16, 40, 37, {3, 3, 1, 1, 1, 1, 1, 1, 1, 1}, false},
 };
 constexpr int kThreads[] = {1, 2, 3};
-
-std::vector<float> random_values(std::int64_t count, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> v(static_cast<std::size_t>(count));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 /// Input coordinate of tap t at output position o along one axis.
 std::int64_t tap_at(std::int64_t o, std::int64_t t, std::int64_t stride, std::int64_t pad,
