@@ -247,7 +247,7 @@ class ReceptiveField:
 IDENTITY_FIELD = ReceptiveField((1, 1), (1, 1), (0, 0))
 
 
-def _same_pads(in_size: int, k_eff: int, stride: int, mode: str) -> int:
+def same_pads(in_size: int, k_eff: int, stride: int, mode: str) -> int:
     """Leading pad of ONNX auto_pad SAME_UPPER / SAME_LOWER along one axis."""
     out = math.ceil(in_size / stride)
     total = max((out - 1) * stride + k_eff - in_size, 0)
@@ -274,7 +274,7 @@ def _window_field(
             in_size = in_shape[2 + axis] if in_shape and len(in_shape) == 4 else None
             if not isinstance(in_size, int):
                 return None
-            pad = _same_pads(in_size, k_eff, strides[axis], auto_pad)
+            pad = same_pads(in_size, k_eff, strides[axis], auto_pad)
         else:
             pad = pads[axis] if auto_pad == "NOTSET" else 0
         size.append(field.size[axis] + (k_eff - 1) * field.stride[axis])

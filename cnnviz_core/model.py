@@ -7,6 +7,7 @@ in batches sized to a memory budget.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -133,6 +134,13 @@ class Model:
         self.labels = self._resolve_labels(labels)
 
     # ----------------------------------------------------------------------------- info
+
+    @functools.cached_property
+    def constants(self) -> dict[str, np.ndarray]:
+        """Initializers and Constant-node values of the runnable graph (float16 as float32)."""
+        return {
+            name: _as_float32(value) for name, value in graph.initializers(self.runnable).items()
+        }
 
     def __repr__(self) -> str:
         return (
