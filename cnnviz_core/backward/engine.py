@@ -43,9 +43,7 @@ def plan_backward(model: Model, seeds: Sequence[str], source: str | None = None)
     """Plan the pass from ``seeds`` (layer names or aliases) back to ``source`` (default: the
     model input). Raises :class:`UnsupportedOpError` naming the op and node before any work
     when a node on the path has no rule."""
-    opset = next(
-        (o.version for o in model.proto.opset_import if o.domain in ("", "ai.onnx")), 13
-    )
+    opset = next((o.version for o in model.proto.opset_import if o.domain in ("", "ai.onnx")), 13)
     source = model.input_name if source in (None, model.input_name) else model.tensor_name(source)
     seed_tensors = tuple(dict.fromkeys(model.tensor_name(s) for s in seeds))
     forward = graph.data_nodes(model.runnable, source)
@@ -95,9 +93,7 @@ def forward_values(
     if backend == "onnxruntime":
         return values
     for node, rule in plan.nodes:
-        call = make_call(
-            node, [values.get(i) if i else None for i in node.input], opset=plan.opset
-        )
+        call = make_call(node, [values.get(i) if i else None for i in node.input], opset=plan.opset)
         for name, value in zip(node.output, rule.forward(call)):
             values[name] = value
     return values
@@ -138,9 +134,7 @@ def backward(
         for name, grad, need in zip(node.input, rule.vjp(call, out_grads), needs):
             if need and grad is not None:
                 _accumulate(grads, name, grad)
-    return {
-        name: grads[name] if name in grads else np.zeros_like(values[name]) for name in wrt
-    }
+    return {name: grads[name] if name in grads else np.zeros_like(values[name]) for name in wrt}
 
 
 def gradients(
@@ -175,8 +169,7 @@ def gradients(
     for name, seed in seeds.items():
         if seed.shape != values[name].shape:
             raise InputError(
-                f"cotangent for {name!r} has shape {seed.shape}; the tensor is "
-                f"{values[name].shape}"
+                f"cotangent for {name!r} has shape {seed.shape}; the tensor is {values[name].shape}"
             )
     targets = {w: model.tensor_name(w) for w in wrt}
     result = backward(plan, values, seeds, [plan.source, *targets.values()], mode)

@@ -20,9 +20,7 @@ def window(attrs: dict, hw: Sequence[int], kernel: Sequence[int]) -> kernels.Win
         pads = [0, 0, 0, 0]
         for axis in range(2):
             k_eff = dilations[axis] * (kernel[axis] - 1) + 1
-            total = max(
-                (-(-hw[axis] // strides[axis]) - 1) * strides[axis] + k_eff - hw[axis], 0
-            )
+            total = max((-(-hw[axis] // strides[axis]) - 1) * strides[axis] + k_eff - hw[axis], 0)
             begin = same_pads(hw[axis], k_eff, strides[axis], auto_pad)
             pads[axis], pads[axis + 2] = begin, total - begin
     elif auto_pad == "VALID":
@@ -42,10 +40,10 @@ class Conv(OpRule):
         win = window(call.attrs, x.shape[2:], w.shape[2:])
         groups = call.attrs.get("group", 1)
         n, c_out = x.shape[0], w.shape[0]
+        w_groups = w.reshape(groups, c_out // groups, -1)
         parts = []
-        for g, x_g in enumerate(np.split(x, groups, axis=1)):
+        for w_g, x_g in zip(w_groups, np.split(x, groups, axis=1)):
             cols = kernels.im2col(x_g, win.kernel, win.stride, win.pads, win.dilation)
-            w_g = w[g * c_out // groups : (g + 1) * c_out // groups].reshape(c_out // groups, -1)
             parts.append(np.matmul(w_g, cols))
         ho, wo = win.output_size(*x.shape[2:])
         y = np.concatenate(parts, axis=1).reshape(n, c_out, ho, wo)
@@ -60,10 +58,9 @@ class Conv(OpRule):
             win = window(call.attrs, x.shape[2:], w.shape[2:])
             groups = call.attrs.get("group", 1)
             n, c_out = dy.shape[:2]
-            w = w.astype(dy.dtype, copy=False)
+            w_groups = w.astype(dy.dtype, copy=False).reshape(groups, c_out // groups, -1)
             parts = []
-            for g, dy_g in enumerate(np.split(dy.reshape(n, c_out, -1), groups, axis=1)):
-                w_g = w[g * c_out // groups : (g + 1) * c_out // groups].reshape(c_out // groups, -1)
+            for w_g, dy_g in zip(w_groups, np.split(dy.reshape(n, c_out, -1), groups, axis=1)):
                 cols = np.matmul(w_g.T, dy_g)
                 parts.append(
                     kernels.col2im(
@@ -125,7 +122,8 @@ class MaxPool(OpRule):
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
         x, dy = call.inputs[0], grads[0]
         assert dy is not None
-        _, switches = kernels.max_pool2d(x.astype(dy.dtype, copy=False), *self._window_args(call, x))
+        x = x.astype(dy.dtype, copy=False)
+        _, switches = kernels.max_pool2d(x, *self._window_args(call, x))
         return [kernels.max_unpool2d(dy, switches, x.shape[2:])]
 
     @staticmethod

@@ -11,9 +11,7 @@ from ..registry import Grad, NodeCall, OpRule, register_rule
 
 def reshape_target(shape: np.ndarray, data_shape: Sequence[int], allowzero: int) -> list[int]:
     """ONNX Reshape's target with 0 ("copy this dim") resolved; -1 is left to NumPy."""
-    return [
-        data_shape[i] if d == 0 and not allowzero else int(d) for i, d in enumerate(shape)
-    ]
+    return [data_shape[i] if d == 0 and not allowzero else int(d) for i, d in enumerate(shape)]
 
 
 @register_rule("Reshape")
