@@ -18,10 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import forward  # suites live beside this script
+import backward  # suites live beside this script
+import forward
 import kernels
 
-SUITES = {"forward": forward.run, "kernels": kernels.run}
+SUITES = {"forward": forward.run, "kernels": kernels.run, "backward": backward.run}
 RESULTS = Path(__file__).parent / "results"
 
 

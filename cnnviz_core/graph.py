@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 
 from .errors import ModelLoadError
 
@@ -60,6 +61,13 @@ def load_onnx(source: str | Path | bytes) -> onnx.ModelProto:
         raise ModelLoadError(f"{where!r} is not an ONNX model (or it is truncated): {exc}") from exc
     if not model.graph.node:
         raise ModelLoadError(f"{where!r} is not an ONNX model: it has no graph nodes")
+    if isinstance(source, (str, Path)) and any(
+        init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer
+    ):  # weights in a side file (e.g. model.onnx.data) next to the model
+        try:
+            load_external_data_for_model(model, str(Path(source).parent))
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+            raise ModelLoadError(f"cannot read the external weights of {where!r}: {exc}") from exc
     return model
 
 
