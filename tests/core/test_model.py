@@ -189,3 +189,24 @@ def test_cuda_asked_without_cuda_is_an_error():
         Model(tiny_classifier().SerializeToString(), device="cuda")
     with pytest.raises(DeviceError, match="unknown device"):
         Model(tiny_classifier().SerializeToString(), device="tpu")
+
+
+def test_weights_in_an_external_data_file_are_loaded(tmp_path):
+    proto = tiny_classifier()
+    inline = proto.SerializeToString()  # before onnx.save moves the weights out of proto
+    path = tmp_path / "external.onnx"
+    onnx.save(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        location="external.onnx.data",
+        size_threshold=0,
+    )
+    assert (tmp_path / "external.onnx.data").is_file()
+    batch = RNG.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(
+        Model(path).run(batch)["logits"], Model(inline).run(batch)["logits"]
+    )
+    (tmp_path / "external.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match="external weights"):
+        Model(path)
