@@ -34,6 +34,8 @@ def max_pool2d(
     dilation: tuple[int, int],
     ceil_mode: bool = False,
     num_threads: int = 0,
+    out: NDArray[np.float32] | None = None,
+    switches_out: NDArray[np.int64] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]: ...
 def max_unpool2d(
     g: NDArray[np.float32],

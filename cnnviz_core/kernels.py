@@ -247,6 +247,8 @@ def max_pool2d(
     backend: Backend = "auto",
     *,
     num_threads: int = 0,
+    out: np.ndarray | None = None,
+    switches_out: np.ndarray | None = None,
 ) -> tuple[FloatArray, IndexArray]:
     """Max pooling of x (N, C, H, W) that also returns the argmax switches.
 
@@ -261,17 +263,40 @@ def max_pool2d(
         padding: int, (h, w) or (top, left, bottom, right).
         ceil_mode: round the output size up (PyTorch / ONNX ``ceil_mode``).
         backend, num_threads: as in :func:`relu_backward`.
+        out, switches_out: optional preallocated outputs (float32 / int64, (N, C, Ho, Wo));
+            reusing them in a hot loop avoids the page faults of fresh large allocations.
 
     Returns:
-        (y, switches), both (N, C, Ho, Wo); switches are int64.
+        (y, switches), both (N, C, Ho, Wo); switches are int64 (``out`` and ``switches_out``
+        when given).
     """
     xa = _as_float_nchw(x, "max_pool2d", "x")
     win = Window.of(kernel_size, stride, padding, dilation)
+    if out is not None or switches_out is not None:
+        shape = (*xa.shape[:2], *win.output_size(xa.shape[2], xa.shape[3], ceil_mode))
+        if out is not None:
+            _check_out(out, shape, xa.dtype)
+        if switches_out is not None:
+            _check_out(switches_out, shape, np.dtype(np.int64))
     if _use_native(xa.dtype, backend, "max_pool2d"):
-        return _native.max_pool2d(
-            _c_contiguous(xa), *win.native_args(), ceil_mode, num_threads=num_threads
+        direct = [o if o is not None and o.flags.c_contiguous else None for o in (out, switches_out)]
+        y, sw = _native.max_pool2d(
+            _c_contiguous(xa),
+            *win.native_args(),
+            ceil_mode,
+            num_threads=num_threads,
+            out=direct[0],
+            switches_out=direct[1],
         )
-    return max_pool2d_reference(xa, kernel_size, stride, padding, dilation, ceil_mode)
+    else:
+        y, sw = max_pool2d_reference(xa, kernel_size, stride, padding, dilation, ceil_mode)
+    if out is not None and y is not out:
+        np.copyto(out, y)
+        y = out
+    if switches_out is not None and sw is not switches_out:
+        np.copyto(switches_out, sw)
+        sw = switches_out
+    return y, sw
 
 
 def max_pool2d_reference(

@@ -10,8 +10,12 @@
 // broadcast per row and two vector loads. An A micro-panel stays in L1 while the B panels stream
 // from L2.
 //
-// gram:          G = F F^T, A and B both pack F; only tiles reaching the diagonal or above are
-//                computed, threads split the k axis and their partial products are summed.
+// gram:          G = F F^T. Per k block, F is packed once (16 x 16 in-register transposes) into
+//                k-major panels of 16 rows that serve as both operands; an 8 x 48 micro-kernel
+//                (24 zmm accumulators, broadcasts fused into the FMAs) covers only the tiles on
+//                and above the diagonal. Threads split the rows of the triangle, balanced by
+//                tile count (no partial products to add); scaling and mirroring are fused into
+//                the end of each thread's rows.
 // gram_backward: dF = S F with S = (dG + dG^T) / norm; threads split the columns of F.
 #include "cnnviz/gram.hpp"
 
@@ -154,28 +158,133 @@ CNNVIZ_ALWAYS_INLINE void macro(const float* ap, const float* bp, std::int64_t k
   }
 }
 
-/// acc (c x c, upper part) = F[:, k0:k1] F[:, k0:k1]^T.
-template <int MR>
-CNNVIZ_ALWAYS_INLINE void gram_partial_impl(const float* f, std::int64_t c, std::int64_t n,
-                                            std::int64_t k0, std::int64_t k1, float* acc) {
-  const std::int64_t a_rows = (c + MR - 1) / MR * MR;
-  const std::int64_t b_cols = (c + kPanel - 1) / kPanel * kPanel;
-  std::vector<float> ap(static_cast<std::size_t>(a_rows * kKc));
-  std::vector<float> bp(static_cast<std::size_t>(b_cols * kKc));
-  for (std::int64_t kb = k0; kb < k1; kb += kKc) {
-    const std::int64_t kc = std::min(kKc, k1 - kb);
-    pack_rows(f, n, c, kb, kc, MR, ap.data());
-    pack_rows(f, n, c, kb, kc, kPanel, bp.data());  // F^T's column panels are F's row panels
-    macro<MR>(ap.data(), bp.data(), kc, c, c, acc, c, kb != k0,
-              [](std::int64_t i0) { return i0 / kPanel; });
+// --- Gram forward: F packed once per k block, outer-product micro-kernel on the upper triangle.
+
+/// Index of element c of the first (lo) or second (hi) output of the stage of a 16 x 16
+/// transpose that swaps bit J of the row index with bit J of the column index (rows a and
+/// a | 2^J, see transpose16).
+template <int J>
+constexpr int tr_lo(int c) {
+  return ((c >> J) & 1) ? 16 + c - (1 << J) : c;
+}
+template <int J>
+constexpr int tr_hi(int c) {
+  return ((c >> J) & 1) ? 16 + c : c + (1 << J);
+}
+
+#define CNNVIZ_IDX16(F, J)                                                                  \
+  F<J>(0), F<J>(1), F<J>(2), F<J>(3), F<J>(4), F<J>(5), F<J>(6), F<J>(7), F<J>(8), F<J>(9), \
+      F<J>(10), F<J>(11), F<J>(12), F<J>(13), F<J>(14), F<J>(15)
+
+template <int J>
+CNNVIZ_ALWAYS_INLINE void transpose_stage(v16* r) {
+  for (int a = 0; a < 16; ++a) {
+    if ((a >> J) & 1) continue;
+    const v16 x = r[a], y = r[a | (1 << J)];
+    r[a] = __builtin_shufflevector(x, y, CNNVIZ_IDX16(tr_lo, J));
+    r[a | (1 << J)] = __builtin_shufflevector(x, y, CNNVIZ_IDX16(tr_hi, J));
+  }
+}
+
+/// In-register transpose of a 16 x 16 block (4 butterfly stages of two-source shuffles).
+CNNVIZ_ALWAYS_INLINE void transpose16(v16* r) {
+  transpose_stage<0>(r);
+  transpose_stage<1>(r);
+  transpose_stage<2>(r);
+  transpose_stage<3>(r);
+}
+
+/// Packs F[:, k0:k0 + kc] (c rows, leading dimension n) into panels of 16 rows, k-major:
+/// out[(panel * kc + k) * 16 + r] = F[panel * 16 + r, k0 + k], rows past c zero.
+CNNVIZ_ALWAYS_INLINE void pack_panels(const float* f, std::int64_t n, std::int64_t c,
+                                      std::int64_t k0, std::int64_t kc, float* out) {
+  const std::int64_t panels = (c + kPanel - 1) / kPanel;
+  for (std::int64_t p = 0; p < panels; ++p) {
+    const std::int64_t valid = std::min(kPanel, c - p * kPanel);
+    const float* src = f + p * kPanel * n + k0;
+    float* dst = out + p * kc * kPanel;
+    std::int64_t k = 0;
+    for (; k + 16 <= kc; k += 16) {
+      v16 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < valid ? load16(src + i * n + k) : v16{};
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) store16(dst + (k + i) * kPanel, r[i]);
+    }
+    for (; k < kc; ++k) {
+      for (std::int64_t i = 0; i < kPanel; ++i)
+        dst[k * kPanel + i] = i < valid ? src[i * n + k] : 0.f;
+    }
+  }
+}
+
+/// acc[0:MR, 0:16 * NV] (leading dimension ld) += A B over kc, A = MR rows of a packed panel
+/// (a points at its first row: a[k * 16 + i]), B = NV consecutive packed panels from b.
+template <int MR, int NV>
+CNNVIZ_ALWAYS_INLINE void gram_micro(std::int64_t kc, const float* a, const float* b, float* acc,
+                                     std::int64_t ld) {
+  v16 c[MR][NV];
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) c[i][v] = v16{};
+  }
+  const std::int64_t bs = kc * kPanel;
+  for (std::int64_t k = 0; k < kc; ++k) {
+    v16 x[NV];
+    for (int v = 0; v < NV; ++v) x[v] = load16(b + v * bs + k * kPanel);
+    const float* ak = a + k * kPanel;
+    for (int i = 0; i < MR; ++i) {
+      const float s = ak[i];
+      for (int v = 0; v < NV; ++v) c[i][v] += s * x[v];
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) {
+      float* at = acc + i * ld + v * kPanel;
+      store16(at, load16(at) + c[i][v]);
+    }
+  }
+}
+
+/// acc (cp x cp, cp = c rounded up to 16; tiles on and above the diagonal) += F[:, k0:k1]
+/// F[:, k0:k1]^T. `pack` holds cp * kKcGram floats.
+template <int MR, int NV>
+CNNVIZ_ALWAYS_INLINE void gram_upper_impl(const float* f, std::int64_t c, std::int64_t n,
+                                          std::int64_t k0, std::int64_t k1, std::int64_t r0,
+                                          std::int64_t r1, std::int64_t kcb, float* pack,
+                                          float* acc) {
+  const std::int64_t panels = (c + kPanel - 1) / kPanel, cp = panels * kPanel;
+  // Rows [r0, r1) of the result need the panels from r0's on, and no others.
+  const std::int64_t p0 = r0 / kPanel;
+  const float* fp = f + p0 * kPanel * n;
+  float* accp = acc + p0 * kPanel * (cp + 1);  // acc shifted by p0 panels in both directions
+  const std::int64_t cs = c - p0 * kPanel, ps = panels - p0;
+  r0 -= p0 * kPanel;
+  r1 = std::min(r1, c) - p0 * kPanel;
+  for (std::int64_t kb = k0; kb < k1; kb += kcb) {
+    const std::int64_t kc = std::min(kcb, k1 - kb);
+    pack_panels(fp, n, cs, kb, kc, pack);
+    for (std::int64_t i0 = r0; i0 < r1; i0 += MR) {
+      const std::int64_t pi = i0 / kPanel;
+      const float* a = pack + pi * kc * kPanel + (i0 - pi * kPanel);
+      float* row = accp + i0 * cp;
+      std::int64_t pj = pi;
+      for (; pj + NV <= ps; pj += NV) {
+        gram_micro<MR, NV>(kc, a, pack + pj * kc * kPanel, row + pj * kPanel, cp);
+      }
+      if constexpr (NV > 2) {
+        if (pj + 2 <= ps) {
+          gram_micro<MR, 2>(kc, a, pack + pj * kc * kPanel, row + pj * kPanel, cp);
+          pj += 2;
+        }
+      }
+      if (pj < ps) gram_micro<MR, 1>(kc, a, pack + pj * kc * kPanel, row + pj * kPanel, cp);
+    }
   }
 }
 
 /// out[:, j0:j1] = s (c x c) F[:, j0:j1].
 template <int MR>
-CNNVIZ_ALWAYS_INLINE void gemm_cols_impl(const float* s, const float* f, float* out,
-                                         std::int64_t c, std::int64_t n, std::int64_t j0,
-                                         std::int64_t j1) {
+CNNVIZ_ALWAYS_INLINE void gemm_cols_impl(const float* s, const float* f, float* out, std::int64_t c,
+                                         std::int64_t n, std::int64_t j0, std::int64_t j1) {
   const std::int64_t a_rows = (c + MR - 1) / MR * MR;
   const std::int64_t k_blocks = (c + kKc - 1) / kKc;
   // s packed once for every k block: block kb starts at kb * a_rows * kKc.
@@ -199,29 +308,33 @@ CNNVIZ_ALWAYS_INLINE void gemm_cols_impl(const float* s, const float* f, float* 
 // vectors fit the register file (32 zmm, 16 ymm as 2 per vector, 16 xmm as 4 per vector).
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CNNVIZ_GRAM_X86 1
-__attribute__((target("avx512f,avx512vl,fma"))) void gram_partial_avx512(
-    const float* f, std::int64_t c, std::int64_t n, std::int64_t k0, std::int64_t k1, float* acc) {
-  gram_partial_impl<12>(f, c, n, k0, k1, acc);
+__attribute__((target("avx512f,avx512vl,fma"))) void gram_upper_avx512(
+    const float* f, std::int64_t c, std::int64_t n, std::int64_t k0, std::int64_t k1,
+    std::int64_t r0, std::int64_t r1, std::int64_t kcb, float* pack, float* acc) {
+  gram_upper_impl<8, 3>(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
+}
+__attribute__((target("avx2,fma"))) void gram_upper_avx2(const float* f, std::int64_t c,
+                                                         std::int64_t n, std::int64_t k0,
+                                                         std::int64_t k1, std::int64_t r0,
+                                                         std::int64_t r1, std::int64_t kcb,
+                                                         float* pack, float* acc) {
+  gram_upper_impl<4, 1>(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
 }
 __attribute__((target("avx512f,avx512vl,fma"))) void gemm_cols_avx512(
     const float* s, const float* f, float* out, std::int64_t c, std::int64_t n, std::int64_t j0,
     std::int64_t j1) {
   gemm_cols_impl<12>(s, f, out, c, n, j0, j1);
 }
-__attribute__((target("avx2,fma"))) void gram_partial_avx2(const float* f, std::int64_t c,
-                                                           std::int64_t n, std::int64_t k0,
-                                                           std::int64_t k1, float* acc) {
-  gram_partial_impl<3>(f, c, n, k0, k1, acc);
-}
-__attribute__((target("avx2,fma"))) void gemm_cols_avx2(const float* s, const float* f,
-                                                        float* out, std::int64_t c, std::int64_t n,
+__attribute__((target("avx2,fma"))) void gemm_cols_avx2(const float* s, const float* f, float* out,
+                                                        std::int64_t c, std::int64_t n,
                                                         std::int64_t j0, std::int64_t j1) {
   gemm_cols_impl<3>(s, f, out, c, n, j0, j1);
 }
 #endif
-void gram_partial_generic(const float* f, std::int64_t c, std::int64_t n, std::int64_t k0,
-                          std::int64_t k1, float* acc) {
-  gram_partial_impl<2>(f, c, n, k0, k1, acc);
+void gram_upper_generic(const float* f, std::int64_t c, std::int64_t n, std::int64_t k0,
+                        std::int64_t k1, std::int64_t r0, std::int64_t r1, std::int64_t kcb,
+                        float* pack, float* acc) {
+  gram_upper_impl<2, 1>(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
 }
 void gemm_cols_generic(const float* s, const float* f, float* out, std::int64_t c, std::int64_t n,
                        std::int64_t j0, std::int64_t j1) {
@@ -247,17 +360,19 @@ Isa isa() {
   return value;
 }
 
-void gram_partial(const float* f, std::int64_t c, std::int64_t n, std::int64_t k0,
-                  std::int64_t k1, float* acc) {
+/// acc rows [r0, r1) (multiples of 8; tiles on and above the diagonal) += the same rows of
+/// F[:, k0:k1] F[:, k0:k1]^T; acc is cp x cp (c rounded up to 16), pack holds cp * kcb floats.
+void gram_upper(const float* f, std::int64_t c, std::int64_t n, std::int64_t k0, std::int64_t k1,
+                std::int64_t r0, std::int64_t r1, std::int64_t kcb, float* pack, float* acc) {
   switch (isa()) {
 #if CNNVIZ_GRAM_X86
     case Isa::avx512:
-      return gram_partial_avx512(f, c, n, k0, k1, acc);
+      return gram_upper_avx512(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
     case Isa::avx2:
-      return gram_partial_avx2(f, c, n, k0, k1, acc);
+      return gram_upper_avx2(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
 #endif
     default:
-      return gram_partial_generic(f, c, n, k0, k1, acc);
+      return gram_upper_generic(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
   }
 }
 
@@ -296,31 +411,62 @@ const char* gram_kernel_name() {
 void gram(const float* features, float* out, std::int64_t batch, std::int64_t c, std::int64_t n,
           float norm, int num_threads) {
   detail::check_gram_args("gram", features, nullptr, false, out, batch, c, n, norm);
+  if (batch * c == 0) return;
   const int threads = cpu::resolve_num_threads(num_threads);
+  const std::int64_t panels = (c + kPanel - 1) / kPanel, cp = panels * kPanel;
+  // k block: the packed block (cp x kc floats) stays in L2 (~256 KiB) while the tiles reuse it.
+  const std::int64_t kcb =
+      std::clamp<std::int64_t>((std::int64_t{1} << 16) / cp / 16 * 16, 64, 2048);
+  // Threads split the rows of the upper triangle (blocks of 8 rows), balanced by the tiles each
+  // row block has: no partial products to add. Each packs only the panels its rows need.
+  constexpr std::int64_t kRowBlock = 8;
+  const std::int64_t row_blocks = (c + kRowBlock - 1) / kRowBlock;
+  const auto work = [&](std::int64_t rb) { return panels - rb * kRowBlock / kPanel; };
+  std::int64_t total = 0;
+  for (std::int64_t rb = 0; rb < row_blocks; ++rb) total += work(rb);
+  const std::int64_t by_size =
+      std::max<std::int64_t>(1, c * c * n / (std::int64_t{1} << 22));  // ~4M FMAs a thread
+  const std::int64_t spans = std::min<std::int64_t>({threads, row_blocks, by_size});
+  std::vector<std::int64_t> bounds{0};
+  for (std::int64_t rb = 0, done = 0; rb < row_blocks; ++rb) {
+    done += work(rb);
+    if (done * spans >= total * static_cast<std::int64_t>(bounds.size()) &&
+        static_cast<std::int64_t>(bounds.size()) < spans) {
+      bounds.push_back((rb + 1) * kRowBlock);
+    }
+  }
+  bounds.push_back(row_blocks * kRowBlock);
+  const std::int64_t parts = static_cast<std::int64_t>(bounds.size()) - 1;
+  std::vector<float> acc(static_cast<std::size_t>(cp * cp));
   for (std::int64_t b = 0; b < batch; ++b) {
     const float* f = features + b * c * n;
     float* g = out + b * c * c;
-    std::mutex lock;
-    std::vector<std::vector<float>> partials;
     cpu::parallel_for(
-        n, threads,
-        [&](std::int64_t k0, std::int64_t k1) {
-          std::vector<float> acc(static_cast<std::size_t>(c * c), 0.f);
-          gram_partial(f, c, n, k0, k1, acc.data());
-          const std::lock_guard<std::mutex> hold(lock);
-          partials.push_back(std::move(acc));
+        parts, static_cast<int>(parts),
+        [&](std::int64_t t0, std::int64_t t1) {
+          std::vector<float> pack(static_cast<std::size_t>(cp * kcb));
+          for (std::int64_t t = t0; t < t1; ++t) {
+            const std::int64_t r0 = bounds[t], r1 = bounds[t + 1];
+            std::fill(acc.begin() + r0 * cp, acc.begin() + std::min(r1, cp) * cp, 0.f);
+            if (n > 0) gram_upper(f, c, n, 0, n, r0, r1, kcb, pack.data(), acc.data());
+            // Scale and mirror these rows: 16 x 16 blocks, so that the column writes stay in
+            // a few cache lines.
+            for (std::int64_t i0 = r0; i0 < std::min(r1, c); i0 += 16) {
+              const std::int64_t i1 = std::min({i0 + 16, r1, c});
+              for (std::int64_t j0 = i0 / 16 * 16; j0 < c; j0 += 16) {
+                const std::int64_t j1 = std::min(j0 + 16, c);
+                for (std::int64_t i = i0; i < i1; ++i) {
+                  for (std::int64_t j = std::max(i, j0); j < j1; ++j) {
+                    const float v = acc[static_cast<std::size_t>(i * cp + j)] / norm;
+                    g[i * c + j] = v;
+                    g[j * c + i] = v;
+                  }
+                }
+              }
+            }
+          }
         },
-        min_span(c));
-    // Sum the partials' upper triangles, scale, mirror.
-    for (std::int64_t i = 0; i < c; ++i) {
-      for (std::int64_t j = i; j < c; ++j) {
-        float v = 0.f;
-        for (const std::vector<float>& p : partials) v += p[static_cast<std::size_t>(i * c + j)];
-        v /= norm;
-        g[i * c + j] = v;
-        g[j * c + i] = v;
-      }
-    }
+        1);
   }
 }
 
@@ -339,7 +485,8 @@ void gram_backward(const float* features, const float* grad, float* out, std::in
     const float* f = features + b * c * n;
     float* o = out + b * c * n;
     cpu::parallel_for(
-        n, threads, [&](std::int64_t j0, std::int64_t j1) { gemm_cols(s.data(), f, o, c, n, j0, j1); },
+        n, threads,
+        [&](std::int64_t j0, std::int64_t j1) { gemm_cols(s.data(), f, o, c, n, j0, j1); },
         min_span(c));
   }
 }

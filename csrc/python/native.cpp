@@ -164,7 +164,8 @@ py::array output(const py::object& out_obj, const Shape& shape, const char* fn,
 
 py::tuple max_pool2d(const py::object& x_obj, const cnnviz::python::Pair& kernel,
                      const cnnviz::python::Pair& stride, const cnnviz::python::Pads& pads,
-                     const cnnviz::python::Pair& dilation, bool ceil_mode, int num_threads) {
+                     const cnnviz::python::Pair& dilation, bool ceil_mode, int num_threads,
+                     const py::object& out_obj, const py::object& switches_obj) {
   const char* fn = "max_pool2d";
   py::array x = checked<float>(x_obj, fn, "x");
   check_ndim(x, 4, fn, "x", "(N, C, H, W)");
@@ -173,11 +174,11 @@ py::tuple max_pool2d(const py::object& x_obj, const cnnviz::python::Pair& kernel
   const cnnviz::Extent2d o = cnnviz::window_output_extent(h, w, win, ceil_mode);
   const Shape shape{x.shape(0), x.shape(1), static_cast<py::ssize_t>(o.h),
                     static_cast<py::ssize_t>(o.w)};
-  py::array_t<float> y(shape);
-  py::array_t<std::int64_t> switches(shape);
+  py::array y = output<float>(out_obj, shape, fn, {&x});
+  py::array switches = output<std::int64_t>(switches_obj, shape, fn, {&x, &y});
   const auto* xp = static_cast<const float*>(x.data());
-  float* yp = y.mutable_data();
-  std::int64_t* sp = switches.mutable_data();
+  auto* yp = static_cast<float*>(y.mutable_data());
+  auto* sp = static_cast<std::int64_t*>(switches.mutable_data());
   {
     py::gil_scoped_release release;
     cnnviz::max_pool2d(xp, yp, sp, n * c, h, w, win, ceil_mode, num_threads);
@@ -359,12 +360,14 @@ Same arrays, modes and threads as relu_backward.)doc");
 
   m.def("max_pool2d", &max_pool2d, py::arg("x"), py::arg("kernel"), py::arg("stride"),
         py::arg("pads"), py::arg("dilation"), py::arg("ceil_mode") = false,
-        py::arg("num_threads") = 0,
+        py::arg("num_threads") = 0, py::arg("out") = py::none(),
+        py::arg("switches_out") = py::none(),
         R"doc(Max pooling of x (N, C, H, W) that also returns the argmax switches.
 
 kernel, stride, dilation: (h, w); pads: (top, left, bottom, right). Returns (y, switches), both
 (N, C, Ho, Wo); switches are int64 flat indices into each H x W input plane (-1 for a window with
-no tap inside the plane).)doc");
+no tap inside the plane). out / switches_out: optional C-contiguous float32 / int64 outputs of
+that shape, written in place.)doc");
 
   m.def("max_unpool2d", &max_unpool2d, py::arg("g"), py::arg("switches"), py::arg("output_size"),
         py::arg("out") = py::none(), py::arg("num_threads") = 0,

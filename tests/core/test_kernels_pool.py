@@ -196,3 +196,51 @@ def test_cuda_pool_matches_reference():
     np.testing.assert_allclose(
         ut.cpu().numpy(), kernels.max_unpool2d_reference(g, sr, (13, 11)), rtol=1e-6, atol=1e-6
     )
+
+
+# Fast paths (2x2/2, 3x3/2, 3x3/1, 2x2/1 without dilation): rows of >= 16 outputs take the vector
+# route with an overlapping last step, narrower ones the scalar one; padding and ceil mode send
+# the border windows to the general routine.
+FAST_CASES = [
+    ((2, 3, 8, 32), 2, 2, 0, False),
+    ((1, 2, 9, 67), 2, 2, 0, True),
+    ((1, 2, 11, 71), 3, 2, 1, False),
+    ((2, 1, 12, 64), 3, 2, 0, True),
+    ((1, 2, 7, 53), 3, 1, 1, False),
+    ((1, 1, 6, 40), 2, 1, 0, False),
+    ((1, 1, 5, 20), (3, 3), (1, 2), 0, False),
+]
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=lambda c: f"{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-{c[4]}")
+@pytest.mark.parametrize("data", ["random", "ties", "nan"])
+def test_max_pool_fast_paths_match_reference(case, data):
+    shape, k, s, p, ceil = case
+    rng = np.random.default_rng(3)
+    if data == "ties":  # few distinct values: the first maximum in window order must win
+        x = rng.integers(0, 3, shape).astype(np.float32)
+    else:
+        x = rng.standard_normal(shape).astype(np.float32)
+        if data == "nan":
+            x[rng.random(shape) < 0.05] = np.nan
+    y, sw = kernels.max_pool2d(x, k, s, p, 1, ceil)
+    yr, sr = kernels.max_pool2d_reference(x, k, s, p, 1, ceil)
+    np.testing.assert_array_equal(y, yr)
+    np.testing.assert_array_equal(sw, sr)
+
+
+def test_max_pool_writes_into_given_outputs():
+    x = random_input((2, 3, 10, 40), seed=4)
+    y0, s0 = kernels.max_pool2d(x, 2)
+    y = np.full_like(y0, 7.0)
+    sw = np.full_like(s0, 7)
+    y1, s1 = kernels.max_pool2d(x, 2, out=y, switches_out=sw)
+    assert y1 is y and s1 is sw
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(sw, s0)
+    # A strided out goes through a temporary; a wrong shape is an error.
+    wide = np.zeros((*y0.shape[:3], 2 * y0.shape[3]), np.float32)
+    kernels.max_pool2d(x, 2, out=wide[..., ::2])
+    np.testing.assert_array_equal(wide[..., ::2], y0)
+    with pytest.raises(ValueError, match="out must be"):
+        kernels.max_pool2d(x, 2, switches_out=np.zeros((1, 1, 1, 1), np.int64))
