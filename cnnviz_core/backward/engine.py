@@ -32,10 +32,14 @@ class BackwardPlan:
 
     @property
     def tensors(self) -> list[str]:
-        """Every tensor the rules read: the inputs and outputs of the planned nodes."""
+        """Every tensor the rules read: the inputs of the planned nodes, their first outputs,
+        and any other output a planned node reads or a seed names (never, say, an unused
+        Dropout mask, which onnxruntime may not be able to expose)."""
+        read = {i for node, _ in self.nodes for i in node.input} | set(self.seeds)
         names = [self.source]
         for node, _ in self.nodes:
-            names += [n for n in (*node.input, *node.output) if n]
+            outputs = [o for k, o in enumerate(node.output) if o and (k == 0 or o in read)]
+            names += [n for n in node.input if n] + outputs
         return list(dict.fromkeys(names))
 
 

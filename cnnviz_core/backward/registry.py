@@ -99,6 +99,11 @@ def supported_ops() -> list[str]:
     return sorted(_RULES)
 
 
+def registered_rules() -> list[tuple[str, int]]:
+    """Every registered (op type, since opset) key (the tests check each one has a case)."""
+    return sorted((op, since) for op, versions in _RULES.items() for since, _ in versions)
+
+
 def make_call(node: onnx.NodeProto, inputs: list, mode: str = "gradient", opset: int = 13):
     """A :class:`NodeCall` for ``node`` with these input values (attributes decoded)."""
     return NodeCall(node, attributes(node), inputs, mode=mode, opset=opset)

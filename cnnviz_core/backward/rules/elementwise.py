@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 
 from ... import kernels
+from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .nn import _unbroadcast
 
@@ -37,3 +39,253 @@ class Add(OpRule):
             _unbroadcast(dy, np.shape(x)) if need else None
             for x, need in zip(call.inputs, call.needs)
         ]
+
+
+def _needed_unbroadcast(call: NodeCall, parts: Sequence) -> list[Grad]:
+    """Per input: its cotangent (a thunk, evaluated only when needed) summed to its shape."""
+    return [
+        _unbroadcast(part(), np.shape(x)) if need else None
+        for x, need, part in zip(call.inputs, call.needs, parts)
+    ]
+
+
+@register_rule("Sub")
+class Sub(OpRule):
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        return [call.inputs[0] - call.inputs[1]]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        return _needed_unbroadcast(call, [lambda: dy, lambda: -dy])
+
+
+@register_rule("Mul")
+class Mul(OpRule):
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        return [call.inputs[0] * call.inputs[1]]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        a, b = call.inputs
+        return _needed_unbroadcast(call, [lambda: dy * b, lambda: dy * a])
+
+
+@register_rule("Div")
+class Div(OpRule):
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        return [call.inputs[0] / call.inputs[1]]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        a, b = call.inputs
+        return _needed_unbroadcast(call, [lambda: dy / b, lambda: -dy * a / (b * b)])
+
+
+@register_rule("Pow")
+class Pow(OpRule):
+    """x ** e; d/dx = e x^(e-1), d/de = x^e log x (only for a positive base)."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x, e = call.inputs
+        return [np.power(x, e).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        x, e = call.inputs
+        return _needed_unbroadcast(
+            call,
+            [lambda: dy * e * np.power(x, e - 1), lambda: dy * np.power(x, e) * np.log(x)],
+        )
+
+
+@register_rule("Sum")
+class Sum(OpRule):
+    """Variadic sum with broadcasting."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        total = call.inputs[0]
+        for x in call.inputs[1:]:
+            total = total + x
+        return [total]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        return _needed_unbroadcast(call, [lambda: dy] * len(call.inputs))
+
+
+class _Extremum(OpRule):
+    """Variadic Max / Min: the cotangent goes to the input that is the output (the first one
+    on ties)."""
+
+    pick = staticmethod(np.maximum)
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        out = call.inputs[0]
+        for x in call.inputs[1:]:
+            out = self.pick(out, x)
+        return [out]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        y = self.forward(call)[0]
+        taken = np.zeros(y.shape, bool)
+        out: list[Grad] = []
+        for x, need in zip(call.inputs, call.needs):
+            mine = (np.broadcast_to(x, y.shape) == y) & ~taken
+            taken |= mine
+            out.append(_unbroadcast(np.where(mine, dy, 0), np.shape(x)) if need else None)
+        return out
+
+
+@register_rule("Max")
+class Max(_Extremum):
+    pick = staticmethod(np.maximum)
+
+
+@register_rule("Min")
+class Min(_Extremum):
+    pick = staticmethod(np.minimum)
+
+
+class _Unary(OpRule):
+    """y = f(x) element-wise; dx = dy * f'(x) written with x and y."""
+
+    def fn(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def derivative(self, x: np.ndarray, y: np.ndarray, call: NodeCall) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        return [np.asarray(self.fn(x)).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        x = call.inputs[0].astype(dy.dtype, copy=False)
+        y = call.outputs[0] if call.outputs else self.forward(call)[0]
+        return [dy * self.derivative(x, y.astype(dy.dtype, copy=False), call)]
+
+
+@register_rule("Neg")
+class Neg(_Unary):
+    def fn(self, x):
+        return -x
+
+    def derivative(self, x, y, call):
+        return -np.ones_like(x)
+
+
+@register_rule("Reciprocal")
+class Reciprocal(_Unary):
+    def fn(self, x):
+        return 1 / x
+
+    def derivative(self, x, y, call):
+        return -y * y
+
+
+@register_rule("Sqrt")
+class Sqrt(_Unary):
+    def fn(self, x):
+        return np.sqrt(x)
+
+    def derivative(self, x, y, call):
+        return 0.5 / y
+
+
+@register_rule("Exp")
+class Exp(_Unary):
+    def fn(self, x):
+        return np.exp(x)
+
+    def derivative(self, x, y, call):
+        return y
+
+
+@register_rule("Log")
+class Log(_Unary):
+    def fn(self, x):
+        return np.log(x)
+
+    def derivative(self, x, y, call):
+        return 1 / x
+
+
+@register_rule("Sigmoid")
+class Sigmoid(_Unary):
+    def fn(self, x):
+        return 1 / (1 + np.exp(-x))
+
+    def derivative(self, x, y, call):
+        return y * (1 - y)
+
+
+@register_rule("Tanh")
+class Tanh(_Unary):
+    def fn(self, x):
+        return np.tanh(x)
+
+    def derivative(self, x, y, call):
+        return 1 - y * y
+
+
+@register_rule("Identity")
+class Identity(OpRule):
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        return [call.inputs[0]]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        return [grads[0]]
+
+
+@register_rule("Dropout")
+class Dropout(OpRule):
+    """Inference Dropout: the identity (and an all-true mask as the optional second output).
+    ``ratio`` / ``training_mode`` (inputs since opset 12) never carry a gradient."""
+
+    constant_inputs = (1, 2)
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        training = call.inputs[2] if len(call.inputs) > 2 else None
+        if training is not None and bool(np.asarray(training)):
+            raise UnsupportedOpError(
+                f"Dropout node {call.node.name!r} runs in training mode: the backward pass "
+                "covers inference graphs only"
+            )
+        outputs = [x]
+        if len(call.node.output) > 1 and call.node.output[1]:
+            outputs.append(np.ones(x.shape, bool))
+        return outputs
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        return [grads[0], None, None][: len(call.inputs)]
+
+
+@register_rule("Cast")
+class Cast(OpRule):
+    """Cast; between float types it keeps the wider dtype, so a float64 reference forward stays
+    float64 (onnxruntime's float32 values are unchanged). The gradient passes back in the input's
+    float dtype; casts from or to integers carry none."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(call.attrs["to"]))
+        if x.dtype.kind == "f" and target.kind == "f":
+            return [x.astype(np.result_type(x.dtype, target), copy=False)]
+        return [x.astype(target)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(call.attrs["to"]))
+        if dy is None or x.dtype.kind != "f" or target.kind != "f":
+            return [None]
+        return [dy.astype(np.result_type(x.dtype, dy.dtype), copy=False)]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ... import kernels
+from ...errors import UnsupportedOpError
 from ...graph import same_pads
 from ..registry import Grad, NodeCall, OpRule, register_rule
 
@@ -112,12 +114,20 @@ class Gemm(OpRule):
 @register_rule("MaxPool")
 class MaxPool(OpRule):
     """Max pooling; the backward scatters to the forward argmax (max-unpool through the
-    switches: the true gradient, and the unpooling step of a deconvnet)."""
+    switches: the true gradient, and the unpooling step of a deconvnet). The optional second
+    output ``Indices`` counts over the whole tensor, row-major (``storage_order`` 0) or with
+    H and W swapped (1), and carries no gradient."""
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x = call.inputs[0]
-        y, _ = kernels.max_pool2d(x, *self._window_args(call, x))
-        return [y]
+        y, switches = kernels.max_pool2d(x, *self._window_args(call, x))
+        if len(call.node.output) < 2 or not call.node.output[1]:
+            return [y.astype(x.dtype, copy=False)]
+        n, c, h, w = x.shape
+        if call.attrs.get("storage_order", 0):
+            switches = (switches % w) * h + switches // w
+        planes = (np.arange(n * c, dtype=np.int64) * (h * w)).reshape(n, c, 1, 1)
+        return [y.astype(x.dtype, copy=False), switches + planes]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
         x, dy = call.inputs[0], grads[0]
@@ -132,6 +142,110 @@ class MaxPool(OpRule):
         return win.kernel, win.stride, win.pads, win.dilation, bool(call.attrs.get("ceil_mode", 0))
 
 
+@dataclass(frozen=True)
+class PoolGeometry:
+    """An N-D pooling window (any number of spatial axes), auto_pad and ceil_mode resolved.
+
+    Attributes:
+        kernel, strides, dilations: per spatial axis.
+        begins, ends: the pads before and after each spatial axis.
+        out: output size per spatial axis.
+        padded: the padded extent every window fits in (ceil_mode may reach past the pads).
+    """
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    begins: tuple[int, ...]
+    ends: tuple[int, ...]
+    out: tuple[int, ...]
+    padded: tuple[int, ...]
+
+    @classmethod
+    def of(cls, attrs: dict, spatial: Sequence[int]) -> PoolGeometry:
+        k = len(spatial)
+        kernel = [int(v) for v in attrs["kernel_shape"]]
+        strides = [int(v) for v in attrs.get("strides", [1] * k)]
+        dilations = [int(v) for v in attrs.get("dilations", [1] * k)]
+        auto_pad = attrs.get("auto_pad", "NOTSET")
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            begins, ends = [], []
+            for n, kk, s, d in zip(spatial, kernel, strides, dilations):
+                k_eff = d * (kk - 1) + 1
+                total = max((-(-n // s) - 1) * s + k_eff - n, 0)
+                begins.append(same_pads(n, k_eff, s, auto_pad))
+                ends.append(total - begins[-1])
+        elif auto_pad == "VALID":
+            begins, ends = [0] * k, [0] * k
+        else:
+            pads = [int(v) for v in attrs.get("pads", [0] * (2 * k))]
+            begins, ends = pads[:k], pads[k:]
+        ceil = bool(attrs.get("ceil_mode", 0))
+        out = [
+            kernels.window_output_size(n, kk, s, b, e, d, ceil)
+            for n, kk, s, b, e, d in zip(spatial, kernel, strides, begins, ends, dilations)
+        ]
+        padded = [
+            max(n + b + e, (o - 1) * s + d * (kk - 1) + 1)
+            for n, b, e, o, s, d, kk in zip(spatial, begins, ends, out, strides, dilations, kernel)
+        ]
+        return cls(*(tuple(v) for v in (kernel, strides, dilations, begins, ends, out, padded)))
+
+    def taps(self) -> list[tuple[slice, ...]]:
+        """For each kernel tap, the strided slice of the padded extent it reads."""
+        return [
+            tuple(
+                slice(t * d, t * d + (o - 1) * s + 1, s)
+                for t, d, s, o in zip(tap, self.dilations, self.strides, self.out)
+            )
+            for tap in np.ndindex(*self.kernel)
+        ]
+
+    def inside(self, spatial: Sequence[int]) -> tuple[slice, ...]:
+        """Where the input sits in the padded extent."""
+        return tuple(slice(b, b + n) for b, n in zip(self.begins, spatial))
+
+
+@register_rule("AveragePool")
+class AveragePool(OpRule):
+    """Average pooling over any number of spatial axes (2-D in CNNs, 3-D in the exporter's LRN
+    decomposition): y = sum over the window / count, where count is the window's taps inside the
+    input (``count_include_pad`` 0) or inside the padded input (1); ceil_mode windows reaching
+    past the padding count only what they cover. One strided add per kernel tap; the backward
+    spreads dy / count back the same way."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        geo, count = self._geometry(call, x.shape[2:], x.dtype)
+        padded = np.zeros((*x.shape[:2], *geo.padded), x.dtype)
+        padded[(..., *geo.inside(x.shape[2:]))] = x
+        total = np.zeros((*x.shape[:2], *geo.out), x.dtype)
+        for tap in geo.taps():
+            total += padded[(..., *tap)]
+        return [(total / count).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        geo, count = self._geometry(call, x.shape[2:], dy.dtype)
+        spread = dy / count
+        padded = np.zeros((*x.shape[:2], *geo.padded), spread.dtype)
+        for tap in geo.taps():
+            padded[(..., *tap)] += spread
+        return [padded[(..., *geo.inside(x.shape[2:]))].copy()]
+
+    @staticmethod
+    def _geometry(call: NodeCall, spatial: Sequence[int], dtype: np.dtype) -> tuple:
+        geo = PoolGeometry.of(call.attrs, spatial)
+        mask = np.zeros(geo.padded, dtype)
+        if call.attrs.get("count_include_pad", 0):
+            mask[tuple(slice(0, n + b + e) for n, b, e in zip(spatial, geo.begins, geo.ends))] = 1
+        else:
+            mask[geo.inside(spatial)] = 1
+        count = sum(mask[tap] for tap in geo.taps())
+        return geo, count
+
+
 @register_rule("GlobalAveragePool")
 class GlobalAveragePool(OpRule):
     def forward(self, call: NodeCall) -> list[np.ndarray]:
@@ -141,6 +255,122 @@ class GlobalAveragePool(OpRule):
         x, dy = call.inputs[0], grads[0]
         assert dy is not None
         return [np.broadcast_to(dy / (x.shape[2] * x.shape[3]), x.shape).copy()]
+
+
+@register_rule("GlobalMaxPool")
+class GlobalMaxPool(OpRule):
+    """Max over all spatial positions; the cotangent goes to the (first) argmax."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        flat = x.reshape(*x.shape[:2], -1)
+        dx = np.zeros(flat.shape, dy.dtype)
+        arg = flat.argmax(axis=2)[..., None]
+        np.put_along_axis(dx, arg, dy.reshape(*x.shape[:2], 1), axis=2)
+        return [dx.reshape(x.shape)]
+
+
+@register_rule("MatMul")
+class MatMul(OpRule):
+    """NumPy matmul semantics: batched, broadcasting, 1-D operands promoted and squeezed."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        return [np.matmul(call.inputs[0], call.inputs[1])]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        a, b = call.inputs
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = dy[..., None] if b.ndim == 1 else dy
+        g = g[..., None, :] if a.ndim == 1 else g
+        out: list[Grad] = [None, None]
+        if call.needs[0]:
+            out[0] = _unbroadcast(g @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if call.needs[1]:
+            out[1] = _unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+        return out
+
+
+def _per_channel(p: np.ndarray, ndim: int) -> np.ndarray:
+    """A (C,) parameter shaped to broadcast over (N, C, ...); (C, H, W) ones (spatial=0) too."""
+    p = np.asarray(p)
+    return p.reshape((1, -1) + (1,) * (ndim - 2)) if p.ndim == 1 else p[None]
+
+
+@register_rule("BatchNormalization")
+class BatchNormalization(OpRule):
+    """Inference batch norm with the running statistics: y = (x - mean) / sqrt(var + eps) *
+    scale + B; only x gets a gradient (the parameters are weights)."""
+
+    constant_inputs = (1, 2, 3, 4)
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        scale, shift = self._affine(call)
+        return [(x * scale + shift).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        scale, _ = self._affine(call)
+        return [(dy * scale).astype(dy.dtype, copy=False), None, None, None, None]
+
+    @staticmethod
+    def _affine(call: NodeCall) -> tuple[np.ndarray, np.ndarray]:
+        if call.attrs.get("training_mode", 0):
+            raise UnsupportedOpError(
+                f"BatchNormalization node {call.node.name!r} is in training mode: the backward "
+                "pass covers inference graphs only"
+            )
+        x, gamma, beta, mean, var = call.inputs[:5]
+        eps = call.attrs.get("epsilon", 1e-5)
+        inv = gamma / np.sqrt(var + eps)
+        return _per_channel(inv, x.ndim), _per_channel(beta - mean * inv, x.ndim)
+
+
+def _channel_window_sum(a: np.ndarray, before: int, after: int) -> np.ndarray:
+    """out[:, c] = sum of a[:, c'] for c - before <= c' <= c + after (inside the channels)."""
+    c = a.shape[1]
+    out = np.zeros_like(a)
+    for off in range(-before, after + 1):
+        out[:, max(0, -off) : c - max(0, off)] += a[:, max(0, off) : c - max(0, -off)]
+    return out
+
+
+@register_rule("LRN")
+class LRN(OpRule):
+    """Local response normalisation across channels (AlexNet): y = x / d^beta with
+    d = bias + alpha / size * sum of x^2 over channels c - floor((size-1)/2) ..
+    c + ceil((size-1)/2)."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        d, beta, _, _, _ = self._denominator(call, x)
+        return [(x * d**-beta).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        x = call.inputs[0].astype(dy.dtype, copy=False)
+        d, beta, coef, before, after = self._denominator(call, x)
+        inner = _channel_window_sum(dy * x * d ** (-beta - 1), after, before)
+        return [dy * d**-beta - 2 * beta * coef * x * inner]
+
+    @staticmethod
+    def _denominator(call: NodeCall, x: np.ndarray) -> tuple:
+        size = int(call.attrs["size"])
+        alpha, beta = call.attrs.get("alpha", 1e-4), call.attrs.get("beta", 0.75)
+        bias = call.attrs.get("bias", 1.0)
+        before, after = (size - 1) // 2, -(-(size - 1) // 2)
+        coef = alpha / size
+        return bias + coef * _channel_window_sum(x * x, before, after), beta, coef, before, after
 
 
 def _unbroadcast(grad: np.ndarray, shape: Sequence[int]) -> np.ndarray:

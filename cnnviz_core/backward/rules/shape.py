@@ -97,3 +97,317 @@ class ReduceSum(_Reduce):
 @register_rule("ReduceSum", since=13)
 class ReduceSum13(_Reduce):
     axes_from_input = True
+
+
+@register_rule("Transpose")
+class Transpose(OpRule):
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        return [np.transpose(x, self._perm(call, x.ndim))]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        return [np.transpose(dy, np.argsort(self._perm(call, dy.ndim)))]
+
+    @staticmethod
+    def _perm(call: NodeCall, ndim: int) -> list[int]:
+        return list(call.attrs.get("perm", range(ndim - 1, -1, -1)))
+
+
+def _given_axes(call: NodeCall, from_input: bool) -> list[int] | None:
+    """``axes`` from the attribute (older opsets) or the optional second input."""
+    if from_input:
+        given = call.inputs[1] if len(call.inputs) > 1 else None
+    else:
+        given = call.attrs.get("axes")
+    return None if given is None else [int(a) for a in np.asarray(given).ravel()]
+
+
+class _Squeeze(OpRule):
+    constant_inputs = (1,)
+    axes_from_input = False
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        axes = _given_axes(call, self.axes_from_input)
+        if axes is None or not axes:
+            return [np.squeeze(x)]
+        return [np.squeeze(x, axis=tuple(a % x.ndim for a in axes))]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        return [dy.reshape(call.inputs[0].shape), None][: len(call.inputs)]
+
+
+@register_rule("Squeeze")
+class Squeeze(_Squeeze):
+    pass
+
+
+@register_rule("Squeeze", since=13)
+class Squeeze13(_Squeeze):
+    axes_from_input = True
+
+
+class _Unsqueeze(OpRule):
+    constant_inputs = (1,)
+    axes_from_input = False
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        axes = _given_axes(call, self.axes_from_input) or []
+        rank = x.ndim + len(axes)
+        return [np.expand_dims(x, tuple(sorted(a % rank for a in axes)))]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        return [dy.reshape(call.inputs[0].shape), None][: len(call.inputs)]
+
+
+@register_rule("Unsqueeze")
+class Unsqueeze(_Unsqueeze):
+    pass
+
+
+@register_rule("Unsqueeze", since=13)
+class Unsqueeze13(_Unsqueeze):
+    axes_from_input = True
+
+
+@register_rule("Concat")
+class Concat(OpRule):
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        return [np.concatenate(call.inputs, axis=call.attrs["axis"])]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        axis = call.attrs["axis"] % dy.ndim
+        bounds = np.cumsum([x.shape[axis] for x in call.inputs])[:-1]
+        parts = np.split(dy, bounds, axis=axis)
+        return [p if need else None for p, need in zip(parts, call.needs)]
+
+
+class _Split(OpRule):
+    """Split along ``axis``: sizes from the ``split`` attribute (before 13), the second input
+    (13 on), or ``num_outputs`` (18 on; the last part may be smaller); else equal parts."""
+
+    constant_inputs = (1,)
+    split_from_input = False
+
+    def sizes(self, call: NodeCall, length: int) -> list[int]:
+        count = len(call.node.output)
+        given = call.inputs[1] if self.split_from_input and len(call.inputs) > 1 else None
+        if not self.split_from_input:
+            given = call.attrs.get("split")
+        if given is not None and len(given):
+            return [int(s) for s in np.asarray(given).ravel()]
+        if "num_outputs" in call.attrs:
+            part = -(-length // call.attrs["num_outputs"])
+            return [min(part, length - i * part) for i in range(call.attrs["num_outputs"])]
+        return [length // count] * count
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        axis = call.attrs.get("axis", 0) % x.ndim
+        return np.split(x, np.cumsum(self.sizes(call, x.shape[axis]))[:-1], axis=axis)
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x = call.inputs[0]
+        axis = call.attrs.get("axis", 0) % x.ndim
+        dtype = next(g.dtype for g in grads if g is not None)
+        parts = []
+        for size, g in zip(self.sizes(call, x.shape[axis]), grads):
+            shape = list(x.shape)
+            shape[axis] = size
+            parts.append(np.zeros(shape, dtype) if g is None else g)
+        return [np.concatenate(parts, axis=axis), None][: len(call.inputs)]
+
+
+@register_rule("Split", since=2)
+class Split(_Split):
+    pass
+
+
+@register_rule("Split", since=13)
+class Split13(_Split):
+    split_from_input = True
+
+
+@register_rule("Split", since=18)
+class Split18(_Split):
+    """As in opset 13, plus ``num_outputs``."""
+
+    split_from_input = True
+
+
+def slice_index(
+    shape: Sequence[int],
+    starts: Sequence[int],
+    ends: Sequence[int],
+    axes: Sequence[int] | None,
+    steps: Sequence[int] | None,
+) -> tuple[slice, ...]:
+    """ONNX Slice as Python slices: negative starts/ends count from the end, then clamp to
+    [0, dim] (positive steps) or [-1, dim - 1] (negative steps, -1 meaning before the start)."""
+    index = [slice(None)] * len(shape)
+    axes = range(len(starts)) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis, start, end, step = int(axis) % len(shape), int(start), int(end), int(step)
+        dim = shape[axis]
+        start, end = start + dim if start < 0 else start, end + dim if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+        else:
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+        index[axis] = slice(start, None if end < 0 else end, step)
+    return tuple(index)
+
+
+class _Slice(OpRule):
+    constant_inputs = (1, 2, 3, 4)
+
+    def index(self, call: NodeCall) -> tuple[slice, ...]:
+        raise NotImplementedError
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        return [call.inputs[0][self.index(call)]]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        dx = np.zeros(x.shape, dy.dtype)
+        dx[self.index(call)] = dy
+        return [dx] + [None] * (len(call.inputs) - 1)
+
+
+@register_rule("Slice")
+class Slice(_Slice):
+    """Slice with ``starts`` / ``ends`` / ``axes`` attributes (before opset 10)."""
+
+    def index(self, call: NodeCall) -> tuple[slice, ...]:
+        a = call.attrs
+        return slice_index(call.inputs[0].shape, a["starts"], a["ends"], a.get("axes"), None)
+
+
+@register_rule("Slice", since=10)
+class Slice10(_Slice):
+    """Slice with ``starts`` / ``ends`` / ``axes`` / ``steps`` inputs (opset 10 on)."""
+
+    def index(self, call: NodeCall) -> tuple[slice, ...]:
+        x, starts, ends, *rest = call.inputs
+        axes, steps = [*rest, None, None][:2]
+        return slice_index(x.shape, starts, ends, axes, steps)
+
+
+def _pad_maps(
+    shape: Sequence[int], pads: Sequence[int], mode: str, axes: Sequence[int] | None
+) -> list[tuple[int, np.ndarray]]:
+    """Per padded axis, the source index of each output position (-1: the constant value).
+    Negative pads crop; np.pad's reflect / edge / wrap match ONNX's modes."""
+    ndim = len(shape)
+    axes = list(range(ndim)) if axes is None else [int(a) % ndim for a in axes]
+    pads = [int(p) for p in pads]
+    maps = []
+    for i, axis in enumerate(axes):
+        begin, end = pads[i], pads[i + len(axes)]
+        if begin == 0 and end == 0:
+            continue
+        n = shape[axis]
+        source = np.arange(n)[max(-begin, 0) : n - max(-end, 0)]
+        widths = (max(begin, 0), max(end, 0))
+        if mode == "constant":
+            source = np.pad(source, widths, constant_values=-1)
+        elif mode in ("reflect", "edge", "wrap"):
+            source = np.pad(source, widths, mode=mode)
+        else:
+            raise ValueError(f"Pad: unknown mode {mode!r}")
+        maps.append((axis, source))
+    return maps
+
+
+class _Pad(OpRule):
+    """Pad (modes constant / reflect / edge, wrap from opset 19), one axis at a time through
+    index maps; the backward scatter-adds through the same maps in reverse."""
+
+    constant_inputs = (1, 2, 3)
+
+    def params(self, call: NodeCall) -> tuple[Sequence[int], float, Sequence[int] | None]:
+        raise NotImplementedError
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        pads, value, axes = self.params(call)
+        y = x
+        for axis, source in _pad_maps(x.shape, pads, call.attrs.get("mode", "constant"), axes):
+            y = np.take(y, np.maximum(source, 0), axis=axis)
+            if (source < 0).any():
+                fill = [slice(None)] * y.ndim
+                fill[axis] = source < 0
+                y[tuple(fill)] = value
+        return [y]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        pads, _, axes = self.params(call)
+        maps = _pad_maps(x.shape, pads, call.attrs.get("mode", "constant"), axes)
+        g = dy
+        for axis, source in reversed(maps):
+            moved = np.moveaxis(g, axis, 0)
+            out = np.zeros((x.shape[axis], *moved.shape[1:]), dy.dtype)
+            keep = source >= 0
+            np.add.at(out, source[keep], moved[keep])
+            g = np.moveaxis(out, 0, axis)
+        return [g] + [None] * (len(call.inputs) - 1)
+
+
+@register_rule("Pad", since=2)
+class Pad(_Pad):
+    """Pad with ``pads`` and ``value`` attributes (opset 2-10)."""
+
+    def params(self, call: NodeCall) -> tuple[Sequence[int], float, Sequence[int] | None]:
+        return call.attrs["pads"], float(call.attrs.get("value", 0.0)), None
+
+
+@register_rule("Pad", since=11)
+class Pad11(_Pad):
+    """Pad with ``pads``, optional ``constant_value`` and (opset 18 on) ``axes`` inputs."""
+
+    def params(self, call: NodeCall) -> tuple[Sequence[int], float, Sequence[int] | None]:
+        pads, *rest = call.inputs[1:]
+        value, axes = [*rest, None, None][:2]
+        fill = 0.0 if value is None or np.size(value) == 0 else float(np.asarray(value).ravel()[0])
+        return np.asarray(pads).ravel(), fill, None if axes is None else np.asarray(axes).ravel()
+
+
+@register_rule("Gather")
+class Gather(OpRule):
+    """Gather on a data tensor (taking rows / channels); the backward scatter-adds (repeated
+    indices sum). Gathers on shapes never reach the backward pass."""
+
+    constant_inputs = (1,)
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x, indices = call.inputs
+        axis = call.attrs.get("axis", 0) % x.ndim
+        return [np.take(x, self._indices(indices, x.shape[axis]), axis=axis)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        (x, indices), dy = call.inputs, grads[0]
+        assert dy is not None
+        axis = call.attrs.get("axis", 0) % x.ndim
+        index = self._indices(indices, x.shape[axis])
+        dx = np.zeros(x.shape, dy.dtype)
+        moved = np.moveaxis(dy, list(range(axis, axis + index.ndim)), list(range(index.ndim)))
+        np.add.at(np.moveaxis(dx, axis, 0), index, moved)
+        return [dx, None]
+
+    @staticmethod
+    def _indices(indices: np.ndarray, dim: int) -> np.ndarray:
+        index = np.asarray(indices).astype(np.int64)
+        return np.where(index < 0, index + dim, index)

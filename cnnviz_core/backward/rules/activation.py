@@ -1,0 +1,190 @@
+"""Rules for activations: the ReLU-like ones (LeakyRelu, PRelu, Clip as ReLU6) honour the
+backward modes (``guided``: Springenberg et al. 2015; ``deconvnet``: Zeiler & Fergus 2014),
+the smooth and piecewise-linear ones (Sigmoid-like, HardSwish) and Softmax/LogSoftmax have one
+true gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ... import kernels
+from ..registry import Grad, NodeCall, OpRule, register_rule
+from .nn import _unbroadcast
+
+#: Clip's bounds before opset 11 default to the float32 extremes
+_FLOAT_MAX = float(np.finfo(np.float32).max)
+
+
+@register_rule("LeakyRelu")
+class LeakyRelu(OpRule):
+    """y = x if x > 0 else alpha * x; modes as for ReLU (native kernel with the slope)."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        alpha = x.dtype.type(call.attrs.get("alpha", 0.01))
+        return [np.where(x > 0, x, alpha * x)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        alpha = float(call.attrs.get("alpha", 0.01))
+        return [kernels.relu_backward(x.astype(dy.dtype, copy=False), dy, call.mode, alpha)]
+
+
+@register_rule("PRelu")
+class PRelu(OpRule):
+    """y = x if x > 0 else slope * x, slope broadcast to x (per channel in CNNs); modes as for
+    ReLU with that slope."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x, slope = call.inputs
+        return [np.where(x > 0, x, slope * x).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        (x, slope), dy = call.inputs, grads[0]
+        assert dy is not None
+        out: list[Grad] = [None, None]
+        if call.needs[0]:
+            if call.mode == "deconvnet":
+                out[0] = np.where(dy > 0, dy, 0).astype(dy.dtype)
+            else:
+                local = np.where(x > 0, dy, slope * dy).astype(dy.dtype)
+                out[0] = (
+                    np.where(dy > 0, local, 0).astype(dy.dtype) if call.mode == "guided" else local
+                )
+        if call.needs[1]:
+            out[1] = _unbroadcast(np.where(x > 0, 0, dy * x), np.shape(slope))
+        return out
+
+
+class _Clip(OpRule):
+    """Clip (ReLU6 in MobileNets): the gate is lo < x < hi, modes as for ReLU."""
+
+    constant_inputs = (1, 2)
+
+    def bounds(self, call: NodeCall) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        lo, hi = self.bounds(call)
+        return [np.minimum(np.maximum(x, x.dtype.type(lo)), x.dtype.type(hi))]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        lo, hi = self.bounds(call)
+        dx = kernels.relu_backward_clip(x.astype(dy.dtype, copy=False), dy, lo, hi, call.mode)
+        return [dx, None, None][: len(call.inputs)]
+
+
+@register_rule("Clip", since=6)
+class Clip6(_Clip):
+    """Clip with ``min`` / ``max`` attributes (opset 6-10)."""
+
+    def bounds(self, call: NodeCall) -> tuple[float, float]:
+        return float(call.attrs.get("min", -_FLOAT_MAX)), float(call.attrs.get("max", _FLOAT_MAX))
+
+
+@register_rule("Clip", since=11)
+class Clip11(_Clip):
+    """Clip with optional ``min`` / ``max`` inputs (opset 11 on); absent means unbounded."""
+
+    def bounds(self, call: NodeCall) -> tuple[float, float]:
+        given = [*call.inputs[1:3], None, None][:2]
+        lo = -np.inf if given[0] is None else float(np.asarray(given[0]))
+        hi = np.inf if given[1] is None else float(np.asarray(given[1]))
+        return lo, hi
+
+
+@register_rule("HardSigmoid")
+class HardSigmoid(OpRule):
+    """y = max(0, min(1, alpha * x + beta))."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        alpha, beta = call.attrs.get("alpha", 0.2), call.attrs.get("beta", 0.5)
+        return [np.clip(alpha * x + beta, 0, 1).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        alpha, beta = call.attrs.get("alpha", 0.2), call.attrs.get("beta", 0.5)
+        z = alpha * x + beta
+        return [np.where((z > 0) & (z < 1), alpha * dy, 0).astype(dy.dtype)]
+
+
+@register_rule("HardSwish")
+class HardSwish(OpRule):
+    """y = x * max(0, min(1, x / 6 + 1 / 2))."""
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        return [(x * np.clip(x / 6 + 0.5, 0, 1)).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        local = np.where(x > 3, 1, np.where(x < -3, 0, x / 3 + 0.5))
+        return [(dy * local).astype(dy.dtype, copy=False)]
+
+
+class _SoftmaxBase(OpRule):
+    """Softmax / LogSoftmax. Before opset 13 the input is flattened to 2-D at ``axis``
+    (default 1) and normalised over the second dimension; from 13 on over the one ``axis``
+    (default -1)."""
+
+    coerce_2d = False
+    log = False
+
+    def _view(self, x: np.ndarray, call: NodeCall) -> tuple[np.ndarray, int]:
+        if self.coerce_2d:
+            axis = call.attrs.get("axis", 1) % max(x.ndim, 1)
+            return x.reshape(int(np.prod(x.shape[:axis])), -1), 1
+        return x, call.attrs.get("axis", -1) % x.ndim
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        v, axis = self._view(x, call)
+        shifted = v - v.max(axis=axis, keepdims=True)
+        if self.log:
+            y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        else:
+            e = np.exp(shifted)
+            y = e / e.sum(axis=axis, keepdims=True)
+        return [y.reshape(x.shape)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        y = call.outputs[0] if call.outputs else self.forward(call)[0]
+        y, _ = self._view(y.astype(dy.dtype, copy=False), call)
+        g, axis = self._view(dy, call)
+        if self.log:
+            dx = g - np.exp(y) * g.sum(axis=axis, keepdims=True)
+        else:
+            dx = y * (g - (g * y).sum(axis=axis, keepdims=True))
+        return [dx.reshape(x.shape)]
+
+
+@register_rule("Softmax")
+class Softmax(_SoftmaxBase):
+    coerce_2d = True
+
+
+@register_rule("Softmax", since=13)
+class Softmax13(_SoftmaxBase):
+    pass
+
+
+@register_rule("LogSoftmax")
+class LogSoftmax(_SoftmaxBase):
+    coerce_2d = True
+    log = True
+
+
+@register_rule("LogSoftmax", since=13)
+class LogSoftmax13(_SoftmaxBase):
+    log = True
