@@ -26,6 +26,7 @@ examples:
   cnnviz layers shapes                          list the layers you can name elsewhere
   cnnviz predict squeezenet.onnx cat.jpg --preset caffe --labels synset_words.txt
   cnnviz report model.onnx a.jpg b.png --out report/
+  cnnviz explain shapes star.png --method gradcam --target star --out explain/
 """
 
 
@@ -133,6 +134,30 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"report written to {path}")
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    from .attribution import explain
+    from .render.images import save_png
+
+    model = _open(args)
+    result = explain(model, args.images, args.method, args.target, layer=args.layer)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(args.images):
+        path = save_png(result.render(i), args.out / f"{Path(image).stem}-{args.method}.png")
+        print(f"{image}: {result.targets[i].label} -> {path}")
+    for key, value in result.metrics.items():
+        print(f"{key}: {value}")
+    options = {"methods": [args.method], "results": {args.method: result}, "layer": args.layer}
+    path = build_report(
+        model,
+        args.images,
+        args.out,
+        sections=["model", "predictions", "attribution"],
+        options={"attribution": options},
+        title=f"cnnviz explain: {model.name}, {args.method}",
+    )
+    print(f"report written to {path}")
+
+
 def _pair(values: Sequence[int]) -> str:
     return str(values[0]) if values[0] == values[1] else f"{values[0]}x{values[1]}"
 
@@ -211,6 +236,30 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True, help="output folder")
     report.add_argument("--top", type=int, default=5, help="classes shown per image (5)")
     report.set_defaults(run=cmd_report)
+
+    from .attribution import METHODS
+
+    explain = commands.add_parser(
+        "explain",
+        help="attribution maps: which pixels drive a class (saliency, Grad-CAM...)",
+        description="Explain each image's prediction (or --target) with one technique: "
+        "writes OUT/<image>-<method>.png and OUT/report.html.",
+    )
+    _model_arguments(explain)
+    explain.add_argument("images", nargs="+", help="image files")
+    explain.add_argument(
+        "--method", choices=list(METHODS), default="gradcam", help="technique (gradcam)"
+    )
+    explain.add_argument(
+        "--target", metavar="CLASS", help="class index or label (default: the predicted class)"
+    )
+    explain.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="layer for cam, gradcam, guided-gradcam (default: last conv)",
+    )
+    explain.add_argument("--out", type=Path, required=True, help="output folder")
+    explain.set_defaults(run=cmd_explain)
     return parser
 
 

@@ -1,5 +1,6 @@
 """Rendering: image arrays to PNGs, upscaling, tile grids, and the HTML report."""
 
+from .colormap import COLORMAPS, apply_colormap, overlay
 from .images import save_png, tile_grid, to_pil, to_uint8, upscale
 from .report import (
     Markup,
@@ -14,12 +15,15 @@ from .report import (
 )
 
 __all__ = [
+    "COLORMAPS",
     "Markup",
     "Page",
     "ReportContext",
     "Section",
+    "apply_colormap",
     "build_report",
     "escape",
+    "overlay",
     "register_section",
     "save_png",
     "sections",

@@ -1,0 +1,95 @@
+"""Attribution: why a model decides, as maps over the input. No torch needed.
+
+One contract for every technique::
+
+    method(model, images, target=None, **options) -> Attribution
+
+    from cnnviz.attribution import gradcam, saliency, smooth
+    result = gradcam(model, ["cat.jpg"], target="tabby")
+    picture = result.render(0)                      # (H, W, 3) uint8 overlay
+
+Targets: None (predicted class), a class index or label, :class:`Class`,
+:class:`Channel`, :class:`Neuron`, or a list with one per image. :data:`METHODS` maps the
+names the CLI and the report use to the techniques.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnviz_core import InputError, Model
+
+from .base import Attribution, Images, Method
+from .cam import cam, class_activation_map, default_layer, find_cam_head, gradcam, guided_gradcam
+from .guided import deconvnet, guided_backprop
+from .integrated_gradients import integrated_gradients
+from .saliency import saliency
+from .smoothgrad import smooth
+from .targets import Channel, Class, Neuron, ResolvedTarget, resolve_targets, score_tensor
+
+#: technique by the name the CLI and the report use
+METHODS: dict[str, Method] = {
+    "saliency": saliency,
+    "guided": guided_backprop,
+    "deconvnet": deconvnet,
+    "cam": cam,
+    "gradcam": gradcam,
+    "guided-gradcam": guided_gradcam,
+    "smoothgrad": smooth(saliency),
+    "ig": integrated_gradients,
+}
+#: methods that take ``layer=``
+LAYER_METHODS = frozenset({"cam", "gradcam", "guided-gradcam"})
+
+
+def explain(
+    model: Model,
+    images: Images,
+    method: str = "gradcam",
+    target: Any = None,
+    *,
+    layer: str | None = None,
+) -> Attribution:
+    """Run a technique by name (a key of :data:`METHODS`); ``layer`` only for the CAM
+    family (default: its own choice)."""
+    try:
+        technique = METHODS[method]
+    except KeyError:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}") from None
+    if layer is not None and method not in LAYER_METHODS:
+        raise InputError(
+            f"--layer applies to {', '.join(sorted(LAYER_METHODS))}; {method!r} explains "
+            "the input pixels"
+        )
+    options = {"layer": layer} if layer is not None else {}
+    return technique(model, images, target, **options)
+
+
+# the report sections register on import (explicitly, here)
+from . import report  # noqa: E402
+
+__all__ = [
+    "LAYER_METHODS",
+    "METHODS",
+    "Attribution",
+    "Channel",
+    "Class",
+    "Method",
+    "Neuron",
+    "ResolvedTarget",
+    "cam",
+    "class_activation_map",
+    "deconvnet",
+    "default_layer",
+    "explain",
+    "find_cam_head",
+    "gradcam",
+    "guided_backprop",
+    "guided_gradcam",
+    "integrated_gradients",
+    "report",
+    "resolve_targets",
+    "saliency",
+    "score_tensor",
+    "smooth",
+]

@@ -1,0 +1,222 @@
+"""The result every technique returns (:class:`Attribution`) and the shared plumbing: one
+forward + backward pass of the engine for a batch and its targets.
+
+Contract of every technique::
+
+    method(model, images, target=None, **options) -> Attribution
+
+``images``: paths, PIL images, uint8 arrays or a preprocessed float (N, C, H, W) batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from cnnviz_core import Model
+from cnnviz_core.backward import backward, forward_values, plan_backward
+from cnnviz_core.preprocess import ImageLike
+
+from ..render.colormap import apply_colormap, overlay
+from .targets import ResolvedTarget, TargetLike, cotangents, resolve_targets
+
+Images = ImageLike | Sequence[ImageLike] | np.ndarray
+
+
+@dataclass
+class Attribution:
+    """Maps explaining a batch, with what they explain and how they were made.
+
+    Attributes:
+        maps: float32 (N, H, W) heat maps, or (N, C, H, W) for colour ones (guided
+            backprop, deconvnet, Guided Grad-CAM): same spatial size as the input.
+        method: technique name (``saliency``, ``gradcam``, ``smoothgrad(saliency)``...).
+        targets: the resolved target of each image.
+        options: the options the maps were made with.
+        images: (N, H, W, 3) uint8, the inputs as the model sees them (for display).
+        signed: whether the maps carry a sign worth showing (gradient x input, IG).
+        metrics: checks and numbers the technique reports (e.g. IG completeness).
+        extras: intermediate arrays (e.g. the CAM at the layer's resolution).
+    """
+
+    maps: np.ndarray
+    method: str
+    targets: list[ResolvedTarget]
+    options: dict[str, Any]
+    images: np.ndarray
+    signed: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    @property
+    def colour(self) -> bool:
+        """Whether the maps have a channel axis (N, C, H, W)."""
+        return self.maps.ndim == 4
+
+    @property
+    def heatmap(self) -> np.ndarray:
+        """(N, H, W) float32: the maps, colour ones reduced by the max of |value| over
+        channels (as saliency maps are)."""
+        if self.colour:
+            return np.abs(self.maps).max(axis=1)
+        return self.maps
+
+    def normalized(self) -> np.ndarray:
+        """Maps scaled per image for display: [0, 1] by the max (unsigned heat maps),
+        [-1, 1] by the max of |value| (signed and colour maps); all-zero maps stay zero."""
+        maps = self.maps.astype(np.float32)
+        if self.signed or self.colour:
+            scale = np.abs(maps).reshape(len(maps), -1).max(axis=1)
+        else:
+            maps = (
+                maps
+                - np.minimum(maps.reshape(len(maps), -1).min(axis=1), 0)[
+                    (...,) + (None,) * (maps.ndim - 1)
+                ]
+            )
+            scale = maps.reshape(len(maps), -1).max(axis=1)
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        return maps / scale[(...,) + (None,) * (maps.ndim - 1)]
+
+    def render(self, i: int, colormap: str | None = None, alpha: float = 0.5) -> np.ndarray:
+        """Image ``i`` as (H, W, 3) uint8: a heat map over the input (``inferno``;
+        ``coolwarm`` centred on zero for signed maps), or the colour map itself shown
+        around mid-grey (guided backprop, deconvnet)."""
+        shown = self.normalized()[i]
+        if self.colour:
+            rgb = np.moveaxis(shown, 0, -1)
+            if rgb.shape[2] == 1:
+                rgb = np.repeat(rgb, 3, axis=-1)
+            return np.rint(np.clip(0.5 + 0.5 * rgb[..., :3], 0, 1) * 255).astype(np.uint8)
+        if self.signed:
+            return overlay(self.images[i], 0.5 + 0.5 * shown, colormap or "coolwarm", alpha)
+        return overlay(self.images[i], shown, colormap or "inferno", alpha)
+
+    def render_map(self, i: int, colormap: str = "inferno") -> np.ndarray:
+        """The heat map of image ``i`` alone, coloured, (H, W, 3) uint8."""
+        shown = np.abs(self.normalized()[i])
+        return apply_colormap(shown.max(axis=0) if self.colour else shown, colormap)
+
+
+class Method(Protocol):
+    """What every technique is: ``method(model, images, target=None, **options)``."""
+
+    __name__: str
+
+    def __call__(
+        self, model: Model, images: Images, target: Any = None, **options: Any
+    ) -> Attribution: ...
+
+
+@dataclass
+class Pass:
+    """One forward + backward pass: the forward values read, the gradients asked for."""
+
+    values: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+    seeds: dict[str, np.ndarray]
+
+    def objective(self) -> np.ndarray:
+        """Per image, the explained scalar: sum of cotangent x tensor over the seeds."""
+        total = 0.0
+        for name, seed in self.seeds.items():
+            value = self.values[name]
+            total = total + (seed * value).reshape(len(seed), -1).sum(axis=1, dtype=np.float64)
+        return np.asarray(total, np.float64)
+
+
+def run_pass(
+    model: Model,
+    batch: np.ndarray,
+    targets: Sequence[ResolvedTarget],
+    wrt: Sequence[str] = (),
+    mode: str = "gradient",
+) -> Pass:
+    """Forward ``batch`` once (onnxruntime taps) and back-propagate the targets' seeds.
+
+    Returns the forward values (every tensor on the path, the ``wrt`` layers included)
+    and the gradients keyed by ``model.input_name`` and each name of ``wrt``.
+    """
+    seeds = cotangents(model, batch, targets)
+    plan = plan_backward(model, list(seeds))
+    values = dict(forward_values(model, batch, plan))
+    tensors = {w: model.tensor_name(w) for w in wrt}
+    missing = [t for t in tensors.values() if t not in values]
+    if missing:  # a layer off the path to the targets: its gradient is zero
+        values.update(model.run(batch, taps=missing, outputs=False))
+    on_path = [t for t in tensors.values() if t in plan.tensors]
+    result = backward(plan, values, seeds, [plan.source, *on_path], mode)
+    grads = {model.input_name: result[plan.source]}
+    for w, t in tensors.items():
+        grads[w] = result[t] if t in result else np.zeros_like(values[t])
+    return Pass(values, grads, seeds)
+
+
+def prepare(model: Model, images: Images, target: Any) -> tuple[np.ndarray, list[ResolvedTarget]]:
+    """The preprocessed batch and one resolved target per image."""
+    batch = model.prepare(images)
+    return batch, resolve_targets(model, batch, target)
+
+
+def display_images(model: Model, batch: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8: the batch as the model sees it."""
+    return model.preprocess.invert(batch)
+
+
+def bilinear_resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (..., h, w) to (..., H, W) bilinearly with half-pixel centres, edges clamped
+    (``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, OpenCV's
+    ``resize``)."""
+    h, w = maps.shape[-2:]
+    height, width = size
+
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+        pos = np.clip(pos, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, fy = axis(h, height)
+    x0, x1, fx = axis(w, width)
+    rows = maps[..., y0, :] * (1 - fy)[:, None] + maps[..., y1, :] * fy[:, None]
+    return (rows[..., x0] * (1 - fx) + rows[..., x1] * fx).astype(np.float32)
+
+
+def make_attribution(
+    maps: np.ndarray,
+    method: str,
+    targets: list[ResolvedTarget],
+    options: dict[str, Any],
+    model: Model,
+    batch: np.ndarray,
+    **fields: Any,
+) -> Attribution:
+    """An :class:`Attribution` with float32 maps and the batch's display images."""
+    return Attribution(
+        np.ascontiguousarray(maps, np.float32),
+        method,
+        list(targets),
+        dict(options),
+        display_images(model, batch),
+        **fields,
+    )
+
+
+__all__ = [
+    "Attribution",
+    "Images",
+    "Method",
+    "Pass",
+    "TargetLike",
+    "bilinear_resize",
+    "make_attribution",
+    "prepare",
+    "run_pass",
+]

@@ -1,0 +1,155 @@
+"""Integrated Gradients (Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for Deep
+Networks"): the gradient averaged along the straight path from a baseline to the input,
+times (input - baseline).
+
+Completeness: the attributions sum to f(x) - f(baseline); the result reports how far the
+discretised integral is from it, ``|sum(attributions) - (f(x) - f(baseline))| /
+|f(x) - f(baseline)|`` per image (``metrics["completeness"]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnviz_core import InputError, Model
+
+from .base import Attribution, Images, make_attribution, prepare, run_pass
+from .targets import ResolvedTarget, TargetLike, cotangents
+
+BASELINES = ("zeros", "black", "blur")
+
+
+def make_baseline(
+    model: Model, batch: np.ndarray, baseline: str | np.ndarray, blur_sigma: float | None = None
+) -> np.ndarray:
+    """The baseline batch: ``zeros`` (zero in the preprocessed space), ``black`` (black
+    pixels, preprocessed), ``blur`` (each image Gaussian-blurred, sigma = side / 16 by
+    default) or an array broadcastable to the batch."""
+    if isinstance(baseline, np.ndarray):
+        return np.broadcast_to(baseline.astype(np.float32), batch.shape).copy()
+    if baseline == "zeros":
+        return np.zeros_like(batch)
+    if baseline == "black":
+        black = np.zeros((1, *batch.shape[2:], 3), np.uint8)[0]
+        return np.repeat(model.prepare([black]), len(batch), axis=0)
+    if baseline == "blur":
+        sigma = blur_sigma if blur_sigma is not None else max(batch.shape[2:]) / 16
+        return gaussian_blur(batch, sigma)
+    raise InputError(f"unknown baseline {baseline!r}; choose one of {BASELINES} or an array")
+
+
+def gaussian_blur(batch: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of (N, C, H, W) with reflected edges."""
+    if sigma <= 0:
+        return batch.copy()
+    radius = int(np.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    out = batch.astype(np.float32)
+    for axis in (2, 3):
+        pad = [(0, 0)] * 4
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="reflect" if out.shape[axis] > radius else "edge")
+        size = out.shape[axis]
+        out = sum(
+            taps[k] * np.take(padded, np.arange(k, k + size), axis=axis) for k in range(len(taps))
+        )
+    return out.astype(np.float32)
+
+
+def integrated_gradients(
+    model: Model,
+    images: Images,
+    target: TargetLike | list = None,
+    *,
+    baseline: str | np.ndarray = "zeros",
+    steps: int = 64,
+    batch_size: int = 64,
+    blur_sigma: float | None = None,
+    rule: str = "middle",
+) -> Attribution:
+    """Integrated Gradients: the path integral by a Riemann sum over ``steps`` intervals.
+
+    Args:
+        model: the model.
+        images: images or a preprocessed (N, C, H, W) batch.
+        target: as for :func:`~.saliency.saliency` (None: predicted class).
+        baseline: ``zeros``, ``black``, ``blur`` or an array (see :func:`make_baseline`).
+        steps: intervals of the path (``steps`` gradient evaluations per image, one more
+            for ``trapezoid``).
+        batch_size: path points per forward/backward pass.
+        blur_sigma: Gaussian sigma of the ``blur`` baseline in pixels.
+        rule: ``middle`` (midpoints of the intervals; on the shapes model its worst
+            completeness error at 64 steps was lower than the trapezoid's and
+            Gauss-Legendre's) or ``trapezoid``.
+
+    Returns:
+        Signed (N, H, W) maps (attributions summed over channels); ``extras["attributions"]``
+        holds them per channel (N, C, H, W); ``metrics`` holds ``completeness`` (per image),
+        ``completeness_max``, ``delta`` (f(x) - f(baseline)) and ``sum``.
+    """
+    if steps < 1 or batch_size < 1:
+        raise InputError(f"integrated_gradients needs steps >= 1 and batch_size >= 1; got {steps}")
+    batch, targets = prepare(model, images, target)
+    base = make_baseline(model, batch, baseline, blur_sigma)
+    if rule == "middle":
+        alphas = (np.arange(steps, dtype=np.float64) + 0.5) / steps
+        weights = np.full(steps, 1.0 / steps)
+    elif rule == "trapezoid":
+        alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float64)
+        weights = np.full(steps + 1, 1.0 / steps)
+        weights[[0, -1]] *= 0.5
+    else:
+        raise InputError(f"unknown rule {rule!r}; choose 'middle' or 'trapezoid'")
+    n = len(batch)
+    # every (image, alpha) pair, image-major, run in chunks
+    points = [(i, k) for i in range(n) for k in range(len(alphas))]
+    total = np.zeros(batch.shape, np.float64)
+    f_x = objective(model, batch, targets)
+    f_base = objective(model, base, targets)
+    for start in range(0, len(points), batch_size):
+        chunk = points[start : start + batch_size]
+        idx = np.array([i for i, _ in chunk])
+        a = alphas[[k for _, k in chunk]].astype(np.float32)[:, None, None, None]
+        path = base[idx] + a * (batch[idx] - base[idx])
+        result = run_pass(model, path, [targets[i] for i in idx])
+        grads = result.grads[model.input_name].astype(np.float64)
+        for row, (i, k) in enumerate(chunk):
+            total[i] += weights[k] * grads[row]
+    attributions = (batch - base).astype(np.float64) * total
+    sums = attributions.reshape(n, -1).sum(axis=1)
+    delta = f_x - f_base
+    completeness = np.abs(sums - delta) / np.maximum(np.abs(delta), 1e-12)
+    options: dict[str, Any] = {
+        "baseline": baseline if isinstance(baseline, str) else "array",
+        "steps": steps,
+        "rule": rule,
+    }
+    return make_attribution(
+        attributions.sum(axis=1),
+        "integrated-gradients",
+        targets,
+        options,
+        model,
+        batch,
+        signed=True,
+        metrics={
+            "completeness": completeness.tolist(),
+            "completeness_max": float(completeness.max()) if n else 0.0,
+            "delta": delta.tolist(),
+            "sum": sums.tolist(),
+        },
+        extras={"attributions": attributions.astype(np.float32), "baseline": base},
+    )
+
+
+def objective(model: Model, batch: np.ndarray, targets: list[ResolvedTarget]) -> np.ndarray:
+    """Per image, the explained scalar (sum of cotangent x tensor), float64: forward only."""
+    seeds = cotangents(model, batch, targets)
+    values = model.run(batch, taps=list(seeds), outputs=False)
+    total = np.zeros(len(batch))
+    for name, seed in seeds.items():
+        total += (seed * values[name]).reshape(len(batch), -1).sum(axis=1, dtype=np.float64)
+    return total

@@ -1,0 +1,186 @@
+"""Report sections of the attribution techniques (registered when this module is imported,
+which :mod:`cnnviz.attribution` does explicitly).
+
+- ``attribution`` (order 100): for each image, the input and the maps of the chosen
+  methods (default saliency, guided backprop, Grad-CAM) for the target (default: the
+  predicted class).
+- ``attribution-true-class`` (order 110): for each misclassified image whose true class
+  is known, the maps of the predicted and of the true class side by side.
+
+Options, under ``ctx.options["attribution"]``: ``methods`` (names of
+:data:`~cnnviz.attribution.METHODS`), ``target``, ``layer`` (for the CAM family),
+``results`` (name -> precomputed :class:`~.base.Attribution` for this batch), and
+``true_labels`` (one class index or label, or None, per image; also read from
+``ctx.options["true_labels"]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnviz_core import CnnvizError
+
+from ..render.images import upscale
+from ..render.report import MIN_DISPLAY_SIDE, Markup, Page, ReportContext, Section, escape
+from ..render.report import register_section as _register
+from .base import Attribution
+
+DEFAULT_METHODS = ("saliency", "guided", "gradcam")
+TITLES = {
+    "saliency": "saliency",
+    "guided": "guided backprop",
+    "deconvnet": "deconvnet",
+    "cam": "CAM",
+    "gradcam": "Grad-CAM",
+    "guided-gradcam": "Guided Grad-CAM",
+    "smoothgrad": "SmoothGrad",
+    "ig": "Integrated Gradients",
+}
+
+
+def _options(ctx: ReportContext) -> dict[str, Any]:
+    return dict(ctx.options.get("attribution") or {})
+
+
+def _explain(ctx: ReportContext, name: str, target: Any) -> Attribution:
+    from . import LAYER_METHODS, METHODS
+
+    options = _options(ctx)
+    kwargs = {"layer": options["layer"]} if options.get("layer") and name in LAYER_METHODS else {}
+    return METHODS[name](ctx.model, ctx.batch, target, **kwargs)
+
+
+def _picture(page: Page, array: np.ndarray, name: str, alt: str, caption: str) -> Markup:
+    # enlarged here by an integer factor (crisp at its natural size: no CSS scaling)
+    img = page.image(upscale(array, min_side=MIN_DISPLAY_SIDE), name, alt=alt)
+    return page.figure(img, caption)
+
+
+def _error(exc: CnnvizError) -> Markup:
+    return Markup(f'<p class="muted">not available: {escape(exc)}</p>')
+
+
+@_register("attribution", order=100)
+def attribution_section(ctx: ReportContext, page: Page) -> Section | None:
+    """Input, then one map per method, for every image."""
+    if not ctx.names:
+        return None
+    options = _options(ctx)
+    methods = list(options.get("methods") or DEFAULT_METHODS)
+    precomputed: dict[str, Attribution] = options.get("results") or {}
+    results: dict[str, Attribution | CnnvizError] = {}
+    for name in methods:
+        if name in precomputed and len(precomputed[name]) == len(ctx.batch):
+            results[name] = precomputed[name]
+            continue
+        try:
+            results[name] = _explain(ctx, name, options.get("target"))
+        except CnnvizError as exc:  # shown in the report, not hidden
+            results[name] = exc
+    rows = []
+    for i, image_name in enumerate(ctx.names):
+        cells: list[object] = [
+            _picture(page, ctx.pixels[i], f"input-{i}", f"{image_name} as the model sees it", "")
+        ]
+        for name in methods:
+            result = results[name]
+            if isinstance(result, CnnvizError):
+                cells.append(_error(result))
+                continue
+            title = TITLES.get(name, name)
+            cells.append(
+                _picture(
+                    page,
+                    result.render(i),
+                    f"{name}-{i}",
+                    f"{title} of {image_name} for {result.targets[i].label}",
+                    result.targets[i].label,
+                )
+            )
+        rows.append([Markup(escape(image_name)), *cells])
+    headers = ["image", "input", *(TITLES.get(m, m) for m in methods)]
+    note = (
+        '<p class="muted">Target: the predicted class unless one was given. Heat maps: '
+        "bright = strong evidence for the target (Grad-CAM: normalised to the image's own "
+        "maximum); guided backprop and deconvnet show the signal reaching the pixels, grey = "
+        "zero.</p>"
+    )
+    return Section("attribution", "Attribution", note + page.table(headers, rows))
+
+
+@_register("attribution-true-class", order=110)
+def true_class_section(ctx: ReportContext, page: Page) -> Section | None:
+    """Misclassified images: Grad-CAM and saliency for the predicted and the true class."""
+    options = _options(ctx)
+    true_labels = options.get("true_labels", ctx.options.get("true_labels"))
+    if not ctx.names or true_labels is None:
+        return None
+    if len(true_labels) != len(ctx.names):
+        raise ValueError(f"{len(true_labels)} true labels given for {len(ctx.names)} images")
+    predicted = ctx.probabilities.argmax(axis=1)
+    wrong = []
+    for i, label in enumerate(true_labels):
+        if label is None:
+            continue
+        truth = ctx.model.class_index(int(label) if isinstance(label, np.integer) else label)
+        if truth != int(predicted[i]):
+            wrong.append((i, truth))
+    if not wrong:
+        return None
+    index = np.array([i for i, _ in wrong])
+    batch = ctx.batch[index]
+    wanted = [int(predicted[i]) for i in index] + [t for _, t in wrong]
+    both = np.concatenate([batch, batch])
+    from . import gradcam, saliency
+
+    layer = options.get("layer")
+    maps: dict[str, Attribution | CnnvizError] = {}
+    for name, method in (("gradcam", gradcam), ("saliency", saliency)):
+        try:
+            kwargs = {"layer": layer} if layer and name == "gradcam" else {}
+            maps[name] = method(ctx.model, both, wanted, **kwargs)
+        except CnnvizError as exc:
+            maps[name] = exc
+    rows = []
+    k = len(wrong)
+    for row, (i, _truth) in enumerate(wrong):
+        name = ctx.names[i]
+        cells: list[object] = [
+            Markup(escape(name)),
+            _picture(page, ctx.pixels[i], f"in-{i}", name, ""),
+        ]
+        for method, result in maps.items():
+            for col, which in ((row, "predicted"), (row + k, "true")):
+                if isinstance(result, CnnvizError):
+                    cells.append(_error(result))
+                    continue
+                label = result.targets[col].label
+                cells.append(
+                    _picture(
+                        page,
+                        result.render(col),
+                        f"{method}-{which}-{i}",
+                        f"{TITLES[method]} of {name} for the {which} {label}",
+                        f"{which}: {label}",
+                    )
+                )
+        rows.append(cells)
+    headers = [
+        "image",
+        "input",
+        "Grad-CAM, predicted",
+        "Grad-CAM, true",
+        "saliency, predicted",
+        "saliency, true",
+    ]
+    note = (
+        '<p class="muted">Images the model gets wrong: where it looks for the class it '
+        "chose, and where it would look for the true one.</p>"
+    )
+    return Section(
+        "attribution-true-class",
+        "Misclassified: predicted vs true class",
+        note + page.table(headers, rows),
+    )
