@@ -165,7 +165,10 @@ class Model:
 
     def layer(self, name: str) -> Layer:
         """The layer with this tensor name or alias; unknown names suggest close ones."""
-        return self._layer_by_tensor[self.tensor_name(name)]
+        layer = self._layer_by_tensor.get(self.tensor_name(name))
+        if layer is None:
+            raise UnknownLayerError(name, self._layer_by_tensor)
+        return layer
 
     def tensor_name(self, name: str) -> str:
         """The graph tensor a layer name or alias refers to."""
@@ -376,8 +379,9 @@ class Model:
 
     def _alias_table(self) -> dict[str, str]:
         """Every name a user may type -> tensor name. Tensor names win over aliases; a
-        module path names the module's last node (its output)."""
-        table: dict[str, str] = {}
+        module path names the module's last node (its output). Tensors that do not depend
+        on the image (e.g. a reshaped weight) resolve too, for taps, but are not layers."""
+        table = {o: o for node in self.proto.graph.node for o in node.output if o}
         for layer in self.layers:
             for alias in layer.aliases:
                 table[alias] = layer.name

@@ -256,30 +256,39 @@ def test_input_gradient_equals_torch_autograd(exported, name):
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize(("name", "preset", "seed_layer"), [
-    ("squeezenet1.1_fp32.onnx", "caffe", "pool10_1"),
-    ("mnist_cntk.onnx", "grey01", "Plus214_Output_0"),
-    ("cifar10_tutorial_cnn.onnx", "unit", "modelOutput"),
+@pytest.mark.parametrize(("name", "preset", "seed_layer", "image"), [
+    ("squeezenet1.1_fp32.onnx", "caffe", "pool10_1", "photos/fish.png"),
+    ("mnist_cntk.onnx", "grey01", "Plus214_Output_0", "digits/mnist_3.jpg"),
+    ("cifar10_tutorial_cnn.onnx", "unit", "modelOutput", "photos/kitten_224.png"),
 ])  # fmt: skip
-def test_real_models_match_directional_finite_differences(shared_data, name, preset, seed_layer):
+def test_real_models_match_directional_finite_differences(
+    shared_data, name, preset, seed_layer, image
+):
+    """float64 gradients against central differences of the float64 forward, on real inputs
+    (ReLU and max-pool kinks make single directions occasionally rough: most must be tight,
+    all close)."""
     model = Model(shared_data / "models" / name, preprocess=preset)
     rng = np.random.default_rng(2)
-    batch = model.prepare(np.full((1, *model.input_shape[1:], 3), 128, np.uint8))
-    batch = batch + rng.standard_normal(batch.shape).astype(np.float32)
+    batch = model.prepare(shared_data / image)
+    # a little noise breaks the exact max-pool ties of flat image regions (non-differentiable)
+    batch += 0.01 * batch.std() * rng.standard_normal(batch.shape).astype(np.float32)
     plan = plan_backward(model, [seed_layer])
     shape = forward_values(model, batch, plan)[model.tensor_name(seed_layer)].shape
     seed = rng.standard_normal(shape)
     x64 = batch.astype(np.float64)
     grad = gradients(model, x64, {seed_layer: seed}, forward="numpy")[model.input_name]
     grad32 = gradients(model, batch, {seed_layer: seed})[model.input_name]
-    assert np.linalg.norm(grad32 - grad) <= 1e-4 * np.linalg.norm(grad)
+    # float32 forward values flip a few ReLU/max decisions of a deep real model: loose check
+    assert np.linalg.norm(grad32 - grad) <= 1e-2 * np.linalg.norm(grad)
 
     def objective(x: np.ndarray) -> float:
         return float((forward_values(model, x, plan, "numpy")[plan.seeds[0]] * seed).sum())
 
-    for _ in range(3):
+    errors = []
+    for _ in range(4):
         direction = rng.standard_normal(batch.shape)
-        eps = 1e-6 * np.linalg.norm(x64) / np.linalg.norm(direction)
+        eps = 1e-7 * np.linalg.norm(x64) / np.linalg.norm(direction)
         numeric = (objective(x64 + eps * direction) - objective(x64 - eps * direction)) / (2 * eps)
         analytic = float((grad * direction).sum())
-        assert numeric == pytest.approx(analytic, rel=1e-4, abs=1e-8 * abs(analytic) + 1e-12)
+        errors.append(abs(numeric - analytic) / max(abs(analytic), 1e-12))
+    assert sorted(errors)[2] <= 1e-4 and max(errors) <= 1e-2, errors
