@@ -204,9 +204,9 @@ def make_batch_symbolic(model: onnx.ModelProto, input_name: str) -> onnx.ModelPr
 
     consts = initializers(out)
     inits = {i.name: i for i in graph.initializer}
-    on_data = {id(n) for n in data_nodes(out, input_name)}
+    on_data = {n.output[0] for n in data_nodes(out, input_name)}  # protobuf wrappers: no id()
     for node in graph.node:
-        if node.op_type != "Reshape" or id(node) not in on_data or len(node.input) < 2:
+        if node.op_type != "Reshape" or node.output[0] not in on_data or len(node.input) < 2:
             continue
         if attributes(node).get("allowzero", 0):
             continue
