@@ -10,6 +10,7 @@ import numpy as np
 from ... import kernels
 from ...errors import UnsupportedOpError
 from ...graph import same_pads
+from .. import adjoint
 from ..registry import Grad, NodeCall, OpRule, register_rule
 
 
@@ -59,18 +60,24 @@ class Conv(OpRule):
         if call.needs[0]:
             win = window(call.attrs, x.shape[2:], w.shape[2:])
             groups = call.attrs.get("group", 1)
-            n, c_out = dy.shape[:2]
-            w_groups = w.astype(dy.dtype, copy=False).reshape(groups, c_out // groups, -1)
-            parts = []
-            for w_g, dy_g in zip(w_groups, np.split(dy.reshape(n, c_out, -1), groups, axis=1)):
-                cols = np.matmul(w_g.T, dy_g)
-                parts.append(
-                    kernels.col2im(
-                        cols, x.shape[2:], win.kernel, win.stride, win.pads, win.dilation
-                    )
-                )
-            out[0] = np.concatenate(parts, axis=1) if groups > 1 else parts[0]
+            if dy.dtype == np.float32:
+                out[0] = adjoint.conv_input_grad(dy, w, win, groups, x.shape[2:])
+            else:
+                out[0] = self.input_grad(dy, w, win, groups, x.shape[2:])
         return out
+
+    @staticmethod
+    def input_grad(
+        dy: np.ndarray, w: np.ndarray, win: kernels.Window, groups: int, hw: Sequence[int]
+    ) -> np.ndarray:
+        """dL/dx = col2im(W^T dy) per group: the NumPy reference (any float dtype)."""
+        n, c_out = dy.shape[:2]
+        w_groups = w.astype(dy.dtype, copy=False).reshape(groups, c_out // groups, -1)
+        parts = []
+        for w_g, dy_g in zip(w_groups, np.split(dy.reshape(n, c_out, -1), groups, axis=1)):
+            cols = np.matmul(w_g.T, dy_g)
+            parts.append(kernels.col2im(cols, hw, win.kernel, win.stride, win.pads, win.dilation))
+        return np.concatenate(parts, axis=1) if groups > 1 else parts[0]
 
 
 @register_rule("Gemm")
