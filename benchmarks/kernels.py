@@ -5,7 +5,8 @@ GB/s counts the bytes a kernel must read plus the bytes it writes; operands are 
 (``--quick`` shrinks them by 4 and times fewer rounds). The occlusion batch builder counts the
 batch it writes plus one read of the image and fill. Gram rows count C^2 * N FLOPs (the symmetric
 product) and compare with numpy ``F @ F.T`` (BLAS syrk) and with the machine's sgemm rate (numpy
-dot of two 2048 x 2048 float32 matrices, same run)."""
+dot of two 2048 x 2048 float32 matrices, same run); they also give the time with one thread, to
+check the default thread count (one per physical core) for these compute-bound kernels."""
 
 from __future__ import annotations
 
@@ -138,9 +139,17 @@ def gram_rows(
     d_out = np.empty_like(f)
     ours_b = best_seconds(lambda: kernels.gram_backward(f, dg, c * n, out=d_out), rounds)
     ref_b = best_seconds(lambda: kernels.gram_backward_reference(f, dg, c * n), rounds)
+    # The thread policy (num_threads=0: one thread per physical core) against one thread.
+    one = best_seconds(lambda: kernels.gram(f, c * n, out=g_out, num_threads=1), rounds)
+    one_b = best_seconds(
+        lambda: kernels.gram_backward(f, dg, c * n, out=d_out, num_threads=1), rounds
+    )
     return [
-        gram_row("gram", f.shape, ours, ref, flops, sgemm),
-        gram_row("gram_backward", f.shape, ours_b, ref_b, 2 * flops, sgemm),
+        {**gram_row("gram", f.shape, ours, ref, flops, sgemm), "1-thread ms": round(one * 1e3, 2)},
+        {
+            **gram_row("gram_backward", f.shape, ours_b, ref_b, 2 * flops, sgemm),
+            "1-thread ms": round(one_b * 1e3, 2),
+        },
     ]
 
 

@@ -3,20 +3,23 @@
 // (AVX-512, AVX2+FMA, generic x86-64 or the host ISA elsewhere); the CPU picks one at run time,
 // so no -march flag is needed and one wheel runs everywhere.
 //
-// Blocking: k (the summed axis) in blocks of kKc. Per block, A = rows of the left operand packed
-// in micro-panels of MR rows (k-major, MR values per k), B = columns of the right operand packed
-// in panels of 16 (k-major, 16 values per k). The micro-kernel keeps an MR x 32 tile of the result
-// in registers (2 x MR vectors of 16 floats) and does 2 * MR fused multiply-adds per k from one
-// broadcast per row and two vector loads. An A micro-panel stays in L1 while the B panels stream
-// from L2.
+// Both products share one layout: operands packed in panels of 16 (k-major, 16 values per k)
+// and an MR x (16 * NV) micro-kernel (8 x 48 on AVX-512: 24 zmm accumulators, one broadcast per
+// row fused into the FMAs, NV vector loads per k). An A micro-panel stays in L1 while the packed
+// B block streams from L2.
 //
 // gram:          G = F F^T. Per k block, F is packed once (16 x 16 in-register transposes) into
 //                k-major panels of 16 rows that serve as both operands; an 8 x 48 micro-kernel
 //                (24 zmm accumulators, broadcasts fused into the FMAs) covers only the tiles on
-//                and above the diagonal. Threads split the rows of the triangle, balanced by
-//                tile count (no partial products to add); scaling and mirroring are fused into
-//                the end of each thread's rows.
-// gram_backward: dF = S F with S = (dG + dG^T) / norm; threads split the columns of F.
+//                and above the diagonal. The rows of the triangle are cut into 3 parts per thread,
+//                balanced by tile count (no partial products to add), that threads take from a
+//                shared counter; scaling and mirroring are fused into the end of each part.
+// gram_backward: dF = S F with S = (dG + dG^T) / norm, symmetric, so its packed A panels (panels
+//                of 16 rows, k-major) are plain row copies of S; packed once per batch item
+//                and shared by the threads, which take column blocks of F from a shared
+//                counter (parallel_dynamic: robust to a descheduled thread). Each thread packs
+//                column blocks of F (L2-sized) and runs the same 8 x 48 micro-kernel as the
+//                forward with plain stores (k blocks of up to 512, so one pass for C <= 512).
 #include "cnnviz/gram.hpp"
 
 #include <algorithm>
@@ -39,8 +42,6 @@ namespace {
 #endif
 
 constexpr std::int64_t kPanel = 16;  // width of a B panel, one vector
-constexpr std::int64_t kKc = 256;    // k block
-constexpr std::int64_t kNc = 256;    // column block of gram_backward
 
 typedef float v16 __attribute__((vector_size(64)));
 
@@ -50,70 +51,6 @@ CNNVIZ_ALWAYS_INLINE v16 load16(const float* p) {
   return v;
 }
 CNNVIZ_ALWAYS_INLINE void store16(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
-
-/// C[rows x cols] (= or +=) A-panel (kc x MR) times B panels b0, b1 (kc x 16 each; b1 unused when
-/// NV = 1). Edge tiles (rows < MR or cols < 16 * NV) go through a local buffer.
-template <int MR, int NV>
-CNNVIZ_ALWAYS_INLINE void micro(std::int64_t kc, const float* a, const float* b0, const float* b1,
-                                float* c, std::int64_t ldc, std::int64_t rows, std::int64_t cols,
-                                bool accumulate) {
-  v16 acc[NV][MR];
-  for (int i = 0; i < MR; ++i) {
-    for (int v = 0; v < NV; ++v) acc[v][i] = v16{};
-  }
-  for (std::int64_t k = 0; k < kc; ++k) {
-    const v16 x0 = load16(b0 + k * kPanel);
-    const float* ak = a + k * MR;
-    if constexpr (NV > 1) {
-      const v16 x1 = load16(b1 + k * kPanel);
-      for (int i = 0; i < MR; ++i) {
-        const float s = ak[i];
-        acc[0][i] += s * x0;
-        acc[1][i] += s * x1;
-      }
-    } else {
-      for (int i = 0; i < MR; ++i) acc[0][i] += ak[i] * x0;
-    }
-  }
-  if (rows == MR && cols == NV * kPanel) {
-    for (int i = 0; i < MR; ++i) {
-      for (int v = 0; v < NV; ++v) {
-        float* at = c + i * ldc + v * kPanel;
-        store16(at, accumulate ? load16(at) + acc[v][i] : acc[v][i]);
-      }
-    }
-    return;
-  }
-  float tile[MR][NV * kPanel];
-  for (int i = 0; i < MR; ++i) {
-    for (int v = 0; v < NV; ++v) store16(&tile[i][v * kPanel], acc[v][i]);
-  }
-  for (std::int64_t i = 0; i < rows; ++i) {
-    for (std::int64_t j = 0; j < cols; ++j) {
-      c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i][j] : tile[i][j];
-    }
-  }
-}
-
-/// Packs rows [0, rows) x k [k0, k0 + kc) of a row-major matrix (leading dimension ld) into
-/// micro-panels of `width` rows, zero-padded: out[(panel * kc + k) * width + r].
-CNNVIZ_ALWAYS_INLINE void pack_rows(const float* m, std::int64_t ld, std::int64_t rows,
-                                    std::int64_t k0, std::int64_t kc, std::int64_t width,
-                                    float* out) {
-  const std::int64_t panels = (rows + width - 1) / width;
-  for (std::int64_t p = 0; p < panels; ++p) {
-    float* dst = out + p * kc * width;
-    for (std::int64_t r = 0; r < width; ++r) {
-      const std::int64_t row = p * width + r;
-      if (row < rows) {
-        const float* src = m + row * ld + k0;
-        for (std::int64_t k = 0; k < kc; ++k) dst[k * width + r] = src[k];
-      } else {
-        for (std::int64_t k = 0; k < kc; ++k) dst[k * width + r] = 0.f;
-      }
-    }
-  }
-}
 
 /// Packs rows [k0, k0 + kc) x columns [j0, j0 + cols) of a row-major matrix into panels of 16
 /// columns, zero-padded: out[(panel * kc + k) * 16 + j].
@@ -128,32 +65,6 @@ CNNVIZ_ALWAYS_INLINE void pack_cols(const float* m, std::int64_t ld, std::int64_
       const std::int64_t valid = std::min(kPanel, cols - p * kPanel);
       std::memcpy(dst, src + p * kPanel, sizeof(float) * static_cast<std::size_t>(valid));
       for (std::int64_t j = valid; j < kPanel; ++j) dst[j] = 0.f;
-    }
-  }
-}
-
-/// The tiles of one k block for the row panels [0, c) x column panels from `first_panel(i0)`:
-/// calls micro on pairs of B panels (a last odd one alone).
-template <int MR, class FirstPanel>
-CNNVIZ_ALWAYS_INLINE void macro(const float* ap, const float* bp, std::int64_t kc,
-                                std::int64_t rows, std::int64_t cols, float* c, std::int64_t ldc,
-                                bool accumulate, FirstPanel first_panel) {
-  const std::int64_t row_panels = (rows + MR - 1) / MR;
-  const std::int64_t col_panels = (cols + kPanel - 1) / kPanel;
-  for (std::int64_t ip = 0; ip < row_panels; ++ip) {
-    const std::int64_t i0 = ip * MR;
-    const std::int64_t r = std::min<std::int64_t>(MR, rows - i0);
-    const float* a = ap + ip * kc * MR;
-    std::int64_t jp = first_panel(i0);
-    for (; jp + 1 < col_panels; jp += 2) {
-      const std::int64_t j0 = jp * kPanel;
-      micro<MR, 2>(kc, a, bp + jp * kc * kPanel, bp + (jp + 1) * kc * kPanel, c + i0 * ldc + j0,
-                   ldc, r, std::min(2 * kPanel, cols - j0), accumulate);
-    }
-    if (jp < col_panels) {
-      const std::int64_t j0 = jp * kPanel;
-      micro<MR, 1>(kc, a, bp + jp * kc * kPanel, nullptr, c + i0 * ldc + j0, ldc, r, cols - j0,
-                   accumulate);
     }
   }
 }
@@ -217,9 +128,10 @@ CNNVIZ_ALWAYS_INLINE void pack_panels(const float* f, std::int64_t n, std::int64
   }
 }
 
-/// acc[0:MR, 0:16 * NV] (leading dimension ld) += A B over kc, A = MR rows of a packed panel
-/// (a points at its first row: a[k * 16 + i]), B = NV consecutive packed panels from b.
-template <int MR, int NV>
+/// acc[0:MR, 0:16 * NV] (leading dimension ld) += A B (= A B when not Accumulate) over kc, A = MR
+/// rows of a packed panel (a points at its first row: a[k * 16 + i]), B = NV consecutive packed
+/// panels from b.
+template <int MR, int NV, bool Accumulate = true>
 CNNVIZ_ALWAYS_INLINE void gram_micro(std::int64_t kc, const float* a, const float* b, float* acc,
                                      std::int64_t ld) {
   v16 c[MR][NV];
@@ -239,7 +151,7 @@ CNNVIZ_ALWAYS_INLINE void gram_micro(std::int64_t kc, const float* a, const floa
   for (int i = 0; i < MR; ++i) {
     for (int v = 0; v < NV; ++v) {
       float* at = acc + i * ld + v * kPanel;
-      store16(at, load16(at) + c[i][v]);
+      store16(at, Accumulate ? load16(at) + c[i][v] : c[i][v]);
     }
   }
 }
@@ -281,25 +193,84 @@ CNNVIZ_ALWAYS_INLINE void gram_upper_impl(const float* f, std::int64_t c, std::i
   }
 }
 
-/// out[:, j0:j1] = s (c x c) F[:, j0:j1].
-template <int MR>
-CNNVIZ_ALWAYS_INLINE void gemm_cols_impl(const float* s, const float* f, float* out, std::int64_t c,
-                                         std::int64_t n, std::int64_t j0, std::int64_t j1) {
-  const std::int64_t a_rows = (c + MR - 1) / MR * MR;
-  const std::int64_t k_blocks = (c + kKc - 1) / kKc;
-  // s packed once for every k block: block kb starts at kb * a_rows * kKc.
-  std::vector<float> ap(static_cast<std::size_t>(a_rows * kKc * k_blocks));
-  for (std::int64_t b = 0; b < k_blocks; ++b) {
-    pack_rows(s, c, c, b * kKc, std::min(kKc, c - b * kKc), MR, ap.data() + b * a_rows * kKc);
+// --- Gram backward: out = S F with S = (dG + dG^T) / norm symmetric, so that the packed A
+// panels are rows of S (pack_cols of S), packed once per batch item and shared by the threads.
+
+/// Largest k block of the backward (S rows of up to this length stay whole, so that most
+/// products are a single pass with plain stores).
+constexpr std::int64_t kKcBwd = 512;
+
+/// One tile: out[0:rows, 0:cols] (= or +=) MR rows of A times NV packed B panels; full tiles
+/// store straight to out, edge tiles go through a local buffer.
+template <int MR, int NV, bool Accumulate>
+CNNVIZ_ALWAYS_INLINE void sym_tile(std::int64_t kc, const float* a, const float* b, float* out,
+                                   std::int64_t ldo, std::int64_t rows, std::int64_t cols) {
+  if (rows == MR && cols == NV * kPanel) {
+    gram_micro<MR, NV, Accumulate>(kc, a, b, out, ldo);
+    return;
   }
-  std::vector<float> bp(static_cast<std::size_t>(kNc * kKc));
-  for (std::int64_t jb = j0; jb < j1; jb += kNc) {
-    const std::int64_t cols = std::min(kNc, j1 - jb);
-    for (std::int64_t b = 0; b < k_blocks; ++b) {
-      const std::int64_t kb = b * kKc, kc = std::min(kKc, c - kb);
-      pack_cols(f, n, kb, kc, jb, cols, bp.data());
-      macro<MR>(ap.data() + b * a_rows * kKc, bp.data(), kc, c, cols, out + jb, n, b != 0,
-                [](std::int64_t) { return std::int64_t{0}; });
+  float tile[MR * NV * kPanel];
+  gram_micro<MR, NV, false>(kc, a, b, tile, NV * kPanel);
+  for (std::int64_t i = 0; i < rows; ++i) {
+    for (std::int64_t j = 0; j < cols; ++j) {
+      const float v = tile[i * NV * kPanel + j];
+      out[i * ldo + j] = Accumulate ? out[i * ldo + j] + v : v;
+    }
+  }
+}
+
+/// The tiles of one (k block, column block): out[0:c, 0:cols] (= or +=) A (c x kc, packed in
+/// panels of 16 rows) times B (kc x cols, packed in panels of 16 columns).
+template <int MR, int NV, bool Accumulate>
+CNNVIZ_ALWAYS_INLINE void sym_block(std::int64_t kc, const float* ab, const float* bp, float* out,
+                                    std::int64_t ldo, std::int64_t c, std::int64_t cols) {
+  const std::int64_t col_panels = (cols + kPanel - 1) / kPanel;
+  for (std::int64_t i0 = 0; i0 < c; i0 += MR) {
+    const std::int64_t rows = std::min<std::int64_t>(MR, c - i0);
+    const float* a = ab + (i0 / kPanel) * kc * kPanel + i0 % kPanel;
+    float* o = out + i0 * ldo;
+    std::int64_t jp = 0;
+    for (; jp + NV <= col_panels; jp += NV) {
+      sym_tile<MR, NV, Accumulate>(kc, a, bp + jp * kc * kPanel, o + jp * kPanel, ldo, rows,
+                                   std::min(NV * kPanel, cols - jp * kPanel));
+    }
+    if constexpr (NV > 2) {
+      if (jp + 2 <= col_panels) {
+        sym_tile<MR, 2, Accumulate>(kc, a, bp + jp * kc * kPanel, o + jp * kPanel, ldo, rows,
+                                    std::min(2 * kPanel, cols - jp * kPanel));
+        jp += 2;
+      }
+    }
+    if (jp < col_panels) {
+      sym_tile<MR, 1, Accumulate>(kc, a, bp + jp * kc * kPanel, o + jp * kPanel, ldo, rows,
+                                  cols - jp * kPanel);
+    }
+  }
+}
+
+/// Column block of gram_backward for c rows: the packed B block (min(c, kKcBwd) x nc floats)
+/// stays in L2 (~384 KiB) while every A micro-panel sweeps it; a multiple of 48 (the widest tile).
+std::int64_t sym_block_cols(std::int64_t c) {
+  const std::int64_t kcb = std::max<std::int64_t>(1, std::min(c, kKcBwd));
+  return std::clamp<std::int64_t>((std::int64_t{3} << 15) / kcb / 48 * 48, 48, 64 * 48);
+}
+
+/// out[:, j0:j1] = S F[:, j0:j1] (j1 - j0 <= sym_block_cols(c)); ap = S packed in panels of 16
+/// per k block (block kb at ap + kb * cp), bp = scratch of sym_block_cols(c) * min(c, kKcBwd).
+template <int MR, int NV>
+CNNVIZ_ALWAYS_INLINE void sym_gemm_impl(const float* ap, const float* f, float* out, std::int64_t c,
+                                        std::int64_t n, std::int64_t j0, std::int64_t j1,
+                                        float* bp) {
+  const std::int64_t cp = (c + kPanel - 1) / kPanel * kPanel;
+  const std::int64_t kcb = std::min(c, kKcBwd);
+  const std::int64_t cols = j1 - j0;
+  for (std::int64_t kb = 0; kb < c; kb += kcb) {
+    const std::int64_t kc = std::min(kcb, c - kb);
+    pack_cols(f, n, kb, kc, j0, cols, bp);
+    if (kb == 0) {
+      sym_block<MR, NV, false>(kc, ap + kb * cp, bp, out + j0, n, c, cols);
+    } else {
+      sym_block<MR, NV, true>(kc, ap + kb * cp, bp, out + j0, n, c, cols);
     }
   }
 }
@@ -313,6 +284,19 @@ __attribute__((target("avx512f,avx512vl,fma"))) void gram_upper_avx512(
     std::int64_t r0, std::int64_t r1, std::int64_t kcb, float* pack, float* acc) {
   gram_upper_impl<8, 3>(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
 }
+__attribute__((target("avx512f,avx512vl,fma"))) void sym_gemm_avx512(const float* ap,
+                                                                     const float* f, float* out,
+                                                                     std::int64_t c, std::int64_t n,
+                                                                     std::int64_t j0,
+                                                                     std::int64_t j1, float* bp) {
+  sym_gemm_impl<8, 3>(ap, f, out, c, n, j0, j1, bp);
+}
+__attribute__((target("avx2,fma"))) void sym_gemm_avx2(const float* ap, const float* f, float* out,
+                                                       std::int64_t c, std::int64_t n,
+                                                       std::int64_t j0, std::int64_t j1,
+                                                       float* bp) {
+  sym_gemm_impl<4, 1>(ap, f, out, c, n, j0, j1, bp);
+}
 __attribute__((target("avx2,fma"))) void gram_upper_avx2(const float* f, std::int64_t c,
                                                          std::int64_t n, std::int64_t k0,
                                                          std::int64_t k1, std::int64_t r0,
@@ -320,25 +304,15 @@ __attribute__((target("avx2,fma"))) void gram_upper_avx2(const float* f, std::in
                                                          float* pack, float* acc) {
   gram_upper_impl<4, 1>(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
 }
-__attribute__((target("avx512f,avx512vl,fma"))) void gemm_cols_avx512(
-    const float* s, const float* f, float* out, std::int64_t c, std::int64_t n, std::int64_t j0,
-    std::int64_t j1) {
-  gemm_cols_impl<12>(s, f, out, c, n, j0, j1);
-}
-__attribute__((target("avx2,fma"))) void gemm_cols_avx2(const float* s, const float* f, float* out,
-                                                        std::int64_t c, std::int64_t n,
-                                                        std::int64_t j0, std::int64_t j1) {
-  gemm_cols_impl<3>(s, f, out, c, n, j0, j1);
-}
 #endif
 void gram_upper_generic(const float* f, std::int64_t c, std::int64_t n, std::int64_t k0,
                         std::int64_t k1, std::int64_t r0, std::int64_t r1, std::int64_t kcb,
                         float* pack, float* acc) {
   gram_upper_impl<2, 1>(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
 }
-void gemm_cols_generic(const float* s, const float* f, float* out, std::int64_t c, std::int64_t n,
-                       std::int64_t j0, std::int64_t j1) {
-  gemm_cols_impl<2>(s, f, out, c, n, j0, j1);
+void sym_gemm_generic(const float* ap, const float* f, float* out, std::int64_t c, std::int64_t n,
+                      std::int64_t j0, std::int64_t j1, float* bp) {
+  sym_gemm_impl<2, 1>(ap, f, out, c, n, j0, j1, bp);
 }
 
 enum class Isa { avx512, avx2, generic };
@@ -376,23 +350,18 @@ void gram_upper(const float* f, std::int64_t c, std::int64_t n, std::int64_t k0,
   }
 }
 
-void gemm_cols(const float* s, const float* f, float* out, std::int64_t c, std::int64_t n,
-               std::int64_t j0, std::int64_t j1) {
+void sym_gemm(const float* ap, const float* f, float* out, std::int64_t c, std::int64_t n,
+              std::int64_t j0, std::int64_t j1, float* bp) {
   switch (isa()) {
 #if CNNVIZ_GRAM_X86
     case Isa::avx512:
-      return gemm_cols_avx512(s, f, out, c, n, j0, j1);
+      return sym_gemm_avx512(ap, f, out, c, n, j0, j1, bp);
     case Isa::avx2:
-      return gemm_cols_avx2(s, f, out, c, n, j0, j1);
+      return sym_gemm_avx2(ap, f, out, c, n, j0, j1, bp);
 #endif
     default:
-      return gemm_cols_generic(s, f, out, c, n, j0, j1);
+      return sym_gemm_generic(ap, f, out, c, n, j0, j1, bp);
   }
-}
-
-/// Fewest k (or columns) per thread: a thread should get at least ~4M multiply-adds.
-std::int64_t min_span(std::int64_t c) {
-  return std::max<std::int64_t>(64, (std::int64_t{1} << 23) / std::max<std::int64_t>(1, c * c));
 }
 
 }  // namespace
@@ -412,13 +381,13 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
           float norm, int num_threads) {
   detail::check_gram_args("gram", features, nullptr, false, out, batch, c, n, norm);
   if (batch * c == 0) return;
-  const int threads = cpu::resolve_num_threads(num_threads);
+  const int threads = cpu::resolve_num_threads(num_threads, cpu::Work::compute);
   const std::int64_t panels = (c + kPanel - 1) / kPanel, cp = panels * kPanel;
   // k block: the packed block (cp x kc floats) stays in L2 (~256 KiB) while the tiles reuse it.
   const std::int64_t kcb =
       std::clamp<std::int64_t>((std::int64_t{1} << 16) / cp / 16 * 16, 64, 2048);
-  // Threads split the rows of the upper triangle (blocks of 8 rows), balanced by the tiles each
-  // row block has: no partial products to add. Each packs only the panels its rows need.
+  // The rows of the upper triangle are cut into parts (blocks of 8 rows), balanced by the tiles
+  // each row block has: no partial products to add. Each part packs only the panels it needs.
   constexpr std::int64_t kRowBlock = 8;
   const std::int64_t row_blocks = (c + kRowBlock - 1) / kRowBlock;
   const auto work = [&](std::int64_t rb) { return panels - rb * kRowBlock / kPanel; };
@@ -426,7 +395,10 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
   for (std::int64_t rb = 0; rb < row_blocks; ++rb) total += work(rb);
   const std::int64_t by_size =
       std::max<std::int64_t>(1, c * c * n / (std::int64_t{1} << 22));  // ~4M FMAs a thread
-  const std::int64_t spans = std::min<std::int64_t>({threads, row_blocks, by_size});
+  const int workers = static_cast<int>(std::min<std::int64_t>({threads, row_blocks, by_size}));
+  // A few parts per thread, taken from a shared counter (a descheduled thread does not hold up
+  // the others); each part packs the panels it needs, so not too many.
+  const std::int64_t spans = std::min<std::int64_t>(workers > 1 ? 3 * workers : 1, row_blocks);
   std::vector<std::int64_t> bounds{0};
   for (std::int64_t rb = 0, done = 0; rb < row_blocks; ++rb) {
     done += work(rb);
@@ -441,11 +413,10 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
   for (std::int64_t b = 0; b < batch; ++b) {
     const float* f = features + b * c * n;
     float* g = out + b * c * c;
-    cpu::parallel_for(
-        parts, static_cast<int>(parts),
-        [&](std::int64_t t0, std::int64_t t1) {
-          std::vector<float> pack(static_cast<std::size_t>(cp * kcb));
-          for (std::int64_t t = t0; t < t1; ++t) {
+    cpu::parallel_dynamic(
+        parts, workers, [&](int) { return std::vector<float>(static_cast<std::size_t>(cp * kcb)); },
+        [&](std::int64_t t, int, std::vector<float>& pack) {
+          {
             const std::int64_t r0 = bounds[t], r1 = bounds[t + 1];
             std::fill(acc.begin() + r0 * cp, acc.begin() + std::min(r1, cp) * cp, 0.f);
             if (n > 0) gram_upper(f, c, n, 0, n, r0, r1, kcb, pack.data(), acc.data());
@@ -465,29 +436,52 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
               }
             }
           }
-        },
-        1);
+        });
   }
 }
 
 void gram_backward(const float* features, const float* grad, float* out, std::int64_t batch,
                    std::int64_t c, std::int64_t n, float norm, int num_threads) {
   detail::check_gram_args("gram_backward", features, grad, true, out, batch, c, n, norm);
-  const int threads = cpu::resolve_num_threads(num_threads);
+  const int threads = cpu::resolve_num_threads(num_threads, cpu::Work::compute);
+  if (batch * c * n == 0) return;
+  const std::int64_t cp = (c + kPanel - 1) / kPanel * kPanel;
+  const std::int64_t kcb = std::min(c, kKcBwd);
   std::vector<float> s(static_cast<std::size_t>(c * c));
+  std::vector<float> ap(static_cast<std::size_t>(cp * c));
+  const int workers =
+      static_cast<int>(std::min<std::int64_t>(threads, std::max<std::int64_t>(1, c * c * n >> 22)));
+  const std::int64_t nc = std::clamp<std::int64_t>(
+      ((n + 8 * workers - 1) / (8 * workers) + 47) / 48 * 48, 48, sym_block_cols(c));
   for (std::int64_t b = 0; b < batch; ++b) {
+    // S = (dG + dG^T) / norm in 32 x 32 blocks (the transposed reads stay in a few pages), then
+    // packed in panels of 16 rows per k block: by symmetry a row panel of S is its column panel.
     const float* dg = grad + b * c * c;
-    for (std::int64_t i = 0; i < c; ++i) {
-      for (std::int64_t j = 0; j < c; ++j) {
-        s[static_cast<std::size_t>(i * c + j)] = (dg[i * c + j] + dg[j * c + i]) / norm;
+    constexpr std::int64_t kB = 32;
+    for (std::int64_t i0 = 0; i0 < c; i0 += kB) {
+      for (std::int64_t j0 = 0; j0 < c; j0 += kB) {
+        for (std::int64_t i = i0; i < std::min(i0 + kB, c); ++i) {
+          for (std::int64_t j = j0; j < std::min(j0 + kB, c); ++j) {
+            s[static_cast<std::size_t>(i * c + j)] = (dg[i * c + j] + dg[j * c + i]) / norm;
+          }
+        }
       }
+    }
+    for (std::int64_t kb = 0; kb < c; kb += kcb) {
+      pack_cols(s.data(), c, kb, std::min(kcb, c - kb), 0, c, ap.data() + kb * cp);
     }
     const float* f = features + b * c * n;
     float* o = out + b * c * n;
-    cpu::parallel_for(
-        n, threads,
-        [&](std::int64_t j0, std::int64_t j1) { gemm_cols(s.data(), f, o, c, n, j0, j1); },
-        min_span(c));
+    // Threads take column blocks from a shared counter (no thread waits on a descheduled one),
+    // at least 8 blocks a thread for balance, and never more threads than ~4M multiply-adds of
+    // work each.
+    const std::int64_t blocks = (n + nc - 1) / nc;
+    cpu::parallel_dynamic(
+        blocks, workers,
+        [&](int) { return std::vector<float>(static_cast<std::size_t>(kcb * nc)); },
+        [&](std::int64_t blk, int, std::vector<float>& bp) {
+          sym_gemm(ap.data(), f, o, c, n, blk * nc, std::min(n, (blk + 1) * nc), bp.data());
+        });
   }
 }
 

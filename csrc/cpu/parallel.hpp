@@ -1,15 +1,34 @@
 // Minimal fork-join helper for the CPU kernels: split [0, n) into contiguous chunks, one per
-// thread.
+// thread, and the thread-count policy.
+//
+// Thread policy for num_threads = 0 (the rule, applied per kernel by the kind of work it does):
+// - Memory-bound kernels (ReLU backward, pooling, unpool, im2col / col2im, occlusion): every
+//   logical CPU (std::thread::hardware_concurrency). They wait on memory, and SMT siblings keep
+//   more loads in flight.
+// - Compute-bound kernels (the Gram forward and backward, FMA-bound GEMMs): one thread per
+//   physical core, counted once from Linux sysfs (distinct
+//   /sys/devices/system/cpu/cpuN/topology/thread_siblings_list among the CPUs this process may
+//   run on). Two SMT siblings share one core's FMA units, so a second thread on a core adds no
+//   multiply-add throughput and only splits the cache and adds a join. Where the topology cannot
+//   be read (non-Linux, masked sysfs) it falls back to the logical count.
+// An explicit num_threads > 0 is always used as given (capped by the work available).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <exception>
+#include <fstream>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace cnnviz::cpu {
 
@@ -17,15 +36,54 @@ namespace cnnviz::cpu {
 /// microseconds) costs more than a memory-bound elementwise kernel saves.
 inline constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 16;
 
-/// Threads to use for `requested` (0 = the hardware concurrency, at least 1).
-inline int resolve_num_threads(int requested) {
+/// What a kernel's time goes to; picks its default thread count (see the policy above).
+enum class Work { memory, compute };
+
+/// Logical CPUs (the hardware concurrency, at least 1).
+inline int logical_cpus() {
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+/// Physical cores among the CPUs this process may run on, read once from sysfs (distinct
+/// thread_siblings_list); the logical count when the topology cannot be read.
+inline int physical_cores() {
+  static const int value = [] {
+    const int logical = logical_cpus();
+#if defined(__linux__)
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    const bool have_mask = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
+    std::set<std::string> cores;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (have_mask && !CPU_ISSET(cpu, &allowed)) continue;
+      if (!have_mask && cpu >= logical) break;
+      std::ifstream in("/sys/devices/system/cpu/cpu" + std::to_string(cpu) +
+                       "/topology/thread_siblings_list");
+      std::string siblings;
+      if (!(in >> siblings)) return logical;  // topology hidden: no basis to go lower
+      cores.insert(siblings);
+    }
+    if (!cores.empty()) return std::clamp(static_cast<int>(cores.size()), 1, logical);
+#endif
+    return logical;
+  }();
+  return value;
+}
+
+/// Threads used for num_threads = 0 by a kernel doing `work`.
+inline int default_threads(Work work) {
+  return work == Work::compute ? physical_cores() : logical_cpus();
+}
+
+/// Threads to use for `requested` (0 = default_threads(work), at least 1).
+inline int resolve_num_threads(int requested, Work work = Work::memory) {
   if (requested < 0) {
     throw std::invalid_argument(
         "cnnviz: num_threads must be >= 0 (0 = all hardware threads), got " +
         std::to_string(requested));
   }
   if (requested > 0) return requested;
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return default_threads(work);
 }
 
 /// Calls fn(begin, end) on disjoint contiguous chunks that cover [0, n), on at most `num_threads`
@@ -71,6 +129,47 @@ void parallel_for(std::int64_t n, int num_threads, Fn&& fn,
   for (int t = spawned; t < threads; ++t) run_chunk(t);
   run_chunk(0);
   for (std::thread& w : workers) w.join();
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+/// Calls fn(item, worker, state) for every item in [0, count), on at most `num_threads` workers (0
+/// = all hardware threads; worker in [0, workers), the calling thread is worker 0) that take the
+/// next item from a shared counter: when the OS deschedules one worker (a loaded machine), the
+/// others take its share instead of waiting for it at the join. `make_state(worker)` is called once
+/// per worker, on that worker, for per-worker scratch (passed to fn as its third argument).
+/// Rethrows the first exception, once all workers have joined; a worker stops at its first
+/// exception.
+template <class MakeState, class Fn>
+void parallel_dynamic(std::int64_t count, int num_threads, MakeState&& make_state, Fn&& fn) {
+  const int requested = resolve_num_threads(num_threads);
+  if (count <= 0) return;
+  const int workers = static_cast<int>(std::min<std::int64_t>(requested, count));
+  std::atomic<std::int64_t> next{0};
+  std::vector<std::exception_ptr> errors(workers);
+  auto run_worker = [&](int worker) {
+    try {
+      auto state = make_state(worker);
+      for (std::int64_t item = next.fetch_add(1, std::memory_order_relaxed); item < count;
+           item = next.fetch_add(1, std::memory_order_relaxed)) {
+        fn(item, worker, state);
+      }
+    } catch (...) {
+      errors[worker] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(workers - 1);
+  for (int t = 1; t < workers; ++t) {
+    try {
+      threads.emplace_back(run_worker, t);
+    } catch (const std::system_error&) {
+      break;  // the OS refused another thread: the others take its items
+    }
+  }
+  run_worker(0);
+  for (std::thread& t : threads) t.join();
   for (const std::exception_ptr& e : errors) {
     if (e) std::rethrow_exception(e);
   }

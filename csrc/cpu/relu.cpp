@@ -51,7 +51,9 @@ const char* relu_mode_name(ReluMode mode) {
   return kModeNames[i];
 }
 
-int default_num_threads() { return cpu::resolve_num_threads(0); }
+int default_num_threads() { return cpu::default_threads(cpu::Work::memory); }
+
+int default_compute_threads() { return cpu::default_threads(cpu::Work::compute); }
 
 void relu_backward(const float* x, const float* g, float* out, std::int64_t n, ReluMode mode,
                    float negative_slope, int num_threads) {

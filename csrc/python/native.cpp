@@ -406,5 +406,9 @@ positions: int64 (P, 2) (top, left); window: (h, w), clipped to the image; fill:
         "The Gram inner kernel picked for this CPU: 'avx512', 'avx2' or 'generic'.");
 
   m.def("default_num_threads", &cnnviz::default_num_threads,
-        "Threads a kernel uses when called with num_threads=0 (the hardware concurrency).");
+        "Threads a memory-bound kernel uses when called with num_threads=0 (the hardware "
+        "concurrency).");
+  m.def("default_compute_threads", &cnnviz::default_compute_threads,
+        "Threads the compute-bound Gram kernels use when called with num_threads=0 (one per "
+        "physical core).");
 }

@@ -149,6 +149,8 @@ void test_mode_names() {
   for (ReluMode mode : kModes) CHECK(cnnviz::parse_relu_mode(cnnviz::relu_mode_name(mode)) == mode);
   CHECK(std::string(cnnviz::relu_mode_name(ReluMode::deconvnet)) == "deconvnet");
   CHECK(cnnviz::default_num_threads() >= 1);
+  CHECK(cnnviz::default_compute_threads() >= 1);
+  CHECK(cnnviz::default_compute_threads() <= cnnviz::default_num_threads());
 }
 
 }  // namespace

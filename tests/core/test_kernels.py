@@ -213,6 +213,7 @@ def test_bad_num_threads():
 def test_module_info():
     assert isinstance(_native.__version__, str) and _native.__version__
     assert _native.default_num_threads() >= 1
+    assert 1 <= _native.default_compute_threads() <= _native.default_num_threads()
     assert kernels.cuda_device_count() >= 0
 
 

@@ -19,8 +19,8 @@ namespace cnnviz {
 ///   out: batch * c * c values; must not overlap features.
 ///   batch, c, n: sizes (>= 0); n = 0 gives zeros.
 ///   norm: divisor, e.g. c * n or n; nonzero and finite.
-///   num_threads: CPU threads, 0 = default_num_threads(); threads split n (each sums a partial
-///     product, then the partials are added), so small products use fewer.
+///   num_threads: CPU threads, 0 = default_compute_threads() (one per physical core); threads
+///     split the rows of the upper triangle (balanced by tile count), small products use fewer.
 /// Throws std::invalid_argument for negative sizes, a null buffer or a zero / non-finite norm.
 void gram(const float* features, float* out, std::int64_t batch, std::int64_t c, std::int64_t n,
           float norm, int num_threads = 0);
@@ -32,7 +32,8 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
 ///   features: F, batch * c * n values.
 ///   grad: dL / dG, batch * c * c values (need not be symmetric).
 ///   out: batch * c * n values; must not overlap the inputs.
-///   batch, c, n, norm, num_threads: as in gram (threads split n).
+///   batch, c, n, norm: as in gram.
+///   num_threads: as in gram; threads split the n columns of F and out.
 /// Throws std::invalid_argument as gram does.
 void gram_backward(const float* features, const float* grad, float* out, std::int64_t batch,
                    std::int64_t c, std::int64_t n, float norm, int num_threads = 0);

@@ -26,9 +26,15 @@ ReluMode parse_relu_mode(std::string_view name);
 /// Throws std::invalid_argument for a value outside the enum.
 const char* relu_mode_name(ReluMode mode);
 
-/// Number of threads used when a kernel is called with num_threads = 0: the hardware concurrency
-/// (at least 1).
+/// Number of threads used when a memory-bound kernel (everything but the Gram products) is
+/// called with num_threads = 0: the hardware concurrency, i.e. all logical CPUs (at least 1).
 int default_num_threads();
+
+/// Number of threads used when a compute-bound kernel (gram, gram_backward) is called with
+/// num_threads = 0: the physical cores this process may run on, from the Linux sysfs CPU
+/// topology (SMT siblings share one core's FMA units), or default_num_threads() where the
+/// topology cannot be read.
+int default_compute_threads();
 
 /// Backward of ReLU / LeakyReLU, y = x > 0 ? x : negative_slope * x, for one flat buffer.
 ///
