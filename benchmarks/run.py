@@ -19,10 +19,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import backward  # suites live beside this script
+import features
 import forward
 import kernels
 
-SUITES = {"forward": forward.run, "kernels": kernels.run, "backward": backward.run}
+SUITES = {
+    "forward": forward.run,
+    "kernels": kernels.run,
+    "backward": backward.run,
+    "features": features.run,
+}
 RESULTS = Path(__file__).parent / "results"
 
 

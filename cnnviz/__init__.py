@@ -21,7 +21,10 @@ from cnnviz_core import (
     UnknownLayerError,
 )
 
-from . import attribution  # noqa: F401  (registers its report sections)
+from . import (
+    attribution,  # noqa: F401  (registers its report sections)
+    features,  # noqa: F401  (registers its report sections)
+)
 from .models import load_model
 from .render.report import build_report, register_section
 

@@ -260,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--out", type=Path, required=True, help="output folder")
     explain.set_defaults(run=cmd_explain)
+
+    from .features.commands import add_commands
+
+    add_commands(commands, _model_arguments, _open)
     return parser
 
 

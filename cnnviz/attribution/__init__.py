@@ -66,7 +66,7 @@ def explain(
 
 
 # the report sections register on import (explicitly, here)
-from . import report  # noqa: E402
+from . import report, segmentation  # noqa: E402
 
 __all__ = [
     "LAYER_METHODS",
@@ -91,5 +91,6 @@ __all__ = [
     "resolve_targets",
     "saliency",
     "score_tensor",
+    "segmentation",
     "smooth",
 ]

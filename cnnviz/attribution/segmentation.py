@@ -15,8 +15,18 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import maximum_flow
 
-from cnnviz_core import Model
+from cnnviz_core import CnnvizError, Model
 
+from ..render.images import upscale
+from ..render.report import (
+    MIN_DISPLAY_SIDE,
+    Markup,
+    Page,
+    ReportContext,
+    Section,
+    escape,
+    register_section,
+)
 from .base import Images, Method
 from .saliency import saliency
 from .targets import TargetLike
@@ -207,3 +217,44 @@ def _min_cut(
         reached[nxt] = True
         frontier = list(nxt)
     return reached[:n]
+
+
+@register_section("segmentation", order=120)
+def segmentation_section(ctx: ReportContext, page: Page) -> Section | None:
+    """For every image: the input, its saliency and the object mask grown from it."""
+    if not ctx.names:
+        return None
+    try:
+        result = saliency(ctx.model, ctx.batch)
+    except CnnvizError as exc:
+        return Section("segmentation", "Segmentation from saliency",
+                       Markup(f'<p class="muted">not available: {escape(exc)}</p>'))  # fmt: skip
+    cut = _choose_backend("auto")
+    rows = []
+    for i, name in enumerate(ctx.names):
+        heat = result.heatmap[i]
+        fg = heat >= np.quantile(heat, 0.95)
+        bg = heat <= np.quantile(heat, 0.30)
+        mask = cut(result.images[i], fg, bg, smoothness=50.0, iterations=3)
+        tinted = result.images[i].copy()
+        tinted[~mask] = tinted[~mask] // 3  # darken the background
+        pictures = [
+            (result.images[i], "input"),
+            (result.render(i), "saliency"),
+            (tinted, "object mask"),
+        ]
+        figures = "".join(
+            page.figure(
+                page.image(upscale(array, min_side=MIN_DISPLAY_SIDE), f"{i}-{caption}",
+                           alt=f"{caption} of {name}"),
+                caption,
+            )
+            for array, caption in pictures
+        )  # fmt: skip
+        rows.append(f'<div class="row"><h3>{escape(name)}</h3>{figures}</div>')
+    intro = (
+        "<p>Object masks without supervision (Simonyan et al. 2014): the 5% most salient "
+        "pixels seed the object, the 30% least salient the background, and a graph cut "
+        "decides the rest from colour and contrast.</p>"
+    )
+    return Section("segmentation", "Segmentation from saliency", Markup(intro + "".join(rows)))

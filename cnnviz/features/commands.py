@@ -1,0 +1,259 @@
+"""The feature tools' ``cnnviz`` subcommands (``filters``, ``activations``, ``embed``,
+``neighbors``, ``project``, ``top-patches``): argument parsing and thin calls into
+:mod:`cnnviz.features`. :mod:`cnnviz.cli` adds them with :func:`add_commands` (this module
+never imports the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnviz_core import InputError, Model
+
+from ..render.images import save_png, upscale
+
+log = logging.getLogger(__name__)
+
+
+def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--data", type=Path, metavar="DIR", help="folder of images (recursive)")
+    group.add_argument(
+        "--shapes", type=int, metavar="N", help="the first N images of the shapes data set"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="shapes data set seed (0)")
+    parser.add_argument("--batch", type=int, default=256, help="images per forward chunk")
+
+
+def _dataset(args: argparse.Namespace) -> tuple[Any, int | None]:
+    if args.shapes is not None:
+        from ..data import iter_shapes
+
+        return iter_shapes(args.shapes, args.seed, batch=args.batch), args.shapes
+    return args.data, None
+
+
+def _progress(done: int, total: int | None) -> None:
+    log.info("%d/%s images", done, total if total is not None else "?")
+
+
+def _pixels(model: Model, source: Any, count: int | None = None) -> np.ndarray:
+    from .sources import iter_chunks
+
+    parts = [model.preprocess.invert(chunk.batch) for chunk in iter_chunks(model, source)]
+    return np.concatenate(parts)[:count]
+
+
+def cmd_filters(args: argparse.Namespace, model: Model) -> None:
+    from . import filters
+
+    names = args.layer or filters.conv_layers(model)[:1]
+    bgr = model.preprocess.channel_order == "BGR"
+    for name in names:
+        weights = filters.conv_filters(model, name)
+        for norm in ("filter", "joint"):
+            path = save_png(
+                filters.render_filters(weights, norm, bgr=bgr),
+                args.out / f"filters-{weights.layer}-{norm}.png",
+            )
+            print(f"{weights.layer} ({norm} normalisation) -> {path}")
+        score = filters.high_frequency_energy(weights.weights)
+        worst = np.argsort(-score)[:5]
+        print(
+            f"  high-frequency energy: mean {score.mean():.3f}, noisiest filters "
+            + ", ".join(f"#{i} {score[i]:.2f}" for i in worst)
+        )
+
+
+def cmd_activations(args: argparse.Namespace, model: Model) -> None:
+    from . import activations as act
+
+    batch = model.prepare(args.images)
+    maps = model.run(batch, taps=[args.layer], outputs=False)[args.layer]
+    if maps.ndim != 4:
+        raise InputError(f"layer {args.layer!r} has no feature maps (shape {maps.shape})")
+    pixels = model.preprocess.invert(batch)
+    pair = act.pre_activation(model, args.layer)
+    for i, image in enumerate(args.images):
+        stem = Path(image).stem
+        top = act.strongest_channels(maps[i], k=args.top, by=args.by)
+        save_png(act.feature_map_grid(maps[i]), args.out / f"{stem}-maps.png")
+        save_png(act.feature_map_grid(maps[i], top), args.out / f"{stem}-strongest.png")
+        over = act.channel_overlay(upscale(pixels[i], min_side=256), maps[i][top[0]])
+        save_png(over, args.out / f"{stem}-overlay.png")
+        if pair is not None:
+            pre, post = act.signed_and_rectified(model, batch[i : i + 1], args.layer)
+            save_png(act.signed_pairs_grid(pre, post, top), args.out / f"{stem}-signed.png")
+        print(f"{image}: strongest channels by {args.by}: {', '.join(map(str, top))}")
+    print(f"pictures written to {args.out}")
+
+
+def cmd_embed(args: argparse.Namespace, model: Model) -> None:
+    from .embeddings import extract
+
+    source, _ = _dataset(args)
+    emb = extract(
+        model,
+        source,
+        args.layer,
+        pooling=args.pooling,
+        batch_size=args.batch,
+        predictions=True,
+        progress=_progress,
+    )
+    path = emb.save(args.out)
+    print(f"{len(emb)} x {emb.features.shape[1]} features of {args.layer} -> {path}")
+
+
+def _load_or_extract(args: argparse.Namespace, model: Model) -> Any:
+    from .embeddings import Embeddings, extract
+
+    if args.embeddings is not None:
+        return Embeddings.load(args.embeddings)
+    source, _ = _dataset(args)
+    return extract(model, source, args.layer, pooling=args.pooling, batch_size=args.batch,
+                   predictions=True, progress=_progress)  # fmt: skip
+
+
+def cmd_neighbors(args: argparse.Namespace, model: Model) -> None:
+    from .neighbors import knn_accuracy, nearest_neighbors, neighbor_rows, pixel_features
+
+    source, _ = _dataset(args)
+    emb = _load_or_extract(args, model)
+    pixels = _pixels(model, source, len(emb))
+    rng = np.random.default_rng(args.seed)
+    queries = np.sort(rng.choice(len(emb), size=min(args.queries, len(emb)), replace=False))
+    feature_nn, _ = nearest_neighbors(emb.features, k=args.k + 1, metric=args.metric)
+    pixel_nn, _ = nearest_neighbors(pixel_features(pixels), k=args.k + 1, metric=args.metric)
+    rows = [
+        [*(j for j in feature_nn[q] if j != q)][: args.k]
+        + [*(j for j in pixel_nn[q] if j != q)][: args.k]
+        for q in queries
+    ]
+    picture = neighbor_rows(pixels, pixels[queries], rows, separator_after=args.k)
+    path = save_png(picture, args.out / "neighbors.png")
+    print(f"query | {args.k} nearest in feature space | {args.k} nearest in pixels -> {path}")
+    if emb.labels is not None:
+        for name, feats in (("features", emb.features), ("pixels", pixel_features(pixels))):
+            accuracy = knn_accuracy(feats, emb.labels, args.k, args.metric)
+            print(f"{args.k}-NN accuracy ({name}, {args.metric}): {accuracy:.3f}")
+
+
+def cmd_project(args: argparse.Namespace, model: Model) -> None:
+    from .projection import image_grid, pca, pca_axes_arrows, scatter, tsne
+
+    source, _ = _dataset(args)
+    emb = _load_or_extract(args, model)
+    pixels = _pixels(model, source, len(emb))
+    colours = emb.labels if emb.labels is not None else emb.predictions
+    result = pca(emb.features, 2)
+    save_png(scatter(result.coords, colours, arrows=pca_axes_arrows(result)), args.out / "pca.png")
+    ratios = ", ".join(f"{100 * r:.1f}%" for r in result.explained_variance_ratio)
+    print(f"PCA: variance explained {ratios} -> {args.out / 'pca.png'}")
+    if args.tsne:
+        coords = tsne(emb.features, seed=args.seed, backend=args.backend)
+        save_png(scatter(coords, colours, images=pixels), args.out / "tsne.png")
+        grid, _ = image_grid(coords, pixels)
+        save_png(grid, args.out / "tsne-grid.png")
+        print(f"t-SNE -> {args.out / 'tsne.png'}, {args.out / 'tsne-grid.png'}")
+
+
+def cmd_top_patches(args: argparse.Namespace, model: Model) -> None:
+    from .patches import projections, render_top_patches, top_images, top_patches
+
+    source, _ = _dataset(args)
+    channels = args.channel or None
+    if args.whole_images:
+        result = top_images(model, source, args.layer, args.k, channels=channels,
+                            batch_size=args.batch, progress=_progress)  # fmt: skip
+    else:
+        result = top_patches(model, source, args.layer, args.k, channels=channels,
+                             batch_size=args.batch, progress=_progress)  # fmt: skip
+    projected = None if args.projection == "none" else projections(model, result, args.projection)
+    path = save_png(
+        render_top_patches(model, result, projected=projected), args.out / "top-patches.png"
+    )
+    for row, channel in enumerate(result.channels[: args.list]):
+        hits = ", ".join(
+            f"#{i} {v:.2f}" for i, v in zip(result.images[row], result.values[row]) if i >= 0
+        )
+        print(f"channel {channel}: {hits}")
+    what = "patches" if result.kind == "patch" else "images"
+    print(f"{len(result.channels)} channels x {result.k} {what} -> {path}")
+
+
+def add_commands(
+    commands: Any,
+    model_arguments: Callable[[argparse.ArgumentParser], None],
+    open_model: Callable[[argparse.Namespace], Model],
+) -> None:
+    """Add the feature subcommands to the ``cnnviz`` parser's subparsers."""
+
+    def bind(fn: Callable[[argparse.Namespace, Model], None]) -> Callable:
+        def run(args: argparse.Namespace) -> None:
+            if getattr(args, "out", None) is not None and args.out.suffix != ".npz":
+                args.out.mkdir(parents=True, exist_ok=True)
+            fn(args, open_model(args))
+
+        return run
+
+    p = commands.add_parser("filters", help="pictures of Conv filters and their smoothness")
+    model_arguments(p)
+    p.add_argument("--layer", action="append", default=[], metavar="NAME",
+                   help="Conv layer (repeatable; default the first)")  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=bind(cmd_filters))
+
+    p = commands.add_parser("activations", help="feature maps of a layer for images")
+    model_arguments(p)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--layer", required=True, metavar="NAME", help="layer (cnnviz layers)")
+    p.add_argument("--top", type=int, default=16, help="strongest channels shown (16)")
+    p.add_argument("--by", choices=["mean", "max"], default="mean", help="channel ranking")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=bind(cmd_activations))
+
+    def features_arguments(parser: argparse.ArgumentParser) -> None:
+        model_arguments(parser)
+        _dataset_arguments(parser)
+        parser.add_argument("--layer", required=True, metavar="NAME", help="layer")
+        parser.add_argument("--pooling", choices=["flatten", "avg", "max"], default="flatten")
+
+    p = commands.add_parser("embed", help="features of a data set at a layer, saved as .npz")
+    features_arguments(p)
+    p.add_argument("--out", type=Path, required=True, help="output .npz file")
+    p.set_defaults(run=bind(cmd_embed))
+
+    for name, fn, text in (
+        ("neighbors", cmd_neighbors, "nearest neighbours in feature vs pixel space"),
+        ("project", cmd_project, "PCA and t-SNE pictures of a feature space"),
+    ):
+        p = commands.add_parser(name, help=text)
+        features_arguments(p)
+        p.add_argument("--embeddings", type=Path, metavar="NPZ", help="saved by cnnviz embed")
+        p.add_argument("--out", type=Path, required=True, help="output folder")
+        if name == "neighbors":
+            p.add_argument("--k", type=int, default=5, help="neighbours (5)")
+            p.add_argument("--queries", type=int, default=8, help="query images (8)")
+            p.add_argument("--metric", choices=["l2", "cosine"], default="l2")
+        else:
+            p.add_argument("--tsne", action="store_true", help="also t-SNE and its image grid")
+            p.add_argument("--backend", choices=["auto", "sklearn", "opentsne"], default="auto")
+        p.set_defaults(run=bind(fn))
+
+    p = commands.add_parser("top-patches", help="maximally activating patches of a layer")
+    model_arguments(p)
+    _dataset_arguments(p)
+    p.add_argument("--layer", required=True, metavar="NAME", help="layer")
+    p.add_argument("--k", type=int, default=9, help="hits per channel (9)")
+    p.add_argument("--channel", type=int, action="append", default=[], help="repeatable")
+    p.add_argument("--whole-images", action="store_true", help="top whole images instead")
+    p.add_argument("--projection", choices=["guided", "deconvnet", "none"], default="none")
+    p.add_argument("--list", type=int, default=8, help="channels listed on stdout (8)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=bind(cmd_top_patches))

@@ -1,0 +1,401 @@
+"""Maximally activating patches (Zeiler & Fergus 2014; Girshick et al. 2014): for each
+channel of a layer, the k image regions of a data set that excite it most, found in one
+streaming pass, cropped by the channel's exact receptive field, shown beside their
+guided-backprop or deconvnet projection. Also the top whole images of any unit, fully
+connected ones included.
+
+Memory: one chunk of images and activations, plus a running top-k per channel (values,
+ids and the k input crops): O(C * k * field size), independent of the data set's length.
+Each chunk's candidates are cut to k per channel by ``np.argpartition`` and merged with the
+running k (2k values per channel), so the pass costs O(activations) per chunk.
+
+Shape convention: a layer's output (N, C, H, W) or (N, C); crops (C_in, h, w) in the model's
+preprocessed space (the zero padding the network saw is zero there too).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnviz_core import InputError, Model
+from cnnviz_core.graph import ReceptiveField
+
+from ..render.images import tile_grid, upscale
+from .sources import DEFAULT_BATCH, Progress, Source, iter_chunks
+
+log = logging.getLogger(__name__)
+
+#: how a whole image scores for a spatial channel in :func:`top_images`
+REDUCTIONS = ("max", "mean")
+#: images per guided-backprop batch when computing projections
+_PROJECTION_BATCH = 64
+
+
+@dataclass
+class TopPatches:
+    """The top-k hits of each chosen channel of a layer, strongest first.
+
+    Attributes:
+        layer: the layer (name as given).
+        channels: int64 (C,) the channels, in the order of the other arrays' first axis.
+        values: float32 (C, k) activation of each hit (-inf: empty slot, fewer hits).
+        images: int64 (C, k) index of the hit's image in the data set (-1: empty).
+        positions: int64 (C, k, 2) (y, x) of the hit in the layer's map; (-1, -1) for a
+            vector layer.
+        windows: int64 (C, k, 4) the input box (top, left, bottom, right), inclusive,
+            clipped to the image; the whole image for whole-image hits.
+        crops: float32 (C, k, C_in, h, w) the preprocessed input under each hit's full
+            receptive field (zero where the field leaves the image), or the whole image.
+        field: the layer's receptive field (None: whole images).
+        image_size: (H, W) of the model input.
+        kind: ``patch`` (receptive-field crops) or ``image`` (whole images).
+    """
+
+    layer: str
+    channels: np.ndarray
+    values: np.ndarray
+    images: np.ndarray
+    positions: np.ndarray
+    windows: np.ndarray
+    crops: np.ndarray
+    field: ReceptiveField | None
+    image_size: tuple[int, int]
+    kind: str
+
+    @property
+    def k(self) -> int:
+        return self.values.shape[1]
+
+    def field_box(self, c: int, slot: int) -> tuple[int, int, int, int]:
+        """The unclipped receptive-field box (top, left, bottom, right) of a hit."""
+        if self.field is None:
+            h, w = self.image_size
+            return 0, 0, h - 1, w - 1
+        y, x = self.positions[c, slot]
+        return self.field.window(int(y), int(x))
+
+    def pixels(self, model: Model) -> np.ndarray:
+        """The crops as the model sees them: uint8 (C, k, h, w, 3) (padding shows as the
+        colour that preprocesses to 0)."""
+        c, k = self.values.shape
+        flat = self.crops.reshape(c * k, *self.crops.shape[2:])
+        return model.preprocess.invert(flat).reshape(c, k, *flat.shape[2:], 3)
+
+
+class RunningTopK:
+    """The k largest (value, id) pairs per row, merged chunk by chunk.
+
+    Ties keep the smaller id. ``update`` reports which slots changed, so callers can store
+    data (crops) for the new entries only.
+    """
+
+    def __init__(self, rows: int, k: int):
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}")
+        self.k = k
+        self.values = np.full((rows, k), -np.inf, np.float32)
+        self.ids = np.full((rows, k), -1, np.int64)
+
+    def update(self, values: np.ndarray, ids: np.ndarray) -> list[tuple[int, int, int]]:
+        """Merge candidates.
+
+        Args:
+            values: (rows, m) candidate values.
+            ids: (rows, m) or (m,) unique non-negative ids of the candidates.
+
+        Returns:
+            (row, slot, candidate column) for every slot that now holds a candidate.
+        """
+        rows, m = values.shape
+        ids = np.broadcast_to(ids, values.shape)
+        if m > self.k:
+            part = np.argpartition(-values, self.k - 1, axis=1)[:, : self.k]
+        else:
+            part = np.broadcast_to(np.arange(m), (rows, m))
+        cand_values = np.take_along_axis(values, part, axis=1).astype(np.float32)
+        cand_ids = np.take_along_axis(ids, part, axis=1)
+        both_values = np.concatenate([self.values, cand_values], axis=1)
+        both_ids = np.concatenate([self.ids, cand_ids], axis=1)
+        # order by value (descending), then id (ascending); empty slots (id -1) last
+        empty = both_ids < 0
+        order = np.lexsort((np.where(empty, np.iinfo(np.int64).max, both_ids), -both_values))
+        keep = order[:, : self.k]
+        changed = []
+        new_values = np.take_along_axis(both_values, keep, axis=1)
+        new_ids = np.take_along_axis(both_ids, keep, axis=1)
+        kept_old = np.zeros((rows, self.k), bool)
+        old_slot = np.where(keep < self.k, keep, -1)
+        rows_with_new = np.flatnonzero((keep >= self.k).any(axis=1))
+        # keep old entries in their slots; put new ones into the slots freed by evictions
+        final_values, final_ids = self.values.copy(), self.ids.copy()
+        for r in rows_with_new:
+            kept_old[r, old_slot[r][old_slot[r] >= 0]] = True
+            free = np.flatnonzero(~kept_old[r])
+            incoming = np.flatnonzero(keep[r] >= self.k)
+            for slot, n in zip(free, incoming):
+                final_values[r, slot] = new_values[r, n]
+                final_ids[r, slot] = new_ids[r, n]
+                changed.append((int(r), int(slot), int(part[r, keep[r, n] - self.k])))
+        self.values, self.ids = final_values, final_ids
+        return changed
+
+    def sorted_order(self) -> np.ndarray:
+        """(rows, k) slot order: value descending, then id ascending, empty slots last."""
+        ids = np.where(self.ids < 0, np.iinfo(np.int64).max, self.ids)
+        return np.lexsort((ids, -self.values))
+
+
+def _select_channels(model: Model, layer: str, channels: Sequence[int] | None) -> np.ndarray:
+    shape = model.layer(layer).shape if model.tensor_name(layer) in _layer_names(model) else None
+    count = shape[1] if shape and len(shape) >= 2 and isinstance(shape[1], int) else None
+    if channels is None:
+        if count is None:
+            raise InputError(f"the channel count of layer {layer!r} is unknown; give channels")
+        return np.arange(count, dtype=np.int64)
+    chosen = np.asarray(list(channels), np.int64)
+    if count is not None and (chosen.min(initial=0) < 0 or chosen.max(initial=0) >= count):
+        raise InputError(f"layer {layer!r} has channels 0..{count - 1}; got {list(chosen)}")
+    return chosen
+
+
+def _layer_names(model: Model) -> set[str]:
+    return {layer.name for layer in model.layers}
+
+
+def _crop(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(padded crop of the full box, clipped box) from one (C, H, W) image."""
+    top, left, bottom, right = box
+    height, width = image.shape[1:]
+    out = np.zeros((image.shape[0], bottom - top + 1, right - left + 1), np.float32)
+    t, lft = max(top, 0), max(left, 0)
+    b, r = min(bottom, height - 1), min(right, width - 1)
+    if t <= b and lft <= r:
+        out[:, t - top : b - top + 1, lft - left : r - left + 1] = image[:, t : b + 1, lft : r + 1]
+    return out, np.array([t, lft, b, r], np.int64)
+
+
+def _stream(
+    model: Model,
+    source: Source,
+    layer: str,
+    k: int,
+    channels: Sequence[int] | None,
+    whole: bool,
+    reduce: str,
+    distinct_images: bool,
+    batch_size: int,
+    progress: Progress | None,
+) -> TopPatches:
+    chosen = _select_channels(model, layer, channels)
+    field = None if whole else model.layer(layer).receptive_field
+    top = RunningTopK(len(chosen), k)
+    c_in, height, width = model.input_shape
+    positions = np.full((len(chosen), k, 2), -1, np.int64)
+    windows = np.full((len(chosen), k, 4), -1, np.int64)
+    crops: np.ndarray | None = None
+    spatial_size: tuple[int, int] | None = None
+    for chunk in iter_chunks(model, source, batch_size, progress=progress):
+        out = model.run(chunk.batch, taps=[layer], outputs=False)[layer]
+        n = len(out)
+        acts = out.reshape(n, out.shape[1], -1)[:, chosen]  # (n, C, P)
+        if spatial_size is None:
+            spatial_size = tuple(out.shape[2:4]) if out.ndim == 4 else (1, 1)  # type: ignore
+            if field is None and out.ndim == 4 and out.shape[2:] != (1, 1) and not whole:
+                log.info("layer %r has no receptive field: showing whole images", layer)
+            if field is None or out.ndim != 4:
+                field = None
+            box = (height, width) if field is None else field.size
+            crops = np.zeros((len(chosen), k, c_in, *box), np.float32)
+        assert crops is not None and spatial_size is not None
+        per_image = acts.shape[2]
+        if field is None or distinct_images:
+            # one candidate per image: its best position (or the reduction for images)
+            if field is None and reduce == "mean":
+                best = np.zeros((n, len(chosen)), np.int64)
+                values = acts.mean(axis=2)
+            else:
+                best = acts.argmax(axis=2)
+                values = np.take_along_axis(acts, best[..., None], axis=2)[..., 0]
+            ids = (chunk.start + np.arange(n))[:, None] * per_image + best  # (n, C)
+            changed = top.update(values.T, ids.T)
+            cand_ids = ids.T
+        else:
+            values = acts.transpose(1, 0, 2).reshape(len(chosen), n * per_image)
+            flat_ids = chunk.start * per_image + np.arange(n * per_image, dtype=np.int64)
+            changed = top.update(values, flat_ids)
+            cand_ids = np.broadcast_to(flat_ids, values.shape)
+        for row, slot, column in changed:
+            gid = int(cand_ids[row, column])
+            local, pos = divmod(gid, per_image)
+            local -= chunk.start
+            y, x = divmod(pos, spatial_size[1])
+            if out.ndim == 4:
+                positions[row, slot] = (y, x)
+            image = chunk.batch[local]
+            if field is None:
+                crops[row, slot] = image
+                windows[row, slot] = (0, 0, height - 1, width - 1)
+            else:
+                crops[row, slot], windows[row, slot] = _crop(image, field.window(y, x))
+    if crops is None:
+        raise InputError("the data set is empty")
+    order = top.sorted_order()
+    take = np.arange(len(chosen))[:, None], order
+    ids = top.ids[take]
+    per_image = spatial_size[0] * spatial_size[1] if spatial_size else 1
+    return TopPatches(
+        layer=layer,
+        channels=chosen,
+        values=top.values[take],
+        images=np.where(ids >= 0, ids // per_image, -1),
+        positions=positions[take],
+        windows=windows[take],
+        crops=crops[take],
+        field=field,
+        image_size=(height, width),
+        kind="image" if field is None else "patch",
+    )
+
+
+def top_patches(
+    model: Model,
+    source: Source,
+    layer: str,
+    k: int = 9,
+    *,
+    channels: Sequence[int] | None = None,
+    distinct_images: bool = True,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+) -> TopPatches:
+    """The k input patches that activate each channel of a spatial layer most.
+
+    Args:
+        model: the model.
+        source: a data set (see :mod:`cnnviz.features.sources`).
+        layer: a layer with a receptive field (``cnnviz layers``); a layer without one
+            (global pooling, fully connected) gives whole images, as :func:`top_images`.
+        k: hits per channel.
+        channels: which channels (default all).
+        distinct_images: at most one hit per image and channel (its strongest position);
+            else any k positions, several possibly from one image.
+        batch_size: images per forward chunk.
+        progress: ``progress(done, total)`` after each chunk.
+
+    Returns:
+        :class:`TopPatches`, strongest first.
+    """
+    return _stream(
+        model, source, layer, k, channels, False, "max", distinct_images, batch_size, progress
+    )
+
+
+def top_images(
+    model: Model,
+    source: Source,
+    layer: str,
+    k: int = 9,
+    *,
+    channels: Sequence[int] | None = None,
+    reduce: str = "max",
+    batch_size: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+) -> TopPatches:
+    """The k whole images that activate each unit of any layer most (fully connected
+    layers and logits included; a spatial channel scores its ``max`` or ``mean``)."""
+    if reduce not in REDUCTIONS:
+        raise InputError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    return _stream(model, source, layer, k, channels, True, reduce, True, batch_size, progress)
+
+
+def projections(model: Model, result: TopPatches, mode: str = "guided") -> np.ndarray:
+    """The guided-backprop (``guided``) or deconvnet (``deconvnet``) projection of every hit
+    onto its input crop: float32, shaped like ``result.crops``.
+
+    A unit depends only on the input under its receptive field, so each crop is pasted into
+    an otherwise zero image and back-propagated from the unit there; the result equals the
+    projection computed on the original image, restricted to the crop.
+    """
+    from ..attribution import Neuron, deconvnet, guided_backprop
+
+    methods = {"guided": guided_backprop, "deconvnet": deconvnet}
+    if mode not in methods:
+        raise InputError(f"mode must be one of {tuple(methods)}, got {mode!r}")
+    c, k = result.values.shape
+    height, width = result.image_size
+    out = np.zeros_like(result.crops)
+    hits = [(r, s) for r in range(c) for s in range(k) if result.images[r, s] >= 0]
+    for start in range(0, len(hits), _PROJECTION_BATCH):
+        part = hits[start : start + _PROJECTION_BATCH]
+        canvas = np.zeros((len(part), result.crops.shape[2], height, width), np.float32)
+        targets = []
+        for n, (r, s) in enumerate(part):
+            channel = int(result.channels[r])
+            y, x = (int(v) for v in result.positions[r, s])
+            if result.kind == "image":
+                canvas[n] = result.crops[r, s]
+                targets.append(
+                    Neuron(result.layer, channel) if y < 0 else Neuron(result.layer, channel, y, x)
+                )
+                continue
+            top, left, _, _ = result.field_box(r, s)
+            _paste(canvas[n], result.crops[r, s], top, left)
+            targets.append(Neuron(result.layer, channel, y, x))
+        maps = methods[mode](model, canvas, targets).maps
+        for n, (r, s) in enumerate(part):
+            if result.kind == "image":
+                out[r, s] = maps[n]
+            else:
+                out[r, s] = _crop(maps[n], result.field_box(r, s))[0]
+    return out
+
+
+def _paste(canvas: np.ndarray, crop: np.ndarray, top: int, left: int) -> None:
+    height, width = canvas.shape[1:]
+    h, w = crop.shape[1:]
+    t, lft = max(top, 0), max(left, 0)
+    b, r = min(top + h, height), min(left + w, width)
+    if t < b and lft < r:
+        canvas[:, t:b, lft:r] = crop[:, t - top : b - top, lft - left : r - left]
+
+
+def _projection_picture(maps: np.ndarray) -> np.ndarray:
+    """(C, h, w) signed projection as uint8 (h, w, 3) around mid-grey."""
+    scale = np.abs(maps).max()
+    rgb = np.moveaxis(maps / (scale if scale > 0 else 1), 0, -1)
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    return np.rint(np.clip(0.5 + 0.5 * rgb[..., :3], 0, 1) * 255).astype(np.uint8)
+
+
+def render_top_patches(
+    model: Model,
+    result: TopPatches,
+    *,
+    projected: np.ndarray | None = None,
+    rows: Sequence[int] | None = None,
+    min_side: int = 48,
+) -> np.ndarray:
+    """The k-per-channel grid: one row per channel, its hits strongest first, each followed
+    by its projection when ``projected`` (from :func:`projections`) is given.
+
+    Returns:
+        uint8 (H, W, 3).
+    """
+    pixels = result.pixels(model)
+    chosen = range(len(result.channels)) if rows is None else rows
+    blank = np.full_like(upscale(pixels[0, 0], min_side=min_side), 255)
+    tiles = []
+    for r in chosen:
+        for s in range(result.k):
+            empty = result.images[r, s] < 0
+            tiles.append(blank if empty else upscale(pixels[r, s], min_side=min_side))
+            if projected is not None:
+                picture = _projection_picture(projected[r, s])
+                tiles.append(blank if empty else upscale(picture, min_side=min_side))
+    columns = result.k * (2 if projected is not None else 1)
+    return tile_grid(tiles, columns=columns, pad=2, background=255)

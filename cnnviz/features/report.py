@@ -1,0 +1,300 @@
+"""Report sections of the feature tools (registered when this module is imported, which
+:mod:`cnnviz.features` does explicitly).
+
+- ``filters`` (200): the first Conv layer's filters (per-filter and joint normalisation)
+  and each Conv layer's filter smoothness.
+- ``activations`` (210): per image, the strongest channels of a layer, the strongest one
+  over the input, and signed pre-ReLU maps beside the rectified ones.
+- ``feature-space`` (220): k-NN accuracy, PCA with its axes, t-SNE thumbnails, the
+  confusion matrix and k-means clusters of a data set's features.
+- ``top-patches`` (230): the maximally activating patches of a layer's channels over the
+  data set, beside their guided-backprop projections.
+
+Options, under ``ctx.options["features"]``: ``layer`` (activations; default the first
+ReLU), ``embedding_layer`` (default the last vector layer before the scores), ``patch_layer``
+(default the last layer with a receptive field), ``dataset`` (a source, see
+:mod:`cnnviz.features.sources`; default the report's own images when there are at least
+:data:`MIN_DATASET`), ``labels`` (class per data-set image), ``channels`` (top-patch rows,
+default the first 8), ``k`` (hits per channel, 6).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnviz_core import CnnvizError, Model
+
+from ..render.images import upscale
+from ..render.report import MIN_DISPLAY_SIDE, Markup, Page, ReportContext, Section, escape
+from ..render.report import register_section as _register
+from . import activations as act
+from . import filters as flt
+from .clusters import cluster_samples, kmeans, purity, render_clusters
+from .confusion import confusion_matrix, most_confused, render_confusion
+from .embeddings import extract
+from .neighbors import knn_accuracy
+from .patches import projections, render_top_patches, top_patches
+from .projection import pca, pca_axes_arrows, scatter, tsne
+
+#: the feature-space sections need at least this many images
+MIN_DATASET = 16
+
+
+def _options(ctx: ReportContext) -> dict[str, Any]:
+    return dict(ctx.options.get("features") or {})
+
+
+def _error(exc: CnnvizError) -> Markup:
+    return Markup(f'<p class="muted">not available: {escape(exc)}</p>')
+
+
+def default_activation_layer(model: Model) -> str | None:
+    """The first ReLU-like layer with a 4-D output, else the first layer."""
+    for layer in model.layers:
+        if layer.op_type in {"Relu", "LeakyRelu", "Clip"} and layer.shape and len(layer.shape) == 4:
+            return layer.name
+    return model.layers[0].name if model.layers else None
+
+
+def default_embedding_layer(model: Model) -> str | None:
+    """The last layer before the scores (the penultimate features)."""
+    return model.layers[-2].name if len(model.layers) >= 2 else None
+
+
+def default_patch_layer(model: Model) -> str | None:
+    """The last layer with a receptive field."""
+    fields = [layer.name for layer in model.layers if layer.receptive_field is not None]
+    return fields[-1] if fields else None
+
+
+@_register("filters", order=200)
+def filters_section(ctx: ReportContext, page: Page) -> Section | None:
+    if not ctx.names:  # a report without images stays model card + layer table
+        return None
+    model = ctx.model
+    try:
+        first = flt.conv_filters(model)
+    except CnnvizError:
+        return None
+    bgr = model.preprocess.channel_order == "BGR"
+    pictures = [
+        page.figure(
+            page.image(flt.render_filters(first, norm, bgr=bgr), f"first-{norm}", alt=text),
+            text,
+        )
+        for norm, text in (("filter", "each filter scaled"), ("joint", "one scale for all"))
+    ]
+    rows = []
+    for name in flt.conv_layers(model):
+        weights = flt.conv_filters(model, name)
+        score = flt.high_frequency_energy(weights.weights)
+        rows.append(
+            [
+                name,
+                "x".join(map(str, weights.weights.shape)),
+                weights.groups,
+                f"{score.mean():.2f}",
+                f"{score.max():.2f}",
+            ]
+        )
+    table = page.table(
+        ["layer", "weights (O x I/g x kh x kw)", "groups", "HF energy (mean)", "max"], rows
+    )
+    note = (
+        f'<p class="muted">First layer <code>{escape(first.layer)}</code>. HF energy: share of '
+        "a filter's energy above a quarter of the sampling rate (high: noisy or unconverged "
+        "filters).</p>"
+    )
+    return Section(
+        "filters", "Filters", note + '<div class="cards">' + "".join(pictures) + "</div>" + table
+    )
+
+
+@_register("activations", order=210)
+def activations_section(ctx: ReportContext, page: Page) -> Section | None:
+    if not ctx.names:
+        return None
+    model = ctx.model
+    layer = _options(ctx).get("layer") or default_activation_layer(model)
+    if layer is None:
+        return None
+    try:
+        maps = model.run(ctx.batch[:4], taps=[layer], outputs=False)[layer]
+        pair = act.pre_activation(model, layer)
+    except CnnvizError as exc:
+        return Section("activations", "Activations", _error(exc))
+    if maps.ndim != 4:
+        return None
+    rows = []
+    for i in range(len(maps)):
+        strongest = act.strongest_channels(maps[i], k=16, by="mean")
+        grid = act.feature_map_grid(maps[i], strongest, min_side=48, columns=8)
+        over = act.channel_overlay(
+            upscale(ctx.pixels[i], min_side=MIN_DISPLAY_SIDE), maps[i][strongest[0]]
+        )
+        cells: list[object] = [
+            Markup(escape(ctx.names[i])),
+            page.figure(
+                page.image(over, f"overlay-{i}", alt="strongest channel"), f"channel {strongest[0]}"
+            ),
+            page.figure(
+                page.image(grid, f"grid-{i}", alt="strongest channels"), "16 strongest by mean"
+            ),
+        ]
+        if pair is not None:
+            pre, post = act.signed_and_rectified(model, ctx.batch[i : i + 1], layer)
+            signed = act.signed_pairs_grid(pre, post, strongest[:8], min_side=40)
+            cells.append(
+                page.figure(
+                    page.image(signed, f"signed-{i}", alt="signed maps"), "signed | rectified"
+                )
+            )
+        rows.append(cells)
+    headers = ["image", "strongest over input", "feature maps", "before / after ReLU"]
+    note = (
+        f'<p class="muted">Layer <code>{escape(layer)}</code>; each map min-max scaled on its '
+        "own. Signed maps: blue negative, red positive, grey zero.</p>"
+    )
+    return Section("activations", "Activations", note + page.table(headers[: len(rows[0])], rows))
+
+
+def _dataset(ctx: ReportContext) -> tuple[Any, np.ndarray | None] | None:
+    options = _options(ctx)
+    if options.get("dataset") is not None:
+        labels = options.get("labels")
+        return options["dataset"], None if labels is None else np.asarray(labels)
+    if len(ctx.batch) >= MIN_DATASET:
+        labels = options.get("labels", ctx.options.get("true_labels"))
+        if labels is not None and any(label is None for label in labels):
+            labels = None
+        if labels is not None:
+            labels = np.asarray(
+                [ctx.model.class_index(v if isinstance(v, str) else int(v)) for v in labels],
+                np.int64,
+            )
+        return ctx.batch, labels
+    return None
+
+
+@_register("feature-space", order=220)
+def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
+    found = _dataset(ctx)
+    model = ctx.model
+    layer = _options(ctx).get("embedding_layer") or default_embedding_layer(model)
+    if found is None or layer is None:
+        return None
+    source, labels = found
+    emb = extract(model, source, layer, pooling="avg", labels=labels, predictions=True)
+    feats, labels = emb.features, emb.labels
+    parts: list[str] = []
+    facts: list[tuple[str, object]] = [
+        ("layer", layer),
+        ("images", len(emb)),
+        ("features", feats.shape[1]),
+    ]
+    if labels is not None and len(emb) > 5:
+        facts.append(("5-NN accuracy (leave one out)", f"{knn_accuracy(feats, labels, 5):.3f}"))
+    result = pca(feats, min(2, *feats.shape))
+    facts.append(
+        (
+            "PCA variance explained (PC1, PC2)",
+            ", ".join(f"{100 * v:.1f}%" for v in result.explained_variance_ratio),
+        )
+    )
+    parts.append(page.definitions(facts))
+    thumbs = _thumbnails(model, source, len(emb))
+    colours = labels if labels is not None else emb.predictions
+    figures = [
+        page.figure(
+            page.image(
+                scatter(result.coords, colours, arrows=pca_axes_arrows(result)), "pca", alt="PCA"
+            ),
+            "PCA, principal axes as arrows (2 standard deviations)",
+        )
+    ]
+    if len(emb) >= 8:
+        coords = tsne(feats, seed=0)
+        figures.append(
+            page.figure(
+                page.image(scatter(coords, colours, images=thumbs), "tsne", alt="t-SNE"),
+                "t-SNE, thumbnails framed by class",
+            )
+        )
+    parts.append('<div class="cards">' + "".join(figures) + "</div>")
+    if labels is not None and emb.predictions is not None:
+        matrix = confusion_matrix(labels, emb.predictions, model.num_classes)
+        pairs = most_confused(matrix, 5)
+        parts.append(
+            page.figure(
+                page.image(
+                    render_confusion(matrix, model.labels), "confusion", alt="confusion matrix"
+                ),
+                "confusion matrix (rows: true class)",
+            )
+        )
+        if pairs:
+            parts.append(
+                page.table(
+                    ["true", "predicted as", "images", "share of the class"],
+                    [
+                        [
+                            model.label(p.true),
+                            model.label(p.predicted),
+                            p.count,
+                            f"{100 * p.rate:.1f}%",
+                        ]
+                        for p in pairs
+                    ],
+                )
+            )
+    k = min(model.num_classes or 8, len(emb))
+    clustering = kmeans(feats, k, seed=0)
+    samples = cluster_samples(feats, clustering, 8)
+    text = f"k-means, k = {k}" + (
+        f", purity {purity(clustering.assignments, labels):.3f}" if labels is not None else ""
+    )
+    parts.append(
+        page.figure(
+            page.image(render_clusters(thumbs, samples, 8), "clusters", alt="clusters"), text
+        )
+    )
+    return Section("feature-space", "Feature space", "".join(parts))
+
+
+def _thumbnails(model: Model, source: Any, count: int) -> np.ndarray:
+    from .sources import iter_chunks
+
+    pictures = [model.preprocess.invert(chunk.batch) for chunk in iter_chunks(model, source)]
+    return np.concatenate(pictures)[:count]
+
+
+@_register("top-patches", order=230)
+def top_patches_section(ctx: ReportContext, page: Page) -> Section | None:
+    found = _dataset(ctx)
+    model = ctx.model
+    options = _options(ctx)
+    layer = options.get("patch_layer") or default_patch_layer(model)
+    if found is None or layer is None:
+        return None
+    shape = model.layer(layer).shape
+    channels = options.get("channels") or list(range(min(8, shape[1] if shape else 8)))
+    result = top_patches(model, found[0], layer, int(options.get("k", 6)), channels=channels)
+    try:
+        projected = projections(model, result)
+    except CnnvizError:
+        projected = None
+    grid = render_top_patches(model, result, projected=projected)
+    note = (
+        f'<p class="muted">Layer <code>{escape(layer)}</code>, channels '
+        f"{escape(', '.join(map(str, result.channels)))} (one row each): the strongest "
+        "patches of the data set, each cropped by the unit's receptive field"
+        + (", beside its guided-backprop projection" if projected is not None else "")
+        + ".</p>"
+    )
+    return Section(
+        "top-patches",
+        "Maximally activating patches",
+        note + page.image(grid, "grid", alt="top patches"),
+    )
