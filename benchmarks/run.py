@@ -18,16 +18,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import attribution_quality
 import backward  # suites live beside this script
 import features
 import forward
 import kernels
+import occlusion
 
 SUITES = {
     "forward": forward.run,
     "kernels": kernels.run,
     "backward": backward.run,
     "features": features.run,
+    "occlusion": occlusion.run,
+    "attribution_quality": attribution_quality.run,
 }
 RESULTS = Path(__file__).parent / "results"
 

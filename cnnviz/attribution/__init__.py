@@ -23,6 +23,8 @@ from .base import Attribution, Images, Method
 from .cam import cam, class_activation_map, default_layer, find_cam_head, gradcam, guided_gradcam
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
+from .lime import lime
+from .occlusion import occlusion
 from .saliency import saliency
 from .smoothgrad import smooth
 from .targets import Channel, Class, Neuron, ResolvedTarget, resolve_targets, score_tensor
@@ -37,6 +39,8 @@ METHODS: dict[str, Method] = {
     "guided-gradcam": guided_gradcam,
     "smoothgrad": smooth(saliency),
     "ig": integrated_gradients,
+    "occlusion": occlusion,
+    "lime": lime,
 }
 #: methods that take ``layer=``
 LAYER_METHODS = frozenset({"cam", "gradcam", "guided-gradcam"})
@@ -87,6 +91,8 @@ __all__ = [
     "guided_backprop",
     "guided_gradcam",
     "integrated_gradients",
+    "lime",
+    "occlusion",
     "report",
     "resolve_targets",
     "saliency",

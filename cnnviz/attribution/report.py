@@ -37,6 +37,8 @@ TITLES = {
     "guided-gradcam": "Guided Grad-CAM",
     "smoothgrad": "SmoothGrad",
     "ig": "Integrated Gradients",
+    "occlusion": "occlusion",
+    "lime": "LIME",
 }
 
 
@@ -183,4 +185,120 @@ def true_class_section(ctx: ReportContext, page: Page) -> Section | None:
         "attribution-true-class",
         "Misclassified: predicted vs true class",
         note + page.table(headers, rows),
+    )
+
+
+# ------------------------------------------- occlusion / LIME worked examples (opt-in)
+
+
+@_register("attribution-quality", order=120)
+def quality_section(ctx: ReportContext, page: Page) -> Section | None:
+    """The scored comparison of explanation methods (``options["attribution"]["quality"]``:
+    rows from ``benchmarks/attribution_quality.py``, or True to score 8 held-out shapes
+    images with the report's model)."""
+    wanted = _options(ctx).get("quality")
+    if not wanted:
+        return None
+    if wanted is True:
+        from ..data import make_shapes
+        from .scoring import quality_table
+
+        held = make_shapes(8, seed=2, size=ctx.model.input_shape[1])
+        rows = quality_table(ctx.model, held.images, held.masks)
+    else:
+        rows = list(wanted)
+    headers = list(rows[0]) if rows else []
+    body = [[Markup(escape(str(row.get(h, "")))) for h in headers] for row in rows]
+    note = (
+        '<p class="muted">Each method explains the predicted class of held-out shapes images. '
+        "Deletion / insertion: area under the class probability as the most important pixels "
+        "are removed / added (Petsiuk et al. 2018). Pointing game: the map's peak on the "
+        "object. Energy: share of the positive attribution on the object mask.</p>"
+    )
+    return Section(
+        "attribution-quality", "Scoring the explanations", note + page.table(headers, body)
+    )
+
+
+@_register("attribution-confounded", order=130)
+def confounded_section(ctx: ReportContext, page: Page) -> Section | None:
+    """The husky-vs-wolf lesson (``options["attribution"]["confounded"] = True``): shapes on
+    snow, the clean and the confounded model, their occlusion and LIME maps, and the share of
+    attribution off the object."""
+    if not _options(ctx).get("confounded"):
+        return None
+    from cnnviz_core import Model
+
+    from ..data import make_shapes
+    from ..data.confounded import SNOW_CLASS, confounded_model_path, on_snow
+    from .lime import lime, show_top
+    from .occlusion import occlusion
+    from .scoring import energy_inside
+
+    plain = make_shapes(20, seed=31)  # the images of the test's assertion
+    keep = np.flatnonzero(plain.labels != SNOW_CLASS)[:8]
+    snowy = on_snow(plain, 31)
+    images, masks = snowy.images[keep], snowy.masks[keep]
+    models = {
+        "clean": ctx.model if ctx.model.name == "shapes" else None,
+        "confounded": Model(confounded_model_path(), name="shapes_confounded"),
+    }
+    if models["clean"] is None:
+        from ..models import load_model
+
+        models["clean"] = load_model("shapes")
+    rows, summary = [], []
+    results = {}
+    for name, m in models.items():
+        assert m is not None
+        occ = occlusion(m, images, None, window=8, stride=4, fill="grey")
+        lim = lime(m, images, None, samples=300)
+        results[name] = (occ, lim)
+        summary.append(
+            [
+                Markup(escape(name)),
+                Markup(f"{1 - energy_inside(occ, masks).mean():.2f}"),
+                Markup(f"{1 - energy_inside(lim, masks).mean():.2f}"),
+            ]
+        )
+    for i in range(4):  # the energies above are over all 8 images
+        cells: list[object] = [
+            _picture(
+                page,
+                images[i],
+                f"snow-{i}",
+                "a shape on snow",
+                plain.classes[plain.labels[keep[i]]],
+            )
+        ]
+        for name, (occ, lim) in results.items():
+            label = occ.targets[i].label
+            cells.append(
+                _picture(
+                    page, occ.render(i), f"occ-{name}-{i}", f"occlusion, {name}", f"{name}: {label}"
+                )
+            )
+            cells.append(
+                _picture(
+                    page, show_top(lim, i), f"lime-{name}-{i}", f"LIME, {name}", f"{name}: {label}"
+                )
+            )
+        rows.append(cells)
+    note = (
+        '<p class="muted">The confounded model was trained with every star on snow and no other '
+        "shape ever on it (<code>python -m cnnviz.data.train_confounded</code>). Put any shape "
+        'on snow and it answers "star", and its explanations point at the snow: the share of '
+        "positive attribution off the object, clean vs confounded model:</p>"
+    )
+    table = page.table(
+        ["model", "occlusion: energy off object", "LIME: energy off object"], summary
+    )
+    grid = page.table(
+        ["input", "occlusion, clean", "LIME, clean", "occlusion, confounded", "LIME, confounded"],
+        rows,
+    )
+    return Section(
+        "attribution-confounded",
+        "Husky vs wolf: a model that learned the background",
+        note + table + grid,
     )

@@ -1,0 +1,273 @@
+"""LIME for images (Ribeiro, Singh & Guestrin 2016, "Why Should I Trust You?": Explaining
+the Predictions of Any Classifier).
+
+The image is cut into superpixels (a SLIC-like k-means on (y, x, L, a, b), Achanta et al.
+2012, NumPy Lloyd iterations; or a regular grid). Random on/off masks over the segments
+(deterministic by ``seed``; the first sample keeps every segment) give perturbed images,
+segments "off" replaced by a fill. The model scores them in batches and a ridge regression
+(scikit-learn's ``Ridge`` solution in NumPy, so no scipy import), weighted by an
+exponential kernel on the cosine distance of each mask to the all-on mask, is fitted from
+masks to the target's score. Each pixel's map value is its segment's coefficient.
+Shape convention: (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cnnviz_core import InputError, Model
+
+from .base import Attribution, Images, make_attribution, prepare
+from .occlusion import fill_values
+from .targets import ResolvedTarget, TargetLike, score_tensor
+
+SEGMENTATIONS = ("slic", "grid")
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* (D65) of uint8 / 0-255 sRGB (..., 3), float64."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = np.array(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+         [0.0193339, 0.1191920, 0.9503041]]
+    )  # fmt: skip
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
+        axis=-1,
+    )
+
+
+def superpixels(
+    image: np.ndarray, n_segments: int = 50, compactness: float = 10.0, method: str = "slic"
+) -> np.ndarray:
+    """Segment one (H, W, 3) uint8 image; returns (H, W) int64 labels 0..K-1.
+
+    ``slic``: k-means (10 Lloyd iterations in NumPy, started from the grid cells, so
+    deterministic) on (y, x) scaled by ``compactness / S`` (S = sqrt(H W / k), the grid step,
+    as in SLIC's distance) and L*a*b*.
+    ``grid``: a regular grid of about ``n_segments`` cells.
+    """
+    h, w = image.shape[:2]
+    side = max(1, round(float(np.sqrt(n_segments))))
+    gy = np.minimum(np.arange(h) * side // h, side - 1)
+    gx = np.minimum(np.arange(w) * side // w, side - 1)
+    grid = gy[:, None] * side + gx[None, :]
+    if method == "grid":
+        return _relabel(grid)
+    if method != "slic":
+        raise InputError(f"unknown segmentation {method!r}; choose one of {SEGMENTATIONS}")
+    step = np.sqrt(h * w / side**2)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    scale = compactness / step
+    features = np.concatenate(
+        [np.stack([yy * scale, xx * scale], -1), rgb_to_lab(image[..., :3])], axis=-1
+    ).reshape(-1, 5)
+    labels = grid.reshape(-1)
+    for _ in range(10):  # Lloyd iterations from the grid cells (deterministic)
+        sums = np.zeros((side * side, 5))
+        np.add.at(sums, labels, features)
+        sizes = np.bincount(labels, minlength=side * side)
+        alive = sizes > 0
+        centres = sums[alive] / sizes[alive, None]
+        d2 = (features**2).sum(1)[:, None] - 2 * features @ centres.T + (centres**2).sum(1)[None, :]
+        new = d2.argmin(axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    labels = labels.reshape(h, w)
+    return _relabel(labels)
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.int64)
+
+
+def sample_masks(k: int, samples: int, seed: int, keep: float = 0.5) -> np.ndarray:
+    """(samples, k) 0/1 float masks; row 0 keeps everything (the original image)."""
+    rng = np.random.default_rng(seed)
+    masks = (rng.random((samples, k)) < keep).astype(np.float64)
+    masks[0] = 1.0
+    return masks
+
+
+def kernel_weights(masks: np.ndarray, width: float) -> np.ndarray:
+    """LIME's weights: sqrt(exp(-d^2 / width^2)) with d the cosine distance to all-on."""
+    norms = np.linalg.norm(masks, axis=1) * np.sqrt(masks.shape[1])
+    cosine = masks.sum(axis=1) / np.maximum(norms, 1e-12)
+    d = 1.0 - cosine
+    return np.sqrt(np.exp(-(d**2) / width**2))
+
+
+def weighted_ridge(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray, alpha: float
+) -> tuple[np.ndarray, float, float]:
+    """Ridge regression with an intercept and sample weights, as scikit-learn's
+    ``Ridge(alpha).fit(x, y, sample_weight=weights)`` solves it (weighted centring, then
+    ``(Xc^T W Xc + alpha I) beta = Xc^T W yc``), in float64 NumPy (the test checks it against
+    scikit-learn). Returns (coefficients, intercept, weighted R^2)."""
+    w = weights / weights.sum()
+    x_mean, y_mean = w @ x, float(w @ y)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ (weights[:, None] * xc) + alpha * np.eye(x.shape[1])
+    beta = np.linalg.solve(gram, xc.T @ (weights * yc))
+    intercept = y_mean - float(x_mean @ beta)
+    residual = y - x @ beta - intercept
+    total = float(weights @ (y - y_mean) ** 2)
+    fit = 1.0 - float(weights @ residual**2) / total if total > 0 else 1.0
+    return beta, intercept, fit
+
+
+def _scores(model: Model, x: np.ndarray, target: ResolvedTarget, scores_name: str) -> np.ndarray:
+    """The explained score per row: class probability, or the channel mean / neuron value."""
+    if target.kind == "class":
+        out = model.run(x, taps=[scores_name], outputs=False)[scores_name].reshape(len(x), -1)
+        already = model.outputs_probabilities and scores_name == model.output_names[0]
+        if not already:
+            out = out.astype(np.float64)
+            out = np.exp(out - out.max(axis=1, keepdims=True))
+            out /= out.sum(axis=1, keepdims=True)
+        return out[:, target.index[0]].astype(np.float64)
+    value = model.run(x, taps=[target.tensor], outputs=False)[target.tensor]
+    if target.kind == "channel":
+        plane = value[:, target.index[0]]
+        return plane.reshape(len(x), -1).mean(axis=1, dtype=np.float64)
+    return value[(slice(None), *target.index)].astype(np.float64).reshape(len(x))
+
+
+def lime(
+    model: Model,
+    images: Images,
+    target: TargetLike | list = None,
+    *,
+    segments: int = 49,
+    segmentation: str = "slic",
+    compactness: float = 10.0,
+    samples: int = 500,
+    keep: float = 0.5,
+    kernel_width: float = 0.25,
+    alpha: float = 1.0,
+    fill: Any = "mean",
+    top: int = 5,
+    seed: int = 0,
+    batch_size: int = 128,
+    progress: Callable[[int, int], None] | None = None,
+) -> Attribution:
+    """LIME maps, (N, H, W): the surrogate's coefficient of each pixel's segment (signed).
+
+    Args:
+        model: the model.
+        images: images or a preprocessed (N, C, H, W) batch.
+        target: as for :func:`~.saliency.saliency` (None: predicted class); class targets
+            explain the class probability, channel / neuron targets their value.
+        segments: about how many superpixels.
+        segmentation: ``slic`` (k-means on position + Lab colour) or ``grid``.
+        compactness: SLIC's weight of position against colour.
+        samples: perturbed images per input (the first one is the input itself).
+        keep: probability that a segment stays on in a sample.
+        kernel_width: width of the exponential kernel on cosine distance (LIME's 0.25).
+        alpha: ridge regularisation (scikit-learn ``Ridge(alpha)``, LIME's 1.0).
+        fill: what replaces an "off" segment: ``mean`` (per-channel mean, default),
+            ``grey``, ``zeros``, ``blur``, a number or an array (see
+            :func:`~.occlusion.fill_values`).
+        top: how many positive segments ``extras["top"]`` shows.
+        seed: seed of the random masks (the same masks for every image).
+        batch_size: perturbed images per onnxruntime call.
+        progress: called as ``progress(done, total)`` after each batch.
+
+    Returns:
+        Signed (N, H, W) maps; ``extras``: ``segments`` (N, H, W) labels, ``top`` (N, H, W)
+        bool (the ``top`` segments with the largest positive coefficients), ``coefficients``
+        (N, max segments; NaN past each image's count); ``metrics``: ``r2`` (weighted fit of
+        the surrogate) and ``intercept`` per image.
+    """
+    if samples < 2 or not 0 < keep < 1 or kernel_width <= 0 or segments < 1:
+        raise InputError(
+            "lime needs samples >= 2, 0 < keep < 1, kernel_width > 0 and segments >= 1; got "
+            f"samples={samples}, keep={keep}, kernel_width={kernel_width}, segments={segments}"
+        )
+    if segmentation not in SEGMENTATIONS:
+        raise InputError(f"unknown segmentation {segmentation!r}; choose one of {SEGMENTATIONS}")
+    batch, targets = prepare(model, images, target)
+    n, _, h, w = batch.shape
+    fills = fill_values(model, batch, fill)
+    pixels = model.preprocess.invert(batch)
+    scores_name = score_tensor(model)
+    labels = np.stack(
+        [superpixels(pixels[i], segments, compactness, segmentation) for i in range(n)]
+    )
+    counts = labels.reshape(n, -1).max(axis=1) + 1
+    maps = np.zeros((n, h, w), np.float32)
+    top_masks = np.zeros((n, h, w), bool)
+    coefficients = np.full((n, int(counts.max())), np.nan, np.float32)
+    r2, intercepts = [], []
+    total, done = n * samples, 0
+    for i in range(n):
+        k = int(counts[i])
+        masks = sample_masks(k, samples, seed, keep)
+        fill_i = fills[i] if fills.ndim == 4 else fills[i][:, None, None]
+        one_hot = labels[i][None] == np.arange(k)[:, None, None]  # (k, H, W)
+        y = np.empty(samples, np.float64)
+        for start in range(0, samples, batch_size):
+            on = masks[start : start + batch_size]
+            keep_px = np.tensordot(on, one_hot, axes=1) > 0.5  # (b, H, W)
+            x = np.where(keep_px[:, None], batch[i][None], fill_i[None]).astype(batch.dtype)
+            y[start : start + len(on)] = _scores(model, x, targets[i], scores_name)
+            done += len(on)
+            if progress is not None:
+                progress(done, total)
+        weights = kernel_weights(masks, kernel_width)
+        beta, intercept, fit = weighted_ridge(masks, y, weights, alpha)
+        coef = beta.astype(np.float32)
+        coefficients[i, :k] = coef
+        maps[i] = coef[labels[i]]
+        r2.append(fit)
+        intercepts.append(intercept)
+        order = [s for s in np.argsort(-coef, kind="stable")[:top] if coef[s] > 0]
+        top_masks[i] = np.isin(labels[i], order)
+    options = {
+        "segments": segments,
+        "segmentation": segmentation,
+        "samples": samples,
+        "kernel_width": kernel_width,
+        "alpha": alpha,
+        "fill": fill if isinstance(fill, (str, int, float)) else "array",
+        "seed": seed,
+    }
+    return make_attribution(
+        maps,
+        "lime",
+        targets,
+        options,
+        model,
+        batch,
+        signed=True,
+        metrics={"r2": r2, "intercept": intercepts},
+        extras={"segments": labels, "top": top_masks, "coefficients": coefficients},
+    )
+
+
+def show_top(result: Attribution, i: int, dim: float = 0.25) -> np.ndarray:
+    """Image ``i`` with only its top positive segments at full brightness (LIME's figure),
+    (H, W, 3) uint8."""
+    image = result.images[i].astype(np.float32)
+    keep = result.extras["top"][i][..., None]
+    return np.where(keep, image, image * dim).astype(np.uint8)
+
+
+__all__ = [
+    "SEGMENTATIONS",
+    "kernel_weights",
+    "lime",
+    "rgb_to_lab",
+    "sample_masks",
+    "show_top",
+    "superpixels",
+    "weighted_ridge",
+]

@@ -1,0 +1,307 @@
+"""Occlusion sensitivity (Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional
+Networks", section 4.2 and figure 7): slide a window over the image, replace it by a fill,
+and record how much the target drops.
+
+Per window position the drop ``f(x) - f(x occluded)`` is computed for the target (class
+probability and logit; for a channel or neuron target, its value). The per-pixel map is the
+sum of the drops of the windows covering the pixel divided by their number, exactly as
+Captum's ``Occlusion`` averages overlapping windows. Window positions along an axis are
+``0, s, 2s, ...`` with ``ceil((H - h) / s) + 1`` of them (the last one clipped at the edge),
+as in Captum.
+
+The occluded copies are built by the native kernel (:func:`cnnviz_core.kernels.occlusion_batch`)
+into one reused buffer of at most ``model.max_batch`` images and run through onnxruntime,
+so memory stays bounded whatever the number of positions. Shape convention: (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from cnnviz_core import InputError, Model, kernels
+from cnnviz_core.model import to_probabilities
+
+from .base import Attribution, Images, make_attribution, prepare
+from .integrated_gradients import gaussian_blur
+from .targets import ResolvedTarget, TargetLike, resolve_target, score_tensor
+
+FILLS = ("grey", "zeros", "mean", "blur")
+OUTPUTS = ("probability", "logit")
+#: largest occluded batch per onnxruntime call by default (also bounded by model.max_batch)
+DEFAULT_BATCH = 128
+
+Progress = Callable[[int, int], None]
+
+
+def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """An (h, w) pair from an int or a pair of ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    try:
+        a, b = value  # type: ignore[misc]
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be an int or a pair (h, w); got {value!r}") from None
+
+
+def window_positions(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]):
+    """Top rows and left columns of the windows (Captum's count: ``ceil((H-h)/s) + 1``)."""
+    axes = []
+    for n, w, s in zip(size, window, stride):
+        count = math.ceil((n - w) / s) + 1
+        axes.append(np.arange(count, dtype=np.int64) * s)
+    return axes[0], axes[1]
+
+
+def fill_values(
+    model: Model, batch: np.ndarray, fill: Any, blur_sigma: float | None = None
+) -> np.ndarray:
+    """Per image, the fill as a (C,) vector or a (C, H, W) image: ``grey`` (pixel value 128,
+    preprocessed), ``zeros`` (zero in the preprocessed space), ``mean`` (each image's
+    per-channel mean), ``blur`` (a Gaussian-blurred copy, sigma = side / 16 by default), a
+    number (preprocessed space), or an array of shape (C,), (C, H, W) or (N, C, H, W).
+
+    Returns:
+        (N, C) or (N, C, H, W) float32.
+    """
+    n, c, h, w = batch.shape
+    if isinstance(fill, str):
+        if fill == "grey":
+            grey = model.prepare([np.full((h, w, 3), 128, np.uint8)])[0]
+            return np.repeat(grey.mean(axis=(1, 2))[None], n, axis=0).astype(np.float32)
+        if fill == "zeros":
+            return np.zeros((n, c), np.float32)
+        if fill == "mean":
+            return batch.mean(axis=(2, 3), dtype=np.float64).astype(np.float32)
+        if fill == "blur":
+            sigma = blur_sigma if blur_sigma is not None else max(h, w) / 16
+            return gaussian_blur(batch, sigma)
+        raise InputError(f"unknown fill {fill!r}; choose one of {FILLS}, a number or an array")
+    if isinstance(fill, (int, float, np.number)) and not isinstance(fill, bool):
+        return np.full((n, c), float(fill), np.float32)
+    array = np.asarray(fill, dtype=np.float32)
+    if array.shape == (c,):
+        return np.repeat(array[None], n, axis=0)
+    if array.shape == (c, h, w):
+        return np.repeat(array[None], n, axis=0)
+    if array.shape == (n, c, h, w):
+        return array
+    raise InputError(
+        f"fill array must have shape ({c},), ({c}, {h}, {w}) or ({n}, {c}, {h}, {w}) for this "
+        f"batch; got {array.shape}"
+    )
+
+
+def _target_values(
+    scores: np.ndarray, taps: dict[str, np.ndarray], target: ResolvedTarget
+) -> np.ndarray:
+    """The explained value per row for a channel / neuron target."""
+    value = taps[target.tensor]
+    if target.kind == "channel":
+        plane = value[:, target.index[0]]
+        return plane.reshape(len(plane), -1).mean(axis=1, dtype=np.float64)
+    return value[(slice(None), *target.index)].astype(np.float64).reshape(len(value))
+
+
+def occlusion(
+    model: Model,
+    images: Images,
+    target: TargetLike | list = None,
+    *,
+    window: int | Sequence[int] = 8,
+    stride: int | Sequence[int] = 4,
+    fill: Any = "grey",
+    output: str = "logit",
+    classes: Sequence[int | str] = (),
+    feature_layer: str | None = None,
+    feature_channel: int | None = None,
+    blur_sigma: float | None = None,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> Attribution:
+    """Occlusion maps, (N, H, W): how much the target drops when a window is hidden.
+
+    Args:
+        model: the model.
+        images: paths, PIL images, uint8 arrays or a preprocessed (N, C, H, W) batch.
+        target: class index or label, :class:`~.targets.Channel`, :class:`~.targets.Neuron`,
+            None for the predicted class, or a list of those (one per image).
+        window: (h, w) of the occluding window, or an int for a square.
+        stride: (sy, sx) between window positions, or an int.
+        fill: ``grey`` (pixel 128), ``zeros``, ``mean`` (per-channel mean), ``blur`` or a
+            number / array (see :func:`fill_values`).
+        output: for class targets, the map shows the ``logit`` drop (default: it does not
+            saturate on confident predictions) or the ``probability`` drop (Zeiler &
+            Fergus); both are in ``extras``. Channel and neuron targets
+            always show the drop of their value.
+        classes: more classes scored in the same pass: ``extras["class_drops"]`` holds their
+            maps (N, len(classes), H, W) in ``output`` units.
+        feature_layer: record per window the total activation of one channel of this layer
+            (Z&F figure 7 b/c): ``extras["activation"]`` (N, Ph, Pw).
+        feature_channel: that channel (default: the strongest on the unoccluded image).
+        blur_sigma: sigma of the ``blur`` fill in pixels.
+        batch_size: occluded images per onnxruntime call (default min(128, model.max_batch)).
+        progress: called as ``progress(done, total)`` after each batch (window positions).
+
+    Returns:
+        An :class:`~.base.Attribution`; ``extras``: ``probability_drop`` / ``logit_drop``
+        (N, H, W; class targets), ``grid`` (the drop per window position, (N, Ph, Pw)),
+        ``label`` (most probable class per position, (N, Ph, Pw)), ``positions_y`` /
+        ``positions_x``, and ``activation`` / ``class_drops`` when asked for.
+
+    Raises:
+        InputError: a window larger than the image or not positive, a stride < 1, a fill of
+            the wrong shape, an unknown output; TargetError: a target out of range (all
+            before any occluded batch runs).
+    """
+    batch, targets = prepare(model, images, target)
+    n, c, h, w = batch.shape
+    win, step = pair(window, "window"), pair(stride, "stride")
+    if min(win) < 1 or win[0] > h or win[1] > w:
+        raise InputError(f"window {win} must be at least 1 and fit the {h}x{w} image")
+    if min(step) < 1:
+        raise InputError(f"stride must be >= 1 on both axes; got {step}")
+    if output not in OUTPUTS:
+        raise InputError(f"unknown output {output!r}; choose one of {OUTPUTS}")
+    fills = fill_values(model, batch, fill, blur_sigma)
+    extra_classes = [resolve_target(model, k, batch) for k in classes]
+    scores_name = score_tensor(model)
+    feature = model.tensor_name(feature_layer) if feature_layer is not None else None
+    taps = sorted({t.tensor for t in targets if t.kind != "class"} | ({feature} - {None}))
+    chunk = max(1, min(batch_size or DEFAULT_BATCH, model.max_batch))
+    tops, lefts = window_positions((h, w), win, step)
+    positions = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
+    ph, pw = len(tops), len(lefts)
+
+    # the scores are probabilities only when no Softmax input could be found
+    already = model.outputs_probabilities and scores_name == model.output_names[0]
+
+    def forward(x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        out = model.run(x, taps=[scores_name, *taps], outputs=False)
+        logits = out[scores_name].reshape(len(x), -1).astype(np.float64)
+        if already:  # "logit" drop = log-probability drop
+            logits = np.log(np.maximum(logits, 1e-30))
+        return logits, out
+
+    base_logits, base_taps = forward(batch)
+    channels: list[int] = []
+    if feature is not None:
+        act = base_taps[feature]
+        if act.ndim != 4:
+            raise InputError(f"feature_layer {feature_layer!r} is not a (N, C, H, W) map")
+        if feature_channel is None:
+            channels = list(act.sum(axis=(2, 3)).argmax(axis=1))
+        elif not 0 <= feature_channel < act.shape[1]:
+            raise InputError(
+                f"feature_channel {feature_channel} out of range: {act.shape[1]} channels"
+            )
+        else:
+            channels = [feature_channel] * n
+
+    total = n * len(positions)
+    done = 0
+    buffer = np.empty((min(chunk, len(positions)), c, h, w), batch.dtype)
+    logit_grid = np.empty((n, len(positions)), np.float64)
+    prob_grid = np.empty((n, len(positions)), np.float64)
+    value_grid = np.empty((n, len(positions)), np.float64)
+    label_grid = np.empty((n, len(positions)), np.int64)
+    act_grid = np.empty((n, len(positions)), np.float64)
+    extra_grid = np.empty((n, len(extra_classes), len(positions)), np.float64)
+    probs_base = _probabilities(base_logits, already)
+    for i in range(n):
+        t = targets[i]
+        for start in range(0, len(positions), chunk):
+            where = positions[start : start + chunk]
+            occluded = kernels.occlusion_batch(
+                batch[i], where, win, fills[i], out=buffer[: len(where)]
+            )
+            logits, out = forward(occluded)
+            probs = _probabilities(logits, already)
+            part = slice(start, start + len(where))
+            label_grid[i, part] = probs.argmax(axis=1)
+            if t.kind == "class":
+                k = t.index[0]
+                logit_grid[i, part] = logits[:, k]
+                prob_grid[i, part] = probs[:, k]
+            else:
+                value_grid[i, part] = _target_values(logits, out, t)
+            for j, e in enumerate(extra_classes):
+                chosen = probs if output == "probability" else logits
+                extra_grid[i, j, part] = chosen[:, e.index[0]]
+            if feature is not None:
+                act_grid[i, part] = out[feature][:, channels[i]].sum(axis=(1, 2), dtype=np.float64)
+            done += len(where)
+            if progress is not None:
+                progress(done, total)
+
+    rows = _cover(tops, win[0], h)  # (Ph, H)
+    cols = _cover(lefts, win[1], w)  # (Pw, W)
+    count = rows.sum(axis=0)[:, None] * cols.sum(axis=0)[None, :]
+
+    def average(drops: np.ndarray) -> np.ndarray:
+        """(..., P) drops per position -> (..., H, W) average over covering windows."""
+        grid = drops.reshape(*drops.shape[:-1], ph, pw)
+        return (rows.T @ grid @ cols / count).astype(np.float32)
+
+    maps = np.empty((n, h, w), np.float32)
+    grid_drop = np.empty((n, ph, pw), np.float32)
+    prob_maps = np.zeros((n, h, w), np.float32)
+    logit_maps = np.zeros((n, h, w), np.float32)
+    for i, t in enumerate(targets):
+        if t.kind == "class":
+            k = t.index[0]
+            pdrop = probs_base[i, k] - prob_grid[i]
+            ldrop = base_logits[i, k] - logit_grid[i]
+            prob_maps[i], logit_maps[i] = average(pdrop), average(ldrop)
+            drop = pdrop if output == "probability" else ldrop
+        else:
+            drop = _target_values(base_logits[i : i + 1], _row(base_taps, i), t)[0] - value_grid[i]
+        maps[i] = average(drop)
+        grid_drop[i] = drop.reshape(ph, pw)
+    extras: dict[str, np.ndarray] = {
+        "grid": grid_drop,
+        "label": label_grid.reshape(n, ph, pw),
+        "positions_y": tops,
+        "positions_x": lefts,
+    }
+    if any(t.kind == "class" for t in targets):
+        extras["probability_drop"] = prob_maps
+        extras["logit_drop"] = logit_maps
+    if extra_classes:
+        base_extra = probs_base if output == "probability" else base_logits
+        idx = [e.index[0] for e in extra_classes]
+        extras["class_drops"] = average(base_extra[:, idx][..., None] - extra_grid)
+    if feature is not None:
+        extras["activation"] = act_grid.reshape(n, ph, pw).astype(np.float32)
+        extras["feature_channel"] = np.asarray(channels, np.int64)
+    options = {
+        "window": win,
+        "stride": step,
+        "fill": fill if isinstance(fill, (str, int, float)) else "array",
+        "output": output,
+        "feature_layer": feature_layer,
+    }
+    return make_attribution(
+        maps, "occlusion", targets, options, model, batch, signed=True, extras=extras
+    )
+
+
+def _probabilities(logits: np.ndarray, already: bool) -> np.ndarray:
+    return np.exp(logits) if already else to_probabilities(logits, False)
+
+
+def _row(values: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    return {k: v[i : i + 1] for k, v in values.items()}
+
+
+def _cover(starts: np.ndarray, size: int, n: int) -> np.ndarray:
+    """(P, n) float64: 1 where window p (clipped to the image) covers position x."""
+    x = np.arange(n)
+    return ((x >= starts[:, None]) & (x < starts[:, None] + size)).astype(np.float64)
+
+
+__all__ = ["FILLS", "OUTPUTS", "fill_values", "occlusion", "window_positions"]
