@@ -130,6 +130,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         args.out,
         names=names,
         title="cnnviz demo: the shipped shapes model",
+        # the worked examples: scored explanation methods and the confounded model
+        options={"attribution": {"quality": True, "confounded": True}},
     )
     print(f"report written to {path}")
 

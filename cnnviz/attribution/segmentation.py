@@ -238,23 +238,18 @@ def segmentation_section(ctx: ReportContext, page: Page) -> Section | None:
         mask = cut(result.images[i], fg, bg, smoothness=50.0, iterations=3)
         tinted = result.images[i].copy()
         tinted[~mask] = tinted[~mask] // 3  # darken the background
-        pictures = [
-            (result.images[i], "input"),
-            (result.render(i), "saliency"),
-            (tinted, "object mask"),
-        ]
-        figures = "".join(
-            page.figure(
-                page.image(upscale(array, min_side=MIN_DISPLAY_SIDE), f"{i}-{caption}",
-                           alt=f"{caption} of {name}"),
-                caption,
-            )
+        pictures = [(result.images[i], "input"), (result.render(i), "saliency"),
+                    (tinted, "object mask")]  # fmt: skip
+        cells = [
+            page.image(upscale(array, min_side=MIN_DISPLAY_SIDE), f"{i}-{caption}",
+                       alt=f"{caption} of {name}")
             for array, caption in pictures
-        )  # fmt: skip
-        rows.append(f'<div class="row"><h3>{escape(name)}</h3>{figures}</div>')
+        ]  # fmt: skip
+        rows.append([name, *cells])
     intro = (
         "<p>Object masks without supervision (Simonyan et al. 2014): the 5% most salient "
         "pixels seed the object, the 30% least salient the background, and a graph cut "
         "decides the rest from colour and contrast.</p>"
     )
-    return Section("segmentation", "Segmentation from saliency", Markup(intro + "".join(rows)))
+    table = page.table(["image", "input", "saliency", "object mask"], rows)
+    return Section("segmentation", "Segmentation from saliency", Markup(intro + table))
