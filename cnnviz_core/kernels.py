@@ -279,7 +279,9 @@ def max_pool2d(
         if switches_out is not None:
             _check_out(switches_out, shape, np.dtype(np.int64))
     if _use_native(xa.dtype, backend, "max_pool2d"):
-        direct = [o if o is not None and o.flags.c_contiguous else None for o in (out, switches_out)]
+        direct = [
+            o if o is not None and o.flags.c_contiguous else None for o in (out, switches_out)
+        ]
         y, sw = _native.max_pool2d(
             _c_contiguous(xa),
             *win.native_args(),

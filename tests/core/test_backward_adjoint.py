@@ -18,6 +18,11 @@ from cnnviz_core.backward.rules.nn import Conv
         (6, 6, (11, 11), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 6),  # depthwise
         (2, 3, (12, 9), (3, 3), (3, 2), (2, 0, 1, 2), (2, 1), 1),  # leftover rows, dilation
         (5, 4, (8, 8), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+        # stride 1 runs as a convolution with flipped kernels
+        (4, 6, (9, 8), (3, 2), (1, 1), (0, 1, 2, 0), (1, 1), 2),
+        (6, 6, (10, 10), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),
+        (3, 5, (12, 11), (3, 3), (1, 1), (2, 1, 2, 2), (2, 2), 1),
+        (3, 4, (7, 7), (5, 5), (1, 1), (3, 2, 1, 3), (1, 1), 1),  # pad > k-1: ConvTranspose
     ],
 )
 def test_conv_input_grad_matches_reference(c_in, c_out, hw, kernel, stride, pads, dilation, groups):
