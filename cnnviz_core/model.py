@@ -177,6 +177,14 @@ class Model:
         except KeyError:
             raise UnknownLayerError(name, self._aliases) from None
 
+    def tensor_shape(self, name: str, batch: int) -> tuple[int, ...] | None:
+        """Static shape of a tensor of the image path for a batch of ``batch`` images, or
+        None when shape inference left a non-batch dimension unknown."""
+        shape = self._types.get(self.tensor_name(name), (0, None))[1]
+        if not shape or not all(isinstance(d, int) for d in shape[1:]):
+            return None
+        return (batch, *shape[1:])
+
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else f"class {index}"
 
@@ -281,14 +289,18 @@ class Model:
         session = self._sessions.get(extra)
         if session is None:
             proto = graph.expose(self.runnable, extra, self._types) if extra else self.runnable
-            session = self._sessions[extra] = self._make_session(proto)
+            # tapped runs hand over to NumPy / native work: idle spinning threads would slow it
+            session = self._make_session(proto, spin=not extra)
+            self._sessions[extra] = session
         return session
 
-    def _make_session(self, proto: onnx.ModelProto) -> ort.InferenceSession:
+    def _make_session(self, proto: onnx.ModelProto, spin: bool = True) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(
                 proto.SerializeToString(),

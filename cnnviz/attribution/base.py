@@ -145,8 +145,8 @@ def run_pass(
     """
     seeds = cotangents(model, batch, targets)
     plan = plan_backward(model, list(seeds))
-    values = dict(forward_values(model, batch, plan))
     tensors = {w: model.tensor_name(w) for w in wrt}
+    values = dict(forward_values(model, batch, plan, keep=list(tensors.values())))
     missing = [t for t in tensors.values() if t not in values]
     if missing:  # a layer off the path to the targets: its gradient is zero
         values.update(model.run(batch, taps=missing, outputs=False))

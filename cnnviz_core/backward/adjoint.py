@@ -40,6 +40,29 @@ def conv_input_grad(
     return entry[1].run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
 
 
+def matmul_constant(dy: np.ndarray, w: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """``dy @ w`` (or ``dy @ w.T``) for float32 ``dy`` (N, M) and constant weights ``w``:
+    a dense layer's input gradient, run by onnxruntime like the convolution adjoints."""
+    key = (id(w), w.shape, "matmul", transpose)
+    entry = _sessions.get(key)
+    if entry is None or entry[0] is not w:
+        k = w.T if transpose else w
+        node = helper.make_node("MatMul", ["dy", "w"], ["dx"])
+        graph = helper.make_graph(
+            [node],
+            "matmul_constant",
+            [helper.make_tensor_value_info("dy", TensorProto.FLOAT, ["N", k.shape[0]])],
+            [helper.make_tensor_value_info("dx", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.ascontiguousarray(k, np.float32), "w")],
+        )
+        entry = (w, _session(graph))
+        _sessions[key] = entry
+        if len(_sessions) > _CACHE_SIZE:
+            _sessions.popitem(last=False)
+    _sessions.move_to_end(key)
+    return entry[1].run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
+
+
 def _adjoint_session(
     w: np.ndarray,
     win: kernels.Window,
@@ -108,6 +131,10 @@ def _one_node_session(
         [helper.make_tensor_value_info("dx", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w, "w")],
     )
+    return _session(graph)
+
+
+def _session(graph: onnx.GraphProto) -> ort.InferenceSession:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     options = ort.SessionOptions()

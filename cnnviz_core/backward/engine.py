@@ -32,15 +32,29 @@ class BackwardPlan:
 
     @property
     def tensors(self) -> list[str]:
-        """Every tensor the rules read: the inputs of the planned nodes, their first outputs,
-        and any other output a planned node reads or a seed names (never, say, an unused
-        Dropout mask, which onnxruntime may not be able to expose)."""
-        read = {i for node, _ in self.nodes for i in node.input} | set(self.seeds)
-        names = [self.source]
-        for node, _ in self.nodes:
-            outputs = [o for k, o in enumerate(node.output) if o and (k == 0 or o in read)]
-            names += [n for n in node.input if n] + outputs
-        return list(dict.fromkeys(names))
+        """Every tensor the planned rules touch (by value or by shape)."""
+        values, shapes = self.reads()
+        return values + shapes
+
+    def reads(self) -> tuple[list[str], list[str]]:
+        """(tensors whose values the rules read, tensors whose shapes alone they need).
+
+        Inputs at a rule's ``constant_inputs`` are always values; other inputs and the
+        outputs follow the rule's ``reads_inputs`` / ``reads_outputs``. Outputs nothing reads
+        (say, an unused Dropout mask, which onnxruntime may not expose) are left out."""
+        consumed = {i for node, _ in self.nodes for i in node.input} | set(self.seeds)
+        values, shapes = {self.source: None}, {}
+        for node, rule in self.nodes:
+            for k, name in enumerate(node.input):
+                if name:
+                    wanted = rule.reads_inputs or k in rule.constant_inputs
+                    (values if wanted else shapes)[name] = None
+            for k, name in enumerate(node.output):
+                if name and (k == 0 or name in consumed):
+                    (values if rule.reads_outputs else shapes)[name] = None
+        for name in self.seeds:
+            shapes[name] = None
+        return list(values), [name for name in shapes if name not in values]
 
 
 def plan_backward(model: Model, seeds: Sequence[str], source: str | None = None) -> BackwardPlan:
@@ -74,22 +88,39 @@ def plan_backward(model: Model, seeds: Sequence[str], source: str | None = None)
 
 
 def forward_values(
-    model: Model, batch: np.ndarray, plan: BackwardPlan, backend: str = "onnxruntime"
+    model: Model,
+    batch: np.ndarray,
+    plan: BackwardPlan,
+    backend: str = "onnxruntime",
+    keep: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
     """Values of every tensor the plan reads: from onnxruntime taps (float32), or computed by
     the rules' NumPy forwards in the batch's own dtype (``numpy``; float64 for checks).
 
     Tensors the planned nodes read but do not make (shape sub-graphs) come from
     onnxruntime in both cases: they carry no gradient and do not depend on precision.
+    Tensors whose shape alone the rules need are zero-cost placeholders unless named in
+    ``keep`` (tensor names the caller wants as values, e.g. a Grad-CAM layer).
     """
     values = dict(model.constants)
     values[model.input_name] = np.asarray(batch)
     made = {o for node, _ in plan.nodes for o in node.output}
+    wanted, shapes_only = plan.reads()
+    wanted += [t for t in keep if t in shapes_only]
+    shapes_only = [t for t in shapes_only if t not in keep]
     if backend == "onnxruntime":
         values[model.input_name] = np.asarray(batch, np.float32)
-        taps = [t for t in plan.tensors if t not in values]
+        placeholders = {}
+        for name in shapes_only:
+            shape = None if name in values else model.tensor_shape(name, len(batch))
+            if shape is None:
+                wanted.append(name)
+            else:  # a zero-cost stand-in: rules read only its shape
+                placeholders[name] = np.broadcast_to(np.zeros((), np.float32), shape)
+        values.update(placeholders)
+        taps = [t for t in dict.fromkeys(wanted) if t not in values]
     elif backend == "numpy" and plan.source == model.input_name:
-        taps = [t for t in plan.tensors if t not in values and t not in made]
+        taps = [t for t in [*wanted, *shapes_only] if t not in values and t not in made]
     else:
         raise ValueError("forward must be 'onnxruntime', or 'numpy' from the model input")
     if taps:

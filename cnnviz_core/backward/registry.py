@@ -60,6 +60,12 @@ class OpRule:
 
     #: input positions that never carry a gradient (shapes, axes, indices)
     constant_inputs: tuple[int, ...] = ()
+    #: whether the VJP reads the values (not only the shapes) of the non-constant inputs /
+    #: of the outputs; tensors no rule reads are not fetched from onnxruntime (exposing a
+    #: tensor costs a copy and blocks fusions), the rule then sees a zero-cost placeholder
+    #: of the right shape
+    reads_inputs: bool = True
+    reads_outputs: bool = True
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         """The op's outputs computed in NumPy (used by float64 tests and reference runs)."""

@@ -35,3 +35,14 @@ def test_conv_input_grad_matches_reference(c_in, c_out, hw, kernel, stride, pads
     reference = Conv.input_grad(dy.astype(np.float64), w, win, groups, hw)
     assert ours.shape == (3, c_in, *hw)
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_matmul_constant_matches_numpy(transpose):
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((7, 5)).astype(np.float32)
+    dy = rng.standard_normal((3, 5 if transpose else 7)).astype(np.float32)
+    expected = dy.astype(np.float64) @ (w.T if transpose else w)
+    np.testing.assert_allclose(
+        adjoint.matmul_constant(dy, w, transpose), expected, rtol=1e-5, atol=1e-5
+    )

@@ -15,20 +15,25 @@ from .nn import _unbroadcast
 
 @register_rule("Relu")
 class Relu(OpRule):
-    """ReLU; its backward is where the modes differ (fused native kernel)."""
+    """ReLU; its backward is where the modes differ (fused native kernel). The gate reads
+    the output (y > 0 exactly where x > 0), so the pre-activation need not be fetched."""
+
+    reads_inputs = False
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x = call.inputs[0]
         return [np.maximum(x, np.zeros((), x.dtype))]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
-        x, dy = call.inputs[0], grads[0]
+        y, dy = call.outputs[0], grads[0]
         assert dy is not None
-        return [kernels.relu_backward(x.astype(dy.dtype, copy=False), dy, call.mode)]
+        return [kernels.relu_backward(y.astype(dy.dtype, copy=False), dy, call.mode)]
 
 
 @register_rule("Add")
 class Add(OpRule):
+    reads_inputs = reads_outputs = False  # shapes only
+
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         return [call.inputs[0] + call.inputs[1]]
 

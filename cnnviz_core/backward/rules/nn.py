@@ -37,6 +37,8 @@ def window(attrs: dict, hw: Sequence[int], kernel: Sequence[int]) -> kernels.Win
 class Conv(OpRule):
     """y = W * x (+ b), grouped; dx = col2im(W^T dy) per group (one GEMM + one col2im)."""
 
+    reads_inputs = reads_outputs = False  # the weights (constants) and x's shape
+
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x, w = call.inputs[0], call.inputs[1]
         b = call.inputs[2] if len(call.inputs) > 2 else None
@@ -98,7 +100,13 @@ class Gemm(OpRule):
         alpha = call.attrs.get("alpha", 1.0)
         out: list[Grad] = [None] * len(call.inputs)
         if call.needs[0]:
-            da = alpha * (dy @ b.T.astype(dy.dtype, copy=False))
+            if dy.dtype == np.float32 and not call.needs[1] and dy.ndim == 2:
+                # weights (no gradient wanted): dy @ B'^T through onnxruntime
+                trans_b = bool(call.attrs.get("transB", 0))
+                da = adjoint.matmul_constant(dy, call.inputs[1], transpose=not trans_b)
+                da = alpha * da if alpha != 1.0 else da
+            else:
+                da = alpha * (dy @ b.T.astype(dy.dtype, copy=False))
             out[0] = da.T if call.attrs.get("transA", 0) else da
         if call.needs[1]:
             db = alpha * (a.T @ dy)
@@ -124,6 +132,8 @@ class MaxPool(OpRule):
     switches: the true gradient, and the unpooling step of a deconvnet). The optional second
     output ``Indices`` counts over the whole tensor, row-major (``storage_order`` 0) or with
     H and W swapped (1), and carries no gradient."""
+
+    reads_outputs = False
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x = call.inputs[0]
@@ -255,6 +265,8 @@ class AveragePool(OpRule):
 
 @register_rule("GlobalAveragePool")
 class GlobalAveragePool(OpRule):
+    reads_inputs = reads_outputs = False  # shapes only
+
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         return [call.inputs[0].mean(axis=(2, 3), keepdims=True)]
 

@@ -17,6 +17,7 @@ def reshape_target(shape: np.ndarray, data_shape: Sequence[int], allowzero: int)
 @register_rule("Reshape")
 class Reshape(OpRule):
     constant_inputs = (1,)
+    reads_inputs = reads_outputs = False  # shapes only
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x, shape = call.inputs[0], call.inputs[1]
@@ -30,6 +31,8 @@ class Reshape(OpRule):
 
 @register_rule("Flatten")
 class Flatten(OpRule):
+    reads_inputs = reads_outputs = False  # shapes only
+
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x = call.inputs[0]
         axis = call.attrs.get("axis", 1) % max(x.ndim, 1)
@@ -46,6 +49,7 @@ class _Reduce(OpRule):
     from the second input (ReduceSum since 13, ReduceMean since 18)."""
 
     constant_inputs = (1,)
+    reads_inputs = reads_outputs = False  # shapes (and the constant axes) only
     axes_from_input = False
     mean = False
 
