@@ -6,7 +6,7 @@ here (the NumPy path stays the reference and serves float64)."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -29,23 +29,19 @@ def conv_input_grad(
 ) -> np.ndarray:
     """dL/dx of ``y = conv(x, w)`` for float32 ``dy`` (N, Co, Ho, Wo): ConvTranspose(dy, w)
     cropped to the input's (H, W) through ``output_padding``."""
-    key = (id(w), w.shape, win, groups, tuple(input_hw), dy.shape[2:])
-    entry = _sessions.get(key)
-    if entry is None or entry[0] is not w:
-        entry = (w, _adjoint_session(w, win, groups, input_hw, dy.shape[2:]))
-        _sessions[key] = entry
-        if len(_sessions) > _CACHE_SIZE:
-            _sessions.popitem(last=False)
-    _sessions.move_to_end(key)
-    return entry[1].run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
+    session = _cached(
+        (w.shape, win, groups, tuple(input_hw), dy.shape[2:]),
+        w,
+        lambda: _adjoint_session(w, win, groups, input_hw, dy.shape[2:]),
+    )
+    return session.run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
 
 
 def matmul_constant(dy: np.ndarray, w: np.ndarray, transpose: bool = False) -> np.ndarray:
     """``dy @ w`` (or ``dy @ w.T``) for float32 ``dy`` (N, M) and constant weights ``w``:
     a dense layer's input gradient, run by onnxruntime like the convolution adjoints."""
-    key = (id(w), w.shape, "matmul", transpose)
-    entry = _sessions.get(key)
-    if entry is None or entry[0] is not w:
+
+    def make() -> ort.InferenceSession:
         k = w.T if transpose else w
         node = helper.make_node("MatMul", ["dy", "w"], ["dx"])
         graph = helper.make_graph(
@@ -55,12 +51,25 @@ def matmul_constant(dy: np.ndarray, w: np.ndarray, transpose: bool = False) -> n
             [helper.make_tensor_value_info("dx", TensorProto.FLOAT, None)],
             [numpy_helper.from_array(np.ascontiguousarray(k, np.float32), "w")],
         )
-        entry = (w, _session(graph))
-        _sessions[key] = entry
+        return _session(graph)
+
+    session = _cached((w.shape, "matmul", transpose), w, make)
+    return session.run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
+
+
+def _cached(
+    key: tuple, weights: np.ndarray, make: Callable[[], ort.InferenceSession]
+) -> ort.InferenceSession:
+    """The session for ``key`` and these very weights (kept alive with the entry, so their
+    id cannot be reused), made on first use; least recently used ones are dropped."""
+    key = (id(weights), *key)
+    entry = _sessions.get(key)
+    if entry is None or entry[0] is not weights:
+        entry = _sessions[key] = (weights, make())
         if len(_sessions) > _CACHE_SIZE:
             _sessions.popitem(last=False)
     _sessions.move_to_end(key)
-    return entry[1].run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
+    return entry[1]
 
 
 def _adjoint_session(
