@@ -11,7 +11,6 @@ held-out images, and how often non-star shapes put on snow are called stars.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
@@ -20,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from cnnviz.data import train_shapes as ts
@@ -112,14 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "torch_version": torch.__version__,
         "command": shlex.join(["python", "-m", "cnnviz.data.train_confounded", *argv]),
     }
-    card_text = json.dumps(card, indent=2)
-    props = {p.key: p.value for p in proto.metadata_props}
-    onnx.helper.set_model_props(proto, {**props, ts.CARD_KEY: card_text})
-    onnx.checker.check_model(proto)
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, args.out / f"{NAME}.onnx", save_as_external_data=False)
-    (args.out / f"{NAME}.json").write_text(card_text + "\n")
-    log.info("wrote %s", args.out / f"{NAME}.onnx")
+    log.info("wrote %s", ts.save_with_card(proto, card, args.out, NAME))
 
 
 if __name__ == "__main__":

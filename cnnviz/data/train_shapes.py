@@ -28,6 +28,8 @@ import onnx
 import onnxruntime as ort
 
 from cnnviz.data.shapes import CLASSES, make_shapes
+from cnnviz.output import atomic_write_bytes, atomic_write_text
+from cnnviz_core.model import CARD_KEY
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +42,6 @@ STD = (0.5, 0.5, 0.5)
 WIDTHS = (16, 32, 64, 96)
 HELDOUT_SEED = 2
 HELDOUT_N = 2000
-CARD_KEY = "cnnviz.card"
 
 
 def _import_torch() -> Any:
@@ -279,18 +280,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         "torch_version": torch.__version__,
         "command": shlex.join(["python", "-m", "cnnviz.data.train_shapes", *argv]),
     }
+    path = save_with_card(proto, card, args.out, "shapes")
+    log.info("wrote %s (%d bytes) and shapes.json", path, path.stat().st_size)
+
+
+def save_with_card(proto: onnx.ModelProto, card: dict, out: Path, name: str) -> Path:
+    """Write ``out/name.onnx`` carrying ``card`` in its metadata (so the file alone knows
+    its classes and preprocessing) and the same card as ``out/name.json``, atomically."""
     card_text = json.dumps(card, indent=2)
     props = {p.key: p.value for p in proto.metadata_props}
     onnx.helper.set_model_props(proto, {**props, CARD_KEY: card_text})
     onnx.checker.check_model(proto)
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, args.out / "shapes.onnx", save_as_external_data=False)
-    (args.out / "shapes.json").write_text(card_text + "\n")
-    log.info(
-        "wrote %s (%d bytes) and shapes.json",
-        args.out / "shapes.onnx",
-        (args.out / "shapes.onnx").stat().st_size,
-    )
+    path = out / f"{name}.onnx"
+    atomic_write_bytes(path, proto.SerializeToString())
+    atomic_write_text(out / f"{name}.json", card_text + "\n")
+    return path
 
 
 if __name__ == "__main__":
