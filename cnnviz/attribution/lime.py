@@ -5,10 +5,9 @@ The image is cut into superpixels (a SLIC-like k-means on (y, x, L, a, b), Achan
 2012, NumPy Lloyd iterations; or a regular grid). Random on/off masks over the segments
 (deterministic by ``seed``; the first sample keeps every segment) give perturbed images,
 segments "off" replaced by a fill. The model scores them in batches and a ridge regression
-(scikit-learn's ``Ridge`` solution in NumPy, so no scipy import), weighted by an
-exponential kernel on the cosine distance of each mask to the all-on mask, is fitted from
-masks to the target's score. Each pixel's map value is its segment's coefficient.
-Shape convention: (N, C, H, W).
+(scikit-learn's ``Ridge``), weighted by an exponential kernel on the cosine distance of each
+mask to the all-on mask, is fitted from masks to the target's score. Each pixel's map value
+is its segment's coefficient. Shape convention: (N, C, H, W).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import Ridge
 
 from cnnviz_core import InputError, Model
 
@@ -108,20 +108,11 @@ def kernel_weights(masks: np.ndarray, width: float) -> np.ndarray:
 def weighted_ridge(
     x: np.ndarray, y: np.ndarray, weights: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, float, float]:
-    """Ridge regression with an intercept and sample weights, as scikit-learn's
-    ``Ridge(alpha).fit(x, y, sample_weight=weights)`` solves it (weighted centring, then
-    ``(Xc^T W Xc + alpha I) beta = Xc^T W yc``), in float64 NumPy (the test checks it against
-    scikit-learn). Returns (coefficients, intercept, weighted R^2)."""
-    w = weights / weights.sum()
-    x_mean, y_mean = w @ x, float(w @ y)
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ (weights[:, None] * xc) + alpha * np.eye(x.shape[1])
-    beta = np.linalg.solve(gram, xc.T @ (weights * yc))
-    intercept = y_mean - float(x_mean @ beta)
-    residual = y - x @ beta - intercept
-    total = float(weights @ (y - y_mean) ** 2)
-    fit = 1.0 - float(weights @ residual**2) / total if total > 0 else 1.0
-    return beta, intercept, fit
+    """The surrogate: scikit-learn's ``Ridge(alpha)`` fitted with sample weights.
+    Returns (coefficients, intercept, weighted R^2)."""
+    surrogate = Ridge(alpha=alpha).fit(x, y, sample_weight=weights)
+    fit = float(surrogate.score(x, y, sample_weight=weights)) if np.ptp(y) > 0 else 1.0
+    return surrogate.coef_, float(surrogate.intercept_), fit
 
 
 def _scores(model: Model, x: np.ndarray, target: ResolvedTarget, scores_name: str) -> np.ndarray:
