@@ -38,6 +38,11 @@ POINTWISE_OPS = frozenset(
     }
 )  # fmt: skip
 
+#: ops that only move or relabel values (a tensor seen through them is the same data)
+RESHAPE_OPS = frozenset(
+    {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast"}
+)
+
 #: sliding-window ops (kernel, stride, pads, dilation)
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
 
@@ -152,6 +157,16 @@ def torch_scope(node: onnx.NodeProto) -> str | None:
         if scope and not str(kind).startswith(("aten.", "prims.", "<")):
             return str(scope)
     return None
+
+
+def softmax_input(model: onnx.ModelProto, output: str) -> str | None:
+    """When ``output`` is a Softmax (seen through reshapes), the tensor it normalises: the
+    pre-softmax class scores. None otherwise."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    node = producers.get(output)
+    while node is not None and node.op_type in RESHAPE_OPS:
+        node = producers.get(node.input[0])
+    return node.input[0] if node is not None and node.op_type == "Softmax" else None
 
 
 def expose(

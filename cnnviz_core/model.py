@@ -37,7 +37,6 @@ _FLOAT_TYPES: dict[int, type[np.floating]] = {
     onnx.TensorProto.FLOAT16: np.float16,
     onnx.TensorProto.DOUBLE: np.float64,
 }
-_PASS_THROUGH = {"Reshape", "Flatten", "Squeeze", "Identity", "Dropout", "Cast"}
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,11 @@ class Model:
         self.layers: list[Layer] = self._layer_table(typed)
         self._aliases = self._alias_table()
         self.output_names = [o.name for o in self.proto.graph.output]
+        softmax_input = graph.softmax_input(self.proto, self.output_names[0])
+        #: the pre-softmax class scores (logits): the first output or what its Softmax reads
+        self.score_tensor = softmax_input or self.output_names[0]
         self.outputs_probabilities = self.card.get("output") == "probabilities" or (
-            "output" not in self.card and _ends_in_softmax(self.proto, self.output_names[0])
+            "output" not in self.card and softmax_input is not None
         )
         self._providers, self._provider_options = _providers(device)
         self.device = device
@@ -492,14 +494,6 @@ def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
             "with 1 or 3 channels"
         )
     return info.name, _FLOAT_TYPES[elem], shape
-
-
-def _ends_in_softmax(proto: onnx.ModelProto, output: str) -> bool:
-    producers = {o: n for n in proto.graph.node for o in n.output}
-    node = producers.get(output)
-    while node is not None and node.op_type in _PASS_THROUGH:
-        node = producers.get(node.input[0])
-    return node is not None and node.op_type == "Softmax"
 
 
 def _providers(device: str) -> tuple[list[str], list[dict]]:

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnviz_core import Model, TargetError
+from cnnviz_core.graph import RESHAPE_OPS
 
 #: ops that pass a tensor through without changing its values (walked over to find scores)
-PASS_THROUGH = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+PASS_THROUGH = RESHAPE_OPS
 
 
 @dataclass(frozen=True)
@@ -98,16 +99,8 @@ class ResolvedTarget:
 
 
 def score_tensor(model: Model) -> str:
-    """The pre-softmax class scores: the first output, or the input of the Softmax that
-    ends the model (through reshapes), e.g. SqueezeNet's flattened global pool."""
-    producers = {o: n for n in model.runnable.graph.node for o in n.output}
-    name = model.output_names[0]
-    node = producers.get(name)
-    while node is not None and node.op_type in PASS_THROUGH | {"Cast"}:
-        node = producers.get(node.input[0])
-    if node is not None and node.op_type == "Softmax":
-        return node.input[0]
-    return name
+    """The pre-softmax class scores (e.g. SqueezeNet's flattened global pool)."""
+    return model.score_tensor
 
 
 def tensor_shape(model: Model, tensor: str, batch: np.ndarray | None = None) -> tuple[int, ...]:

@@ -43,7 +43,8 @@ class BackwardPlan:
         outputs follow the rule's ``reads_inputs`` / ``reads_outputs``. Outputs nothing reads
         (say, an unused Dropout mask, which onnxruntime may not expose) are left out."""
         consumed = {i for node, _ in self.nodes for i in node.input} | set(self.seeds)
-        values, shapes = {self.source: None}, {}
+        values: dict[str, None] = {self.source: None}  # ordered sets
+        shapes: dict[str, None] = {}
         for node, rule in self.nodes:
             for k, name in enumerate(node.input):
                 if name:

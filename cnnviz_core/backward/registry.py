@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -48,7 +49,7 @@ class NodeCall:
 
     node: onnx.NodeProto
     attrs: dict
-    inputs: list[np.ndarray | None]
+    inputs: list[Any]  # np.ndarray, or None for an omitted optional input
     outputs: list[np.ndarray] = field(default_factory=list)
     needs: list[bool] = field(default_factory=list)
     mode: str = "gradient"
