@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import Ridge
 
 from cnnviz_core import InputError, Model
 
@@ -110,6 +109,8 @@ def weighted_ridge(
 ) -> tuple[np.ndarray, float, float]:
     """The surrogate: scikit-learn's ``Ridge(alpha)`` fitted with sample weights.
     Returns (coefficients, intercept, weighted R^2)."""
+    from sklearn.linear_model import Ridge  # here: importing scikit-learn takes a second
+
     surrogate = Ridge(alpha=alpha).fit(x, y, sample_weight=weights)
     fit = float(surrogate.score(x, y, sample_weight=weights)) if np.ptp(y) > 0 else 1.0
     return surrogate.coef_, float(surrogate.intercept_), fit

@@ -9,6 +9,7 @@ Memory: one chunk of images and activations at a time plus the (N, D) result.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 from cnnviz_core import InputError, Model
 
 from ..output import PathLike, atomic_path
-from .sources import DEFAULT_BATCH, Progress, Source, iter_chunks
+from .sources import DEFAULT_BATCH, ENGINES, Chunk, Progress, Source, iter_chunks
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,18 @@ def pool(values: np.ndarray, pooling: str = "flatten") -> np.ndarray:
     return values.mean(axis=axes) if pooling == "avg" else values.max(axis=axes)
 
 
+def _chunk_features(
+    model: Model, chunk: Chunk, layer: str, pooling: str, predictions: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One chunk's (n, D) float32 features and, when asked, predicted classes."""
+    out = model.run(chunk.batch, taps=[layer], outputs=predictions)
+    features = np.ascontiguousarray(pool(out[layer], pooling), np.float32)
+    if not predictions:
+        return features, None
+    scores = out[model.output_names[0]]
+    return features, scores.reshape(len(scores), -1).argmax(axis=1)
+
+
 def extract(
     model: Model,
     source: Source,
@@ -108,6 +121,7 @@ def extract(
     labels: np.ndarray | list[int] | None = None,
     predictions: bool = False,
     progress: Progress | None = None,
+    engine: str = "local",
 ) -> Embeddings:
     """Features of every image of a data set at ``layer``.
 
@@ -121,24 +135,38 @@ def extract(
         labels: class indices for the whole source (else the source's own, if any).
         predictions: also record the predicted class (one forward pass serves both).
         progress: ``progress(done, total)`` after each chunk.
+        engine: ``local``, or ``ray`` to run the chunks on Ray workers (the ``distributed``
+            extra; see :mod:`cnnviz.features.distributed`): the same result exactly.
 
     Returns:
         :class:`Embeddings` with (N, D) float32 features.
     """
     if pooling not in POOLINGS:
         raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     model.tensor_name(layer)  # unknown names fail before any work, suggesting close ones
     parts: list[np.ndarray] = []
     label_parts: list[np.ndarray] = []
     predicted: list[np.ndarray] = []
     names: list[str] = []
     have_labels = True
-    for chunk in iter_chunks(model, source, batch_size, labels=labels, progress=progress):
-        out = model.run(chunk.batch, taps=[layer], outputs=predictions)
-        parts.append(np.ascontiguousarray(pool(out[layer], pooling), np.float32))
-        if predictions:
-            scores = out[model.output_names[0]]
-            predicted.append(scores.reshape(len(scores), -1).argmax(axis=1))
+    job = functools.partial(_chunk_features, layer=layer, pooling=pooling, predictions=predictions)
+    if engine == "ray":
+        from .distributed import map_chunks
+
+        chunks = map_chunks(
+            model, source, job, batch_size=batch_size, labels=labels, progress=progress
+        )
+    else:
+        chunks = (
+            (chunk, job(model, chunk))
+            for chunk in iter_chunks(model, source, batch_size, labels=labels, progress=progress)
+        )
+    for chunk, (features, chunk_predictions) in chunks:
+        parts.append(features)
+        if chunk_predictions is not None:
+            predicted.append(chunk_predictions)
         names.extend(chunk.names)
         if chunk.labels is None:
             have_labels = False

@@ -15,6 +15,8 @@ preprocessed space (the zero padding the network saw is zero there too).
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from cnnviz_core import InputError, Model
 from cnnviz_core.graph import ReceptiveField
 
 from ..render.images import tile_grid, upscale
-from .sources import DEFAULT_BATCH, Progress, Source, iter_chunks
+from .sources import DEFAULT_BATCH, ENGINES, Chunk, Progress, Source, iter_chunks
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,10 @@ class TopPatches:
 class RunningTopK:
     """The k largest (value, id) pairs per row, merged chunk by chunk.
 
-    Ties keep the smaller id. ``update`` reports which slots changed, so callers can store
-    data (crops) for the new entries only.
+    Ties keep the smaller id, in every step, so the result is the exact top k by (value
+    descending, id ascending) of all candidates whatever the chunking: partial results
+    (e.g. from Ray workers) merge to the same entries. ``update`` reports which slots
+    changed, so callers can store data (crops) for the new entries only.
     """
 
     def __init__(self, rows: int, k: int):
@@ -113,7 +117,7 @@ class RunningTopK:
         rows, m = values.shape
         ids = np.broadcast_to(ids, values.shape)
         if m > self.k:
-            part = np.argpartition(-values, self.k - 1, axis=1)[:, : self.k]
+            part = _top_columns(values, ids, self.k)
         else:
             part = np.broadcast_to(np.arange(m), (rows, m))
         cand_values = np.take_along_axis(values, part, axis=1).astype(np.float32)
@@ -149,6 +153,21 @@ class RunningTopK:
         return np.lexsort((ids, -self.values))
 
 
+def _top_columns(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k) columns of the k largest values of each row, ties at the k-th value broken
+    by the smaller id (``np.argpartition`` alone picks tied entries arbitrarily)."""
+    part = np.argpartition(-values, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(values, part, axis=1).min(axis=1, keepdims=True)
+    for r in np.flatnonzero((values >= kth).sum(axis=1) > k):
+        above = np.flatnonzero(values[r] > kth[r])
+        tied = np.flatnonzero(values[r] == kth[r])
+        need = k - len(above)
+        if need < len(tied):  # ids are unique: the `need` smallest are one definite set
+            tied = tied[np.argpartition(ids[r, tied], need - 1)[:need]]
+        part[r] = np.concatenate([above, tied])
+    return part
+
+
 def _select_channels(model: Model, layer: str, channels: Sequence[int] | None) -> np.ndarray:
     shape = model.layer(layer).shape if model.tensor_name(layer) in _layer_names(model) else None
     count = shape[1] if shape and len(shape) >= 2 and isinstance(shape[1], int) else None
@@ -178,6 +197,117 @@ def _crop(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray
     return out, np.array([t, lft, b, r], np.int64)
 
 
+class _TopState:
+    """The running top-k of a layer's chosen channels with each hit's position, window and
+    crop; fed chunk by chunk (:meth:`add`) or with other states (:meth:`merge`)."""
+
+    def __init__(
+        self,
+        model: Model,
+        layer: str,
+        k: int,
+        chosen: np.ndarray,
+        whole: bool,
+        reduce: str,
+        distinct_images: bool,
+    ):
+        self.layer, self.chosen = layer, chosen
+        self.whole, self.reduce, self.distinct = whole, reduce, distinct_images
+        self.field = None if whole else model.layer(layer).receptive_field
+        self.top = RunningTopK(len(chosen), k)
+        self.c_in, self.height, self.width = model.input_shape
+        self.positions = np.full((len(chosen), k, 2), -1, np.int64)
+        self.windows = np.full((len(chosen), k, 4), -1, np.int64)
+        self.crops: np.ndarray | None = None
+        self.spatial_size: tuple[int, int] | None = None
+
+    def add(self, chunk: Chunk, out: np.ndarray) -> None:
+        """Merge one chunk's activations ``out`` (n, C, ...) at the layer."""
+        n, chosen, k = len(out), self.chosen, self.top.k
+        acts = out.reshape(n, out.shape[1], -1)[:, chosen]  # (n, C, P)
+        if self.spatial_size is None:
+            self.spatial_size = tuple(out.shape[2:4]) if out.ndim == 4 else (1, 1)  # type: ignore
+            field, whole = self.field, self.whole
+            if field is None and out.ndim == 4 and out.shape[2:] != (1, 1) and not whole:
+                log.info("layer %r has no receptive field: showing whole images", self.layer)
+            if field is None or out.ndim != 4:
+                self.field = None
+            box = (self.height, self.width) if self.field is None else self.field.size
+            self.crops = np.zeros((len(chosen), k, self.c_in, *box), np.float32)
+        crops, spatial_size, field = self.crops, self.spatial_size, self.field
+        assert crops is not None
+        per_image = acts.shape[2]
+        if field is None or self.distinct:
+            # one candidate per image: its best position (or the reduction for images)
+            if field is None and self.reduce == "mean":
+                best = np.zeros((n, len(chosen)), np.int64)
+                values = acts.mean(axis=2)
+            else:
+                best = acts.argmax(axis=2)
+                values = np.take_along_axis(acts, best[..., None], axis=2)[..., 0]
+            ids = (chunk.start + np.arange(n))[:, None] * per_image + best  # (n, C)
+            changed = self.top.update(values.T, ids.T)
+            cand_ids = ids.T
+        else:
+            values = acts.transpose(1, 0, 2).reshape(len(chosen), n * per_image)
+            flat_ids = chunk.start * per_image + np.arange(n * per_image, dtype=np.int64)
+            changed = self.top.update(values, flat_ids)
+            cand_ids = np.broadcast_to(flat_ids, values.shape)
+        for row, slot, column in changed:
+            gid = int(cand_ids[row, column])
+            local, pos = divmod(gid, per_image)
+            local -= chunk.start
+            y, x = divmod(pos, spatial_size[1])
+            if out.ndim == 4:
+                self.positions[row, slot] = (y, x)
+            image = chunk.batch[local]
+            if field is None:
+                crops[row, slot] = image
+                self.windows[row, slot] = (0, 0, self.height - 1, self.width - 1)
+            else:
+                crops[row, slot], self.windows[row, slot] = _crop(image, field.window(y, x))
+
+    def merge(self, other: _TopState) -> None:
+        """Merge another state's hits (e.g. a worker's, over other chunks of the data set):
+        the result equals one pass over both parts' chunks."""
+        if other.crops is None:
+            return
+        if self.crops is None:
+            self.field, self.spatial_size = other.field, other.spatial_size
+            self.crops = np.zeros_like(other.crops)
+        for row, slot, column in self.top.update(other.top.values, other.top.ids):
+            self.positions[row, slot] = other.positions[row, column]
+            self.windows[row, slot] = other.windows[row, column]
+            self.crops[row, slot] = other.crops[row, column]
+
+    def result(self) -> TopPatches:
+        if self.crops is None or self.spatial_size is None:
+            raise InputError("the data set is empty")
+        order = self.top.sorted_order()
+        take = np.arange(len(self.chosen))[:, None], order
+        ids = self.top.ids[take]
+        per_image = self.spatial_size[0] * self.spatial_size[1]
+        return TopPatches(
+            layer=self.layer,
+            channels=self.chosen,
+            values=self.top.values[take],
+            images=np.where(ids >= 0, ids // per_image, -1),
+            positions=self.positions[take],
+            windows=self.windows[take],
+            crops=self.crops[take],
+            field=self.field,
+            image_size=(self.height, self.width),
+            kind="image" if self.field is None else "patch",
+        )
+
+
+def _chunk_top(model: Model, chunk: Chunk, state: _TopState) -> _TopState:
+    """One chunk's top-k (a worker's job): ``state`` is an empty template."""
+    part = copy.deepcopy(state)
+    part.add(chunk, model.run(chunk.batch, taps=[state.layer], outputs=False)[state.layer])
+    return part
+
+
 def _stream(
     model: Model,
     source: Source,
@@ -189,76 +319,22 @@ def _stream(
     distinct_images: bool,
     batch_size: int,
     progress: Progress | None,
+    engine: str = "local",
 ) -> TopPatches:
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     chosen = _select_channels(model, layer, channels)
-    field = None if whole else model.layer(layer).receptive_field
-    top = RunningTopK(len(chosen), k)
-    c_in, height, width = model.input_shape
-    positions = np.full((len(chosen), k, 2), -1, np.int64)
-    windows = np.full((len(chosen), k, 4), -1, np.int64)
-    crops: np.ndarray | None = None
-    spatial_size: tuple[int, int] | None = None
+    state = _TopState(model, layer, k, chosen, whole, reduce, distinct_images)
+    if engine == "ray":
+        from .distributed import map_chunks
+
+        job = functools.partial(_chunk_top, state=copy.deepcopy(state))
+        for _, part in map_chunks(model, source, job, batch_size=batch_size, progress=progress):
+            state.merge(part)
+        return state.result()
     for chunk in iter_chunks(model, source, batch_size, progress=progress):
-        out = model.run(chunk.batch, taps=[layer], outputs=False)[layer]
-        n = len(out)
-        acts = out.reshape(n, out.shape[1], -1)[:, chosen]  # (n, C, P)
-        if spatial_size is None:
-            spatial_size = tuple(out.shape[2:4]) if out.ndim == 4 else (1, 1)  # type: ignore
-            if field is None and out.ndim == 4 and out.shape[2:] != (1, 1) and not whole:
-                log.info("layer %r has no receptive field: showing whole images", layer)
-            if field is None or out.ndim != 4:
-                field = None
-            box = (height, width) if field is None else field.size
-            crops = np.zeros((len(chosen), k, c_in, *box), np.float32)
-        assert crops is not None and spatial_size is not None
-        per_image = acts.shape[2]
-        if field is None or distinct_images:
-            # one candidate per image: its best position (or the reduction for images)
-            if field is None and reduce == "mean":
-                best = np.zeros((n, len(chosen)), np.int64)
-                values = acts.mean(axis=2)
-            else:
-                best = acts.argmax(axis=2)
-                values = np.take_along_axis(acts, best[..., None], axis=2)[..., 0]
-            ids = (chunk.start + np.arange(n))[:, None] * per_image + best  # (n, C)
-            changed = top.update(values.T, ids.T)
-            cand_ids = ids.T
-        else:
-            values = acts.transpose(1, 0, 2).reshape(len(chosen), n * per_image)
-            flat_ids = chunk.start * per_image + np.arange(n * per_image, dtype=np.int64)
-            changed = top.update(values, flat_ids)
-            cand_ids = np.broadcast_to(flat_ids, values.shape)
-        for row, slot, column in changed:
-            gid = int(cand_ids[row, column])
-            local, pos = divmod(gid, per_image)
-            local -= chunk.start
-            y, x = divmod(pos, spatial_size[1])
-            if out.ndim == 4:
-                positions[row, slot] = (y, x)
-            image = chunk.batch[local]
-            if field is None:
-                crops[row, slot] = image
-                windows[row, slot] = (0, 0, height - 1, width - 1)
-            else:
-                crops[row, slot], windows[row, slot] = _crop(image, field.window(y, x))
-    if crops is None:
-        raise InputError("the data set is empty")
-    order = top.sorted_order()
-    take = np.arange(len(chosen))[:, None], order
-    ids = top.ids[take]
-    per_image = spatial_size[0] * spatial_size[1] if spatial_size else 1
-    return TopPatches(
-        layer=layer,
-        channels=chosen,
-        values=top.values[take],
-        images=np.where(ids >= 0, ids // per_image, -1),
-        positions=positions[take],
-        windows=windows[take],
-        crops=crops[take],
-        field=field,
-        image_size=(height, width),
-        kind="image" if field is None else "patch",
-    )
+        state.add(chunk, model.run(chunk.batch, taps=[layer], outputs=False)[layer])
+    return state.result()
 
 
 def top_patches(
@@ -271,6 +347,7 @@ def top_patches(
     distinct_images: bool = True,
     batch_size: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    engine: str = "local",
 ) -> TopPatches:
     """The k input patches that activate each channel of a spatial layer most.
 
@@ -285,12 +362,25 @@ def top_patches(
             else any k positions, several possibly from one image.
         batch_size: images per forward chunk.
         progress: ``progress(done, total)`` after each chunk.
+        engine: ``local``, or ``ray`` to run the chunks on Ray workers (the ``distributed``
+            extra; see :mod:`cnnviz.features.distributed`): the same result exactly.
 
     Returns:
-        :class:`TopPatches`, strongest first.
+        :class:`TopPatches`, strongest first; ties by value go to the smaller image index,
+        then the earlier position.
     """
     return _stream(
-        model, source, layer, k, channels, False, "max", distinct_images, batch_size, progress
+        model,
+        source,
+        layer,
+        k,
+        channels,
+        False,
+        "max",
+        distinct_images,
+        batch_size,
+        progress,
+        engine,
     )
 
 
@@ -304,12 +394,16 @@ def top_images(
     reduce: str = "max",
     batch_size: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    engine: str = "local",
 ) -> TopPatches:
     """The k whole images that activate each unit of any layer most (fully connected
-    layers and logits included; a spatial channel scores its ``max`` or ``mean``)."""
+    layers and logits included; a spatial channel scores its ``max`` or ``mean``);
+    ``engine="ray"`` as in :func:`top_patches`."""
     if reduce not in REDUCTIONS:
         raise InputError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-    return _stream(model, source, layer, k, channels, True, reduce, True, batch_size, progress)
+    return _stream(
+        model, source, layer, k, channels, True, reduce, True, batch_size, progress, engine
+    )
 
 
 def projections(model: Model, result: TopPatches, mode: str = "guided") -> np.ndarray:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: default images per forward chunk
 DEFAULT_BATCH = 256
+#: where the chunks run: this process, or Ray workers (:mod:`cnnviz.features.distributed`)
+ENGINES = ("local", "ray")
 
 #: ``progress(done, total)``: images done so far and the total (None when unknown)
 Progress = Callable[[int, int | None], None]
