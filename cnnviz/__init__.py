@@ -24,6 +24,7 @@ from cnnviz_core import (
 from . import (
     attribution,  # noqa: F401  (registers its report sections)
     features,  # noqa: F401  (registers its report sections)
+    synthesis,  # noqa: F401  (registers its report sections; torch is imported lazily)
 )
 from .models import load_model
 from .render.report import build_report, register_section

@@ -17,8 +17,10 @@ from pathlib import Path
 from cnnviz_core import CnnvizError, Model
 from cnnviz_core.preprocess import PRESETS
 
+from .features.commands import add_commands as add_feature_commands
 from .models import SHIPPED, load_model
 from .render.report import build_report
+from .synthesis.commands import add_commands as add_synthesis_commands
 
 EXAMPLES = """\
 examples:
@@ -263,9 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", type=Path, required=True, help="output folder")
     explain.set_defaults(run=cmd_explain)
 
-    from .features.commands import add_commands
-
-    add_commands(commands, _model_arguments, _open)
+    add_feature_commands(commands, _model_arguments, _open)
+    add_synthesis_commands(commands, _model_arguments, _open)
     return parser
 
 

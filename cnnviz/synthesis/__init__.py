@@ -1,0 +1,37 @@
+"""Synthesis: images made by optimizing the model's input (torch needed at call time only).
+
+- :func:`class_visualization`: the image a class (or a channel, a neuron) likes most.
+- :func:`invert`, :func:`invert_layers`: images reconstructed from a layer's features.
+- :func:`dream`: DeepDream, amplifying what a layer sees.
+- :func:`fool`: adversarial images, predicted as a chosen class after a small change.
+
+Every technique is deterministic by ``seed``, reports ``progress(step, total, loss)``,
+returns the best image so far when interrupted (Ctrl-C, or KeyboardInterrupt raised by the
+progress callback; ``result.interrupted`` is then True), and takes its start image as
+``"zeros"``, ``"noise"`` or images. Importing this package never imports torch; a call
+without torch raises ImportError naming ``pip install 'cnnviz[torch]'``.
+"""
+
+from __future__ import annotations
+
+# the report sections register on import (explicitly, here)
+from . import report
+from .adversarial import AdversarialResult, fool
+from .base import INSTALL_HINT, SynthesisResult, psnr
+from .class_visualization import class_visualization
+from .deepdream import dream
+from .inversion import default_layers, invert, invert_layers
+
+__all__ = [
+    "INSTALL_HINT",
+    "AdversarialResult",
+    "SynthesisResult",
+    "class_visualization",
+    "default_layers",
+    "dream",
+    "fool",
+    "invert",
+    "invert_layers",
+    "psnr",
+    "report",
+]

@@ -1,0 +1,213 @@
+"""The synthesis ``cnnviz`` subcommands (``visualize-class``, ``invert``, ``dream``,
+``fool``): argument parsing and thin calls into :mod:`cnnviz.synthesis`. :mod:`cnnviz.cli`
+adds them with :func:`add_commands` (this module never imports the CLI or torch)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cnnviz_core import Model
+
+from ..render.images import save_png, upscale
+
+
+def _progress(name: str) -> Callable[[int, int, float], None]:
+    def report(step: int, total: int, loss: float) -> None:
+        end = "\n" if step == total else ""
+        print(f"\r{name}: step {step}/{total}  loss {loss:.4g}", end=end, file=sys.stderr)
+
+    return report
+
+
+def _start(value: str) -> Any:
+    return value if value in ("zeros", "noise") else Path(value)
+
+
+def _save(image: Any, path: Path) -> Path:
+    return save_png(upscale(image, min_side=256), path)
+
+
+def _done(result: Any) -> None:
+    if result.interrupted:
+        print("interrupted: kept the best image so far", file=sys.stderr)
+
+
+def cmd_visualize_class(args: argparse.Namespace, model: Model) -> None:
+    from ..attribution.targets import Channel, Neuron
+    from .class_visualization import class_visualization
+
+    channels = args.channel or [0]
+    if args.layer is not None:
+        if args.y is not None and args.x is not None:
+            targets: list[Any] = [Neuron(args.layer, c, args.y, args.x) for c in channels]
+        else:
+            targets = [Channel(args.layer, c) for c in channels]
+    else:
+        targets = list(args.target) or list(range(model.num_classes))
+    result = class_visualization(
+        model,
+        targets,
+        steps=args.steps,
+        octaves=args.octaves,
+        start=_start(args.start),
+        seed=args.seed,
+        progress=_progress("visualize-class"),
+    )
+    for i, label in enumerate(result.labels):
+        path = _save(result.images[i], args.out / f"class-{i}.png")
+        extra = ""
+        if "probability" in result.metrics:
+            extra = f", probability {result.metrics['probability'][i]:.3f}"
+        print(f"{label}: objective {result.metrics['objective'][i]:.3g}{extra} -> {path}")
+    _done(result)
+
+
+def cmd_invert(args: argparse.Namespace, model: Model) -> None:
+    from .inversion import invert_layers
+
+    results = invert_layers(
+        model,
+        args.image,
+        args.layer or None,
+        steps=args.steps,
+        optimizer=args.optimizer,
+        tv=args.tv,
+        seed=args.seed,
+        progress=_progress("invert"),
+    )
+    for r in results:
+        path = _save(r.image, args.out / f"invert-{r.options['layer']}.png")
+        print(
+            f"{r.options['layer']}: PSNR {r.metrics['psnr'][0]:.2f} dB, feature error "
+            f"{r.metrics['feature_error'][0]:.3f} -> {path}"
+        )
+        _done(r)
+
+
+def cmd_dream(args: argparse.Namespace, model: Model) -> None:
+    from .deepdream import dream
+
+    result = dream(
+        model,
+        args.image,
+        args.layer,
+        steps=args.steps,
+        octaves=args.octaves,
+        lr=args.lr,
+        seed=args.seed,
+        progress=_progress("dream"),
+    )
+    path = _save(result.image, args.out / f"dream-{args.layer}.png")
+    m = result.metrics
+    print(
+        f"{args.layer}: activation norm {m['norm_before'][0]:.2f} -> "
+        f"{m['norm_after'][0]:.2f} -> {path}"
+    )
+    _done(result)
+
+
+def cmd_fool(args: argparse.Namespace, model: Model) -> None:
+    from .adversarial import fool
+
+    result = fool(
+        model,
+        args.image,
+        args.target,
+        epsilon=args.epsilon,
+        steps=args.steps,
+        random_start=args.random_start,
+        magnify=args.magnify,
+        seed=args.seed,
+        progress=_progress("fool"),
+    )
+    m = result.metrics
+    stem = Path(args.image).stem
+    path = _save(result.image, args.out / f"{stem}-adversarial.png")
+    save_png(result.image, args.out / f"{stem}-adversarial-exact.png")
+    diff = _save(result.difference[0], args.out / f"{stem}-difference.png")
+    print(
+        f"{result.labels[0]}: {'fooled' if m['success'][0] else 'NOT fooled'} after "
+        f"{m['steps'][0]} steps, L-inf {m['linf'][0]:.0f}/255, L2 {m['l2'][0]:.1f}, "
+        f"p(target) {m['probability'][0]:.3f}"
+    )
+    print(f"adversarial -> {path}; difference x{args.magnify:g} -> {diff}")
+    _done(result)
+
+
+def add_commands(
+    commands: Any,
+    model_arguments: Callable[[argparse.ArgumentParser], None],
+    open_model: Callable[[argparse.Namespace], Model],
+) -> None:
+    """Add the synthesis subcommands to the ``cnnviz`` parser's subparsers."""
+
+    def bind(fn: Callable[[argparse.Namespace, Model], None]) -> Callable:
+        def run(args: argparse.Namespace) -> None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            fn(args, open_model(args))
+
+        return run
+
+    def common(p: argparse.ArgumentParser, steps: int) -> None:
+        model_arguments(p)
+        p.add_argument("--steps", type=int, default=steps, help=f"steps ({steps})")
+        p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+        p.add_argument("--out", type=Path, required=True, help="output folder")
+
+    p = commands.add_parser("visualize-class", help="images a class (or a channel) likes most")
+    common(p, 40)
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="class index or label (repeatable; default every class)",
+    )
+    p.add_argument("--layer", metavar="NAME", help="maximize channels of this layer instead")
+    p.add_argument(
+        "--channel",
+        type=int,
+        action="append",
+        default=[],
+        help="channel of --layer (repeatable; default 0)",
+    )
+    p.add_argument("--y", type=int, help="with --x: one neuron of the channel")
+    p.add_argument("--x", type=int, help="with --y: one neuron of the channel")
+    p.add_argument("--octaves", type=int, default=1, help="coarse-to-fine octaves (1)")
+    p.add_argument("--start", default="zeros", help="zeros, noise or an image file")
+    p.set_defaults(run=bind(cmd_visualize_class))
+
+    p = commands.add_parser("invert", help="reconstruct an image from a layer's features")
+    common(p, 60)
+    p.add_argument("image", help="image file")
+    p.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="layer (repeatable; default every ReLU, shallow to deep)",
+    )
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument("--tv", type=float, default=0.01, help="total-variation weight (0.01)")
+    p.set_defaults(run=bind(cmd_invert))
+
+    p = commands.add_parser("dream", help="DeepDream: amplify what a layer sees")
+    common(p, 10)
+    p.add_argument("image", help="image file")
+    p.add_argument("--layer", required=True, metavar="NAME", help="layer to amplify")
+    p.add_argument("--octaves", type=int, default=3, help="octaves (3)")
+    p.add_argument("--lr", type=float, default=0.01, help="step, fraction of range (0.01)")
+    p.set_defaults(run=bind(cmd_dream))
+
+    p = commands.add_parser("fool", help="adversarial image predicted as a chosen class")
+    common(p, 100)
+    p.add_argument("image", help="image file")
+    p.add_argument("--target", required=True, metavar="CLASS", help="class index or label")
+    p.add_argument("--epsilon", type=float, default=8.0, help="L-inf budget, 0-255 levels (8)")
+    p.add_argument("--random-start", action="store_true", help="PGD random start")
+    p.add_argument("--magnify", type=float, default=10.0, help="difference picture factor")
+    p.set_defaults(run=bind(cmd_fool))

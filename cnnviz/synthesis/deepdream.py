@@ -1,0 +1,142 @@
+"""DeepDream: amplify what a layer sees in an image.
+
+Gradient ascent on the mean squared activation of a layer (Mordvintsev, Olah & Tyka 2015,
+"Inceptionism"), from a given image, with jitter (random circular shifts) and octaves
+(coarse-to-fine: the first octaves only change low spatial frequencies, so the patterns grow
+at several scales; a fixed-size model keeps its input size throughout).
+
+    from cnnviz.synthesis import dream
+    result = dream(model, "star.png", "relu_2")
+    result.metrics["norm_before"], result.metrics["norm_after"]
+
+Values that work on the shipped shapes model: the defaults (relu_2, 3 octaves of 10 steps,
+lr 0.01) raise the layer's activation norm several times over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cnnviz_core import Model
+from cnnviz_core.preprocess import ImageLike
+
+from .base import (
+    Progress,
+    Start,
+    SynthesisResult,
+    Tracker,
+    bounds,
+    bridge,
+    channel_tensor,
+    coarse_gradient,
+    jitter_shifts,
+    normalized,
+    octave_sizes,
+    pixels,
+    quantized,
+    require_torch,
+    start_batch,
+)
+
+
+def activation_norm(net: Any, x: Any, layer: str) -> Any:
+    """Per-image L2 norm of a layer's activations, (N,)."""
+    return net(x, taps=[layer], outputs=False)[layer].flatten(1).norm(dim=1)
+
+
+def dream(
+    model: Model,
+    image: Start | ImageLike | Sequence[ImageLike] | np.ndarray,
+    layer: str,
+    *,
+    steps: int = 10,
+    octaves: int = 3,
+    octave_scale: float = 1.6,
+    lr: float = 0.01,
+    jitter: int = 4,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> SynthesisResult:
+    """Dream on image(s): maximize the mean squared activation of ``layer``.
+
+    Args:
+        model: the model.
+        image: the image(s) to dream on, or ``"zeros"`` / ``"noise"``.
+        layer: layer name or alias; shallow layers give strokes, deep ones shapes.
+        steps: steps per octave (10).
+        octaves: resolutions, coarse to fine (3).
+        octave_scale: ratio between octaves (1.6).
+        lr: step size (normalized gradient) as a fraction of the pixel range (0.01).
+        jitter: largest random shift in pixels (4).
+        seed: seeds the jitter (and the noise of a ``"noise"`` start).
+        progress: ``progress(step, total, loss)`` after every step.
+
+    Returns:
+        a :class:`SynthesisResult`; metrics per image: ``norm_before`` and ``norm_after``
+        (L2 norm of the layer's activations on the start and on the saved picture).
+    """
+    torch = require_torch()
+    net = bridge(model)
+    name = model.tensor_name(layer)
+    if isinstance(image, str) and image in ("zeros", "noise"):
+        first = start_batch(model, image, 1, seed)
+    else:
+        first = model.prepare(image).astype(np.float32)
+    x = torch.from_numpy(first)
+    low_np, high_np = bounds(model)
+    low, high = channel_tensor(low_np, x), channel_tensor(high_np, x)
+    step_size = lr * (high - low)
+    rng = np.random.default_rng(seed)
+    sizes = octave_sizes(tuple(x.shape[-2:]), octaves, octave_scale)
+    tracker = Tracker(steps * len(sizes), progress)
+    interrupted = False
+
+    def objective_at(shift: tuple[int, int]) -> Any:
+        def objective(batch: Any) -> Any:
+            rolled = torch.roll(batch, shifts=shift, dims=(2, 3))
+            return net(rolled, taps=[name], outputs=False)[name].flatten(1).pow(2).mean(dim=1)
+
+        return objective
+
+    try:
+        for size in sizes:
+            for _ in range(steps):
+                values, grad = coarse_gradient(objective_at(jitter_shifts(rng, jitter)), x, size)
+                tracker.record(-values, x)
+                with torch.no_grad():
+                    x = torch.maximum(torch.minimum(x + step_size * normalized(grad), high), low)
+        with torch.no_grad():
+            tracker.record(-objective_at((0, 0))(x), x, final=True)
+    except KeyboardInterrupt:
+        interrupted = True
+    best = tracker.best if tracker.best is not None else x.detach().numpy()
+    with torch.no_grad():
+        before = activation_norm(net, torch.from_numpy(first), name).numpy()
+        after = activation_norm(net, torch.from_numpy(quantized(model, best)), name).numpy()
+    metrics = {
+        "norm_before": [float(v) for v in before],
+        "norm_after": [float(v) for v in after],
+    }
+    options = dict(
+        layer=layer,
+        steps=steps,
+        octaves=octaves,
+        octave_scale=octave_scale,
+        lr=lr,
+        jitter=jitter,
+        seed=seed,
+    )
+    return SynthesisResult(
+        "deepdream",
+        pixels(model, best),
+        best,
+        tracker.losses,
+        metrics,
+        tracker.steps,
+        interrupted,
+        [layer] * len(best),
+        options,
+    )

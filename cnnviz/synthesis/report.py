@@ -1,0 +1,168 @@
+"""Report sections of the synthesis techniques (registered when :mod:`cnnviz.synthesis` is
+imported). Opt-in: they appear only when ``ctx.options["synthesis"]`` is truthy (True, or a
+dict of options), so ordinary reports stay fast and need no torch.
+
+- ``class-models`` (300): one class visualization per class (or ``classes``).
+- ``inversion`` (310): the first image reconstructed from layers shallow to deep.
+- ``deepdream`` (320): the first image dreamed at ``dream_layer`` (default the middle ReLU).
+- ``adversarial`` (330): each image fooled into ``fool_target`` (default its second most
+  likely class), with the magnified difference.
+
+Options, under ``ctx.options["synthesis"]``: ``classes``, ``steps`` (class models, 40),
+``layers`` (inversion), ``dream_layer``, ``fool_target``, ``seed`` (0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..render.images import upscale
+from ..render.report import MIN_DISPLAY_SIDE, Markup, Page, ReportContext, Section, escape
+from ..render.report import register_section as _register
+
+
+def _options(ctx: ReportContext) -> dict[str, Any] | None:
+    chosen = ctx.options.get("synthesis")
+    if not chosen:
+        return None
+    return dict(chosen) if isinstance(chosen, dict) else {}
+
+
+def _missing(error: ImportError) -> Markup:
+    return Markup(f'<p class="muted">not available: {escape(error)}</p>')
+
+
+def _picture(page: Page, image: Any, name: str, caption: str) -> Markup:
+    shown = upscale(image, min_side=MIN_DISPLAY_SIDE)
+    return page.figure(page.image(shown, name, alt=caption), caption)
+
+
+@_register("class-models", order=300)
+def class_models_section(ctx: ReportContext, page: Page) -> Section | None:
+    options = _options(ctx)
+    if options is None:
+        return None
+    from .class_visualization import class_visualization
+
+    classes = options.get("classes") or list(range(ctx.model.num_classes))[:16]
+    try:
+        result = class_visualization(
+            ctx.model, list(classes), steps=options.get("steps", 40), seed=options.get("seed", 0)
+        )
+    except ImportError as error:
+        return Section("class-models", "Class model visualization", _missing(error))
+    figures = [
+        _picture(page, image, f"class-{i}", f"{label}: p = {p:.3f}")
+        for i, (image, label, p) in enumerate(
+            zip(result.images, result.labels, result.metrics["probability"])
+        )
+    ]
+    text = escape(
+        "Images that maximize each class's pre-softmax log-odds (Simonyan et al. 2014), "
+        "with jitter, blur and an L2 penalty (Yosinski et al. 2015); p is the model's "
+        "probability of the class on the picture."
+    )
+    return Section(
+        "class-models",
+        "Class model visualization",
+        f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
+    )
+
+
+@_register("inversion", order=310)
+def inversion_section(ctx: ReportContext, page: Page) -> Section | None:
+    options = _options(ctx)
+    if options is None or not ctx.names:
+        return None
+    from .inversion import invert_layers
+
+    try:
+        results = invert_layers(ctx.model, ctx.batch[:1], options.get("layers"))
+    except ImportError as error:
+        return Section("inversion", "Feature inversion", _missing(error))
+    figures = [_picture(page, ctx.pixels[0], "original", f"{ctx.names[0]} (original)")]
+    figures += [
+        _picture(
+            page,
+            r.image,
+            f"invert-{r.options['layer']}",
+            f"{r.options['layer']}: {r.metrics['psnr'][0]:.1f} dB",
+        )
+        for r in results
+    ]
+    text = escape(
+        "Images whose features at each layer match the original's (Mahendran & "
+        "Vedaldi 2015), shallow to deep, with their PSNR against the original."
+    )
+    return Section(
+        "inversion", "Feature inversion", f'<p>{text}</p><div class="grid">{"".join(figures)}</div>'
+    )
+
+
+@_register("deepdream", order=320)
+def deepdream_section(ctx: ReportContext, page: Page) -> Section | None:
+    options = _options(ctx)
+    if options is None or not ctx.names:
+        return None
+    from .deepdream import dream
+    from .inversion import default_layers
+
+    layers = default_layers(ctx.model)
+    layer = options.get("dream_layer") or (layers[len(layers) // 2] if layers else None)
+    if layer is None:
+        return None
+    try:
+        result = dream(ctx.model, ctx.batch[:1], layer, seed=options.get("seed", 0))
+    except ImportError as error:
+        return Section("deepdream", "DeepDream", _missing(error))
+    m = result.metrics
+    caption = f"{layer}: norm {m['norm_before'][0]:.1f} -> {m['norm_after'][0]:.1f}"
+    figures = [
+        _picture(page, ctx.pixels[0], "original", f"{ctx.names[0]} (original)"),
+        _picture(page, result.image, "dream", caption),
+    ]
+    return Section("deepdream", "DeepDream", f'<div class="grid">{"".join(figures)}</div>')
+
+
+@_register("adversarial", order=330)
+def adversarial_section(ctx: ReportContext, page: Page) -> Section | None:
+    options = _options(ctx)
+    if options is None or not ctx.names:
+        return None
+    from .adversarial import fool
+
+    target = options.get("fool_target")
+    targets = [
+        target if target is not None else int(row.argsort()[-2]) for row in ctx.probabilities
+    ]
+    try:
+        result = fool(ctx.model, ctx.batch, targets, seed=options.get("seed", 0))
+    except ImportError as error:
+        return Section("adversarial", "Adversarial images", _missing(error))
+    m = result.metrics
+    rows = []
+    for i, name in enumerate(ctx.names):
+        rows.append(
+            [
+                name,
+                result.labels[i],
+                "yes" if m["success"][i] else "no",
+                m["steps"][i],
+                f"{m['linf'][i]:.0f}/255",
+                f"{m['l2'][i]:.1f}",
+                f"{m['probability'][i]:.3f}",
+                Markup(
+                    _picture(page, result.images[i], f"adversarial-{i}", "adversarial")
+                    + _picture(
+                        page,
+                        result.difference[i],
+                        f"difference-{i}",
+                        f"difference x{result.options['magnify']:g}",
+                    )
+                ),
+            ]
+        )
+    table = page.table(
+        ["image", "change", "fooled", "steps", "L-inf", "L2", "p(target)", "pictures"], rows
+    )
+    return Section("adversarial", "Adversarial images", table)
