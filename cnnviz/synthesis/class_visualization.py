@@ -31,15 +31,9 @@ from .base import (
     Progress,
     Start,
     SynthesisResult,
-    Tracker,
-    bounds,
     bridge,
-    channel_tensor,
-    coarse_gradient,
     gaussian_blur,
-    jitter_shifts,
-    normalized,
-    octave_sizes,
+    jittered_ascent,
     pixels,
     quantized,
     require_torch,
@@ -136,39 +130,26 @@ def class_visualization(
     net = bridge(model)
     n = len(targets)
     x = torch.from_numpy(start_batch(model, start, n, seed))
-    low_np, high_np = bounds(model)
-    low, high = channel_tensor(low_np, x), channel_tensor(high_np, x)
-    step_size = lr * (high - low)
-    rng = np.random.default_rng(seed)
-    sizes = octave_sizes(tuple(x.shape[-2:]), octaves, octave_scale)
-    tracker = Tracker(steps * len(sizes), progress)
-    interrupted = False
 
     def objective_at(shift: tuple[int, int]) -> Any:
         return lambda image: objective_values(
             net, torch.roll(image, shifts=shift, dims=(2, 3)), targets, contrast
         )
 
-    try:
-        for size in sizes:
-            for step in range(steps):
-                values, grad = coarse_gradient(objective_at(jitter_shifts(rng, jitter)), x, size)
-                tracker.record(-values, x)
-                with torch.no_grad():
-                    x = x + step_size * normalized(grad)
-                    x = x * (1.0 - l2)
-                    if blur_every and (step + 1) % blur_every == 0:
-                        x = gaussian_blur(x, blur_sigma)
-                        if pixel_clip > 0:
-                            norms = x.norm(dim=1, keepdim=True)
-                            cut = torch.quantile(norms.flatten(1), pixel_clip, dim=1)
-                            x = x * (norms >= cut.view(-1, 1, 1, 1))
-                    x = torch.maximum(torch.minimum(x, high), low)
-        with torch.no_grad():
-            tracker.record(-objective_values(net, x, targets, contrast), x, final=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    best = tracker.best if tracker.best is not None else x.detach().numpy()
+    def regularize(x: Any, step: int) -> Any:
+        x = x * (1.0 - l2)
+        if blur_every and (step + 1) % blur_every == 0:
+            x = gaussian_blur(x, blur_sigma)
+            if pixel_clip > 0:
+                norms = x.norm(dim=1, keepdim=True)
+                cut = torch.quantile(norms.flatten(1), pixel_clip, dim=1)
+                x = x * (norms >= cut.view(-1, 1, 1, 1))
+        return x
+
+    best, tracker, interrupted = jittered_ascent(
+        model, x, objective_at, steps=steps, octaves=octaves, octave_scale=octave_scale,
+        lr=lr, jitter=jitter, seed=seed, progress=progress, regularize=regularize,
+    )  # fmt: skip
     metrics = _metrics(model, net, best, targets)
     options = dict(
         steps=steps,

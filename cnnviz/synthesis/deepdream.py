@@ -27,14 +27,8 @@ from .base import (
     Progress,
     Start,
     SynthesisResult,
-    Tracker,
-    bounds,
     bridge,
-    channel_tensor,
-    coarse_gradient,
-    jitter_shifts,
-    normalized,
-    octave_sizes,
+    jittered_ascent,
     pixels,
     quantized,
     require_torch,
@@ -85,14 +79,6 @@ def dream(
         first = start_batch(model, image, 1, seed)
     else:
         first = model.prepare(image).astype(np.float32)
-    x = torch.from_numpy(first)
-    low_np, high_np = bounds(model)
-    low, high = channel_tensor(low_np, x), channel_tensor(high_np, x)
-    step_size = lr * (high - low)
-    rng = np.random.default_rng(seed)
-    sizes = octave_sizes(tuple(x.shape[-2:]), octaves, octave_scale)
-    tracker = Tracker(steps * len(sizes), progress)
-    interrupted = False
 
     def objective_at(shift: tuple[int, int]) -> Any:
         def objective(batch: Any) -> Any:
@@ -101,18 +87,10 @@ def dream(
 
         return objective
 
-    try:
-        for size in sizes:
-            for _ in range(steps):
-                values, grad = coarse_gradient(objective_at(jitter_shifts(rng, jitter)), x, size)
-                tracker.record(-values, x)
-                with torch.no_grad():
-                    x = torch.maximum(torch.minimum(x + step_size * normalized(grad), high), low)
-        with torch.no_grad():
-            tracker.record(-objective_at((0, 0))(x), x, final=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    best = tracker.best if tracker.best is not None else x.detach().numpy()
+    best, tracker, interrupted = jittered_ascent(
+        model, torch.from_numpy(first), objective_at, steps=steps, octaves=octaves,
+        octave_scale=octave_scale, lr=lr, jitter=jitter, seed=seed, progress=progress,
+    )  # fmt: skip
     with torch.no_grad():
         before = activation_norm(net, torch.from_numpy(first), name).numpy()
         after = activation_norm(net, torch.from_numpy(quantized(model, best)), name).numpy()
