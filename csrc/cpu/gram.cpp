@@ -11,9 +11,12 @@
 // gram:          G = F F^T. Per k block, F is packed once (16 x 16 in-register transposes) into
 //                k-major panels of 16 rows that serve as both operands; an 8 x 48 micro-kernel
 //                (24 zmm accumulators, broadcasts fused into the FMAs) covers only the tiles on
-//                and above the diagonal. The rows of the triangle are cut into 3 parts per thread,
-//                balanced by tile count (no partial products to add), that threads take from a
-//                shared counter; scaling and mirroring are fused into the end of each part.
+//                and above the diagonal. Threads share one product by shape: for long n (the
+//                VGG shapes) they take parts of n from a shared counter, each into a private
+//                partial triangle, summed, scaled and mirrored at the end (F packed once, whole
+//                triangles per thread); for short n the rows of the triangle are cut into 3
+//                parts per thread, balanced by tile count (no partial products to add), with
+//                scaling and mirroring fused into the end of each part.
 // gram_backward: dF = S F with S = (dG + dG^T) / norm, symmetric, so its packed A panels (panels
 //                of 16 rows, k-major) are plain row copies of S; packed once per batch item
 //                and shared by the threads, which take column blocks of F from a shared
@@ -386,15 +389,84 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
   // k block: the packed block (cp x kc floats) stays in L2 (~256 KiB) while the tiles reuse it.
   const std::int64_t kcb =
       std::clamp<std::int64_t>((std::int64_t{1} << 16) / cp / 16 * 16, 64, 2048);
-  // The rows of the upper triangle are cut into parts (blocks of 8 rows), balanced by the tiles
-  // each row block has: no partial products to add. Each part packs only the panels it needs.
+  const std::int64_t by_size =
+      std::max<std::int64_t>(1, c * c * n / (std::int64_t{1} << 22));  // ~4M FMAs a thread
   constexpr std::int64_t kRowBlock = 8;
   const std::int64_t row_blocks = (c + kRowBlock - 1) / kRowBlock;
+  // Two ways to share one product between threads, picked by shape:
+  // - split n (the reduction): each thread packs and multiplies its own k range of F into a
+  //   private cp x cp triangle, and the partial triangles are summed at the end. Every value of F
+  //   is packed once and each thread runs whole triangles (the most efficient tiles); the cost is
+  //   one cp x cp partial a thread to zero and add. The right choice when c is small against n
+  //   (VGG's early layers: a 64 x 64 triangle has only 20 row-block tiles, far too few to share).
+  // - split the rows of the triangle: no partial sums, but each part packs the panels it needs,
+  //   so F is packed more than once; kept for large c with short n, where the partials would
+  //   cost more than they save.
+  // Measured on a 2-core AVX-512 machine: the n split wins on the four VGG shapes (C=64..512,
+  // N=224^2..28^2: 1.1-1.6x the row split) and down to ~200 columns a thread; the row split
+  // wins for short n (C=512, N=196) and keeps large c from costing a cp x cp partial a thread.
+  const bool split_k = threads > 1 && c <= 1024 && (n >= 4 * c || n >= 128 * threads);
+  if (split_k) {
+    const int workers = static_cast<int>(std::min<std::int64_t>(threads, by_size));
+    // Parts of n taken from a shared counter (a few per worker for balance), multiples of 16
+    // (whole in-register transposes).
+    const std::int64_t parts_per = workers > 1 ? 4 : 1;
+    const std::int64_t chunk = std::max<std::int64_t>(
+        16, ((n + parts_per * workers - 1) / (parts_per * workers) + 15) / 16 * 16);
+    const std::int64_t parts = std::max<std::int64_t>(1, (n + chunk - 1) / chunk);
+    std::vector<float> partial(static_cast<std::size_t>(workers * cp * cp));
+    std::vector<char> used(static_cast<std::size_t>(workers));
+    struct State {
+      std::vector<float> pack;
+      float* acc;
+    };
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const float* f = features + b * c * n;
+      float* g = out + b * c * c;
+      std::fill(used.begin(), used.end(), 0);
+      if (n > 0) {
+        cpu::parallel_dynamic(
+            parts, workers,
+            [&](int w) {
+              float* acc = partial.data() + w * cp * cp;
+              std::fill(acc, acc + cp * cp, 0.f);
+              used[static_cast<std::size_t>(w)] = 1;
+              return State{std::vector<float>(static_cast<std::size_t>(cp * kcb)), acc};
+            },
+            [&](std::int64_t t, int, State& st) {
+              gram_upper(f, c, n, t * chunk, std::min(n, (t + 1) * chunk), 0, row_blocks * kRowBlock,
+                         kcb, st.pack.data(), st.acc);
+            });
+      }
+      // Sum the partials, scale and mirror: 16 x 16 blocks, so that the column writes stay in a
+      // few cache lines.
+      std::vector<const float*> accs;
+      for (int w = 0; w < workers; ++w) {
+        if (used[static_cast<std::size_t>(w)]) accs.push_back(partial.data() + w * cp * cp);
+      }
+      for (std::int64_t i0 = 0; i0 < c; i0 += 16) {
+        const std::int64_t i1 = std::min(i0 + 16, c);
+        for (std::int64_t j0 = i0; j0 < c; j0 += 16) {
+          const std::int64_t j1 = std::min(j0 + 16, c);
+          for (std::int64_t i = i0; i < i1; ++i) {
+            for (std::int64_t j = std::max(i, j0); j < j1; ++j) {
+              float v = 0.f;
+              for (const float* a : accs) v += a[i * cp + j];
+              v /= norm;
+              g[i * c + j] = v;
+              g[j * c + i] = v;
+            }
+          }
+        }
+      }
+    }
+    return;
+  }
+  // Row split: the rows of the upper triangle are cut into parts (blocks of 8 rows), balanced by
+  // the tiles each row block has. Each part packs only the panels it needs.
   const auto work = [&](std::int64_t rb) { return panels - rb * kRowBlock / kPanel; };
   std::int64_t total = 0;
   for (std::int64_t rb = 0; rb < row_blocks; ++rb) total += work(rb);
-  const std::int64_t by_size =
-      std::max<std::int64_t>(1, c * c * n / (std::int64_t{1} << 22));  // ~4M FMAs a thread
   const int workers = static_cast<int>(std::min<std::int64_t>({threads, row_blocks, by_size}));
   // A few parts per thread, taken from a shared counter (a descheduled thread does not hold up
   // the others); each part packs the panels it needs, so not too many.

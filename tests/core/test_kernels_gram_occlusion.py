@@ -96,7 +96,19 @@ def test_native_occlusion_checks_arrays():
 
 # --- Gram --------------------------------------------------------------------------------------
 
-GRAM_SHAPES = [(1, 1, 1), (1, 3, 5), (2, 13, 77), (1, 17, 300), (3, 33, 513), (1, 70, 1001)]
+# The last three are large enough for several threads: n long against c (threads split n into
+# partial triangles, odd n and c), and n short against c (threads split the triangle's rows).
+GRAM_SHAPES = [
+    (1, 1, 1),
+    (1, 3, 5),
+    (2, 13, 77),
+    (1, 17, 300),
+    (3, 33, 513),
+    (1, 70, 1001),
+    (2, 37, 7001),
+    (1, 50, 9001),
+    (1, 300, 200),
+]
 
 
 @pytest.mark.parametrize("num_threads", [0, 1, 2, 3])

@@ -20,7 +20,8 @@ namespace cnnviz {
 ///   batch, c, n: sizes (>= 0); n = 0 gives zeros.
 ///   norm: divisor, e.g. c * n or n; nonzero and finite.
 ///   num_threads: CPU threads, 0 = default_compute_threads() (one per physical core); threads
-///     split the rows of the upper triangle (balanced by tile count), small products use fewer.
+///     split n (partial triangles summed at the end) when n is long against c, else the rows of
+///     the upper triangle (balanced by tile count); small products use fewer.
 /// Throws std::invalid_argument for negative sizes, a null buffer or a zero / non-finite norm.
 void gram(const float* features, float* out, std::int64_t batch, std::int64_t c, std::int64_t n,
           float norm, int num_threads = 0);
