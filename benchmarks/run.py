@@ -32,6 +32,7 @@ SUITES = {
     "features": features.run,
     "occlusion": occlusion.run,
     "attribution_quality": attribution_quality.run,
+    "synthesis": __import__("synthesis").run,
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -4,6 +4,7 @@
 - :func:`invert`, :func:`invert_layers`: images reconstructed from a layer's features.
 - :func:`dream`: DeepDream, amplifying what a layer sees.
 - :func:`fool`: adversarial images, predicted as a chosen class after a small change.
+- :func:`multifaceted`: one class visualization per facet (cluster) of a class.
 
 Every technique is deterministic by ``seed``, reports ``progress(step, total, loss)``,
 returns the best image so far when interrupted (Ctrl-C, or KeyboardInterrupt raised by the
@@ -21,6 +22,7 @@ from .base import INSTALL_HINT, SynthesisResult, psnr
 from .class_visualization import class_visualization
 from .deepdream import dream
 from .inversion import default_layers, invert, invert_layers
+from .multifaceted import multifaceted
 
 __all__ = [
     "INSTALL_HINT",
@@ -32,6 +34,7 @@ __all__ = [
     "fool",
     "invert",
     "invert_layers",
+    "multifaceted",
     "psnr",
     "report",
 ]

@@ -24,21 +24,24 @@ from typing import Any
 
 import numpy as np
 
-from cnnviz_core import Model
+from cnnviz_core import InputError, Model
 
 from ..attribution.targets import ResolvedTarget, TargetLike, resolve_target
 from .base import (
     Progress,
     Start,
     SynthesisResult,
+    Tracker,
     bridge,
     gaussian_blur,
+    jitter_shifts,
     jittered_ascent,
     pixels,
     quantized,
     require_torch,
     start_batch,
 )
+from .fourier import FourierImage
 
 
 def objective_values(
@@ -50,21 +53,32 @@ def objective_values(
     torch = require_torch()
     tensors = sorted({t.tensor for t in targets})
     values = net(x, taps=tensors, outputs=False)
-    out = []
+    out: list[Any] = [None] * len(targets)
+    # class targets: one batched gather (and log-sum-exp) per score tensor
+    for tensor in tensors:
+        rows = [i for i, t in enumerate(targets) if t.kind == "class" and t.tensor == tensor]
+        if not rows:
+            continue
+        scores = values[tensor]
+        if rows != list(range(len(scores))):
+            scores = scores[rows]
+        scores = scores.reshape(len(rows), -1)
+        index = torch.tensor([targets[i].index[0] for i in rows], device=scores.device)
+        value = scores.gather(1, index[:, None])[:, 0]
+        if contrast:
+            own = torch.nn.functional.one_hot(index, scores.shape[1]).bool()
+            others = scores.masked_fill(own, -torch.inf)
+            value = value - contrast * torch.logsumexp(others, dim=1)
+        if len(rows) == len(targets):
+            return value
+        for i, v in zip(rows, value.unbind()):
+            out[i] = v
     for i, t in enumerate(targets):
         v = values[t.tensor][i]
-        if t.kind == "class":
-            scores = v.reshape(-1)
-            c = t.index[0]
-            value = scores[c]
-            if contrast:
-                others = torch.cat([scores[:c], scores[c + 1 :]])
-                value = value - contrast * torch.logsumexp(others, dim=0)
-            out.append(value)
-        elif t.kind == "channel":
-            out.append(v[t.index[0]].mean())
-        else:
-            out.append(v[t.index])
+        if t.kind == "channel":
+            out[i] = v[t.index[0]].mean()
+        elif t.kind != "class":
+            out[i] = v[t.index]
     return torch.stack(out)
 
 
@@ -73,7 +87,7 @@ def class_visualization(
     target: TargetLike | Sequence[TargetLike],
     *,
     steps: int = 40,
-    lr: float = 0.005,
+    lr: float | None = None,
     l2: float = 0.005,
     jitter: int = 4,
     blur_every: int = 4,
@@ -82,6 +96,8 @@ def class_visualization(
     octaves: int = 1,
     octave_scale: float = 1.5,
     contrast: float = 1.0,
+    parameterization: str = "pixel",
+    decay: float = 1.0,
     start: Start = "zeros",
     seed: int = 0,
     progress: Progress | None = None,
@@ -100,8 +116,10 @@ def class_visualization(
         target: a class (index, label, :class:`Class`), a :class:`Channel` or
             :class:`Neuron`, or a list of them (one image each, optimized as one batch).
         steps: steps per octave (shapes model: 30-40).
-        lr: step size as a fraction of the pixel range (0.005: about 1.3 of 255 levels on
-            average; 0.02 overshoots on the shapes model and the score oscillates).
+        lr: pixel parameterization: step size as a fraction of the pixel range (default
+            0.005: about 1.3 of 255 levels on average; 0.02 overshoots on the shapes model
+            and the score oscillates); fourier: Adam's learning rate on the spectrum
+            (default 0.05, as Lucid).
         l2: L2 penalty, as the fraction the image decays towards zero per step (0.005).
         jitter: largest random shift in pixels (4; 0 turns jitter off).
         blur_every: blur (and pixel-clip) every this many steps (4; 0: never).
@@ -115,6 +133,13 @@ def class_visualization(
             et al. On the shapes model the pure score also raises related classes (a
             "triangle" image ends up scoring "star" higher), so 1 is what gives every class
             its own image; channel and neuron targets ignore it.
+        parameterization: ``"pixel"`` (default: ascent on the pixels, with the regularizers
+            above) or ``"fourier"`` (Olah et al. 2017: Adam on a 1/frequency-scaled spectrum
+            of decorrelated colours through a sigmoid, see :mod:`cnnviz.synthesis.fourier`;
+            the parameterization is the regularizer, so ``l2``, ``blur_*``, ``pixel_clip``,
+            ``octaves`` and ``start`` do not apply; jitter does). Shapes model: 40 steps give
+            p >= 0.9.
+        decay: fourier only: the spectrum is scaled by 1 / frequency**decay (1).
         start: ``"zeros"`` (the seeds' choice), ``"noise"`` or image(s).
         seed: seeds the start noise and the jitter: same seed, same image.
         progress: ``progress(step, total, loss)`` after every step.
@@ -125,16 +150,14 @@ def class_visualization(
         targets.
     """
     torch = require_torch()
+    if parameterization not in ("pixel", "fourier"):
+        raise InputError(f"parameterization must be 'pixel' or 'fourier', got {parameterization!r}")
+    if lr is None:
+        lr = 0.05 if parameterization == "fourier" else 0.005
     wanted = list(target) if isinstance(target, (list, tuple)) else [target]
     targets = [resolve_target(model, t) for t in wanted]
     net = bridge(model)
     n = len(targets)
-    x = torch.from_numpy(start_batch(model, start, n, seed))
-
-    def objective_at(shift: tuple[int, int]) -> Any:
-        return lambda image: objective_values(
-            net, torch.roll(image, shifts=shift, dims=(2, 3)), targets, contrast
-        )
 
     def regularize(x: Any, step: int) -> Any:
         x = x * (1.0 - l2)
@@ -146,10 +169,23 @@ def class_visualization(
                 x = x * (norms >= cut.view(-1, 1, 1, 1))
         return x
 
-    best, tracker, interrupted = jittered_ascent(
-        model, x, objective_at, steps=steps, octaves=octaves, octave_scale=octave_scale,
-        lr=lr, jitter=jitter, seed=seed, progress=progress, regularize=regularize,
-    )  # fmt: skip
+    def objective_at(shift: tuple[int, int]) -> Any:
+        return lambda image: objective_values(
+            net, torch.roll(image, shifts=shift, dims=(2, 3)), targets, contrast
+        )
+
+    if parameterization == "fourier":
+        image = FourierImage(model, n, seed, decay)
+        best, tracker, interrupted = _adam_ascent(
+            image, objective_at, steps=steps, lr=lr, jitter=jitter, seed=seed, progress=progress
+        )
+    else:
+        x = torch.from_numpy(start_batch(model, start, n, seed))
+        best, tracker, interrupted = jittered_ascent(
+            model, x, objective_at, steps=steps, octaves=octaves, octave_scale=octave_scale,
+            lr=lr, jitter=jitter, seed=seed, progress=progress, regularize=regularize,
+        )  # fmt: skip
+
     metrics = _metrics(model, net, best, targets)
     options = dict(
         steps=steps,
@@ -162,6 +198,8 @@ def class_visualization(
         octaves=octaves,
         octave_scale=octave_scale,
         contrast=contrast,
+        parameterization=parameterization,
+        decay=decay,
         start=start if isinstance(start, str) else "image",
         seed=seed,
     )
@@ -176,6 +214,45 @@ def class_visualization(
         [t.label for t in targets],
         options,
     )
+
+
+def _adam_ascent(
+    image: FourierImage,
+    objective_at: Any,
+    *,
+    steps: int,
+    lr: float,
+    jitter: int,
+    seed: int,
+    progress: Progress | None,
+) -> tuple[np.ndarray, Tracker, bool]:
+    """Adam on a parameterized image's parameters, maximizing the jittered objective.
+    Returns (best model-input batch, tracker, interrupted)."""
+    torch = require_torch()
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(image.params, lr=lr)
+    tracker = Tracker(steps, progress)
+    interrupted = False
+    x = None
+    try:
+        for _ in range(steps):
+            opt.zero_grad()
+            x = image.model_input()
+            values = objective_at(jitter_shifts(rng, jitter))(x)
+            tracker.record(-values, x)
+            (-values).sum().backward()
+            opt.step()
+        with torch.no_grad():
+            x = image.model_input()
+            tracker.record(-objective_at((0, 0))(x), x, final=True)
+    except KeyboardInterrupt:
+        interrupted = True
+    if tracker.best is not None:
+        best = tracker.best
+    else:
+        with torch.no_grad():
+            best = image.model_input().numpy()
+    return best, tracker, interrupted
 
 
 def _metrics(

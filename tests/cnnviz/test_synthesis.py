@@ -21,6 +21,7 @@ from cnnviz.synthesis import (
     fool,
     invert,
     invert_layers,
+    multifaceted,
 )
 
 
@@ -79,6 +80,38 @@ def test_determinism_by_seed(model) -> None:
     np.testing.assert_array_equal(a.images, b.images)
     assert a.losses == b.losses
     assert not np.array_equal(a.images, c.images)
+
+
+def test_fourier_parameterization(model) -> None:
+    from cnnviz_core import InputError
+
+    a = class_visualization(model, [1, 6], steps=40, parameterization="fourier", seed=3)
+    b = class_visualization(model, [1, 6], steps=40, parameterization="fourier", seed=3)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.losses == b.losses and a.steps == 40
+    probabilities = model.probabilities(model.prepare(a.images))
+    assert list(probabilities.argmax(axis=1)) == [1, 6]
+    assert probabilities[0, 1] >= 0.9 and probabilities[1, 6] >= 0.9, probabilities
+    assert a.options["parameterization"] == "fourier" and a.options["lr"] == 0.05
+    with pytest.raises(InputError, match="parameterization"):
+        class_visualization(model, 0, steps=1, parameterization="wavelet")
+
+
+def test_multifaceted_gives_distinct_facets_of_the_class(model) -> None:
+    images = make_shapes(200, seed=1).images
+    result = multifaceted(model, "triangle", images, facets=3, seed=0)
+    c = CLASSES.index("triangle")
+    assert result.method == "multifaceted" and result.images.shape == (3, 64, 64, 3)
+    assert sum(result.metrics["cluster_sizes"]) == 30
+    assert result.metrics["cluster_sizes"] == sorted(result.metrics["cluster_sizes"])[::-1]
+    probabilities = model.probabilities(model.prepare(result.images))
+    assert (probabilities.argmax(axis=1) == c).all()
+    assert (probabilities[:, c] >= 0.9).all(), probabilities[:, c]
+    pictures = result.images.astype(int)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert np.abs(pictures[i] - pictures[j]).mean() > 5, (i, j)
+    assert result.options["starts"].shape == (3, 64, 64, 3)
 
 
 def test_inversion_psnr_falls_with_depth(model, sample) -> None:
