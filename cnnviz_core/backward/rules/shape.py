@@ -14,34 +14,31 @@ def reshape_target(shape: np.ndarray, data_shape: Sequence[int], allowzero: int)
     return [data_shape[i] if d == 0 and not allowzero else int(d) for i, d in enumerate(shape)]
 
 
-@register_rule("Reshape")
-class Reshape(OpRule):
-    constant_inputs = (1,)
+class _SameValues(OpRule):
+    """Ops that only change the shape: the cotangent is dy in the input's shape."""
+
+    constant_inputs = (1,)  # the target shape or the axes
     reads_inputs = reads_outputs = False  # shapes only
 
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        return [dy.reshape(call.inputs[0].shape)] + [None] * (len(call.inputs) - 1)
+
+
+@register_rule("Reshape")
+class Reshape(_SameValues):
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x, shape = call.inputs[0], call.inputs[1]
         return [x.reshape(reshape_target(shape, x.shape, call.attrs.get("allowzero", 0)))]
 
-    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
-        dy = grads[0]
-        assert dy is not None
-        return [dy.reshape(call.inputs[0].shape), None]
-
 
 @register_rule("Flatten")
-class Flatten(OpRule):
-    reads_inputs = reads_outputs = False  # shapes only
-
+class Flatten(_SameValues):
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x = call.inputs[0]
         axis = call.attrs.get("axis", 1) % max(x.ndim, 1)
         return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
-
-    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
-        dy = grads[0]
-        assert dy is not None
-        return [dy.reshape(call.inputs[0].shape)]
 
 
 class _Reduce(OpRule):
@@ -128,8 +125,7 @@ def _given_axes(call: NodeCall, from_input: bool) -> list[int] | None:
     return None if given is None else [int(a) for a in np.asarray(given).ravel()]
 
 
-class _Squeeze(OpRule):
-    constant_inputs = (1,)
+class _Squeeze(_SameValues):
     axes_from_input = False
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
@@ -138,11 +134,6 @@ class _Squeeze(OpRule):
         if axes is None or not axes:
             return [np.squeeze(x)]
         return [np.squeeze(x, axis=tuple(a % x.ndim for a in axes))]
-
-    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
-        dy = grads[0]
-        assert dy is not None
-        return [dy.reshape(call.inputs[0].shape), None][: len(call.inputs)]
 
 
 @register_rule("Squeeze")
@@ -155,8 +146,7 @@ class Squeeze13(_Squeeze):
     axes_from_input = True
 
 
-class _Unsqueeze(OpRule):
-    constant_inputs = (1,)
+class _Unsqueeze(_SameValues):
     axes_from_input = False
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
@@ -164,11 +154,6 @@ class _Unsqueeze(OpRule):
         axes = _given_axes(call, self.axes_from_input) or []
         rank = x.ndim + len(axes)
         return [np.expand_dims(x, tuple(sorted(a % rank for a in axes)))]
-
-    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
-        dy = grads[0]
-        assert dy is not None
-        return [dy.reshape(call.inputs[0].shape), None][: len(call.inputs)]
 
 
 @register_rule("Unsqueeze")
