@@ -77,6 +77,16 @@ def relu_mode(module: OnnxModule, mode: str) -> Any:
     return context(module, mode)
 
 
+def gram_matrix(features: Any, norm: float | None = None, *, backend: str = "auto") -> Any:
+    """Gram matrices (N, C, H, W) -> (N, C, C) = F F^T / norm (default C * H * W) inside
+    autograd, forward and backward on the native kernels (CPU float32; CUDA float32 when built
+    with CUDA), ``torch.bmm`` otherwise: see :func:`.gram.gram_matrix`."""
+    require_torch()
+    from .gram import gram_matrix as gram
+
+    return gram(features, norm, backend=backend)  # type: ignore[arg-type]
+
+
 def bridge_rules() -> list[tuple[str, int]]:
     """Every (op type, since opset) key of the bridge's op table."""
     require_torch()
@@ -90,6 +100,7 @@ __all__ = [
     "SHAPE_OPS",
     "STYLE_OPS",
     "bridge_rules",
+    "gram_matrix",
     "relu_mode",
     "require_torch",
     "to_torch",
