@@ -5,6 +5,7 @@
 - :func:`dream`: DeepDream, amplifying what a layer sees.
 - :func:`fool`: adversarial images, predicted as a chosen class after a small change.
 - :func:`multifaceted`: one class visualization per facet (cluster) of a class.
+- :func:`stylize`: run a feed-forward style network (trained, or e.g. fns_candy) via onnxruntime.
 
 Every technique is deterministic by ``seed``, reports ``progress(step, total, loss)``,
 returns the best image so far when interrupted (Ctrl-C, or KeyboardInterrupt raised by the
@@ -23,10 +24,12 @@ from .class_visualization import class_visualization
 from .deepdream import dream
 from .inversion import default_layers, invert, invert_layers
 from .multifaceted import multifaceted
+from .stylize import StyleNetwork, load_style_network, stylize
 
 __all__ = [
     "INSTALL_HINT",
     "AdversarialResult",
+    "StyleNetwork",
     "SynthesisResult",
     "class_visualization",
     "default_layers",
@@ -34,7 +37,9 @@ __all__ = [
     "fool",
     "invert",
     "invert_layers",
+    "load_style_network",
     "multifaceted",
     "psnr",
     "report",
+    "stylize",
 ]

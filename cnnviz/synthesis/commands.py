@@ -138,6 +138,22 @@ def cmd_fool(args: argparse.Namespace, model: Model) -> None:
     _done(result)
 
 
+def cmd_stylize(args: argparse.Namespace) -> None:
+    from .stylize import load_style_network, stylize
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    network = load_style_network(
+        args.network,
+        channel_order=args.channel_order,
+        value_range=args.value_range,
+        device=args.device,
+    )
+    outputs = stylize(network, [Path(p) for p in args.image], keep_size=not args.network_size)
+    for image, picture in zip(args.image, outputs):
+        path = save_png(picture, args.out / f"{Path(image).stem}-{Path(args.network).stem}.png")
+        print(f"{image} -> {path}")
+
+
 def add_commands(
     commands: Any,
     model_arguments: Callable[[argparse.ArgumentParser], None],
@@ -211,3 +227,32 @@ def add_commands(
     p.add_argument("--random-start", action="store_true", help="PGD random start")
     p.add_argument("--magnify", type=float, default=10.0, help="difference picture factor")
     p.set_defaults(run=bind(cmd_fool))
+
+    p = commands.add_parser(
+        "stylize",
+        help="stylize images with a feed-forward style network (ONNX)",
+        description="Run a fast style network (from train-style, or an existing one such as "
+        "fns_candy.onnx) on each image: one onnxruntime forward pass per image; writes "
+        "OUT/<image>-<network>.png.",
+    )
+    p.add_argument("network", help="style network .onnx file")
+    p.add_argument("image", nargs="+", help="image files")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--channel-order",
+        choices=["RGB", "BGR"],
+        help="override the network's channel order (default: its card, else read from the graph)",
+    )
+    p.add_argument(
+        "--value-range",
+        type=float,
+        choices=[1.0, 255.0],
+        help="override the network's pixel range: 1 (0-1) or 255 (0-255)",
+    )
+    p.add_argument(
+        "--network-size",
+        action="store_true",
+        help="keep a fixed-size network's output size (default: resize back to the image's)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.set_defaults(run=cmd_stylize)

@@ -1,0 +1,189 @@
+"""Fast feed-forward style transfer (Johnson et al. 2016): running style networks through
+onnxruntime (`stylize`, card-less legacy networks such as fns_candy and trained ones), and
+training one with perceptual losses. Small sizes and step counts: the file runs in well
+under 40 s on 2 cores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from cnnviz.synthesis.stylize import (
+    CAFFE_BGR_MEAN,
+    Convention,
+    guess_convention,
+    load_style_network,
+    stylize,
+)
+from cnnviz_core import InputError
+from cnnviz_core.model import CARD_KEY
+
+
+def channel_gate(
+    size: int | str, gates: tuple[float, float, float], *, scaler: tuple | None = None
+) -> onnx.ModelProto:
+    """y = x * gates[c] (per channel), optionally after an ImageScaler (opset 7) whose bias is
+    then added back, so the gate still sees the raw pixels."""
+    nodes, inits = [], [numpy_helper.from_array(np.array(gates, np.float32).reshape(3, 1, 1), "g")]
+    source, opset = "x", 18
+    if scaler is not None:
+        opset = 7
+        nodes.append(helper.make_node("ImageScaler", ["x"], ["xs"], bias=list(scaler), scale=1.0))
+        inits.append(
+            numpy_helper.from_array(-np.array(scaler, np.float32).reshape(3, 1, 1), "unbias")
+        )
+        nodes.append(helper.make_node("Add", ["xs", "unbias"], ["xr"]))
+        source = "xr"
+    nodes.append(helper.make_node("Mul", [source, "g"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "gate",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, size, size])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset >= 9 else 3
+    return model
+
+
+def with_card(model: onnx.ModelProto, card: dict) -> onnx.ModelProto:
+    helper.set_model_props(model, {CARD_KEY: json.dumps(card)})
+    return model
+
+
+@pytest.fixture(scope="module")
+def picture() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------- conventions
+
+
+@pytest.mark.parametrize(
+    ("bias", "order"),
+    [
+        (tuple(-v for v in CAFFE_BGR_MEAN), "BGR"),
+        (tuple(-v for v in CAFFE_BGR_MEAN[::-1]), "RGB"),
+        ((-5.0, 0.0, 5.0), "RGB"),
+    ],
+)
+def test_convention_read_from_the_image_scaler(bias, order) -> None:
+    convention = guess_convention(channel_gate(16, (1, 1, 1), scaler=bias))
+    assert convention.channel_order == order and convention.value_range == 255.0
+    assert convention.size == (16, 16)
+    assert convention.source == ("default" if bias[0] == -5.0 else "graph")
+
+
+@pytest.mark.parametrize(("order", "kept"), [("RGB", 0), ("BGR", 2)])
+@pytest.mark.parametrize("value_range", [1.0, 255.0])
+def test_card_convention_decides_channels_and_range(picture, order, kept, value_range) -> None:
+    # the network keeps its first input channel only: red for RGB networks, blue for BGR
+    card = {
+        "kind": "fast-style",
+        "convention": {"channel_order": order, "value_range": value_range},
+    }
+    net = load_style_network(with_card(channel_gate("H", (1, 0, 0)), card).SerializeToString())
+    assert net.convention == Convention(order, value_range, None, "card")
+    (out,) = stylize(net, picture)
+    expected = np.zeros_like(picture)
+    expected[..., kept] = picture[..., kept]
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_identity_network_round_trips_any_size_exactly(picture) -> None:
+    net = load_style_network(channel_gate("H", (1, 1, 1)).SerializeToString())
+    assert net.convention.size is None
+    other = picture[:13, :9]
+    outs = stylize(net, [picture, other, picture[::-1]])
+    for out, source in zip(outs, [picture, other, picture[::-1]]):
+        np.testing.assert_array_equal(out, source)
+
+
+def test_fixed_size_network_resizes_in_and_back_out(picture) -> None:
+    net = load_style_network(channel_gate(16, (1, 1, 1)).SerializeToString())
+    assert net.convention.size == (16, 16)
+    (out,) = stylize(net, picture)
+    assert out.shape == picture.shape
+    (small,) = stylize(net, picture, keep_size=False)
+    assert small.shape == (16, 16, 3)
+    resized = np.asarray(Image.fromarray(picture).resize((16, 16), Image.Resampling.LANCZOS))
+    np.testing.assert_array_equal(small, resized)
+
+
+def test_overrides_and_bad_values(picture) -> None:
+    proto = channel_gate("H", (1, 0, 0)).SerializeToString()
+    net = load_style_network(proto, channel_order="BGR", value_range=1)
+    assert net.convention == Convention("BGR", 1.0, None, "given")
+    with pytest.raises(InputError, match="channel_order"):
+        load_style_network(proto, channel_order="HSV")
+    with pytest.raises(InputError, match="value_range"):
+        load_style_network(proto, value_range=100)
+    with pytest.raises(InputError, match="not found"):
+        load_style_network("/nonexistent/net.onnx")
+
+
+# ------------------------------------------------------------------- the fns_candy network
+
+
+def _candy_input(shared_data) -> np.ndarray:
+    """The README's recipe: centre square crop, Lanczos to 720."""
+    image = Image.open(shared_data / "reference" / "fns_candy_input.jpg").convert("RGB")
+    w, h = image.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return np.asarray(image.crop((left, top, left + s, top + s)))
+
+
+def test_fns_candy_reproduces_the_reference_output(shared_data) -> None:
+    net = load_style_network(shared_data / "models" / "fns_candy.onnx")
+    assert (net.convention.channel_order, net.convention.value_range) == ("BGR", 255.0)
+    assert net.convention.size == (720, 720)
+    square = _candy_input(shared_data)
+    (out,) = stylize(net, square, keep_size=False)
+    reference = np.asarray(Image.open(shared_data / "reference" / "fns_candy_output.jpg"))
+    out, reference = out.astype(np.float64), reference.astype(np.float64)
+    assert out.shape == reference.shape == (720, 720, 3)
+    assert np.abs(out - reference).mean() <= 12.0
+    assert np.corrcoef(out.ravel(), reference.ravel())[0, 1] >= 0.96
+    (full,) = stylize(net, square)  # resized back to the image's own size
+    assert full.shape == square.shape
+
+
+def test_fns_candy_onnxruntime_matches_the_torch_bridge(shared_data) -> None:
+    torch = pytest.importorskip("torch")
+    from cnnviz_core.torch_bridge import to_torch
+
+    net = load_style_network(shared_data / "models" / "fns_candy.onnx")
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(0, 255, (1, 3, 720, 720)).astype(np.float32)
+    ours = net.model.run(batch)[net.model.output_names[0]]
+    with torch.no_grad():
+        oracle = to_torch(net.model)(torch.from_numpy(batch)).numpy()
+    assert ours.shape == oracle.shape == (1, 3, 720, 720)
+    assert np.abs(ours - oracle).max() <= 1e-3 * np.abs(oracle).max()
+
+
+def test_stylize_command_writes_one_picture_per_image(tmp_path, picture, capsys) -> None:
+    from cnnviz.cli import main
+
+    network = tmp_path / "gate.onnx"
+    network.write_bytes(channel_gate("H", (1, 0, 0)).SerializeToString())
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"in{i}.png")
+        Image.fromarray(picture[:, i:]).save(paths[-1])
+    argv = ["stylize", str(network), *map(str, paths), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--channel-order", "BGR"]) == 0
+    for i in range(len(paths)):
+        written = np.asarray(Image.open(tmp_path / "out" / f"in{i}-gate.png"))
+        expected = np.zeros_like(picture[:, i:])
+        expected[..., 2] = picture[:, i:, 2]  # BGR: the first network channel is blue
+        np.testing.assert_array_equal(written, expected)
+    assert "in1-gate.png" in capsys.readouterr().out
