@@ -1,0 +1,465 @@
+"""Occlusion scorers: the naive one (one full forward per window, batched) and the
+incremental one (Krypton, Nakandala et al. SIGMOD 2019): per window, only the region of each
+early feature map that the window can change is recomputed, on crops of the cached maps of
+the unoccluded image; once a region covers most of its map the rest of the network runs in
+full from the maps assembled per window.
+
+Both implement :class:`OcclusionScorer`: ``scores(image, positions, fill) -> (scores, taps)``,
+the model's scores and tapped tensors for the occluded copies of one image.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from .. import graph, kernels
+from ..errors import InputError, UnsupportedOpError
+from ..model import Model
+from .plan import Plan, Step, build_plan, rest_model, step_model
+
+log = logging.getLogger(__name__)
+
+#: windows per batch by default (also bounded by the model's memory budget)
+DEFAULT_BATCH = 64
+#: default area fraction of a map above which the network is computed in full
+DEFAULT_THRESHOLD = 0.5
+
+
+class OcclusionScorer(Protocol):
+    """Maps window positions of one image to the model's outputs for the occluded copies."""
+
+    approximate: bool
+
+    def scores(
+        self,
+        image_chw: np.ndarray,
+        positions: np.ndarray,
+        fill: np.ndarray,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    a, b = value  # type: ignore[misc]
+    return int(a), int(b)
+
+
+def _fill_chw(fill: np.ndarray | float, c: int) -> np.ndarray:
+    """A fill as (C, 1, 1) or (C, H, W) float32."""
+    f = np.asarray(fill, np.float32)
+    if f.ndim == 0:
+        return np.full((c, 1, 1), f, np.float32)
+    if f.ndim == 1:
+        return f.reshape(-1, 1, 1)
+    return f
+
+
+class NaiveOcclusion:
+    """One full forward per window: occluded copies built by the native kernel, run through
+    onnxruntime in batches (the floor incremental occlusion is measured against)."""
+
+    approximate = False
+
+    def __init__(self, model: Model, window: int | Sequence[int], taps: Sequence[str] = ()) -> None:
+        self.model = model
+        self.window = _pair(window)
+        self.score_name = model.score_tensor
+        self.taps = [model.tensor_name(t) for t in taps]
+        self.stats: dict = {"engine": "naive"}
+
+    def scores(
+        self,
+        image_chw: np.ndarray,
+        positions: np.ndarray,
+        fill: np.ndarray,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Scores (P, K) float64 and taps for the windows at ``positions`` (P, 2) [top, left]."""
+        image = np.ascontiguousarray(image_chw, np.float32)
+        positions = np.asarray(positions, np.int64).reshape(-1, 2)
+        chunk = max(1, min(batch_size or DEFAULT_BATCH, self.model.max_batch))
+        fill_arr = np.asarray(fill, np.float32)
+        if fill_arr.ndim == 3 and fill_arr.shape[1:] == (1, 1):
+            fill_arr = fill_arr[:, 0, 0]
+        buffer = np.empty((min(chunk, len(positions)), *image.shape), np.float32)
+        parts: list[dict[str, np.ndarray]] = []
+        names = list(dict.fromkeys([self.score_name, *self.taps]))
+        for start in range(0, len(positions), chunk):
+            where = positions[start : start + chunk]
+            x = kernels.occlusion_batch(
+                image, where, self.window, fill_arr, out=buffer[: len(where)]
+            )
+            parts.append(self.model.run(x, taps=names, outputs=False))
+        out = {k: np.concatenate([p[k] for p in parts]) for k in names}
+        return out[self.score_name].reshape(len(positions), -1).astype(np.float64), out
+
+
+class _Prepared:
+    """A plan with its sessions for one image size."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        steps: list,
+        rest: ort.InferenceSession | None,
+        divisors: dict[str, np.ndarray],
+        shapes: dict[str, tuple[int, ...]],
+    ):
+        self.plan = plan
+        self.steps = steps
+        self.rest = rest
+        self.divisors = divisors
+        self.shapes = shapes
+
+
+class IncrementalOcclusion:
+    """Incremental (exact, or approximate with ``tau``) occlusion scores of one model.
+
+    Args:
+        model: the model (float32 input).
+        window: (h, w) of the occluding window, or an int.
+        taps: tensors returned besides the scores (layer names or aliases).
+        threshold: a layer whose changed region covers more than this fraction of its map
+            is computed in full, with everything after it.
+        tau: projective-field threshold (Krypton's approximate mode): each changed region's
+            side is capped at ``tau`` x its map's side; values outside keep their cached value.
+            None (default) is exact.
+        strict: raise :class:`UnsupportedOpError` when an op stops incremental computation
+            early; otherwise one warning, and the network runs in full from that op (when no
+            layer can be incremental, that is the naive forward).
+
+    Attributes:
+        stats: FLOPs per window (naive vs computed), the theoretical speed-up ceiling, per
+            layer regions and modes, where the switch to full happened, batch size used.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        window: int | Sequence[int],
+        taps: Sequence[str] = (),
+        threshold: float = DEFAULT_THRESHOLD,
+        tau: float | None = None,
+        *,
+        strict: bool = False,
+    ) -> None:
+        if not 0 < threshold <= 1:
+            raise InputError(f"threshold must be in (0, 1]; got {threshold}")
+        if tau is not None and not 0 < tau <= 1:
+            raise InputError(f"tau must be in (0, 1] or None; got {tau}")
+        self.model = model
+        self.window = _pair(window)
+        self.threshold = float(threshold)
+        self.tau = tau
+        self.strict = strict
+        self.approximate = tau is not None
+        self.score_name = model.score_tensor
+        self.taps = [model.tensor_name(t) for t in taps]
+        self.outputs = list(dict.fromkeys([self.score_name, *self.taps]))
+        self._prepared: dict[tuple[int, int, int], _Prepared] = {}
+        self._base_key: tuple | None = None
+        self._base: dict[str, np.ndarray] = {}
+        self._padded: dict[str, np.ndarray] = {}
+        self._weights = graph.initializers(model.runnable)
+        self.stats: dict = {}
+
+    # ------------------------------------------------------------------------- planning
+
+    def plan(self, image_chw: tuple[int, int, int]) -> Plan:
+        """The plan for images of this (C, H, W) (built once per size)."""
+        return self._prepare(tuple(image_chw)).plan  # type: ignore[arg-type]
+
+    def supported(self, image_chw: tuple[int, int, int]) -> bool:
+        """Whether any layer runs incrementally, with no op blocking it early."""
+        plan = self.plan(image_chw)
+        return plan.incremental and plan.blocked is None
+
+    def _prepare(self, chw: tuple[int, int, int]) -> _Prepared:
+        ready = self._prepared.get(chw)
+        if ready is not None:
+            return ready
+        _, h, w = chw
+        if self.window[0] > h or self.window[1] > w:
+            raise InputError(f"window {self.window} must fit the {h}x{w} image")
+        plan = build_plan(
+            self.model.runnable,
+            self.model.input_name,
+            chw,
+            self.window,
+            self.outputs,
+            threshold=self.threshold,
+            tau=self.tau,
+        )
+        if plan.blocked is not None:
+            op, node = plan.blocked
+            message = (
+                f"incremental occlusion: {op} node {node!r} cannot be computed on crops "
+                f"({plan.switch_reason}); the network runs in full from there"
+                + ("" if plan.incremental else " (the naive path)")
+            )
+            if self.strict:
+                raise UnsupportedOpError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+        shapes = self._shapes(chw, plan)
+        steps = []
+        divisors = {}
+        opsets = self.model.runnable.opset_import
+        for step in plan.steps:
+            session = self.model._make_session(step_model(step, self._weights, opsets), spin=False)
+            steps.append((step, session))
+            if step.nodes[0].op_type == "AveragePool":
+                divisors[step.output] = _average_divisor(step, shapes[step.inputs[0]][1:])
+        rest = None
+        if plan.rest_outputs:
+            rest = self.model._make_session(
+                rest_model(self.model.runnable, plan, shapes), spin=False
+            )
+        ready = _Prepared(plan, steps, rest, divisors, shapes)
+        self._prepared[chw] = ready
+        return ready
+
+    def _shapes(self, chw: tuple[int, int, int], plan: Plan) -> dict[str, tuple[int, ...]]:
+        """(C, H, W) of every tensor the plan reads, from the step shapes (and the input)."""
+        shapes = {self.model.input_name: tuple(chw)}
+        for step in plan.steps:
+            shapes[step.output] = step.shape
+        for step in plan.steps:
+            for name in step.inputs:
+                if name not in shapes:  # pragma: no cover - every input is a step output
+                    raise UnsupportedOpError(f"no shape known for {name!r}")
+        return shapes
+
+    # ------------------------------------------------------------------------ execution
+
+    def _cache(self, image: np.ndarray, ready: _Prepared) -> None:
+        """The unoccluded image's maps (one tapped forward per image)."""
+        key = (image.shape, image.tobytes().__hash__())
+        if key == self._base_key:
+            return
+        names = [s.output for s in ready.plan.steps]
+        out = self.model.run(image[None], taps=names, outputs=False) if names else {}
+        self._base = {k: v[0] for k, v in out.items()}
+        self._base[self.model.input_name] = image
+        self._padded = {}
+        self._base_key = key
+
+    def _padded_input(self, step: Step) -> np.ndarray:
+        key = f"{step.inputs[0]}|{step.geometry}|{step.pad_value}"
+        padded = self._padded.get(key)
+        if padded is None:
+            g = step.geometry
+            assert g is not None
+            padded = np.pad(
+                self._base[step.inputs[0]],
+                ((0, 0), (g.pad_begin[0], g.pad_end[0]), (g.pad_begin[1], g.pad_end[1])),
+                constant_values=step.pad_value,
+            )
+            self._padded[key] = padded
+        return padded
+
+    def scores(
+        self,
+        image_chw: np.ndarray,
+        positions: np.ndarray,
+        fill: np.ndarray | float,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Scores (P, K) float64 and the tapped tensors (P, ...) of the occluded copies of
+        ``image_chw`` (C, H, W), one per window at ``positions`` (P, 2) = [top, left], filled
+        with ``fill`` (a number, (C,), (C, 1, 1) or (C, H, W)): what a forward of the
+        occluded images gives, without running it in full."""
+        image = np.ascontiguousarray(image_chw, np.float32)
+        if image.ndim != 3:
+            raise InputError(f"image must be (C, H, W); got shape {image.shape}")
+        positions = np.asarray(positions, np.int64).reshape(-1, 2)
+        ready = self._prepare(image.shape)  # type: ignore[arg-type]
+        fill_arr = _fill_chw(fill, image.shape[0])
+        self._cache(image, ready)
+        chunk = max(1, batch_size or self._default_batch(ready))
+        parts = []
+        for start in range(0, len(positions), chunk):
+            parts.append(self._batch(ready, image, positions[start : start + chunk], fill_arr))
+        out = {k: np.concatenate([p[k] for p in parts]) for k in self.outputs}
+        plan = ready.plan
+        self.stats = {
+            "engine": "incremental",
+            "approximate": self.approximate,
+            "tau": self.tau,
+            "threshold": self.threshold,
+            "flops_naive": plan.flops_naive,
+            "flops_incremental": plan.flops_incremental,
+            "flops_ratio": plan.flops_naive / max(plan.flops_incremental, 1),
+            "switch": plan.switch,
+            "switch_reason": plan.switch_reason,
+            "blocked": plan.blocked,
+            "layers": plan.layers,
+            "batch_size": chunk,
+        }
+        return out[self.score_name].reshape(len(positions), -1).astype(np.float64), out
+
+    def _default_batch(self, ready: _Prepared) -> int:
+        per_window = ready.plan.elements_per_window * 4 * 3  # crops, outputs, rest buffers
+        budget = max(1, self.model.memory_budget // max(per_window, 1))
+        return int(min(DEFAULT_BATCH, budget))
+
+    def _batch(
+        self, ready: _Prepared, image: np.ndarray, positions: np.ndarray, fill: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        plan = ready.plan
+        _, h, w = image.shape
+        wh, ww = self.window
+        ay = np.clip(positions[:, 0], 0, h - wh)
+        ax = np.clip(positions[:, 1], 0, w - ww)
+        patches = {self.model.input_name: _input_patches(image, positions, ay, ax, (wh, ww), fill)}
+        for step, session in ready.steps:
+            sy, sx = step.axes[0].start[ay], step.axes[1].start[ax]
+            ny, nx = step.axes[0].size, step.axes[1].size
+            if step.kind == "unary":
+                feeds = {"x0": patches[step.inputs[0]]}
+            elif step.kind == "window":
+                g = step.geometry
+                assert g is not None
+                name = step.inputs[0]
+                src_axes = plan.regions[name]
+                hc = (ny - 1) * g.stride[0] + g.k_eff(0)
+                wc = (nx - 1) * g.stride[1] + g.k_eff(1)
+                cy, cx = sy * g.stride[0], sx * g.stride[1]  # padded coordinates
+                py = src_axes[0].start[ay] + g.pad_begin[0] - cy
+                px = src_axes[1].start[ax] + g.pad_begin[1] - cx
+                feeds = {
+                    "x0": _crops(self._padded_input(step), cy, cx, hc, wc, patches[name], py, px)
+                }
+            else:
+                feeds = {}
+                for i, name in enumerate(step.inputs):
+                    src_axes = plan.regions[name]
+                    py = src_axes[0].start[ay] - sy
+                    px = src_axes[1].start[ax] - sx
+                    feeds[f"x{i}"] = _crops(self._base[name], sy, sx, ny, nx, patches[name], py, px)
+            y = session.run(None, feeds)[0]
+            divisor = ready.divisors.get(step.output)
+            if divisor is not None:
+                y *= _crops(divisor[None], sy, sx, ny, nx)[:, :1]
+            patches[step.output] = y
+        out: dict[str, np.ndarray] = {}
+        if ready.rest is not None:
+            feeds = {}
+            for name in plan.frontier:
+                feeds[name] = self._materialize(name, plan, patches, ay, ax, image, positions, fill)
+            values = ready.rest.run(plan.rest_outputs, feeds)
+            out.update(zip(plan.rest_outputs, values))
+        for name in self.outputs:
+            if name not in out:
+                out[name] = self._materialize(name, plan, patches, ay, ax, image, positions, fill)
+        return out
+
+    def _materialize(self, name, plan, patches, ay, ax, image, positions, fill) -> np.ndarray:
+        """Full maps (B, C, H, W) of a changed tensor: the cached map with each window's
+        region pasted in."""
+        if name == self.model.input_name:
+            f = fill[:, 0, 0] if fill.shape[1:] == (1, 1) else fill
+            return kernels.occlusion_batch(image, positions, self.window, f)
+        base = self._base[name]
+        axes = plan.regions[name]
+        full = np.empty((len(ay), *base.shape), np.float32)
+        full[:] = base
+        return _paste(full, patches[name], axes[0].start[ay], axes[1].start[ax])
+
+
+def _input_patches(
+    image: np.ndarray,
+    positions: np.ndarray,
+    ay: np.ndarray,
+    ax: np.ndarray,
+    window: tuple[int, int],
+    fill: np.ndarray,
+) -> np.ndarray:
+    """(B, C, wh, ww): the occluded image on each window's clamped region."""
+    wh, ww = window
+    c, h, w = image.shape
+    out = np.empty((len(positions), c, wh, ww), np.float32)
+    for b, ((top, left), y, x) in enumerate(zip(positions, ay, ax)):
+        out[b] = image[:, y : y + wh, x : x + ww]
+        r0, r1 = max(top, 0), min(top + wh, h)
+        c0, c1 = max(left, 0), min(left + ww, w)
+        if r1 > r0 and c1 > c0:
+            if fill.shape[1:] == (1, 1):
+                out[b, :, r0 - y : r1 - y, c0 - x : c1 - x] = fill
+            else:
+                out[b, :, r0 - y : r1 - y, c0 - x : c1 - x] = fill[:, r0:r1, c0:c1]
+    return out
+
+
+def _crops(
+    source: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    hc: int,
+    wc: int,
+    patch: np.ndarray | None = None,
+    py: np.ndarray | None = None,
+    px: np.ndarray | None = None,
+) -> np.ndarray:
+    """(B, C, hc, wc) crops of ``source`` (C, H, W) at (ys[b], xs[b]), each with its window's
+    ``patch[b]`` pasted at offset (py[b], px[b]) (clipped to the crop)."""
+    out = np.empty((len(ys), source.shape[0], hc, wc), np.float32)
+    for b, (y, x) in enumerate(zip(ys, xs)):
+        out[b] = source[:, y : y + hc, x : x + wc]
+    if patch is not None:
+        _paste(out, patch, py, px)
+    return out
+
+
+def _paste(dst: np.ndarray, patch: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Write ``patch[b]`` into ``dst[b]`` at offset (ys[b], xs[b]), clipped to ``dst``."""
+    hd, wd = dst.shape[2:]
+    hp, wp = patch.shape[2:]
+    for b, (y, x) in enumerate(zip(ys, xs)):
+        r0, r1 = max(y, 0), min(y + hp, hd)
+        c0, c1 = max(x, 0), min(x + wp, wd)
+        if r1 > r0 and c1 > c0:
+            dst[b, :, r0:r1, c0:c1] = patch[b, :, r0 - y : r1 - y, c0 - x : c1 - x]
+    return dst
+
+
+def _average_divisor(step: Step, in_hw: tuple[int, int]) -> np.ndarray:
+    """(Ho, Wo) factors turning the crop's ``sum / (kh * kw)`` into the op's average: the
+    ONNX divisor counts the pads only with count_include_pad, never the ceil-mode overhang."""
+    g = step.geometry
+    assert g is not None
+    attrs = graph.attributes(step.nodes[0])
+    include = bool(attrs.get("count_include_pad", 0))
+    h, w = in_hw
+    declared = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+    if attrs.get("auto_pad", "NOTSET") != "NOTSET":
+        declared = [g.pad_begin[0], g.pad_begin[1], g.pad_end[0], g.pad_end[1]]
+    ones = np.zeros((h + g.pad_begin[0] + g.pad_end[0], w + g.pad_begin[1] + g.pad_end[1]))
+    if include:
+        y0, x0 = g.pad_begin[0] - declared[0], g.pad_begin[1] - declared[1]
+        ones[y0 : g.pad_begin[0] + h + declared[2], x0 : g.pad_begin[1] + w + declared[3]] = 1
+    else:
+        ones[g.pad_begin[0] : g.pad_begin[0] + h, g.pad_begin[1] : g.pad_begin[1] + w] = 1
+    ho, wo = step.shape[1:]
+    kh, kw = g.kernel
+    sums = np.empty((ho, wo))
+    integral = np.pad(ones.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    ys = np.arange(ho) * g.stride[0]
+    xs = np.arange(wo) * g.stride[1]
+    sums = (
+        integral[ys[:, None] + kh, xs[None] + kw]
+        - integral[ys[:, None], xs[None] + kw]
+        - integral[ys[:, None] + kh, xs[None]]
+        + integral[ys[:, None], xs[None]]
+    )
+    return (kh * kw / np.maximum(sums, 1)).astype(np.float32)
+
+
+__all__ = ["DEFAULT_BATCH", "IncrementalOcclusion", "NaiveOcclusion", "OcclusionScorer"]
