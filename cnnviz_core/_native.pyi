@@ -86,3 +86,21 @@ def gram_backward(
     num_threads: int = 0,
 ) -> NDArray[np.float32]: ...
 def gram_kernel_name() -> str: ...
+def texture_distances(
+    sample: NDArray[np.float32],
+    queries: NDArray[np.float32],
+    weights: NDArray[np.float32],
+    out: NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> NDArray[np.float32]: ...
+def texture_match(
+    sample: NDArray[np.float32],
+    queries: NDArray[np.float32],
+    weights: NDArray[np.float32],
+    epsilon: float,
+    uniforms: NDArray[np.float64],
+    num_threads: int = 0,
+) -> tuple[
+    NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]
+]: ...
+def texture_kernel_name() -> str: ...

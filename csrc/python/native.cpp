@@ -16,6 +16,7 @@
 #include "cnnviz/occlusion.hpp"
 #include "cnnviz/pool.hpp"
 #include "cnnviz/relu.hpp"
+#include "cnnviz/texture.hpp"
 #include "window_args.hpp"
 
 namespace py = pybind11;
@@ -38,21 +39,23 @@ std::string shape_str(const py::array& a) { return shape_str(shape_of(a)); }
 /// int64) in native byte order.
 template <class T>
 py::array checked(const py::object& obj, const char* fn, const char* name) {
-  const std::string where = std::string(fn) + ": " + name;
-  const std::string dtype = py::str(py::dtype::of<T>());
+  // The messages are built only on failure: str(dtype) costs microseconds, and kernels called
+  // once per pixel (texture_match) would pay it on every call.
+  const auto where = [&] { return std::string(fn) + ": " + name; };
+  const auto dtype = [] { return std::string(py::str(py::dtype::of<T>())); };
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(where + " must be a numpy.ndarray of " + dtype + ", got " +
+    throw py::type_error(where() + " must be a numpy.ndarray of " + dtype() + ", got " +
                          Py_TYPE(obj.ptr())->tp_name);
   }
   auto a = py::reinterpret_borrow<py::array>(obj);
   if (!py::array_t<T>::check_(a)) {
-    throw py::type_error(where + " must have dtype " + dtype + ", got " +
+    throw py::type_error(where() + " must have dtype " + dtype() + ", got " +
                          std::string(py::str(a.dtype())) + " with shape " + shape_str(a) +
                          "; convert with numpy.ascontiguousarray(" + name + ", dtype=numpy." +
-                         dtype + ")");
+                         dtype() + ")");
   }
   if (!(a.flags() & py::array::c_style)) {
-    throw py::value_error(where + " must be C-contiguous, got a strided view with shape " +
+    throw py::value_error(where() + " must be C-contiguous, got a strided view with shape " +
                           shape_str(a) + "; copy with numpy.ascontiguousarray(" + name + ")");
   }
   return a;
@@ -339,6 +342,90 @@ py::array gram_backward(const py::object& features_obj, const py::object& grad_o
   return out;
 }
 
+/// The checked sample, queries and weights of a texture search, and their sizes.
+struct TextureArgs {
+  py::array sample, queries, weights;
+  std::int64_t c, h, w, batch, kh, kw;
+};
+
+TextureArgs texture_args(const py::object& sample_obj, const py::object& queries_obj,
+                         const py::object& weights_obj, const char* fn) {
+  TextureArgs a{checked<float>(sample_obj, fn, "sample"),
+                checked<float>(queries_obj, fn, "queries"),
+                checked<float>(weights_obj, fn, "weights"),
+                0, 0, 0, 0, 0, 0};
+  check_ndim(a.sample, 3, fn, "sample", "(C, H, W)");
+  check_ndim(a.queries, 4, fn, "queries", "(B, C, kh, kw)");
+  check_ndim(a.weights, 3, fn, "weights", "(B, kh, kw)");
+  a.c = a.sample.shape(0), a.h = a.sample.shape(1), a.w = a.sample.shape(2);
+  a.batch = a.queries.shape(0), a.kh = a.queries.shape(2), a.kw = a.queries.shape(3);
+  if (a.queries.shape(1) != a.c) {
+    throw py::value_error(std::string(fn) + ": queries must have the sample's " +
+                          std::to_string(a.c) + " channels, got shape " + shape_str(a.queries));
+  }
+  if (shape_of(a.weights) != Shape{a.queries.shape(0), a.queries.shape(2), a.queries.shape(3)}) {
+    throw py::value_error(std::string(fn) + ": weights must have shape (B, kh, kw) = " +
+                          shape_str(Shape{a.queries.shape(0), a.queries.shape(2),
+                                          a.queries.shape(3)}) +
+                          ", got " + shape_str(a.weights));
+  }
+  if (a.kh < 1 || a.kw < 1 || a.kh > a.h || a.kw > a.w) {
+    throw py::value_error(std::string(fn) + ": the window " + std::to_string(a.kh) + " x " +
+                          std::to_string(a.kw) + " must be >= 1 and fit in the sample " +
+                          std::to_string(a.h) + " x " + std::to_string(a.w));
+  }
+  return a;
+}
+
+py::array texture_distances(const py::object& sample_obj, const py::object& queries_obj,
+                            const py::object& weights_obj, const py::object& out_obj,
+                            int num_threads) {
+  const char* fn = "texture_distances";
+  TextureArgs a = texture_args(sample_obj, queries_obj, weights_obj, fn);
+  py::array out = output<float>(out_obj, {a.batch, a.h - a.kh + 1, a.w - a.kw + 1}, fn,
+                                {&a.sample, &a.queries, &a.weights});
+  const auto* sp = static_cast<const float*>(a.sample.data());
+  const auto* qp = static_cast<const float*>(a.queries.data());
+  const auto* wp = static_cast<const float*>(a.weights.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    cnnviz::texture_distances(sp, a.c, a.h, a.w, qp, wp, a.batch, a.kh, a.kw, op, num_threads);
+  }
+  return out;
+}
+
+py::tuple texture_match(const py::object& sample_obj, const py::object& queries_obj,
+                        const py::object& weights_obj, float epsilon,
+                        const py::object& uniforms_obj, int num_threads) {
+  const char* fn = "texture_match";
+  TextureArgs a = texture_args(sample_obj, queries_obj, weights_obj, fn);
+  py::array uniforms = checked<double>(uniforms_obj, fn, "uniforms");
+  if (shape_of(uniforms) != Shape{a.queries.shape(0)}) {
+    throw py::value_error(std::string(fn) + ": uniforms must have shape (B,) = " +
+                          shape_str(Shape{a.queries.shape(0)}) + ", got " + shape_str(uniforms));
+  }
+  std::vector<cnnviz::TextureMatch> picks(static_cast<std::size_t>(a.batch));
+  const auto* sp = static_cast<const float*>(a.sample.data());
+  const auto* qp = static_cast<const float*>(a.queries.data());
+  const auto* wp = static_cast<const float*>(a.weights.data());
+  const auto* up = static_cast<const double*>(uniforms.data());
+  {
+    py::gil_scoped_release release;
+    cnnviz::texture_match(sp, a.c, a.h, a.w, qp, wp, a.batch, a.kh, a.kw, epsilon, up,
+                          picks.data(), num_threads);
+  }
+  py::array_t<std::int64_t> index(a.batch), candidates(a.batch);
+  py::array_t<float> best(a.batch), distance(a.batch);
+  for (std::int64_t b = 0; b < a.batch; ++b) {
+    index.mutable_at(b) = picks[b].index;
+    best.mutable_at(b) = picks[b].best;
+    distance.mutable_at(b) = picks[b].distance;
+    candidates.mutable_at(b) = picks[b].candidates;
+  }
+  return py::make_tuple(index, best, distance, candidates);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -404,6 +491,22 @@ positions: int64 (P, 2) (top, left); window: (h, w), clipped to the image; fill:
 
   m.def("gram_kernel_name", &cnnviz::gram_kernel_name,
         "The Gram inner kernel picked for this CPU: 'avx512', 'avx2' or 'generic'.");
+
+  m.def("texture_distances", &texture_distances, py::arg("sample"), py::arg("queries"),
+        py::arg("weights"), py::arg("out") = py::none(), py::arg("num_threads") = 0,
+        R"doc(Efros-Leung neighbourhood distances (B, H - kh + 1, W - kw + 1): the weighted SSD of
+each query window (B, C, kh, kw) against every full window of sample (C, H, W), summed over
+channels and divided by the query's weight sum; weights (B, kh, kw) >= 0, 0 = unknown tap.)doc");
+
+  m.def("texture_match", &texture_match, py::arg("sample"), py::arg("queries"), py::arg("weights"),
+        py::arg("epsilon"), py::arg("uniforms"), py::arg("num_threads") = 0,
+        R"doc(texture_distances, then per query a pick among the candidates within (1 + epsilon) of
+the best, the k-th in index order with k = floor(u * count) for u = uniforms[b] (float64 (B,)).
+Returns (index int64, best float32, distance float32, candidates int64), each (B,); index is the
+flat candidate position y * (W - kw + 1) + x.)doc");
+
+  m.def("texture_kernel_name", &cnnviz::texture_kernel_name,
+        "The texture-distance inner kernel picked for this CPU: 'avx512', 'avx2' or 'generic'.");
 
   m.def("default_num_threads", &cnnviz::default_num_threads,
         "Threads a memory-bound kernel uses when called with num_threads=0 (the hardware "
