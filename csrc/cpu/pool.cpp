@@ -16,6 +16,7 @@
 
 #include "cnnviz/detail/window_math.hpp"
 #include "parallel.hpp"
+#include "stream.hpp"
 
 namespace cnnviz {
 
@@ -31,6 +32,10 @@ std::int64_t items_per_thread(std::int64_t values_per_item) {
 /// The "take v over best" rule of max_pool_window without the first-tap case: a larger value, or
 /// the first NaN.
 inline bool takes(float v, float best) { return (v > best) | ((v != v) & (best == best)); }
+
+/// Largest plane (values) that max_unpool2d builds in a buffer before streaming it out: 256 KiB,
+/// well inside a core's L2.
+constexpr std::int64_t kMaxBufferedPlane = std::int64_t{1} << 16;
 
 using RowKernel = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, float*,
                            std::int64_t*);
@@ -142,6 +147,9 @@ void max_pool2d(const float* x, float* y, std::int64_t* switches, std::int64_t p
   const detail::Range full =
       detail::inside(-window.pad_left, window.stride_w, w - span_w + 1, out.w);
   const std::int64_t span_h = (window.kernel_h - 1) * window.dilation_h + 1;
+  const std::int64_t out_bytes =
+      rows * out.w * static_cast<std::int64_t>(sizeof(float) + (switches ? sizeof(std::int64_t) : 0));
+  const bool stream = out_bytes >= cpu::kStreamBytes;
   const RowKernel fixed = h * w < (std::int64_t{1} << 31) - 1 ? fixed_row_kernel(window) : nullptr;
   cpu::parallel_for(
       rows, num_threads,
@@ -163,13 +171,22 @@ void max_pool2d(const float* x, float* y, std::int64_t* switches, std::int64_t p
           yr[ow] = v;
           if (sr != nullptr) sr[ow] = s;
         };
-        for (std::int64_t r = begin; r < end; ++r) {
+        // Large outputs: each group of rows is computed into L1 buffers, then streamed out.
+        const std::int64_t group = stream ? std::max<std::int64_t>(1, 1024 / out.w) : end - begin;
+        std::vector<float> ybuf(stream ? static_cast<std::size_t>(group * out.w) : 0);
+        std::vector<std::int64_t> sbuf(stream && switches != nullptr ? ybuf.size() : 0);
+        for (std::int64_t g0 = begin; g0 < end; g0 += group) {
+          const std::int64_t g1 = std::min(end, g0 + group);
+          float* ybase = stream ? ybuf.data() - g0 * out.w : y;
+          std::int64_t* sbase =
+              switches == nullptr ? nullptr : stream ? sbuf.data() - g0 * out.w : switches;
+          for (std::int64_t r = g0; r < g1; ++r) {
           const std::int64_t p = r / out.h, oh = r % out.h;
           const std::int64_t top = oh * window.stride_h - window.pad_top;
           const detail::Range row_taps = detail::inside(top, window.dilation_h, h, window.kernel_h);
           const float* plane = x + p * h * w;
-          float* yr = y + r * out.w;
-          std::int64_t* sr = switches != nullptr ? switches + r * out.w : nullptr;
+          float* yr = ybase + r * out.w;
+          std::int64_t* sr = sbase != nullptr ? sbase + r * out.w : nullptr;
           const bool rows_inside = top >= 0 && top + span_h <= h;
           std::int64_t lo = 0, hi = 0;  // the interior columns of this row
           if (rows_inside && full.hi > full.lo) {
@@ -190,7 +207,16 @@ void max_pool2d(const float* x, float* y, std::int64_t* switches, std::int64_t p
           for (std::int64_t ow = std::max(lo, hi); ow < out.w; ++ow) {
             edge(plane, top, row_taps, ow, yr, sr);
           }
+          }
+          if (stream) {
+            const std::size_t count = static_cast<std::size_t>((g1 - g0) * out.w);
+            cpu::stream_copy(y + g0 * out.w, ybuf.data(), count * sizeof(float));
+            if (switches != nullptr) {
+              cpu::stream_copy(switches + g0 * out.w, sbuf.data(), count * sizeof(std::int64_t));
+            }
+          }
         }
+        if (stream) cpu::stream_fence();
       },
       items_per_thread(out.w * taps));
 }
@@ -199,21 +225,36 @@ void max_unpool2d(const float* g, const std::int64_t* switches, float* out, std:
                   std::int64_t pooled_size, std::int64_t h, std::int64_t w, int num_threads) {
   detail::check_max_unpool_args("max_unpool2d", g, switches, out, planes, pooled_size, h, w);
   const std::int64_t plane_size = h * w;
+  // Large outputs whose planes fit L2: each plane is built in a thread-local buffer and streamed
+  // out (no read of the output lines before they are written).
+  const bool stream = planes * plane_size * static_cast<std::int64_t>(sizeof(float)) >=
+                          cpu::kStreamBytes &&
+                      plane_size <= kMaxBufferedPlane;
   cpu::parallel_for(
       planes, num_threads,
       [&](std::int64_t begin, std::int64_t end) {
+        std::vector<float> buffer(stream ? static_cast<std::size_t>(plane_size) : 0);
         for (std::int64_t p = begin; p < end; ++p) {
           const float* gp = g + p * pooled_size;
           const std::int64_t* sp = switches + p * pooled_size;
-          float* op = out + p * plane_size;
+          float* op = stream ? buffer.data() : out + p * plane_size;
           // Zero the plane, then scatter into it while it is still in cache.
           std::memset(op, 0, sizeof(float) * static_cast<std::size_t>(plane_size));
           bool bad = false;
-          for (std::int64_t k = 0; k < pooled_size; ++k) {
-            const std::int64_t s = sp[k];
-            const bool ok = static_cast<std::uint64_t>(s) < static_cast<std::uint64_t>(plane_size);
-            if (ok) op[s] += gp[k];
-            bad |= !ok & (s != -1);
+          // The signal and switch streams are prefetched kAhead values ahead: the scatter's
+          // loads wait on them otherwise (the hardware prefetcher falls behind).
+          constexpr std::int64_t kAhead = 512;
+          for (std::int64_t k0 = 0; k0 < pooled_size; k0 += 16) {
+            __builtin_prefetch(sp + k0 + kAhead);
+            __builtin_prefetch(sp + k0 + kAhead + 8);
+            __builtin_prefetch(gp + k0 + kAhead);
+            for (std::int64_t k = k0; k < std::min(k0 + 16, pooled_size); ++k) {
+              const std::int64_t s = sp[k];
+              const bool ok =
+                  static_cast<std::uint64_t>(s) < static_cast<std::uint64_t>(plane_size);
+              if (ok) op[s] += gp[k];
+              bad |= !ok & (s != -1);
+            }
           }
           if (bad) {
             for (std::int64_t k = 0; k < pooled_size; ++k) {
@@ -226,7 +267,12 @@ void max_unpool2d(const float* g, const std::int64_t* switches, float* out, std:
               }
             }
           }
+          if (stream) {
+            cpu::stream_copy(out + p * plane_size, op,
+                             sizeof(float) * static_cast<std::size_t>(plane_size));
+          }
         }
+        if (stream) cpu::stream_fence();
       },
       items_per_thread(plane_size + 2 * pooled_size));
 }

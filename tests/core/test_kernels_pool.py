@@ -244,3 +244,21 @@ def test_max_pool_writes_into_given_outputs():
     np.testing.assert_array_equal(wide[..., ::2], y0)
     with pytest.raises(ValueError, match="out must be"):
         kernels.max_pool2d(x, 2, switches_out=np.zeros((1, 1, 1, 1), np.int64))
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1)])
+def test_large_outputs_stream_and_match_reference(k, s, p):
+    # Outputs >= 16 MiB are built in cache-resident buffers and written with streaming stores:
+    # odd row widths put the rows at every alignment, padding sends border windows through the
+    # general routine into the same buffers, and the unpool planes fit its plane buffer.
+    shape = (4, 24, 246, 250)
+    x = random_input(shape, seed=11)
+    y, sw = kernels.max_pool2d(x, k, s, p, num_threads=2)
+    assert y.nbytes + sw.nbytes >= 16 << 20
+    yr, sr = kernels.max_pool2d_reference(x, k, s, p)
+    np.testing.assert_array_equal(y, yr)
+    np.testing.assert_array_equal(sw, sr)
+    g = random_input(y.shape, seed=12)
+    got = kernels.max_unpool2d(g, sw, shape[2:], num_threads=2)
+    assert got.nbytes >= 16 << 20
+    np.testing.assert_array_equal(got, kernels.max_unpool2d_reference(g, sw, shape[2:]))
