@@ -5,6 +5,7 @@
 - :func:`dream`: DeepDream, amplifying what a layer sees.
 - :func:`fool`: adversarial images, predicted as a chosen class after a small change.
 - :func:`multifaceted`: one class visualization per facet (cluster) of a class.
+- :func:`efros_leung`: non-parametric texture synthesis (Efros & Leung), no network, no torch.
 - :func:`stylize`: run a feed-forward style network (trained, or e.g. fns_candy) via onnxruntime.
 
 Every technique is deterministic by ``seed``, reports ``progress(step, total, loss)``,
@@ -22,6 +23,7 @@ from .adversarial import AdversarialResult, fool
 from .base import INSTALL_HINT, SynthesisResult, psnr
 from .class_visualization import class_visualization
 from .deepdream import dream
+from .efros_leung import TextureResult, efros_leung
 from .inversion import default_layers, invert, invert_layers
 from .multifaceted import multifaceted
 from .stylize import StyleNetwork, load_style_network, stylize
@@ -31,9 +33,11 @@ __all__ = [
     "AdversarialResult",
     "StyleNetwork",
     "SynthesisResult",
+    "TextureResult",
     "class_visualization",
     "default_layers",
     "dream",
+    "efros_leung",
     "fool",
     "invert",
     "invert_layers",
