@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnviz_core import Model
+import numpy as np
+
+from cnnviz_core import CnnvizError, Model
 
 from ..render.images import save_png, upscale
 
@@ -154,6 +156,48 @@ def cmd_stylize(args: argparse.Namespace) -> None:
         print(f"{image} -> {path}")
 
 
+def cmd_texture(
+    args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]
+) -> None:
+    """``cnnviz texture``: Efros-Leung (no model) or Gram-matrix synthesis (needs --model)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.sample).stem
+    size = tuple(args.size) if args.size else None
+    if args.method == "efros-leung":
+        from .efros_leung import efros_leung
+
+        result = efros_leung(
+            Path(args.sample),
+            size or (128, 128),
+            window=args.window,
+            order=args.order,
+            epsilon=args.epsilon,
+            seed=args.seed,
+            progress=_progress("texture"),
+        )
+        path = save_png(result.image, args.out / f"{stem}-efros-leung-{args.order}.png")
+        print(
+            f"efros-leung ({args.order}, window {args.window}): {result.pixels} pixels in "
+            f"{result.seconds:.2f} s ({result.pixels_per_second:.0f} pixels/s), mean match "
+            f"distance {float(np.nanmean(result.distances)):.4g} -> {path}"
+        )
+        _done(result)
+        return
+    try:
+        from .texture import gram_texture
+    except ImportError as error:
+        raise CnnvizError(
+            f"cnnviz texture --method gram is not available in this build ({error}); use "
+            "--method efros-leung"
+        ) from error
+    result = gram_texture(
+        open_model(args), Path(args.sample), size, seed=args.seed, progress=_progress("texture")
+    )
+    path = save_png(result.image, args.out / f"{stem}-gram.png")
+    print(f"gram texture -> {path}")
+    _done(result)
+
+
 def add_commands(
     commands: Any,
     model_arguments: Callable[[argparse.ArgumentParser], None],
@@ -256,3 +300,23 @@ def add_commands(
     )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(run=cmd_stylize)
+
+    p = commands.add_parser(
+        "texture",
+        help="grow a texture like a sample (Efros-Leung, or Gram matrices of a network)",
+        description="Texture synthesis from SAMPLE: efros-leung grows it pixel by pixel from "
+        "the sample's nearest neighbourhoods (no model needed); gram matches the Gram matrices "
+        "of --model's features (Gatys et al.). Writes OUT/<sample>-<method>[-<order>].png.",
+    )
+    p.add_argument("sample", help="texture sample image")
+    p.add_argument("--method", choices=["efros-leung", "gram"], default="efros-leung")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="output size")
+    p.add_argument("--window", type=int, default=11, help="efros-leung: odd window side (11)")
+    p.add_argument("--order", choices=["onion", "scanline"], default="onion", help="efros-leung")
+    p.add_argument("--epsilon", type=float, default=0.1, help="efros-leung: match slack (0.1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", default="shapes", help="gram: loss network .onnx or shipped name")
+    p.add_argument("--preset", help="gram: preprocessing convention of --model")
+    p.add_argument("--device", default="cpu", help="gram: cpu (default) or cuda")
+    p.set_defaults(run=lambda args: cmd_texture(args, open_model), labels=None)

@@ -199,3 +199,18 @@ def test_bad_samples_raise(tmp_path: Path) -> None:
 def test_module_does_not_import_torch() -> None:
     code = "import sys, cnnviz.synthesis.efros_leung; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_cli_texture_efros_leung(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnviz.cli import main
+
+    sample = tmp_path / "sample.png"
+    Image.fromarray(_sample(seed=9)).save(sample)
+    argv = ["texture", "--method", "efros-leung", str(sample), "--size", "20", "22"]
+    argv += ["--window", "5", "--order", "scanline", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    written = tmp_path / "out" / "sample-efros-leung-scanline.png"
+    picture = np.asarray(Image.open(written))
+    assert picture.shape == (20, 22, 3)
+    assert "pixels/s" in capsys.readouterr().out
+    assert main(["texture", str(sample), "--window", "4", "--out", str(tmp_path)]) != 0
