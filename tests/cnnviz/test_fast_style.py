@@ -187,3 +187,113 @@ def test_stylize_command_writes_one_picture_per_image(tmp_path, picture, capsys)
         expected[..., 2] = picture[:, i:, 2]  # BGR: the first network channel is blue
         np.testing.assert_array_equal(written, expected)
     assert "in1-gate.png" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def stripes(size: int = 64) -> np.ndarray:
+    """A procedural style: saturated diagonal stripes in three colours plus fine noise."""
+    y, x = np.mgrid[:size, :size]
+    band = ((x + y) // 5) % 3
+    colours = np.array([[230, 40, 30], [250, 210, 20], [20, 60, 200]], np.float64)
+    noise = np.random.default_rng(5).normal(0, 12, (size, size, 3))
+    return np.clip(colours[band] + noise, 0, 255).astype(np.uint8)
+
+
+#: a tiny network, a few steps at 32 px on the shapes model: seconds
+TRAIN = {
+    "size": 32,
+    "steps": 16,
+    "batch": 2,
+    "width": 8,
+    "blocks": 1,
+    "lr": 1e-2,
+    "style_weight": 20.0,
+    "seed": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def shapes_model():
+    pytest.importorskip("torch")
+    from cnnviz.models import load_model
+
+    return load_model("shapes")
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_model):
+    from cnnviz.synthesis.fast_style import train_style
+
+    calls = []
+    network = train_style(
+        shapes_model, stripes(), None, progress=lambda *a: calls.append(a), **TRAIN
+    )
+    return network, calls
+
+
+def test_trained_network_moves_images_towards_the_style(shapes_model, trained) -> None:
+    import torch
+
+    from cnnviz.data.shapes import make_shapes
+    from cnnviz.synthesis.style import LossNetwork, load_pixels
+
+    network, calls = trained
+    assert network.steps == TRAIN["steps"] == len(network.losses) and not network.interrupted
+    assert [c[:2] for c in calls] == [(i + 1, TRAIN["steps"]) for i in range(TRAIN["steps"])]
+    assert [c[2] for c in calls] == network.losses
+    held_out = make_shapes(4, seed=99, size=40).images  # not the training images, another size
+    outputs = stylize(network, held_out)
+    assert [o.shape for o in outputs] == [(40, 40, 3)] * 4
+    loss_net = LossNetwork(shapes_model)
+    targets = loss_net.targets(load_pixels(stripes(), 2 * TRAIN["size"]))
+
+    def style_loss(pictures) -> float:
+        x = torch.from_numpy(np.stack(pictures).transpose(0, 3, 1, 2) / np.float32(255.0))
+        with torch.no_grad():
+            return float(loss_net.style_loss(loss_net.grams(loss_net.features(x)), targets))
+
+    before, after = style_loss(held_out), style_loss(outputs)
+    assert after < 0.5 * before, (before, after)
+
+
+def test_onnx_export_matches_torch_in_one_forward_pass(trained) -> None:
+    import torch
+
+    network, _ = trained
+    proto = onnx.load_from_string(network.onnx_bytes)
+    assert [i.name for i in proto.graph.input] == ["pixels"]
+    assert len(proto.graph.output) == 1
+    card = json.loads({p.key: p.value for p in proto.metadata_props}[CARD_KEY])
+    assert card["kind"] == "fast-style" and card["convention"]["value_range"] == 1.0
+    assert card["training"]["steps"] == TRAIN["steps"] and card["style"] == "style"
+    batch = np.random.default_rng(2).random((3, 3, 24, 44), dtype=np.float32)
+    (ours,) = network.model.run(batch).values()  # one onnxruntime call for the batch
+    with torch.no_grad():
+        reference = network.module(torch.from_numpy(batch)).numpy()
+    assert ours.shape == reference.shape == (3, 3, 24, 44)
+    assert np.abs(ours - reference).max() <= 1e-4
+
+
+def test_training_is_deterministic_and_interruptible(shapes_model, trained, tmp_path) -> None:
+    from cnnviz.synthesis.fast_style import train_style
+
+    network, _ = trained
+
+    def stop_after_five(step: int, total: int, loss: float) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "net.onnx"
+    partial = train_style(shapes_model, stripes(), None, progress=stop_after_five, out=out, **TRAIN)
+    assert partial.interrupted and partial.steps == 5
+    assert partial.losses == network.losses[:5]  # same seed: the same run, stopped early
+    assert out.read_bytes() == partial.onnx_bytes
+    assert json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[CARD_KEY])[
+        "training"
+    ]["interrupted"]
+    (picture,) = stylize(out, stripes(24))
+    assert picture.shape == (24, 24, 3)
+    other = train_style(shapes_model, stripes(), None, **{**TRAIN, "steps": 2, "seed": 5})
+    assert other.losses != network.losses[:2]
