@@ -156,6 +156,38 @@ def cmd_stylize(args: argparse.Namespace) -> None:
         print(f"{image} -> {path}")
 
 
+def cmd_train_style(
+    args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]
+) -> None:
+    """``cnnviz train-style``: train a fast style network and write it as ONNX."""
+    from .fast_style import train_style
+
+    network = train_style(
+        open_model(args),
+        Path(args.style),
+        [Path(c) for c in args.content] if args.content else None,
+        size=args.size,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        style_weight=args.style_weight,
+        content_weight=args.content_weight,
+        tv_weight=args.tv_weight,
+        width=args.width,
+        blocks=args.blocks,
+        style_layers=args.style_layer or None,
+        content_layer=args.content_layer,
+        seed=args.seed,
+        progress=_progress("train-style"),
+        out=args.out,
+    )
+    last = network.card["losses"]["last"]
+    parts = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
+    print(f"{network.steps} steps ({parts}) -> {args.out}")
+    if network.interrupted:
+        print("interrupted: saved the network trained so far", file=sys.stderr)
+
+
 def cmd_texture(
     args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]
 ) -> None:
@@ -300,6 +332,35 @@ def add_commands(
     )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(run=cmd_stylize)
+
+    p = commands.add_parser(
+        "train-style",
+        help="train a fast feed-forward style network (Johnson et al.) and save it as ONNX",
+        description="Train a small transformation network to paint images in the style of "
+        "STYLE with perceptual losses of --model (the loss network: e.g. SqueezeNet 1.1 with "
+        "--preset caffe; default the shipped shapes model), on --content photos (default "
+        "procedural shapes images). Writes --out (ONNX, RGB 0-1, any size); run it with "
+        "`cnnviz stylize` or any onnxruntime.",
+    )
+    p.add_argument("style", help="style image")
+    p.add_argument("--content", nargs="+", metavar="PATH", help="content images or a folder")
+    p.add_argument("--model", default="shapes", help="loss network .onnx or shipped name")
+    p.add_argument("--preset", help="preprocessing convention of --model (e.g. caffe)")
+    p.add_argument("--device", default="cpu", help="loss network device: cpu (default)")
+    p.add_argument("--out", type=Path, required=True, help="output .onnx file")
+    p.add_argument("--size", type=int, default=128, help="training crop side (128)")
+    p.add_argument("--steps", type=int, default=300, help="Adam steps (300)")
+    p.add_argument("--batch", type=int, default=4, help="crops per step (4)")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (3e-3)")
+    p.add_argument("--style-weight", type=float, default=5.0, help="style loss weight (5)")
+    p.add_argument("--content-weight", type=float, default=1.0, help="content weight (1)")
+    p.add_argument("--tv-weight", type=float, default=10.0, help="total variation weight (10)")
+    p.add_argument("--width", type=int, default=16, help="network width (16)")
+    p.add_argument("--blocks", type=int, default=3, help="residual blocks (3)")
+    p.add_argument("--style-layer", action="append", default=[], metavar="NAME")
+    p.add_argument("--content-layer", metavar="NAME")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.set_defaults(run=lambda args: cmd_train_style(args, open_model), labels=None)
 
     p = commands.add_parser(
         "texture",

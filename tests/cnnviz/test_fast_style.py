@@ -297,3 +297,19 @@ def test_training_is_deterministic_and_interruptible(shapes_model, trained, tmp_
     assert picture.shape == (24, 24, 3)
     other = train_style(shapes_model, stripes(), None, **{**TRAIN, "steps": 2, "seed": 5})
     assert other.losses != network.losses[:2]
+
+
+def test_train_style_command_writes_a_network_stylize_runs(tmp_path, capsys) -> None:
+    pytest.importorskip("torch")
+    from cnnviz.cli import main
+
+    style = tmp_path / "stripes.png"
+    Image.fromarray(stripes()).save(style)
+    out = tmp_path / "net.onnx"
+    argv = ["train-style", str(style), "--out", str(out), "--size", "32", "--steps", "2"]
+    assert main([*argv, "--batch", "1", "--width", "8", "--blocks", "1"]) == 0
+    assert "2 steps" in capsys.readouterr().out
+    card = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[CARD_KEY])
+    assert card["style"] == "stripes" and card["loss_network"]["model"] == "shapes"
+    assert main(["stylize", str(out), str(style), "--out", str(tmp_path)]) == 0
+    assert np.asarray(Image.open(tmp_path / "stripes-net.png")).shape == (64, 64, 3)
