@@ -7,6 +7,8 @@ dict of options), so ordinary reports stay fast and need no torch.
 - ``deepdream`` (320): the first image dreamed at ``dream_layer`` (default the middle ReLU).
 - ``adversarial`` (330): each image fooled into ``fool_target`` (default its second most
   likely class), with the magnified difference.
+- ``efros-leung`` (340): a texture grown (Efros & Leung) from a centre crop of the first
+  image (``texture_crop``, 32; ``texture_window``, 9); no network, no torch.
 
 Options, under ``ctx.options["synthesis"]``: ``classes``, ``steps`` (class models, 40),
 ``layers`` (inversion), ``dream_layer``, ``fool_target``, ``seed`` (0).
@@ -166,3 +168,43 @@ def adversarial_section(ctx: ReportContext, page: Page) -> Section | None:
         ["image", "change", "fooled", "steps", "L-inf", "L2", "p(target)", "pictures"], rows
     )
     return Section("adversarial", "Adversarial images", table)
+
+
+@_register("efros-leung", order=340)
+def efros_leung_section(ctx: ReportContext, page: Page) -> Section | None:
+    """A small texture grown by Efros & Leung (1999) from a centre crop of the first image
+    (options ``texture_crop``, default 32 pixels, and ``texture_window``, default 9); no
+    network and no torch involved."""
+    options = _options(ctx)
+    if options is None or not ctx.names:
+        return None
+    from .efros_leung import efros_leung
+
+    picture = ctx.pixels[0]
+    h, w = picture.shape[:2]
+    side = min(int(options.get("texture_crop", 32)), h, w)
+    window = min(int(options.get("texture_window", 9)), side - (1 - side % 2))
+    if window < 3:
+        return None
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = picture[top : top + side, left : left + side]
+    result = efros_leung(crop, 2 * side, window, seed=options.get("seed", 0))
+    figures = [
+        _picture(page, crop, "efros-leung-sample", f"{ctx.names[0]}: centre {side}x{side}"),
+        _picture(
+            page,
+            result.image,
+            "efros-leung",
+            f"grown to {2 * side}x{2 * side}, window {window} "
+            f"({result.pixels_per_second:.0f} pixels/s)",
+        ),
+    ]
+    text = escape(
+        "A texture grown pixel by pixel from the crop's nearest neighbourhoods (Efros & Leung "
+        "1999, onion-peel order, epsilon 0.1): the image's local texture, with no network."
+    )
+    return Section(
+        "efros-leung",
+        "Texture synthesis (Efros-Leung)",
+        f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
+    )

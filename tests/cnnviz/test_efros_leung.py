@@ -214,3 +214,19 @@ def test_cli_texture_efros_leung(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert picture.shape == (20, 22, 3)
     assert "pixels/s" in capsys.readouterr().out
     assert main(["texture", str(sample), "--window", "4", "--out", str(tmp_path)]) != 0
+
+
+def test_report_section_grows_a_crop_of_the_first_image(tmp_path: Path) -> None:
+    from cnnviz.models import load_model
+    from cnnviz.render.report import build_report
+
+    model = load_model("shapes")
+    picture = np.kron(_sample(8, 8, seed=10), np.ones((8, 8, 1), np.uint8))  # 64 x 64 blocks
+    sections = ["efros-leung"]
+    plain = build_report(model, [picture], tmp_path / "plain", sections=sections)
+    assert "Efros-Leung" not in plain.read_text()  # opt-in
+    options = {"synthesis": {"texture_crop": 16, "texture_window": 5}}
+    path = build_report(model, [picture], tmp_path / "r", sections=sections, options=options)
+    assert "Texture synthesis (Efros-Leung)" in path.read_text()
+    grown = np.asarray(Image.open(tmp_path / "r" / "images" / "efros-leung" / "efros-leung.png"))
+    assert grown.shape[0] >= 32 and grown.ndim == 3
