@@ -33,6 +33,7 @@ SUITES = {
     "occlusion": occlusion.run,
     "attribution_quality": attribution_quality.run,
     "synthesis": __import__("synthesis").run,
+    "texture": __import__("texture").run,
 }
 RESULTS = Path(__file__).parent / "results"
 
