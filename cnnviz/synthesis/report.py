@@ -9,6 +9,8 @@ dict of options), so ordinary reports stay fast and need no torch.
   likely class), with the magnified difference.
 - ``efros-leung`` (340): a texture grown (Efros & Leung) from a centre crop of the first
   image (``texture_crop``, 32; ``texture_window``, 9); no network, no torch.
+- ``fast-style`` (350): the images through the style network(s) given as
+  ``options["fast-style"]`` (ONNX paths; its own key: shown whenever given, needs no torch).
 
 Options, under ``ctx.options["synthesis"]``: ``classes``, ``steps`` (class models, 40),
 ``layers`` (inversion), ``dream_layer``, ``fool_target``, ``seed`` (0).
@@ -16,6 +18,7 @@ Options, under ``ctx.options["synthesis"]``: ``classes``, ``steps`` (class model
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..render.images import upscale
@@ -208,3 +211,55 @@ def efros_leung_section(ctx: ReportContext, page: Page) -> Section | None:
         "Texture synthesis (Efros-Leung)",
         f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
     )
+
+
+#: longest side a report image is stylized at (a photo of any size stays quick)
+STYLE_SIDE = 512
+
+
+@_register("fast-style", order=350)
+def fast_style_section(ctx: ReportContext, page: Page) -> Section | None:
+    """The report's images through the feed-forward style network(s) given as
+    ``options["fast-style"]`` (an ONNX path or a list of them; onnxruntime only, no torch)."""
+    networks = ctx.options.get("fast-style")
+    if not networks or not ctx.names:
+        return None
+    from cnnviz_core.preprocess import load_image
+
+    from .stylize import load_style_network, stylize
+
+    pictures = [_fit_side(load_image(image), STYLE_SIDE) for image in ctx.images]
+    figures = []
+    if isinstance(networks, (str, Path)):
+        networks = [networks]
+    for path in networks:
+        network = load_style_network(path)
+        for i, (name, out) in enumerate(zip(ctx.names, stylize(network, pictures))):
+            key = f"style-{network.name}-{i}"
+            figures.append(_picture(page, out, key, f"{name}: {network.name}"))
+    originals = [
+        _picture(page, p, f"style-original-{i}", f"{n} (original)")
+        for i, (n, p) in enumerate(zip(ctx.names, pictures))
+    ]
+    text = escape(
+        "Each image through a feed-forward style network (Johnson et al. 2016): one "
+        "onnxruntime forward pass per image."
+    )
+    return Section(
+        "fast-style",
+        "Fast style transfer",
+        f'<p>{text}</p><div class="grid">{"".join(originals + figures)}</div>',
+    )
+
+
+def _fit_side(picture: Any, side: int) -> Any:
+    """An (H, W, 3) picture shrunk so its longer side is at most ``side``."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = picture.shape[:2]
+    if max(h, w) <= side:
+        return picture
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(picture).resize(size, Image.Resampling.LANCZOS))

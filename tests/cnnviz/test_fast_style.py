@@ -313,3 +313,21 @@ def test_train_style_command_writes_a_network_stylize_runs(tmp_path, capsys) -> 
     assert card["style"] == "stripes" and card["loss_network"]["model"] == "shapes"
     assert main(["stylize", str(out), str(style), "--out", str(tmp_path)]) == 0
     assert np.asarray(Image.open(tmp_path / "stripes-net.png")).shape == (64, 64, 3)
+
+
+def test_report_section_shows_each_image_stylized(tmp_path, picture) -> None:
+    from cnnviz.models import load_model
+    from cnnviz.render.report import build_report
+
+    network = tmp_path / "gate.onnx"
+    network.write_bytes(channel_gate("H", (1, 0, 0)).SerializeToString())
+    model = load_model("shapes")
+    sections = ["fast-style"]
+    plain = build_report(model, [picture], tmp_path / "plain", sections=sections)
+    assert "Fast style transfer" not in plain.read_text()
+    path = build_report(
+        model, [picture], tmp_path / "r", sections=sections, options={"fast-style": [network]}
+    )
+    assert "Fast style transfer" in path.read_text()
+    shown = np.asarray(Image.open(tmp_path / "r" / "images" / "fast-style" / "style-gate-0.png"))
+    assert shown.shape[2] == 3 and shown[..., 1:].max() == 0  # only red kept (RGB network)
