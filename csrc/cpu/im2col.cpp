@@ -1,14 +1,21 @@
 // CPU im2col / col2im (see cnnviz/im2col.hpp): threads split the (image, channel) planes, which
 // own disjoint rows of cols and disjoint planes of x, so col2im accumulates without atomics. The
 // valid output columns of each tap row are computed up front, leaving branch-free inner loops.
+// col2im with stride_w 1 (the common case) has its own per-ISA routine (col2im_rows.inc): plane
+// zeroed and accumulated in L1 with AVX-512 masked adds, cols prefetched far ahead.
 #include "cnnviz/im2col.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
 #include "cnnviz/detail/window_math.hpp"
 #include "parallel.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 
 namespace cnnviz {
 
@@ -34,6 +41,43 @@ void for_each_tap_row(std::int64_t begin, std::int64_t end, std::int64_t h, std:
       }
     }
   }
+}
+
+// The stride-1 col2im, compiled for the baseline ISA and, on x86-64 with GCC, for AVX2 and
+// AVX-512 too (`#pragma GCC target`); picked at run time (no -march flag: one build runs on any
+// x86-64).
+namespace base {
+#include "col2im_rows.inc"
+}  // namespace base
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CNNVIZ_IM2COL_X86 1
+namespace avx2 {
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#include "col2im_rows.inc"
+#pragma GCC pop_options
+}  // namespace avx2
+namespace avx512 {
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#include "col2im_rows.inc"
+#pragma GCC pop_options
+}  // namespace avx512
+#endif
+
+using Col2imS1 = void (*)(const float*, float*, std::int64_t, std::int64_t, std::int64_t,
+                          std::int64_t, const Window2d&, const Extent2d&);
+
+Col2imS1 col2im_s1() {
+  static const Col2imS1 fn = [] {
+#if CNNVIZ_IM2COL_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return &avx512::col2im_s1;
+    if (__builtin_cpu_supports("avx2")) return &avx2::col2im_s1;
+#endif
+    return &base::col2im_s1;
+  }();
+  return fn;
 }
 
 std::int64_t planes_per_thread(std::int64_t values_per_plane) {
@@ -77,9 +121,14 @@ void col2im(const float* cols, float* x, std::int64_t n, std::int64_t c, std::in
             std::int64_t w, const Window2d& window, int num_threads) {
   const Extent2d out = detail::check_im2col_args("col2im", cols, x, n, c, h, w, window);
   const std::int64_t sw = window.stride_w;
+  const Col2imS1 fast = sw == 1 ? col2im_s1() : nullptr;
   cpu::parallel_for(
       n * c, num_threads,
       [&](std::int64_t begin, std::int64_t end) {
+        if (fast != nullptr) {
+          fast(cols, x, begin, end, h, w, window, out);
+          return;
+        }
         std::fill(x + begin * h * w, x + end * h * w, 0.f);
         for_each_tap_row(begin, end, h, w, window, out,
                          [&](std::int64_t at, std::int64_t p, std::int64_t ih, detail::Range in,
@@ -87,14 +136,8 @@ void col2im(const float* cols, float* x, std::int64_t n, std::int64_t c, std::in
                            if (ih < 0) return;
                            const float* src = cols + at;
                            float* dst = x + (p * h + ih) * w;
-                           if (sw == 1) {  // contiguous: a loop the compiler vectorizes
-                             float* run = dst + in.lo + left;
-                             const float* from = src + in.lo;
-                             for (std::int64_t k = 0; k < in.hi - in.lo; ++k) run[k] += from[k];
-                           } else {
-                             for (std::int64_t ow = in.lo; ow < in.hi; ++ow) {
-                               dst[ow * sw + left] += src[ow];
-                             }
+                           for (std::int64_t ow = in.lo; ow < in.hi; ++ow) {
+                             dst[ow * sw + left] += src[ow];
                            }
                          });
       },

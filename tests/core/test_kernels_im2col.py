@@ -21,6 +21,8 @@ CASES = [
     ((2, 5, 9, 9), 1, 1, (0, 0, 0, 0), 1),
     ((1, 3, 6, 17), (3, 5), 3, (3, 0, 0, 4), 2),
     ((2, 16, 28, 28), 3, 1, (1, 1, 1, 1), 1),
+    # stride_w 1 with stride_h 2 and dilation: col2im's contiguous-run path, rows > 16 wide.
+    ((1, 3, 11, 37), (3, 2), (2, 1), (1, 2, 0, 1), (2, 3)),
 ]
 # grouped convolutions where the channels split
 GROUPED = [(case, groups) for case in CASES for groups in (1, 2) if case[0][1] % groups == 0]
