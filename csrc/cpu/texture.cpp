@@ -155,9 +155,11 @@ void block_dispatch(const float* sample, std::int64_t stride, std::int64_t c, co
 // One instance per instruction set: 4 accumulator registers (16 zmm, 16 ymm, 16 xmm in all).
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CNNVIZ_TEXTURE_X86 1
-__attribute__((target("avx512f,avx512vl,fma"))) void block_avx512(
-    const float* sample, std::int64_t stride, std::int64_t c, const QueryTaps& q, std::int64_t p0,
-    float* out) {
+__attribute__((target("avx512f,avx512vl,fma"))) void block_avx512(const float* sample,
+                                                                  std::int64_t stride,
+                                                                  std::int64_t c,
+                                                                  const QueryTaps& q,
+                                                                  std::int64_t p0, float* out) {
   block_dispatch<16, 4>(sample, stride, c, q, p0, out);
 }
 __attribute__((target("avx2,fma"))) void block_avx2(const float* sample, std::int64_t stride,
@@ -214,8 +216,8 @@ void check_args(const float* sample, std::int64_t c, std::int64_t h, std::int64_
                 const float* queries, const float* weights, std::int64_t batch,
                 std::int64_t window_h, std::int64_t window_w, const float* distances) {
   if (c < 1 || h < 1 || w < 1) {
-    fail("the sample must have c, h, w >= 1, got (" + std::to_string(c) + ", " +
-         std::to_string(h) + ", " + std::to_string(w) + ")");
+    fail("the sample must have c, h, w >= 1, got (" + std::to_string(c) + ", " + std::to_string(h) +
+         ", " + std::to_string(w) + ")");
   }
   if (window_h < 1 || window_w < 1) {
     fail("the window must be >= 1, got " + std::to_string(window_h) + " x " +
@@ -226,8 +228,8 @@ void check_args(const float* sample, std::int64_t c, std::int64_t h, std::int64_
          ") must fit in the sample (" + std::to_string(h) + " x " + std::to_string(w) + ")");
   }
   if (batch < 0) fail("batch must be >= 0, got " + std::to_string(batch));
-  if (batch > 0 && (sample == nullptr || queries == nullptr || weights == nullptr ||
-                    distances == nullptr)) {
+  if (batch > 0 &&
+      (sample == nullptr || queries == nullptr || weights == nullptr || distances == nullptr)) {
     fail("null buffer");
   }
 }
@@ -254,7 +256,8 @@ std::vector<QueryTaps> gather_taps(const float* queries, const float* weights, s
         total += wt;
         q.offsets.push_back(i * w + j);
         q.weights.push_back(wt);
-        for (std::int64_t ch = 0; ch < c; ++ch) q.targets.push_back(qb[ch * taps + i * window_w + j]);
+        for (std::int64_t ch = 0; ch < c; ++ch)
+          q.targets.push_back(qb[ch * taps + i * window_w + j]);
       }
     }
     if (total <= 0.0) {

@@ -345,15 +345,15 @@ py::array gram_backward(const py::object& features_obj, const py::object& grad_o
 /// The checked sample, queries and weights of a texture search, and their sizes.
 struct TextureArgs {
   py::array sample, queries, weights;
-  std::int64_t c, h, w, batch, kh, kw;
+  std::int64_t c = 0, h = 0, w = 0, batch = 0, kh = 0, kw = 0;
 };
 
 TextureArgs texture_args(const py::object& sample_obj, const py::object& queries_obj,
                          const py::object& weights_obj, const char* fn) {
-  TextureArgs a{checked<float>(sample_obj, fn, "sample"),
-                checked<float>(queries_obj, fn, "queries"),
-                checked<float>(weights_obj, fn, "weights"),
-                0, 0, 0, 0, 0, 0};
+  TextureArgs a;
+  a.sample = checked<float>(sample_obj, fn, "sample");
+  a.queries = checked<float>(queries_obj, fn, "queries");
+  a.weights = checked<float>(weights_obj, fn, "weights");
   check_ndim(a.sample, 3, fn, "sample", "(C, H, W)");
   check_ndim(a.queries, 4, fn, "queries", "(B, C, kh, kw)");
   check_ndim(a.weights, 3, fn, "weights", "(B, kh, kw)");

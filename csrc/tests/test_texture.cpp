@@ -87,8 +87,8 @@ void check_distances(std::int64_t c, std::int64_t h, std::int64_t w, std::int64_
       reference_distances(sample, c, h, w, queries, weights, batch, kh, kw);
   for (int threads : {1, 2, 3}) {
     std::vector<float> got(want.size(), -1.f);
-    cnnviz::texture_distances(sample.data(), c, h, w, queries.data(), weights.data(), batch, kh,
-                              kw, got.data(), threads);
+    cnnviz::texture_distances(sample.data(), c, h, w, queries.data(), weights.data(), batch, kh, kw,
+                              got.data(), threads);
     int bad = 0;
     for (std::size_t i = 0; i < want.size(); ++i) {
       bad += !(std::abs(got[i] - want[i]) <= 1e-5 * (1.0 + std::abs(want[i])));
@@ -98,12 +98,12 @@ void check_distances(std::int64_t c, std::int64_t h, std::int64_t w, std::int64_
 }
 
 void test_distances() {
-  check_distances(3, 13, 17, 5, 3, 3, 10);   // colour, odd non-square window, batch 3
-  check_distances(1, 9, 11, 3, 5, 1, 20);    // grey, batch 1
-  check_distances(2, 8, 8, 1, 1, 2, 30);     // generic channel count, 1 x 1 window
-  check_distances(3, 7, 300, 3, 3, 2, 40);   // rows longer than one accumulator segment
-  check_distances(3, 21, 21, 11, 11, 1, 50); // the synthesis window size, one candidate row each
-  check_distances(3, 11, 11, 11, 11, 2, 60); // window as large as the sample: one candidate
+  check_distances(3, 13, 17, 5, 3, 3, 10);    // colour, odd non-square window, batch 3
+  check_distances(1, 9, 11, 3, 5, 1, 20);     // grey, batch 1
+  check_distances(2, 8, 8, 1, 1, 2, 30);      // generic channel count, 1 x 1 window
+  check_distances(3, 7, 300, 3, 3, 2, 40);    // rows longer than one accumulator segment
+  check_distances(3, 21, 21, 11, 11, 1, 50);  // the synthesis window size, one candidate row each
+  check_distances(3, 11, 11, 11, 11, 2, 60);  // window as large as the sample: one candidate
 }
 
 void test_select() {
@@ -142,8 +142,8 @@ void test_match_finds_exact_copy() {
   const std::vector<double> uniforms = {0.3, 0.9, 0.0};
   for (int threads : {1, 2}) {
     std::vector<TextureMatch> out(static_cast<std::size_t>(batch));
-    cnnviz::texture_match(sample.data(), c, h, w, queries.data(), weights.data(), batch, k, k,
-                          0.f, uniforms.data(), out.data(), threads);
+    cnnviz::texture_match(sample.data(), c, h, w, queries.data(), weights.data(), batch, k, k, 0.f,
+                          uniforms.data(), out.data(), threads);
     for (std::int64_t b = 0; b < batch; ++b) {
       CHECK(out[b].index == ys[b] * pw + xs[b]);
       CHECK(out[b].best == 0.f && out[b].distance == 0.f && out[b].candidates == 1);
@@ -174,8 +174,7 @@ void test_bad_arguments() {
   CHECK(throws_invalid_argument([&] { run(3, 8, 8, 3, 3, negative, 0); }));
   CHECK(throws_invalid_argument([&] { run(3, 8, 8, 3, 3, nan, 0); }));
   CHECK(throws_invalid_argument([&] {
-    cnnviz::texture_distances(nullptr, 3, 8, 8, query.data(), weights.data(), 1, 3, 3,
-                              dist.data());
+    cnnviz::texture_distances(nullptr, 3, 8, 8, query.data(), weights.data(), 1, 3, 3, dist.data());
   }));
   const std::vector<float> d = {1.f, 2.f}, with_nan = {1.f, std::nanf("")};
   CHECK(throws_invalid_argument([&] { cnnviz::texture_select(d.data(), 0, 0.f, 0.5); }));
