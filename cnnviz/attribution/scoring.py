@@ -178,6 +178,61 @@ def score(
     return result
 
 
+def approximation_error(
+    approx: Attribution,
+    exact: Attribution,
+    model: Model | None = None,
+    images: np.ndarray | None = None,
+    *,
+    steps: int = 16,
+) -> dict[str, float]:
+    """How far an approximate attribution (drill-down, bf16, thresholded incremental
+    occlusion) is from the exact one of the same images and targets.
+
+    Args:
+        approx, exact: attributions with maps of the same shape.
+        model: with it, the deletion curves of both are compared as well.
+        images: the preprocessed batch for the deletion curves (see :func:`deletion`).
+        steps: deletion curve steps.
+
+    Returns:
+        ``map_correlation``: mean over images of the Pearson correlation of the heat maps (1
+        for two equal constant maps, 0 for a constant map against a varying one);
+        ``max_abs_diff_rel``: max |approx - exact| / max |exact| over the batch;
+        with ``model``: ``deletion_auc_diff`` (mean of approx AUC - exact AUC: > 0 when the
+        approximate ranking deletes the evidence more slowly), ``deletion_auc_approx``,
+        ``deletion_auc_exact``.
+
+    Raises:
+        InputError: maps of different shapes.
+    """
+    a = approx.heatmap.astype(np.float64)
+    e = exact.heatmap.astype(np.float64)
+    if a.shape != e.shape:
+        raise InputError(f"approximate maps {a.shape} and exact maps {e.shape} differ in shape")
+    correlations = []
+    for x, y in zip(a.reshape(len(a), -1), e.reshape(len(e), -1)):
+        dx, dy = x - x.mean(), y - y.mean()
+        norm = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+        if norm > 0:
+            correlations.append(float((dx * dy).sum() / norm))
+        else:  # a constant map: perfect only against the same constant map
+            correlations.append(1.0 if np.array_equal(x, y) else 0.0)
+    scale = float(np.abs(e).max())
+    diff = float(np.abs(a - e).max())
+    result = {
+        "map_correlation": float(np.mean(correlations)),
+        "max_abs_diff_rel": diff / scale if scale > 0 else diff,
+    }
+    if model is not None:
+        auc_a = deletion(model, approx, images, steps=steps).auc
+        auc_e = deletion(model, exact, images, steps=steps).auc
+        result["deletion_auc_diff"] = float((auc_a - auc_e).mean())
+        result["deletion_auc_approx"] = float(auc_a.mean())
+        result["deletion_auc_exact"] = float(auc_e.mean())
+    return result
+
+
 #: methods the quality table scores, by their name in :data:`~cnnviz.attribution.METHODS`
 QUALITY_METHODS = ("occlusion", "lime", "saliency", "guided", "gradcam", "ig", "smoothgrad")
 
@@ -220,6 +275,7 @@ def quality_table(
 __all__ = [
     "QUALITY_METHODS",
     "Curves",
+    "approximation_error",
     "deletion",
     "energy_inside",
     "insertion",

@@ -1,0 +1,118 @@
+"""Benchmark networks as ONNX files: random-weight (seeded) VGG-16-like and ResNet-18-like
+classifiers (224x224 RGB in, 1000 logits out, dynamic batch), exported once with
+``torch.onnx.export(dynamo=True)`` and cached outside the repository, plus the pretrained
+SqueezeNet 1.1 (fp32) from ../shared/data when that folder is present.
+
+    from models import onnx_path, load
+    path = onnx_path("vgg16")        # /tmp/cnnviz-bench-models/vgg16-seed0.onnx
+    model = load("resnet18")         # cnnviz_core.Model, preprocessing = identity
+
+The layouts are torchvision's (written out in :func:`backward.networks`); weights are
+He-normal so activations keep their scale through 16 layers (PyTorch's default init shrinks
+them ~1000x and makes every occlusion map flat), BatchNorm statistics are non-trivial (the
+exporter folds BN into the convolutions). Cache folder: ``$CNNVIZ_BENCH_MODELS`` or
+``<tmp>/cnnviz-bench-models``; files are keyed by network and seed, written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+#: the generated networks (names for :func:`onnx_path`) and the real one
+GENERATED = ("vgg16", "resnet18")
+SQUEEZENET = Path(__file__).resolve().parents[2] / "shared" / "data" / "models"
+SQUEEZENET = SQUEEZENET / "squeezenet1.1_fp32.onnx"
+
+
+def cache_dir() -> Path:
+    """Where exported networks are kept (created on first use)."""
+    folder = os.environ.get("CNNVIZ_BENCH_MODELS")
+    path = Path(folder) if folder else Path(tempfile.gettempdir()) / "cnnviz-bench-models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def torch_network(name: str, seed: int = 0):
+    """The seeded torch module (eval mode, no parameter gradients) for ``name``."""
+    import torch
+    from backward import networks
+
+    makers = networks()
+    if name not in makers:
+        raise ValueError(f"unknown network {name!r}; choose one of {GENERATED}")
+    torch.manual_seed(seed)
+    net = makers[name]().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    m.bias.uniform_(-0.05, 0.05)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.8, 1.2)
+                m.bias.uniform_(-0.1, 0.1)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.mul_(0.1)  # logits of order 1-10, as a trained classifier's
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def onnx_path(name: str, seed: int = 0) -> Path:
+    """The ONNX file of a generated network (exported on first call) or ``squeezenet``.
+
+    Raises:
+        FileNotFoundError: ``squeezenet`` when ../shared/data is absent.
+    """
+    if name == "squeezenet":
+        if not SQUEEZENET.exists():
+            raise FileNotFoundError(f"SqueezeNet 1.1 fp32 not found at {SQUEEZENET}")
+        return SQUEEZENET
+    path = cache_dir() / f"{name}-seed{seed}.onnx"
+    if path.exists():
+        return path
+    import onnx
+    import torch
+
+    net = torch_network(name, seed)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            net, (torch.zeros(2, 3, 224, 224),), dynamo=True, input_names=["image"],
+            output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )  # fmt: skip
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    onnx.save(program.model_proto, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load(name: str, seed: int = 0):
+    """A :class:`cnnviz_core.Model` of ``name`` (identity preprocessing for the generated
+    networks, BGR 0-255 for SqueezeNet)."""
+    from cnnviz_core import Model, Preprocess
+
+    if name == "squeezenet":
+        return Model(onnx_path(name), name="squeezenet1.1", preprocess="bgr255")
+    return Model(onnx_path(name, seed), name=f"{name}-like", preprocess=Preprocess(scale=1.0))
+
+
+def available() -> list[str]:
+    """The networks this machine can benchmark (SqueezeNet only with ../shared/data)."""
+    return [*GENERATED, *(["squeezenet"] if SQUEEZENET.exists() else [])]
+
+
+if __name__ == "__main__":
+    for network in available():
+        print(network, onnx_path(network))
