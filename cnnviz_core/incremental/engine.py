@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -21,7 +21,7 @@ import onnxruntime as ort
 from .. import graph, kernels
 from ..errors import InputError, UnsupportedOpError
 from ..model import Model
-from .plan import Plan, Step, build_plan, rest_model, step_model
+from .plan import Plan, Step, build_plan, rest_model, static_types, step_model
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ class NaiveOcclusion:
         positions: np.ndarray,
         fill: np.ndarray,
         batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Scores (P, K) float64 and taps for the windows at ``positions`` (P, 2) [top, left]."""
+        """Scores (P, K) float64 and taps for the windows at ``positions`` (P, 2) [top, left];
+        ``progress(done, P)`` after each batch."""
         image = np.ascontiguousarray(image_chw, np.float32)
         positions = np.asarray(positions, np.int64).reshape(-1, 2)
         chunk = max(1, min(batch_size or DEFAULT_BATCH, self.model.max_batch))
@@ -98,6 +100,8 @@ class NaiveOcclusion:
                 image, where, self.window, fill_arr, out=buffer[: len(where)]
             )
             parts.append(self.model.run(x, taps=names, outputs=False))
+            if progress is not None:
+                progress(start + len(where), len(positions))
         out = {k: np.concatenate([p[k] for p in parts]) for k in names}
         return out[self.score_name].reshape(len(positions), -1).astype(np.float64), out
 
@@ -164,7 +168,10 @@ class IncrementalOcclusion:
         self.score_name = model.score_tensor
         self.taps = [model.tensor_name(t) for t in taps]
         self.outputs = list(dict.fromkeys([self.score_name, *self.taps]))
-        self._prepared: dict[tuple[int, int, int], _Prepared] = {}
+        self._prepared: dict[tuple, _Prepared] = {}
+        self._types: dict[tuple, dict] = {}
+        self._sessions: dict[tuple, ort.InferenceSession] = {}
+        self._warned: set[tuple[str, str]] = set()
         self._base_key: tuple | None = None
         self._base: dict[str, np.ndarray] = {}
         self._padded: dict[str, np.ndarray] = {}
@@ -173,22 +180,42 @@ class IncrementalOcclusion:
 
     # ------------------------------------------------------------------------- planning
 
-    def plan(self, image_chw: tuple[int, int, int]) -> Plan:
-        """The plan for images of this (C, H, W) (built once per size)."""
-        return self._prepare(tuple(image_chw)).plan  # type: ignore[arg-type]
+    def plan(self, image_chw: tuple[int, int, int], positions: np.ndarray | None = None) -> Plan:
+        """The plan for images of this (C, H, W) and these window positions (P, 2) (default:
+        any position)."""
+        chw = tuple(int(d) for d in image_chw)
+        return self._prepare(chw, self._starts(chw, positions)).plan  # type: ignore[arg-type]
 
     def supported(self, image_chw: tuple[int, int, int]) -> bool:
         """Whether any layer runs incrementally, with no op blocking it early."""
         plan = self.plan(image_chw)
         return plan.incremental and plan.blocked is None
 
-    def _prepare(self, chw: tuple[int, int, int]) -> _Prepared:
-        ready = self._prepared.get(chw)
+    def _starts(
+        self, chw: tuple[int, ...], positions: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted distinct clamped window starts per axis."""
+        _, h, w = chw
+        wh, ww = self.window
+        if wh > h or ww > w:
+            raise InputError(f"window {self.window} must fit the {h}x{w} image")
+        if positions is None:
+            return np.arange(h - wh + 1), np.arange(w - ww + 1)
+        return (
+            np.unique(np.clip(positions[:, 0], 0, h - wh)),
+            np.unique(np.clip(positions[:, 1], 0, w - ww)),
+        )
+
+    def _prepare(
+        self, chw: tuple[int, int, int], starts: tuple[np.ndarray, np.ndarray]
+    ) -> _Prepared:
+        key = (chw, starts[0].tobytes(), starts[1].tobytes())
+        ready = self._prepared.get(key)
         if ready is not None:
             return ready
-        _, h, w = chw
-        if self.window[0] > h or self.window[1] > w:
-            raise InputError(f"window {self.window} must fit the {h}x{w} image")
+        types = self._types.get(chw)
+        if types is None:
+            types = self._types[chw] = static_types(self.model.runnable, self.model.input_name, chw)
         plan = build_plan(
             self.model.runnable,
             self.model.input_name,
@@ -197,8 +224,11 @@ class IncrementalOcclusion:
             self.outputs,
             threshold=self.threshold,
             tau=self.tau,
+            starts=starts,
+            types=types,
+            weights=self._weights,
         )
-        if plan.blocked is not None:
+        if plan.blocked is not None and plan.blocked not in self._warned:
             op, node = plan.blocked
             message = (
                 f"incremental occlusion: {op} node {node!r} cannot be computed on crops "
@@ -207,23 +237,32 @@ class IncrementalOcclusion:
             )
             if self.strict:
                 raise UnsupportedOpError(message)
+            self._warned.add(plan.blocked)
             warnings.warn(message, RuntimeWarning, stacklevel=4)
         shapes = self._shapes(chw, plan)
         steps = []
         divisors = {}
         opsets = self.model.runnable.opset_import
         for step in plan.steps:
-            session = self.model._make_session(step_model(step, self._weights, opsets), spin=False)
+            skey = (step.kind, tuple(n.name or n.output[0] for n in step.nodes))
+            session = self._sessions.get(skey)
+            if session is None:
+                model = step_model(step, self._weights, opsets)
+                session = self._sessions[skey] = self.model._make_session(model, spin=False)
             steps.append((step, session))
             if step.nodes[0].op_type == "AveragePool":
                 divisors[step.output] = _average_divisor(step, shapes[step.inputs[0]][1:])
         rest = None
         if plan.rest_outputs:
-            rest = self.model._make_session(
-                rest_model(self.model.runnable, plan, shapes), spin=False
-            )
+            rkey = ("rest", tuple(plan.frontier), tuple(plan.rest_outputs), chw)
+            rest = self._sessions.get(rkey)
+            if rest is None:
+                model = rest_model(self.model.runnable, plan, shapes)
+                rest = self._sessions[rkey] = self.model._make_session(model, spin=False)
         ready = _Prepared(plan, steps, rest, divisors, shapes)
-        self._prepared[chw] = ready
+        if len(self._prepared) >= 16:
+            self._prepared.pop(next(iter(self._prepared)))
+        self._prepared[key] = ready
         return ready
 
     def _shapes(self, chw: tuple[int, int, int], plan: Plan) -> dict[str, tuple[int, ...]]:
@@ -240,16 +279,16 @@ class IncrementalOcclusion:
     # ------------------------------------------------------------------------ execution
 
     def _cache(self, image: np.ndarray, ready: _Prepared) -> None:
-        """The unoccluded image's maps (one tapped forward per image)."""
-        key = (image.shape, image.tobytes().__hash__())
-        if key == self._base_key:
-            return
-        names = [s.output for s in ready.plan.steps]
-        out = self.model.run(image[None], taps=names, outputs=False) if names else {}
-        self._base = {k: v[0] for k, v in out.items()}
-        self._base[self.model.input_name] = image
-        self._padded = {}
-        self._base_key = key
+        """The unoccluded image's maps the plan reads (one tapped forward per image)."""
+        key = (image.shape, hash(image.tobytes()))
+        if key != self._base_key:
+            self._base = {self.model.input_name: image}
+            self._padded = {}
+            self._base_key = key
+        missing = [s.output for s in ready.plan.steps if s.output not in self._base]
+        if missing:
+            out = self.model.run(image[None], taps=missing, outputs=False)
+            self._base.update({k: v[0] for k, v in out.items()})
 
     def _padded_input(self, step: Step) -> np.ndarray:
         key = f"{step.inputs[0]}|{step.geometry}|{step.pad_value}"
@@ -271,22 +310,27 @@ class IncrementalOcclusion:
         positions: np.ndarray,
         fill: np.ndarray | float,
         batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Scores (P, K) float64 and the tapped tensors (P, ...) of the occluded copies of
         ``image_chw`` (C, H, W), one per window at ``positions`` (P, 2) = [top, left], filled
         with ``fill`` (a number, (C,), (C, 1, 1) or (C, H, W)): what a forward of the
-        occluded images gives, without running it in full."""
+        occluded images gives, without running it in full. ``progress(done, P)`` is called
+        after each batch."""
         image = np.ascontiguousarray(image_chw, np.float32)
         if image.ndim != 3:
             raise InputError(f"image must be (C, H, W); got shape {image.shape}")
         positions = np.asarray(positions, np.int64).reshape(-1, 2)
-        ready = self._prepare(image.shape)  # type: ignore[arg-type]
+        chw = image.shape
+        ready = self._prepare(chw, self._starts(chw, positions))  # type: ignore[arg-type]
         fill_arr = _fill_chw(fill, image.shape[0])
         self._cache(image, ready)
         chunk = max(1, batch_size or self._default_batch(ready))
         parts = []
         for start in range(0, len(positions), chunk):
             parts.append(self._batch(ready, image, positions[start : start + chunk], fill_arr))
+            if progress is not None:
+                progress(min(start + chunk, len(positions)), len(positions))
         out = {k: np.concatenate([p[k] for p in parts]) for k in self.outputs}
         plan = ready.plan
         self.stats = {
@@ -316,9 +360,14 @@ class IncrementalOcclusion:
         plan = ready.plan
         _, h, w = image.shape
         wh, ww = self.window
-        ay = np.clip(positions[:, 0], 0, h - wh)
-        ax = np.clip(positions[:, 1], 0, w - ww)
-        patches = {self.model.input_name: _input_patches(image, positions, ay, ax, (wh, ww), fill)}
+        cy_img = np.clip(positions[:, 0], 0, h - wh)
+        cx_img = np.clip(positions[:, 1], 0, w - ww)
+        patches = {
+            self.model.input_name: _input_patches(image, positions, cy_img, cx_img, (wh, ww), fill)
+        }
+        # rows of the plan's tables: the index of each window's start among those served
+        ay = np.searchsorted(plan.starts[0], cy_img)
+        ax = np.searchsorted(plan.starts[1], cx_img)
         for step, session in ready.steps:
             sy, sx = step.axes[0].start[ay], step.axes[1].start[ax]
             ny, nx = step.axes[0].size, step.axes[1].size

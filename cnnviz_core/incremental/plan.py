@@ -5,10 +5,11 @@ output that an occluding window can change, and whether the node is computed on 
 (incremental) or on whole maps (full, the rest of the network as one sub-model).
 
 Regions are tabulated per spatial axis: for every start ``a`` of the window's clamped input
-region (``0 <= a <= H - wh``) a tensor's region starts at ``start[a]`` and has ONE size for
-all windows (the largest over all starts, shifted inside the map), so a batch of windows has
-one crop shape per layer; recomputing a few unchanged values stays exact. The axes are
-independent (a window's rows only move rows), so the tables are 1-D.
+region (``0 <= a <= H - wh``, or only those of the windows asked for) a tensor's region
+starts at ``start[index of a]`` and has ONE size for all windows (the largest over all
+starts, shifted inside the map), so a batch of windows has one crop shape per layer;
+recomputing a few unchanged values stays exact. The axes are independent (a window's rows
+only move rows), so the tables are 1-D.
 
 Rules (input region -> output region): sliding windows (Conv, MaxPool, AveragePool) map
 ``[s, s + n)`` to the outputs whose receptive window meets it (kernel, stride, pads,
@@ -66,7 +67,7 @@ class Axis:
     """One spatial axis of a tensor's changed region: a size, and the start per input start."""
 
     size: int
-    start: np.ndarray  # (A,) int64, indexed by the clamped window start in the image
+    start: np.ndarray  # (A,) int64: per served window start (Plan.starts) on this axis
     extent: int  # the map's size on this axis
 
 
@@ -111,6 +112,7 @@ class Plan:
 
     image_hw: tuple[int, int]
     window: tuple[int, int]
+    starts: tuple[np.ndarray, np.ndarray]  # the clamped window starts served, per axis
     steps: list[Step]
     regions: dict[str, tuple[Axis, Axis]]  # changed tensors computed incrementally (+ input)
     frontier: list[str]  # tensors the full rest reads (materialized per window)
@@ -228,6 +230,21 @@ def _spatial_constant(value: np.ndarray) -> bool:
     return value.ndim < 2 or all(d == 1 for d in value.shape[-2:])
 
 
+def static_types(
+    proto: onnx.ModelProto, input_name: str, image_chw: tuple[int, int, int]
+) -> dict[str, tuple[int, graph.Shape | None]]:
+    """Element types and shapes of every tensor for one image of ``image_chw``."""
+    fixed = copy.deepcopy(proto)
+    for inp in fixed.graph.input:
+        if inp.name == input_name:
+            dims = inp.type.tensor_type.shape.dim
+            for d, v in zip(dims, (1, *image_chw)):
+                d.Clear()
+                d.dim_value = v
+    del fixed.graph.value_info[:]
+    return graph.tensor_types(graph.infer_shapes(fixed))
+
+
 def build_plan(
     proto: onnx.ModelProto,
     input_name: str,
@@ -237,6 +254,9 @@ def build_plan(
     *,
     threshold: float = 0.5,
     tau: float | None = None,
+    starts: tuple[np.ndarray, np.ndarray] | None = None,
+    types: dict | None = None,
+    weights: dict[str, np.ndarray] | None = None,
 ) -> Plan:
     """The incremental plan of ``proto`` (batch symbolic) for images of ``image_chw``,
     windows of ``window`` and the tensors ``outputs`` (scores, taps).
@@ -246,20 +266,19 @@ def build_plan(
             computed in full, and so is everything after it that depends on it.
         tau: projective-field threshold (approximate): cap each region's side at ``tau`` x
             the map's side; None for exact.
+        starts: the sorted distinct (clamped) window starts per axis the plan serves (rows,
+            columns); default every start. Windows on a grid (stride 8...) keep the
+            regions of strided layers aligned, so fewer values are recomputed.
+        types, weights: :func:`static_types` and the initializers, when already known.
     """
-    c, h, w = image_chw
+    _, h, w = image_chw
     wh, ww = window
-    fixed = copy.deepcopy(proto)
-    for inp in fixed.graph.input:
-        if inp.name == input_name:
-            dims = inp.type.tensor_type.shape.dim
-            for d, v in zip(dims, (1, c, h, w)):
-                d.Clear()
-                d.dim_value = v
-    del fixed.graph.value_info[:]
-    typed = graph.infer_shapes(fixed)
-    types = graph.tensor_types(typed)
-    weights = graph.initializers(proto)
+    if types is None:
+        types = static_types(proto, input_name, image_chw)
+    if weights is None:
+        weights = graph.initializers(proto)
+    if starts is None:
+        starts = (np.arange(h - wh + 1, dtype=np.int64), np.arange(w - ww + 1, dtype=np.int64))
     float_input = types.get(input_name, (TensorProto.FLOAT, None))[0] == TensorProto.FLOAT
 
     def shape(name: str) -> tuple[int, ...] | None:
@@ -277,8 +296,8 @@ def build_plan(
 
     regions: dict[str, tuple[Axis, Axis]] = {
         input_name: (
-            Axis(wh, np.arange(h - wh + 1, dtype=np.int64), h),
-            Axis(ww, np.arange(w - ww + 1, dtype=np.int64), w),
+            Axis(wh, np.asarray(starts[0], np.int64), h),
+            Axis(ww, np.asarray(starts[1], np.int64), w),
         )
     }
     data = {input_name}
@@ -413,6 +432,7 @@ def build_plan(
     return Plan(
         image_hw=(h, w),
         window=window,
+        starts=(regions[input_name][0].start, regions[input_name][1].start),
         steps=steps,
         regions=regions,
         frontier=frontier,
