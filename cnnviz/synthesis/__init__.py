@@ -5,6 +5,9 @@
 - :func:`dream`: DeepDream, amplifying what a layer sees.
 - :func:`fool`: adversarial images, predicted as a chosen class after a small change.
 - :func:`multifaceted`: one class visualization per facet (cluster) of a class.
+- :func:`gram_texture`: neural texture synthesis (Gatys et al. 2015), Gram matrices matched.
+- :func:`style_transfer`: neural style transfer (Gatys et al. 2016); the loss network of
+  both (and of fast style transfer) is :class:`~.style.LossNetwork`.
 - :func:`efros_leung`: non-parametric texture synthesis (Efros & Leung), no network, no torch.
 - :func:`stylize`: run a feed-forward style network (trained, or e.g. fns_candy) via onnxruntime.
 
@@ -26,24 +29,32 @@ from .deepdream import dream
 from .efros_leung import TextureResult, efros_leung
 from .inversion import default_layers, invert, invert_layers
 from .multifaceted import multifaceted
+from .style import LossNetwork, default_content_layer, default_style_layers
+from .style_transfer import style_transfer
 from .stylize import StyleNetwork, load_style_network, stylize
+from .texture import gram_texture
 
 __all__ = [
     "INSTALL_HINT",
     "AdversarialResult",
+    "LossNetwork",
     "StyleNetwork",
     "SynthesisResult",
     "TextureResult",
     "class_visualization",
+    "default_content_layer",
     "default_layers",
+    "default_style_layers",
     "dream",
     "efros_leung",
     "fool",
+    "gram_texture",
     "invert",
     "invert_layers",
     "load_style_network",
     "multifaceted",
     "psnr",
     "report",
+    "style_transfer",
     "stylize",
 ]

@@ -18,7 +18,7 @@ from cnnviz.synthesis.style import (  # noqa: E402
     default_style_layers,
     fit_size,
     load_pixels,
-    logits_of,
+    range_penalty,
     to_pictures,
     tv_loss,
 )
@@ -256,5 +256,5 @@ def test_tv_loss_and_pixel_helpers(tmp_path):
     assert fit_size((30, 50), 100) == (60, 100)
     with pytest.raises(InputError, match="size must be positive"):
         fit_size((30, 50), 0)
-    z = logits_of(pixels)
-    np.testing.assert_array_equal(to_pictures(torch.sigmoid(z))[0], image)
+    outside = torch.tensor([[[[-0.5, 0.0, 0.5, 1.0, 1.25]]]])
+    assert float(range_penalty(outside)) == pytest.approx((0.25 + 0.0625) / 5)
