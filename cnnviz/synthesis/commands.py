@@ -196,10 +196,18 @@ def cmd_texture(
     stem = Path(args.sample).stem
     size = tuple(args.size) if args.size else None
     if args.method == "efros-leung":
+        from cnnviz_core.preprocess import load_image
+
         from .efros_leung import efros_leung
 
+        sample = load_image(Path(args.sample))
+        if args.crop:  # the search costs O(sample area) per pixel: grow from a small crop
+            h, w = sample.shape[:2]
+            side_h, side_w = min(args.crop, h), min(args.crop, w)
+            top, left = (h - side_h) // 2, (w - side_w) // 2
+            sample = sample[top : top + side_h, left : left + side_w]
         result = efros_leung(
-            Path(args.sample),
+            sample,
             size or (128, 128),
             window=args.window,
             order=args.order,
@@ -375,6 +383,13 @@ def add_commands(
     p.add_argument("--window", type=int, default=11, help="efros-leung: odd window side (11)")
     p.add_argument("--order", choices=["onion", "scanline"], default="onion", help="efros-leung")
     p.add_argument("--epsilon", type=float, default=0.1, help="efros-leung: match slack (0.1)")
+    p.add_argument(
+        "--crop",
+        type=int,
+        metavar="SIDE",
+        help="efros-leung: grow from the sample's centre SIDE x SIDE crop (the search time "
+        "grows with the sample's area; the paper's samples are about 64 x 64)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", default="shapes", help="gram: loss network .onnx or shipped name")

@@ -213,6 +213,10 @@ def test_cli_texture_efros_leung(tmp_path: Path, capsys: pytest.CaptureFixture[s
     picture = np.asarray(Image.open(written))
     assert picture.shape == (20, 22, 3)
     assert "pixels/s" in capsys.readouterr().out
+    crop = ["texture", str(sample), "--crop", "12", "--window", "5", "--size", "16", "16"]
+    assert main([*crop, "--out", str(tmp_path / "crop")]) == 0
+    written = tmp_path / "crop" / "sample-efros-leung-onion.png"
+    assert np.asarray(Image.open(written)).shape == (16, 16, 3)
     assert main(["texture", str(sample), "--window", "4", "--out", str(tmp_path)]) != 0
 
 
