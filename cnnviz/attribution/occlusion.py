@@ -9,20 +9,35 @@ Captum's ``Occlusion`` averages overlapping windows. Window positions along an a
 ``0, s, 2s, ...`` with ``ceil((H - h) / s) + 1`` of them (the last one clipped at the edge),
 as in Captum.
 
-The occluded copies are built by the native kernel (:func:`cnnviz_core.kernels.occlusion_batch`)
-into one reused buffer of at most ``model.max_batch`` images and run through onnxruntime,
-so memory stays bounded whatever the number of positions. Shape convention: (N, C, H, W).
+Engines that score the windows of an image (each an ``OcclusionScorer``):
+
+- ``naive``: the occluded copies are built by the native kernel
+  (:func:`cnnviz_core.kernels.occlusion_batch`) into one reused buffer of at most
+  ``model.max_batch`` images and run through onnxruntime: one full forward per window.
+- ``incremental`` (Krypton: Nakandala, Kumar and Papakonstantinou, SIGMOD 2019,
+  "Incremental and Approximate Inference for Faster Occlusion-based Deep CNN
+  Explanations"): only the feature-map regions a window can change are recomputed, on crops
+  of the unoccluded image's cached maps, until the regions cover most of a map; the rest of
+  the network then runs in full. Exact (equal to naive to float rounding); with ``tau`` the
+  regions are capped (projective-field thresholding), an approximation recorded in the
+  options and metrics.
+- ``auto`` (default): incremental when its plan saves at least a fifth of the FLOPs (every
+  CNN made of convolutions, pooling, elementwise ops, Add and Concat), else naive, silently.
+
+Memory stays bounded whatever the number of positions. Shape convention: (N, C, H, W).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from cnnviz_core import InputError, Model, kernels
+from cnnviz_core import InputError, Model, UnsupportedOpError
+from cnnviz_core.incremental import IncrementalOcclusion, NaiveOcclusion, OcclusionScorer
 from cnnviz_core.model import to_probabilities
 
 from .base import Attribution, Images, make_attribution, prepare
@@ -31,6 +46,9 @@ from .targets import ResolvedTarget, TargetLike, resolve_target, score_tensor
 
 FILLS = ("grey", "zeros", "mean", "blur")
 OUTPUTS = ("probability", "logit")
+ENGINES = ("auto", "naive", "incremental")
+#: ``auto`` picks the incremental engine when its plan needs at most this share of the FLOPs
+AUTO_MAX_FLOP_SHARE = 0.8
 #: largest occluded batch per onnxruntime call by default (also bounded by model.max_batch)
 DEFAULT_BATCH = 128
 
@@ -122,6 +140,8 @@ def occlusion(
     blur_sigma: float | None = None,
     batch_size: int | None = None,
     progress: Progress | None = None,
+    engine: str = "auto",
+    tau: float | None = None,
 ) -> Attribution:
     """Occlusion maps, (N, H, W): how much the target drops when a window is hidden.
 
@@ -144,8 +164,14 @@ def occlusion(
             (Z&F figure 7 b/c): ``extras["activation"]`` (N, Ph, Pw).
         feature_channel: that channel (default: the strongest on the unoccluded image).
         blur_sigma: sigma of the ``blur`` fill in pixels.
-        batch_size: occluded images per onnxruntime call (default min(128, model.max_batch)).
+        batch_size: windows per batch (default: naive min(128, model.max_batch); incremental
+            its own memory estimate).
         progress: called as ``progress(done, total)`` after each batch (window positions).
+        engine: ``naive`` (one full forward per window), ``incremental`` (Krypton; raises
+            :class:`UnsupportedOpError` naming the op when the graph cannot be run
+            incrementally) or ``auto`` (incremental when it saves FLOPs, else naive).
+        tau: projective-field threshold of the incremental engine (approximate, in (0, 1]):
+            each changed region's side is capped at ``tau`` x its map's side. None: exact.
 
     Returns:
         An :class:`~.base.Attribution`; ``extras``: ``probability_drop`` / ``logit_drop``
@@ -167,6 +193,13 @@ def occlusion(
         raise InputError(f"stride must be >= 1 on both axes; got {step}")
     if output not in OUTPUTS:
         raise InputError(f"unknown output {output!r}; choose one of {OUTPUTS}")
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    if tau is not None and (engine == "naive" or not 0 < tau <= 1):
+        raise InputError(
+            f"tau={tau!r}: projective-field thresholding needs engine='incremental' or 'auto' "
+            "and a value in (0, 1]"
+        )
     fills = fill_values(model, batch, fill, blur_sigma)
     extra_classes = [resolve_target(model, k, batch) for k in classes]
     scores_name = score_tensor(model)
@@ -180,14 +213,16 @@ def occlusion(
     # the scores are probabilities only when no Softmax input could be found
     already = model.outputs_probabilities and scores_name == model.output_names[0]
 
-    def forward(x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        out = model.run(x, taps=[scores_name, *taps], outputs=False)
-        logits = out[scores_name].reshape(len(x), -1).astype(np.float64)
-        if already:  # "logit" drop = log-probability drop
-            logits = np.log(np.maximum(logits, 1e-30))
-        return logits, out
+    scorer = occlusion_scorer(model, win, taps, (c, h, w), positions, engine=engine, tau=tau)
 
-    base_logits, base_taps = forward(batch)
+    def as_logits(scores: np.ndarray) -> np.ndarray:
+        if already:  # "logit" drop = log-probability drop
+            return np.log(np.maximum(scores, 1e-30))
+        return scores
+
+    out = model.run(batch, taps=[scores_name, *taps], outputs=False)
+    base_logits = as_logits(out[scores_name].reshape(n, -1).astype(np.float64))
+    base_taps = out
     channels: list[int] = []
     if feature is not None:
         act = base_taps[feature]
@@ -203,8 +238,6 @@ def occlusion(
             channels = [feature_channel] * n
 
     total = n * len(positions)
-    done = 0
-    buffer = np.empty((min(chunk, len(positions)), c, h, w), batch.dtype)
     logit_grid = np.empty((n, len(positions)), np.float64)
     prob_grid = np.empty((n, len(positions)), np.float64)
     value_grid = np.empty((n, len(positions)), np.float64)
@@ -212,31 +245,32 @@ def occlusion(
     act_grid = np.empty((n, len(positions)), np.float64)
     extra_grid = np.empty((n, len(extra_classes), len(positions)), np.float64)
     probs_base = _probabilities(base_logits, already)
+    # the naive engine runs min(128, max_batch) copies per call; the incremental one sizes
+    # its batches from its own (much smaller) per-window memory unless told
+    per_call = chunk if isinstance(scorer, NaiveOcclusion) else batch_size
     for i in range(n):
         t = targets[i]
-        for start in range(0, len(positions), chunk):
-            where = positions[start : start + chunk]
-            occluded = kernels.occlusion_batch(
-                batch[i], where, win, fills[i], out=buffer[: len(where)]
-            )
-            logits, out = forward(occluded)
-            probs = _probabilities(logits, already)
-            part = slice(start, start + len(where))
-            label_grid[i, part] = probs.argmax(axis=1)
-            if t.kind == "class":
-                k = t.index[0]
-                logit_grid[i, part] = logits[:, k]
-                prob_grid[i, part] = probs[:, k]
-            else:
-                value_grid[i, part] = _target_values(logits, out, t)
-            for j, e in enumerate(extra_classes):
-                chosen = probs if output == "probability" else logits
-                extra_grid[i, j, part] = chosen[:, e.index[0]]
-            if feature is not None:
-                act_grid[i, part] = out[feature][:, channels[i]].sum(axis=(1, 2), dtype=np.float64)
-            done += len(where)
+        offset = i * len(positions)
+
+        def report(done: int, _: int, offset: int = offset) -> None:
             if progress is not None:
-                progress(done, total)
+                progress(offset + done, total)
+
+        scores, out = scorer.scores(batch[i], positions, fills[i], per_call, report)
+        logits = as_logits(scores)
+        probs = _probabilities(logits, already)
+        label_grid[i] = probs.argmax(axis=1)
+        if t.kind == "class":
+            k = t.index[0]
+            logit_grid[i] = logits[:, k]
+            prob_grid[i] = probs[:, k]
+        else:
+            value_grid[i] = _target_values(logits, out, t)
+        for j, e in enumerate(extra_classes):
+            chosen = probs if output == "probability" else logits
+            extra_grid[i, j] = chosen[:, e.index[0]]
+        if feature is not None:
+            act_grid[i] = out[feature][:, channels[i]].sum(axis=(1, 2), dtype=np.float64)
 
     rows = _cover(tops, win[0], h)  # (Ph, H)
     cols = _cover(lefts, win[1], w)  # (Pw, W)
@@ -284,10 +318,70 @@ def occlusion(
         "fill": fill if isinstance(fill, (str, int, float)) else "array",
         "output": output,
         "feature_layer": feature_layer,
+        "engine": "naive" if isinstance(scorer, NaiveOcclusion) else "incremental",
+        "tau": tau,
+        "approximate": scorer.approximate,
     }
+    metrics = {}
+    stats = getattr(scorer, "stats", {})
+    if stats.get("engine") == "incremental":
+        metrics = {
+            "flops_naive": stats["flops_naive"],
+            "flops_computed": stats["flops_incremental"],
+            "flop_ratio": stats["flops_ratio"],
+            "full_from": stats["switch"],
+        }
     return make_attribution(
-        maps, "occlusion", targets, options, model, batch, signed=True, extras=extras
+        maps,
+        "occlusion",
+        targets,
+        options,
+        model,
+        batch,
+        signed=True,
+        extras=extras,
+        metrics=metrics,
     )
+
+
+def occlusion_scorer(
+    model: Model,
+    window: tuple[int, int],
+    taps: Sequence[str],
+    image_chw: tuple[int, int, int],
+    positions: np.ndarray,
+    *,
+    engine: str = "auto",
+    tau: float | None = None,
+) -> OcclusionScorer:
+    """The scorer that maps window positions of one image to the model's outputs on the
+    occluded copies, for an engine (see the module docstring); all checks happen here,
+    before any batch runs.
+
+    Raises:
+        UnsupportedOpError: ``engine="incremental"`` on a graph that cannot run
+            incrementally (names the op and node) or a model that runs image by image.
+    """
+    if engine == "naive":
+        return NaiveOcclusion(model, window, taps)
+    if not model.batched:
+        if engine == "incremental":
+            raise UnsupportedOpError(
+                f"incremental occlusion needs a batchable model; {model.name!r} runs one image "
+                "at a time"
+            )
+        return NaiveOcclusion(model, window, taps)
+    if engine == "incremental":
+        scorer = IncrementalOcclusion(model, window, taps, tau=tau, strict=True)
+        scorer.plan(image_chw, positions)  # raises now, naming the op
+        return scorer
+    scorer = IncrementalOcclusion(model, window, taps, tau=tau)
+    with warnings.catch_warnings():  # auto decides silently
+        warnings.simplefilter("ignore")
+        plan = scorer.plan(image_chw, positions)
+    if tau is not None or plan.flops_incremental <= AUTO_MAX_FLOP_SHARE * plan.flops_naive:
+        return scorer
+    return NaiveOcclusion(model, window, taps)
 
 
 def _probabilities(logits: np.ndarray, already: bool) -> np.ndarray:
@@ -304,4 +398,12 @@ def _cover(starts: np.ndarray, size: int, n: int) -> np.ndarray:
     return ((x >= starts[:, None]) & (x < starts[:, None] + size)).astype(np.float64)
 
 
-__all__ = ["FILLS", "OUTPUTS", "fill_values", "occlusion", "window_positions"]
+__all__ = [
+    "ENGINES",
+    "FILLS",
+    "OUTPUTS",
+    "fill_values",
+    "occlusion",
+    "occlusion_scorer",
+    "window_positions",
+]

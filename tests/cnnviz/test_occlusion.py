@@ -10,7 +10,7 @@ from cnnviz import load_model
 from cnnviz.attribution import Channel, occlusion
 from cnnviz.attribution.occlusion import fill_values, window_positions
 from cnnviz.data import make_shapes
-from cnnviz_core import InputError, Model, TargetError
+from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError
 
 N = 2
 
@@ -171,6 +171,9 @@ def test_interrupt_propagates(model: Model, batch: np.ndarray) -> None:
         ({"output": "odds"}, InputError, "unknown output"),
         ({"target": 8}, TargetError, "out of range"),
         ({"classes": [9]}, TargetError, "out of range"),
+        ({"engine": "fast"}, InputError, "unknown engine"),
+        ({"engine": "naive", "tau": 0.5}, InputError, "tau=0.5"),
+        ({"tau": 1.5}, InputError, "in \\(0, 1\\]"),
     ],
 )
 def test_bad_input_before_work(model: Model, batch: np.ndarray, options, error, message) -> None:
@@ -180,3 +183,77 @@ def test_bad_input_before_work(model: Model, batch: np.ndarray, options, error, 
     with pytest.raises(error, match=message):
         occlusion(model, batch, target, progress=lambda d, t: calls.append(d), **options)
     assert not calls
+
+
+@pytest.mark.parametrize("fill", ["blur", "grey"])
+def test_incremental_engine_equals_naive(model: Model, batch: np.ndarray, fill: str) -> None:
+    """Krypton's exact incremental inference: every map and extra equals the naive pass."""
+    options = dict(
+        window=12, stride=5, fill=fill, classes=[1, "star"], feature_layer="relu_2", batch_size=9
+    )
+    calls: list[tuple[int, int]] = []
+    inc = occlusion(
+        model,
+        batch,
+        None,
+        engine="incremental",
+        progress=lambda d, t: calls.append((d, t)),
+        **options,
+    )
+    naive = occlusion(model, batch, None, engine="naive", **options)
+    assert inc.options["engine"] == "incremental" and naive.options["engine"] == "naive"
+    assert not inc.options["approximate"]
+    scale = np.abs(naive.maps).max()
+    assert np.abs(inc.maps - naive.maps).max() <= 1e-5 * scale
+    for key in ("class_drops", "activation", "probability_drop", "grid"):
+        assert (
+            np.abs(inc.extras[key] - naive.extras[key]).max()
+            <= 1e-5 * np.abs(naive.extras[key]).max()
+        )
+    np.testing.assert_array_equal(inc.extras["feature_channel"], naive.extras["feature_channel"])
+    assert inc.metrics["flop_ratio"] > 1.5 and inc.metrics["flops_computed"] > 0
+    total = N * len(naive.extras["positions_y"]) * len(naive.extras["positions_x"])
+    assert calls[-1] == (total, total) and len(calls) > N
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_auto_picks_incremental_and_tau_is_recorded(model: Model, batch: np.ndarray) -> None:
+    auto = occlusion(model, batch, 2, window=8, stride=4)
+    assert auto.options["engine"] == "incremental" and auto.options["tau"] is None
+    approx = occlusion(model, batch, 2, window=8, stride=4, tau=0.5)
+    assert approx.options["approximate"] and approx.options["tau"] == 0.5
+    assert approx.metrics["flops_computed"] < auto.metrics["flops_computed"]
+    corr = np.corrcoef(approx.maps.ravel(), auto.maps.ravel())[0, 1]
+    assert 0.5 < corr < 1.0 - 1e-6
+
+
+def _resize_first() -> Model:
+    """Resize (not computable on crops) before the convolutions."""
+    from onnx import helper
+
+    from tests.conftest import make_graph_model
+
+    rng = np.random.default_rng(3)
+    w = {
+        "w1": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "scales": np.ones(4, np.float32),
+        "fc": rng.standard_normal((4, 3)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["rs"], "upsample", mode="nearest"),
+        helper.make_node("Conv", ["rs", "w1"], ["c1"], "c1", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c1"], ["g"], "g"),
+        helper.make_node("Flatten", ["g"], ["f"], "f"),
+        helper.make_node("MatMul", ["f", "fc"], ["logits"], "fc"),
+    ]
+    proto = make_graph_model(nodes, w, ["N", 3, 16, 16], "logits")
+    return Model(proto.SerializeToString(), name="resize")
+
+
+def test_unsupported_graph_auto_is_naive_incremental_raises() -> None:
+    model = _resize_first()
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    auto = occlusion(model, x, 1, window=4, stride=4)  # silently naive (warnings are errors)
+    assert auto.options["engine"] == "naive" and not auto.metrics
+    with pytest.raises(UnsupportedOpError, match="Resize node 'upsample'"):
+        occlusion(model, x, 1, window=4, stride=4, engine="incremental")
