@@ -438,27 +438,39 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
                          kcb, st.pack.data(), st.acc);
             });
       }
-      // Sum the partials, scale and mirror: 16 x 16 blocks, so that the column writes stay in a
-      // few cache lines.
+      // Sum the partials, scale and mirror, in parallel over the 16-row panels (taken from a
+      // shared counter: the panels near the top have the most tiles). Each 16 x 16 tile is summed
+      // whole into a local tile (vector loops over the padded partials), then written as rows
+      // of g above the diagonal and, transposed, as rows below it.
       std::vector<const float*> accs;
       for (int w = 0; w < workers; ++w) {
         if (used[static_cast<std::size_t>(w)]) accs.push_back(partial.data() + w * cp * cp);
       }
-      for (std::int64_t i0 = 0; i0 < c; i0 += 16) {
-        const std::int64_t i1 = std::min(i0 + 16, c);
-        for (std::int64_t j0 = i0; j0 < c; j0 += 16) {
-          const std::int64_t j1 = std::min(j0 + 16, c);
-          for (std::int64_t i = i0; i < i1; ++i) {
-            for (std::int64_t j = std::max(i, j0); j < j1; ++j) {
-              float v = 0.f;
-              for (const float* a : accs) v += a[i * cp + j];
-              v /= norm;
-              g[i * c + j] = v;
-              g[j * c + i] = v;
+      cpu::parallel_dynamic(
+          panels, workers, [](int) { return 0; },
+          [&](std::int64_t t, int, int&) {
+            const std::int64_t i0 = t * kPanel, i1 = std::min(i0 + kPanel, c);
+            float tile[kPanel][kPanel];
+            for (std::int64_t j0 = i0; j0 < c; j0 += kPanel) {
+              const std::int64_t j1 = std::min(j0 + kPanel, c);
+              for (std::int64_t i = 0; i < kPanel; ++i) {
+                for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] = 0.f;
+                for (const float* a : accs) {
+                  const float* row = a + (i0 + i) * cp + j0;
+                  for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] += row[j];
+                }
+                for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] /= norm;
+              }
+              for (std::int64_t i = i0; i < i1; ++i) {
+                for (std::int64_t j = std::max(i, j0); j < j1; ++j) g[i * c + j] = tile[i - i0][j - j0];
+              }
+              for (std::int64_t j = j0; j < j1; ++j) {
+                for (std::int64_t i = i0; i < std::min(i1, j + 1); ++i) {
+                  g[j * c + i] = tile[i - i0][j - j0];
+                }
+              }
             }
-          }
-        }
-      }
+          });
     }
     return;
   }
