@@ -12,7 +12,8 @@ Rows per order:
   NumPy reference runs about a millisecond or more per pixel, so a full NumPy growth would
   take minutes.
 - ``search``: one neighbourhood search (a 64 x 64 sample, half of the 121 taps known): native
-  vs reference milliseconds.
+  vs reference milliseconds; and against a 256 x 256 sample, the default threads vs one (a
+  64 x 64 search is too small to pay for a second thread and runs on one).
 
 Repetitions are interleaved (native, NumPy, native, ...) and the best of each is kept: the
 machine is shared and other processes compete for its cores.
@@ -116,6 +117,22 @@ def run(quick: bool = False) -> list[dict]:
             "wall s": f"{ours * 1e3:.3f} vs {ref * 1e3:.2f}",
             "pixels/s": round(1 / ours),
             "speedup": round(ref / ours, 1),
+        }
+    )
+    # Threads: one search against a 256 x 256 sample (63k candidates), 1 thread vs the default.
+    big = rng.random((3, 256, 256), dtype=np.float32)
+    one = best_seconds(
+        lambda: kernels.texture_match(big, query, weights, 0.1, 0.5, num_threads=1), 30
+    )
+    default = best_seconds(lambda: kernels.texture_match(big, query, weights, 0.1, 0.5), 30)
+    rows.append(
+        {
+            "order": "-",
+            "engine": f"search 256x256, {_native.default_compute_threads()} threads vs 1, ms",
+            "pixels": 1,
+            "wall s": f"{default * 1e3:.3f} vs {one * 1e3:.3f}",
+            "pixels/s": round(1 / default),
+            "speedup": round(one / default, 2),
         }
     )
     for r in rows:
