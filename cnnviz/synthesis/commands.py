@@ -1,6 +1,7 @@
 """The synthesis ``cnnviz`` subcommands (``visualize-class``, ``invert``, ``dream``,
-``fool``): argument parsing and thin calls into :mod:`cnnviz.synthesis`. :mod:`cnnviz.cli`
-adds them with :func:`add_commands` (this module never imports the CLI or torch)."""
+``fool``, ``stylize``, ``train-style``, ``texture``, ``style``): argument parsing and thin
+calls into :mod:`cnnviz.synthesis`. :mod:`cnnviz.cli` adds them with :func:`add_commands`
+(this module never imports the CLI or torch)."""
 
 from __future__ import annotations
 
@@ -231,10 +232,56 @@ def cmd_texture(
             "--method efros-leung"
         ) from error
     result = gram_texture(
-        open_model(args), Path(args.sample), size, seed=args.seed, progress=_progress("texture")
+        open_model(args),
+        Path(args.sample),
+        size,
+        layers=args.layer or None,
+        sample_size=args.sample_size,
+        optimizer=args.optimizer,
+        steps=args.steps,
+        seed=args.seed,
+        progress=_progress("texture"),
     )
     path = save_png(result.image, args.out / f"{stem}-gram.png")
-    print(f"gram texture -> {path}")
+    m = result.metrics
+    print(
+        f"gram texture ({', '.join(m['layers'])}): Gram loss {m['style_loss_start']:.4g} -> "
+        f"{m['style_loss_end']:.4g} (x{m['style_loss_ratio']:.2g}) -> {path}"
+    )
+    _done(result)
+
+
+def cmd_style(args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]) -> None:
+    """``cnnviz style``: Gatys style transfer of CONTENT in the style of STYLE."""
+    from .style_transfer import style_transfer
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = style_transfer(
+        open_model(args),
+        Path(args.content),
+        Path(args.style),
+        content_layer=args.content_layer,
+        style_layers=args.style_layer or None,
+        content_weight=args.content_weight,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        init=args.init,
+        optimizer=args.optimizer,
+        steps=args.steps,
+        size=args.size,
+        style_size=args.style_size,
+        seed=args.seed,
+        progress=_progress("style"),
+        device=args.device,
+    )
+    path = save_png(
+        result.image, args.out / f"{Path(args.content).stem}-{Path(args.style).stem}.png"
+    )
+    m = result.metrics
+    print(
+        f"content loss {m['content_loss_start']:.4g} -> {m['content_loss_end']:.4g}, style loss "
+        f"{m['style_loss_start']:.4g} -> {m['style_loss_end']:.4g} -> {path}"
+    )
     _done(result)
 
 
@@ -395,4 +442,37 @@ def add_commands(
     p.add_argument("--model", default="shapes", help="gram: loss network .onnx or shipped name")
     p.add_argument("--preset", help="gram: preprocessing convention of --model")
     p.add_argument("--device", default="cpu", help="gram: cpu (default) or cuda")
+    p.add_argument("--steps", type=int, default=100, help="gram: L-BFGS/Adam steps (100)")
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs", help="gram")
+    p.add_argument(
+        "--layer", action="append", default=[], metavar="NAME", help="gram: style layer (repeat)"
+    )
+    p.add_argument("--sample-size", type=int, help="gram: sample's longer side (model input)")
     p.set_defaults(run=lambda args: cmd_texture(args, open_model), labels=None)
+
+    p = commands.add_parser(
+        "style",
+        help="neural style transfer (Gatys et al.): CONTENT painted in the style of STYLE",
+        description="Optimize a picture whose --model features match CONTENT's at one layer "
+        "and whose Gram matrices match STYLE's at several (loss network: e.g. SqueezeNet 1.1 "
+        "with --preset caffe; default the shipped shapes model). Writes "
+        "OUT/<content>-<style>.png.",
+    )
+    p.add_argument("content", help="content image")
+    p.add_argument("style", help="style image")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", default="shapes", help="loss network .onnx or shipped name")
+    p.add_argument("--preset", help="preprocessing convention of --model (e.g. caffe)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--size", type=int, help="output's longer side (default: the model's input)")
+    p.add_argument("--style-size", type=int, help="style image's longer side (the output's)")
+    p.add_argument("--steps", type=int, default=100, help="L-BFGS/Adam steps (100)")
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument("--init", choices=["content", "noise"], default="content", help="start")
+    p.add_argument("--content-weight", type=float, default=1.0, help="content weight (1)")
+    p.add_argument("--style-weight", type=float, default=1e3, help="style weight (1000)")
+    p.add_argument("--tv-weight", type=float, default=1.0, help="total variation weight (1)")
+    p.add_argument("--content-layer", metavar="NAME", help="default: see cnnviz.synthesis.style")
+    p.add_argument("--style-layer", action="append", default=[], metavar="NAME", help="repeat")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.set_defaults(run=lambda args: cmd_style(args, open_model), labels=None)

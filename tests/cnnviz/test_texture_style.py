@@ -193,3 +193,27 @@ def test_squeezenet_style_transfer(squeezenet, shared_data):
     assert m["style_loss_end"] < m["style_loss_start"] and (
         m["content_loss_end"] < m["content_loss_start"]
     ), m
+
+
+def test_cli_texture_gram_and_style(tmp_path, capsys, stripes, content):
+    from PIL import Image
+
+    from cnnviz.cli import main
+
+    sample, photo = tmp_path / "stripes.png", tmp_path / "photo.png"
+    Image.fromarray(stripes).save(sample)
+    Image.fromarray(content).save(photo)
+    argv = ["texture", sample, "--method", "gram", "--steps", "3", "--size", "40", "48"]
+    assert main([str(a) for a in [*argv, "--layer", "relu_1", "--out", tmp_path]]) == 0
+    out = capsys.readouterr().out
+    assert "gram texture (relu_1): Gram loss" in out
+    with Image.open(tmp_path / "stripes-gram.png") as picture:
+        assert picture.size == (48, 40)
+    argv = ["style", photo, sample, "--steps", "3", "--size", "48", "--out", tmp_path / "st"]
+    assert main([str(a) for a in argv]) == 0
+    assert "style loss" in capsys.readouterr().out
+    with Image.open(tmp_path / "st" / "photo-stripes.png") as picture:
+        assert picture.size == (48, 48)
+    argv = ["style", photo, sample, "--style-layer", "relu_9", "--out", tmp_path / "bad"]
+    assert main([str(a) for a in argv]) != 0
+    assert "did you mean" in capsys.readouterr().err
