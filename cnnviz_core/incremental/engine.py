@@ -172,6 +172,7 @@ class IncrementalOcclusion:
         self._types: dict[tuple, dict] = {}
         self._sessions: dict[tuple, ort.InferenceSession] = {}
         self._warned: set[tuple[str, str]] = set()
+        self._buffers: dict[tuple[str, int], np.ndarray] = {}
         self._base_key: tuple | None = None
         self._base: dict[str, np.ndarray] = {}
         self._padded: dict[str, np.ndarray] = {}
@@ -290,6 +291,14 @@ class IncrementalOcclusion:
             out = self.model.run(image[None], taps=missing, outputs=False)
             self._base.update({k: v[0] for k, v in out.items()})
 
+    def _buffer(self, name: str, index: int, shape: tuple[int, ...]) -> np.ndarray:
+        """A reused float32 work buffer (fresh large allocations cost page faults)."""
+        key = (name, index)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape != shape:
+            buffer = self._buffers[key] = np.empty(shape, np.float32)
+        return buffer
+
     def _padded_input(self, step: Step) -> np.ndarray:
         key = f"{step.inputs[0]}|{step.geometry}|{step.pad_value}"
         padded = self._padded.get(key)
@@ -384,7 +393,19 @@ class IncrementalOcclusion:
                 py = src_axes[0].start[ay] + g.pad_begin[0] - cy
                 px = src_axes[1].start[ax] + g.pad_begin[1] - cx
                 feeds = {
-                    "x0": _crops(self._padded_input(step), cy, cx, hc, wc, patches[name], py, px)
+                    "x0": _crops(
+                        self._padded_input(step),
+                        cy,
+                        cx,
+                        hc,
+                        wc,
+                        patches[name],
+                        py,
+                        px,
+                        out=self._buffer(
+                            step.output, 0, (len(sy), self._base[name].shape[0], hc, wc)
+                        ),
+                    )
                 }
             else:
                 feeds = {}
@@ -392,7 +413,12 @@ class IncrementalOcclusion:
                     src_axes = plan.regions[name]
                     py = src_axes[0].start[ay] - sy
                     px = src_axes[1].start[ax] - sx
-                    feeds[f"x{i}"] = _crops(self._base[name], sy, sx, ny, nx, patches[name], py, px)
+                    buffer = self._buffer(
+                        step.output, i, (len(sy), self._base[name].shape[0], ny, nx)
+                    )
+                    feeds[f"x{i}"] = _crops(
+                        self._base[name], sy, sx, ny, nx, patches[name], py, px, out=buffer
+                    )
             y = session.run(None, feeds)[0]
             divisor = ready.divisors.get(step.output)
             if divisor is not None:
@@ -406,8 +432,9 @@ class IncrementalOcclusion:
             values = ready.rest.run(plan.rest_outputs, feeds)
             out.update(zip(plan.rest_outputs, values))
         for name in self.outputs:
-            if name not in out:
-                out[name] = self._materialize(name, plan, patches, ay, ax, image, positions, fill)
+            if name not in out:  # a copy: the work buffer is reused by the next batch
+                full = self._materialize(name, plan, patches, ay, ax, image, positions, fill)
+                out[name] = full.copy()
         return out
 
     def _materialize(self, name, plan, patches, ay, ax, image, positions, fill) -> np.ndarray:
@@ -418,7 +445,7 @@ class IncrementalOcclusion:
             return kernels.occlusion_batch(image, positions, self.window, f)
         base = self._base[name]
         axes = plan.regions[name]
-        full = np.empty((len(ay), *base.shape), np.float32)
+        full = self._buffer(name, -1, (len(ay), *base.shape))
         full[:] = base
         return _paste(full, patches[name], axes[0].start[ay], axes[1].start[ax])
 
@@ -456,10 +483,12 @@ def _crops(
     patch: np.ndarray | None = None,
     py: np.ndarray | None = None,
     px: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(B, C, hc, wc) crops of ``source`` (C, H, W) at (ys[b], xs[b]), each with its window's
     ``patch[b]`` pasted at offset (py[b], px[b]) (clipped to the crop)."""
-    out = np.empty((len(ys), source.shape[0], hc, wc), np.float32)
+    if out is None:
+        out = np.empty((len(ys), source.shape[0], hc, wc), np.float32)
     for b, (y, x) in enumerate(zip(ys, xs)):
         out[b] = source[:, y : y + hc, x : x + wc]
     if patch is not None:
