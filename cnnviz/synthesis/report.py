@@ -9,6 +9,12 @@ dict of options), so ordinary reports stay fast and need no torch.
   likely class), with the magnified difference.
 - ``efros-leung`` (340): a texture grown (Efros & Leung) from a centre crop of the first
   image (``texture_crop``, 32; ``texture_window``, 9); no network, no torch.
+- ``gram-texture`` (345): a texture synthesized from a centre crop of the first image by
+  matching Gram matrices of the model's features (Gatys et al. 2015; ``texture_crop``, 32,
+  grown to twice its side in ``texture_steps``, 15, L-BFGS steps).
+- ``style-transfer`` (346): the first image painted in the style of ``style_image`` (a path;
+  default the report's second image) by Gatys et al. 2016 at ``style_side`` (64) pixels in
+  ``style_steps`` (15) L-BFGS steps; skipped with one image and no ``style_image``.
 - ``fast-style`` (350): the images through the style network(s) given as
   ``options["fast-style"]`` (ONNX paths; its own key: shown whenever given, needs no torch).
 
@@ -209,6 +215,101 @@ def efros_leung_section(ctx: ReportContext, page: Page) -> Section | None:
     return Section(
         "efros-leung",
         "Texture synthesis (Efros-Leung)",
+        f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
+    )
+
+
+@_register("gram-texture", order=345)
+def gram_texture_section(ctx: ReportContext, page: Page) -> Section | None:
+    """A texture like a centre crop of the first image, synthesized from noise by matching
+    the Gram matrices of the model's features (small and few steps: the report stays quick)."""
+    options = _options(ctx)
+    if options is None or not ctx.names:
+        return None
+    from .texture import gram_texture
+
+    picture = ctx.pixels[0]
+    h, w = picture.shape[:2]
+    side = min(int(options.get("texture_crop", 32)), h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = picture[top : top + side, left : left + side]
+    try:
+        result = gram_texture(
+            ctx.model,
+            crop,
+            2 * side,
+            sample_size=side,
+            steps=int(options.get("texture_steps", 15)),
+            seed=options.get("seed", 0),
+        )
+    except ImportError as error:
+        return Section("gram-texture", "Texture synthesis (Gram matrices)", _missing(error))
+    m = result.metrics
+    figures = [
+        _picture(page, crop, "gram-sample", f"{ctx.names[0]}: centre {side}x{side}"),
+        _picture(
+            page,
+            result.image,
+            "gram-texture",
+            f"{2 * side}x{2 * side}, Gram loss x{m['style_loss_ratio']:.2g} in "
+            f"{result.steps} steps",
+        ),
+    ]
+    text = escape(
+        "A texture synthesized from noise whose Gram matrices (channel correlations) at "
+        f"{', '.join(m['layers'])} match the crop's (Gatys et al. 2015, L-BFGS)."
+    )
+    return Section(
+        "gram-texture",
+        "Texture synthesis (Gram matrices)",
+        f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
+    )
+
+
+@_register("style-transfer", order=346)
+def style_transfer_section(ctx: ReportContext, page: Page) -> Section | None:
+    """The first image in the style of ``style_image`` (default the second image), Gatys et
+    al. 2016, small and few steps."""
+    options = _options(ctx)
+    if options is None or not ctx.names:
+        return None
+    style = options.get("style_image")
+    if style is None and len(ctx.pixels) < 2:
+        return None
+    from cnnviz_core.preprocess import load_image
+
+    from .style_transfer import style_transfer
+
+    style_picture = load_image(style) if style is not None else ctx.pixels[1]
+    style_name = Path(style).name if isinstance(style, (str, Path)) else ctx.names[1]
+    try:
+        result = style_transfer(
+            ctx.model,
+            ctx.pixels[0],
+            style_picture,
+            size=int(options.get("style_side", 64)),
+            steps=int(options.get("style_steps", 15)),
+            seed=options.get("seed", 0),
+        )
+    except ImportError as error:
+        return Section("style-transfer", "Style transfer (Gatys)", _missing(error))
+    m = result.metrics
+    caption = (
+        f"style loss {m['style_loss_start']:.3g} -> {m['style_loss_end']:.3g}, content loss "
+        f"{m['content_loss_end']:.3g}"
+    )
+    figures = [
+        _picture(page, ctx.pixels[0], "style-content", f"{ctx.names[0]} (content)"),
+        _picture(page, _fit_side(style_picture, 256), "style-style", f"{style_name} (style)"),
+        _picture(page, result.image, "style-result", caption),
+    ]
+    text = escape(
+        f"Content at {m['content_layer']}, style (Gram matrices) at "
+        f"{', '.join(m['style_layers'])}: Gatys et al. 2016, started from the content image."
+    )
+    return Section(
+        "style-transfer",
+        "Style transfer (Gatys)",
         f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
     )
 

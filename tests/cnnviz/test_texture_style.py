@@ -217,3 +217,16 @@ def test_cli_texture_gram_and_style(tmp_path, capsys, stripes, content):
     argv = ["style", photo, sample, "--style-layer", "relu_9", "--out", tmp_path / "bad"]
     assert main([str(a) for a in argv]) != 0
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_report_sections(tmp_path, shapes, content, stripes):
+    from cnnviz.render.report import build_report, sections
+
+    names = [section.key for section in sections()]
+    assert {"gram-texture", "style-transfer"} <= set(names)
+    options = {"synthesis": {"texture_steps": 5, "style_steps": 5, "style_side": 32}}
+    only = ["gram-texture", "style-transfer"]
+    path = build_report(shapes, [content, stripes], tmp_path, options=options, sections=only)
+    html = path.read_text()
+    assert "Texture synthesis (Gram matrices)" in html and "Style transfer (Gatys)" in html
+    assert "Gram loss x" in html and "relu_3" in html
