@@ -23,6 +23,8 @@
 //                counter (parallel_dynamic: robust to a descheduled thread). Each thread packs
 //                column blocks of F (L2-sized) and runs the same 8 x 48 micro-kernel as the
 //                forward with plain stores (k blocks of up to 512, so one pass for C <= 512).
+//                For C <= 128 the micro-kernel reads F in place instead (a C x 48 tile stays in
+//                L1 while the row blocks of S sweep it): no packing pass over F.
 #include "cnnviz/gram.hpp"
 
 #include <algorithm>
@@ -196,8 +198,35 @@ CNNVIZ_ALWAYS_INLINE void gram_upper_impl(const float* f, std::int64_t c, std::i
   }
 }
 
+/// gram_micro with B read in place: row k of the NV panels at b + k * ldb (v-th panel at
+/// + 16 v), as in the row-major F itself, so that a short-k product needs no packing pass.
+template <int MR, int NV>
+CNNVIZ_ALWAYS_INLINE void gram_micro_direct(std::int64_t kc, const float* a, const float* b,
+                                            std::int64_t ldb, float* out, std::int64_t ld) {
+  v16 c[MR][NV];
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) c[i][v] = v16{};
+  }
+  for (std::int64_t k = 0; k < kc; ++k) {
+    v16 x[NV];
+    for (int v = 0; v < NV; ++v) x[v] = load16(b + k * ldb + v * kPanel);
+    const float* ak = a + k * kPanel;
+    for (int i = 0; i < MR; ++i) {
+      const float s = ak[i];
+      for (int v = 0; v < NV; ++v) c[i][v] += s * x[v];
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) store16(out + i * ld + v * kPanel, c[i][v]);
+  }
+}
+
 // --- Gram backward: out = S F with S = (dG + dG^T) / norm symmetric, so that the packed A
 // panels are rows of S (pack_cols of S), packed once per batch item and shared by the threads.
+
+/// Largest c for which the backward reads F in place rather than packing it (see
+/// sym_gemm_impl).
+constexpr std::int64_t kDirectMaxC = 128;
 
 /// Largest k block of the backward (S rows of up to this length stay whole, so that most
 /// products are a single pass with plain stores).
@@ -267,6 +296,42 @@ CNNVIZ_ALWAYS_INLINE void sym_gemm_impl(const float* ap, const float* f, float* 
   const std::int64_t cp = (c + kPanel - 1) / kPanel * kPanel;
   const std::int64_t kcb = std::min(c, kKcBwd);
   const std::int64_t cols = j1 - j0;
+  if (c <= kDirectMaxC) {
+    // Short k: the tiles read F in place (a c x 16 NV tile of F stays in L1 while every row
+    // block of S sweeps it), the next tile's lines prefetched; no packing pass over F, which
+    // cost as much as the multiply-adds at c = 64. Columns past the last whole tile go through
+    // the packed path.
+    constexpr std::int64_t tile = NV * kPanel;
+    const std::int64_t whole = cols / tile * tile;
+    for (std::int64_t jt = 0; jt < whole; jt += tile) {
+      const float* b = f + j0 + jt;
+      for (std::int64_t i0 = 0; i0 < c; i0 += MR) {
+        // Each row block prefetches MR rows of the next tile (spread over the tile's work).
+        if (jt + tile < whole) {
+          for (std::int64_t k = i0; k < std::min(i0 + MR, c); ++k) {
+            for (int v = 0; v < NV; ++v) __builtin_prefetch(b + tile + k * n + v * kPanel);
+          }
+        }
+        const float* a = ap + (i0 / kPanel) * c * kPanel + i0 % kPanel;
+        float* o = out + i0 * n + j0 + jt;
+        const std::int64_t rows = std::min<std::int64_t>(MR, c - i0);
+        if (rows == MR) {
+          gram_micro_direct<MR, NV>(c, a, b, n, o, n);
+        } else {
+          float part[MR * tile];
+          gram_micro_direct<MR, NV>(c, a, b, n, part, tile);
+          for (std::int64_t i = 0; i < rows; ++i) {
+            std::memcpy(o + i * n, part + i * tile, sizeof(float) * tile);
+          }
+        }
+      }
+    }
+    if (whole < cols) {
+      pack_cols(f, n, 0, c, j0 + whole, cols - whole, bp);
+      sym_block<MR, NV, false>(c, ap, bp, out + j0 + whole, n, c, cols - whole);
+    }
+    return;
+  }
   for (std::int64_t kb = 0; kb < c; kb += kcb) {
     const std::int64_t kc = std::min(kcb, c - kb);
     pack_cols(f, n, kb, kc, j0, cols, bp);
@@ -438,39 +503,38 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
                          kcb, st.pack.data(), st.acc);
             });
       }
-      // Sum the partials, scale and mirror, in parallel over the 16-row panels (taken from a
-      // shared counter: the panels near the top have the most tiles). Each 16 x 16 tile is summed
-      // whole into a local tile (vector loops over the padded partials), then written as rows
-      // of g above the diagonal and, transposed, as rows below it.
+      // Sum the partials, scale and mirror, tile by tile: each 16 x 16 tile is summed whole into
+      // a local tile (vector loops over the padded partials), then written as rows of g above
+      // the diagonal and, transposed, as rows below it. On the calling thread: a second
+      // parallel section would cost another thread start and join (and, on a busy machine,
+      // another wait for a core) for ~0.1 ms of work at C = 512.
       std::vector<const float*> accs;
       for (int w = 0; w < workers; ++w) {
         if (used[static_cast<std::size_t>(w)]) accs.push_back(partial.data() + w * cp * cp);
       }
-      cpu::parallel_dynamic(
-          panels, workers, [](int) { return 0; },
-          [&](std::int64_t t, int, int&) {
-            const std::int64_t i0 = t * kPanel, i1 = std::min(i0 + kPanel, c);
-            float tile[kPanel][kPanel];
-            for (std::int64_t j0 = i0; j0 < c; j0 += kPanel) {
-              const std::int64_t j1 = std::min(j0 + kPanel, c);
-              for (std::int64_t i = 0; i < kPanel; ++i) {
-                for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] = 0.f;
-                for (const float* a : accs) {
-                  const float* row = a + (i0 + i) * cp + j0;
-                  for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] += row[j];
-                }
-                for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] /= norm;
-              }
-              for (std::int64_t i = i0; i < i1; ++i) {
-                for (std::int64_t j = std::max(i, j0); j < j1; ++j) g[i * c + j] = tile[i - i0][j - j0];
-              }
-              for (std::int64_t j = j0; j < j1; ++j) {
-                for (std::int64_t i = i0; i < std::min(i1, j + 1); ++i) {
-                  g[j * c + i] = tile[i - i0][j - j0];
-                }
-              }
+      float tile[kPanel][kPanel];
+      for (std::int64_t i0 = 0; i0 < c; i0 += kPanel) {
+        const std::int64_t i1 = std::min(i0 + kPanel, c);
+        for (std::int64_t j0 = i0; j0 < c; j0 += kPanel) {
+          const std::int64_t j1 = std::min(j0 + kPanel, c);
+          for (std::int64_t i = 0; i < kPanel; ++i) {
+            for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] = 0.f;
+            for (const float* a : accs) {
+              const float* row = a + (i0 + i) * cp + j0;
+              for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] += row[j];
             }
-          });
+            for (std::int64_t j = 0; j < kPanel; ++j) tile[i][j] /= norm;
+          }
+          for (std::int64_t i = i0; i < i1; ++i) {
+            for (std::int64_t j = std::max(i, j0); j < j1; ++j) g[i * c + j] = tile[i - i0][j - j0];
+          }
+          for (std::int64_t j = j0; j < j1; ++j) {
+            for (std::int64_t i = i0; i < std::min(i1, j + 1); ++i) {
+              g[j * c + i] = tile[i - i0][j - j0];
+            }
+          }
+        }
+      }
     }
     return;
   }
