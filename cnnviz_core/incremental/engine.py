@@ -52,6 +52,14 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return int(a), int(b)
 
 
+def _check_positions(positions: np.ndarray) -> np.ndarray:
+    """(P, 2) int64 [top, left], at least one."""
+    array = np.asarray(positions)
+    if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
+        raise InputError(f"positions must be a non-empty (P, 2) array; got shape {array.shape}")
+    return array.astype(np.int64)
+
+
 def _fill_chw(fill: np.ndarray | float, c: int) -> np.ndarray:
     """A fill as (C, 1, 1) or (C, H, W) float32."""
     f = np.asarray(fill, np.float32)
@@ -86,7 +94,7 @@ class NaiveOcclusion:
         """Scores (P, K) float64 and taps for the windows at ``positions`` (P, 2) [top, left];
         ``progress(done, P)`` after each batch."""
         image = np.ascontiguousarray(image_chw, np.float32)
-        positions = np.asarray(positions, np.int64).reshape(-1, 2)
+        positions = _check_positions(positions)
         chunk = max(1, min(batch_size or DEFAULT_BATCH, self.model.max_batch))
         fill_arr = np.asarray(fill, np.float32)
         if fill_arr.ndim == 3 and fill_arr.shape[1:] == (1, 1):
@@ -176,7 +184,7 @@ class IncrementalOcclusion:
         self._base_key: tuple | None = None
         self._base: dict[str, np.ndarray] = {}
         self._padded: dict[str, np.ndarray] = {}
-        self._weights = graph.initializers(model.runnable)
+        self._weights = model.constants  # shared with the model (no copy per scorer)
         self.stats: dict = {}
 
     # ------------------------------------------------------------------------- planning
@@ -288,8 +296,25 @@ class IncrementalOcclusion:
             self._base_key = key
         missing = [s.output for s in ready.plan.steps if s.output not in self._base]
         if missing:
-            out = self.model.run(image[None], taps=missing, outputs=False)
-            self._base.update({k: v[0] for k, v in out.items()})
+            values = self._base_session(ready).run(missing, {self.model.input_name: image[None]})
+            self._base.update({k: v[0] for k, v in zip(missing, values)})
+
+    def _base_session(self, ready: _Prepared) -> ort.InferenceSession:
+        """One session exposing every (C, H, W) map of the graph, whatever the plan (a
+        session per set of taps would hold a copy of the weights each)."""
+        chw = ready.shapes[self.model.input_name]
+        session = self._sessions.get(("base", chw))
+        if session is None:
+            types = self._types[chw]
+            maps = [
+                o
+                for node in graph.data_nodes(self.model.runnable, self.model.input_name)
+                for o in node.output
+                if o and len(types.get(o, (0, ()))[1] or ()) == 4
+            ]
+            proto = graph.expose(self.model.runnable, maps, types)
+            session = self._sessions[("base", chw)] = self.model._make_session(proto, spin=False)
+        return session
 
     def _buffer(self, name: str, index: int, shape: tuple[int, ...]) -> np.ndarray:
         """A reused float32 work buffer (fresh large allocations cost page faults)."""
@@ -329,7 +354,7 @@ class IncrementalOcclusion:
         image = np.ascontiguousarray(image_chw, np.float32)
         if image.ndim != 3:
             raise InputError(f"image must be (C, H, W); got shape {image.shape}")
-        positions = np.asarray(positions, np.int64).reshape(-1, 2)
+        positions = _check_positions(positions)
         chw = image.shape
         ready = self._prepare(chw, self._starts(chw, positions))  # type: ignore[arg-type]
         fill_arr = _fill_chw(fill, image.shape[0])

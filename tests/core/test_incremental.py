@@ -11,7 +11,7 @@ import pytest
 from onnx import helper
 
 from cnnviz import load_model
-from cnnviz_core import Model, UnsupportedOpError
+from cnnviz_core import InputError, Model, UnsupportedOpError
 from cnnviz_core.incremental import IncrementalOcclusion, NaiveOcclusion
 from tests.conftest import make_graph_model
 
@@ -261,3 +261,10 @@ def test_unsupported_op_warns_once_and_stays_exact() -> None:
 def test_strict_raises_on_unsupported_op() -> None:
     with pytest.raises(UnsupportedOpError, match="Resize"):
         IncrementalOcclusion(_with_resize(), 4, strict=True).plan((3, 16, 16))
+
+
+@pytest.mark.parametrize("scorer", [IncrementalOcclusion, NaiveOcclusion])
+def test_empty_positions_are_refused(scorer) -> None:
+    image = np.zeros((3, 16, 16), np.float32)
+    with pytest.raises(InputError, match="non-empty"):
+        scorer(_with_resize(), 4).scores(image, np.zeros((0, 2), np.int64), 0.0)
