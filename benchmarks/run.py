@@ -33,6 +33,7 @@ SUITES = {
     "occlusion": occlusion.run,
     "attribution_quality": attribution_quality.run,
     "synthesis": __import__("synthesis").run,
+    "style": __import__("style").run,
     "texture": __import__("texture").run,
     "fast_style": __import__("fast_style").run,
 }
