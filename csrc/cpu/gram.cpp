@@ -20,11 +20,11 @@
 // gram_backward: dF = S F with S = (dG + dG^T) / norm, symmetric, so its packed A panels (panels
 //                of 16 rows, k-major) are plain row copies of S; packed once per batch item
 //                and shared by the threads, which take column blocks of F from a shared
-//                counter (parallel_dynamic: robust to a descheduled thread). Each thread packs
-//                column blocks of F (L2-sized) and runs the same 8 x 48 micro-kernel as the
-//                forward with plain stores (k blocks of up to 512, so one pass for C <= 512).
-//                For C <= 128 the micro-kernel reads F in place instead (a C x 48 tile stays in
-//                L1 while the row blocks of S sweep it): no packing pass over F.
+//                counter (parallel_dynamic: robust to a descheduled or late thread). Each
+//                thread packs column blocks of F (L2-sized) and runs the same 8 x 48 micro-kernel
+//                as the forward with plain stores (k blocks of up to 512, so one pass for C <=
+//                512). For C <= 128 the micro-kernel reads F in place instead (a C x 48 tile stays
+//                in L1 while the row blocks of S sweep it): no packing pass over F.
 #include "cnnviz/gram.hpp"
 
 #include <algorithm>
@@ -499,8 +499,8 @@ void gram(const float* features, float* out, std::int64_t batch, std::int64_t c,
               return State{std::vector<float>(static_cast<std::size_t>(cp * kcb)), acc};
             },
             [&](std::int64_t t, int, State& st) {
-              gram_upper(f, c, n, t * chunk, std::min(n, (t + 1) * chunk), 0, row_blocks * kRowBlock,
-                         kcb, st.pack.data(), st.acc);
+              gram_upper(f, c, n, t * chunk, std::min(n, (t + 1) * chunk), 0,
+                         row_blocks * kRowBlock, kcb, st.pack.data(), st.acc);
             });
       }
       // Sum the partials, scale and mirror, tile by tile: each 16 x 16 tile is summed whole into

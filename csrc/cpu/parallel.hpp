@@ -16,9 +16,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -137,39 +141,75 @@ void parallel_for(std::int64_t n, int num_threads, Fn&& fn,
 /// Calls fn(item, worker, state) for every item in [0, count), on at most `num_threads` workers (0
 /// = all hardware threads; worker in [0, workers), the calling thread is worker 0) that take the
 /// next item from a shared counter: when the OS deschedules one worker (a loaded machine), the
-/// others take its share instead of waiting for it at the join. `make_state(worker)` is called once
-/// per worker, on that worker, for per-worker scratch (passed to fn as its third argument).
-/// Rethrows the first exception, once all workers have joined; a worker stops at its first
-/// exception.
+/// others take its share instead of waiting for it. `make_state(worker)` is called once per
+/// worker that takes an item, on that worker, before its first item, for per-worker scratch
+/// (passed to fn as its third argument).
+///
+/// The call returns once every item is done, without waiting for a worker that took none: the
+/// helper threads are detached, and one that starts after the items are gone (its core was busy)
+/// only reads the shared counter, kept alive by its own reference, and exits. So a busy core costs
+/// at most the items its thread holds, never a wait for that thread to be scheduled at all.
+/// Rethrows the first exception once every item is done; after an exception the remaining items
+/// are skipped.
 template <class MakeState, class Fn>
 void parallel_dynamic(std::int64_t count, int num_threads, MakeState&& make_state, Fn&& fn) {
   const int requested = resolve_num_threads(num_threads);
   if (count <= 0) return;
   const int workers = static_cast<int>(std::min<std::int64_t>(requested, count));
-  std::atomic<std::int64_t> next{0};
+  // What a late helper thread may touch: owned jointly, outlives this call if need be.
+  struct Shared {
+    explicit Shared(std::int64_t n) : count(n) {}
+    const std::int64_t count;
+    std::atomic<std::int64_t> next{0}, done{0};
+    std::atomic<bool> failed{false};
+    std::mutex mutex;
+    std::condition_variable finished;
+  };
+  const auto shared = std::make_shared<Shared>(count);
   std::vector<std::exception_ptr> errors(workers);
-  auto run_worker = [&](int worker) {
-    try {
-      auto state = make_state(worker);
-      for (std::int64_t item = next.fetch_add(1, std::memory_order_relaxed); item < count;
-           item = next.fetch_add(1, std::memory_order_relaxed)) {
-        fn(item, worker, state);
+  // Runs `item` (already taken) and the items this worker takes after it. The caller's objects
+  // (fn, make_state, errors) are only touched while this worker holds an item not yet done, so
+  // they are alive: the call does not return before that item is done.
+  const auto run = [&](int worker, std::int64_t item, Shared& sh) {
+    std::optional<decltype(make_state(worker))> state;
+    for (;;) {
+      if (!sh.failed.load(std::memory_order_relaxed)) {
+        try {
+          if (!state) state.emplace(make_state(worker));
+          fn(item, worker, *state);
+        } catch (...) {
+          if (!errors[worker]) errors[worker] = std::current_exception();
+          sh.failed.store(true, std::memory_order_relaxed);
+        }
       }
-    } catch (...) {
-      errors[worker] = std::current_exception();
+      // Take the next item before marking this one done, so the caller's objects stay alive
+      // for it; once this one is marked done they may not be touched again unless next is real.
+      const std::int64_t next = sh.next.fetch_add(1, std::memory_order_relaxed);
+      if (sh.done.fetch_add(1, std::memory_order_acq_rel) + 1 == sh.count) {
+        const std::lock_guard<std::mutex> lock(sh.mutex);
+        sh.finished.notify_all();
+      }
+      if (next >= sh.count) return;
+      item = next;
     }
   };
-  std::vector<std::thread> threads;
-  threads.reserve(workers - 1);
   for (int t = 1; t < workers; ++t) {
     try {
-      threads.emplace_back(run_worker, t);
+      std::thread([shared, run_ptr = &run, t] {
+        const std::int64_t item = shared->next.fetch_add(1, std::memory_order_relaxed);
+        if (item < shared->count) (*run_ptr)(t, item, *shared);  // else: touch nothing more
+      }).detach();
     } catch (const std::system_error&) {
       break;  // the OS refused another thread: the others take its items
     }
   }
-  run_worker(0);
-  for (std::thread& t : threads) t.join();
+  const std::int64_t first = shared->next.fetch_add(1, std::memory_order_relaxed);
+  if (first < count) run(0, first, *shared);
+  if (shared->done.load(std::memory_order_acquire) < count) {
+    std::unique_lock<std::mutex> lock(shared->mutex);
+    shared->finished.wait(
+        lock, [&] { return shared->done.load(std::memory_order_acquire) == shared->count; });
+  }
   for (const std::exception_ptr& e : errors) {
     if (e) std::rethrow_exception(e);
   }

@@ -147,8 +147,9 @@ void max_pool2d(const float* x, float* y, std::int64_t* switches, std::int64_t p
   const detail::Range full =
       detail::inside(-window.pad_left, window.stride_w, w - span_w + 1, out.w);
   const std::int64_t span_h = (window.kernel_h - 1) * window.dilation_h + 1;
-  const std::int64_t out_bytes =
-      rows * out.w * static_cast<std::int64_t>(sizeof(float) + (switches ? sizeof(std::int64_t) : 0));
+  const std::int64_t value_bytes =
+      static_cast<std::int64_t>(sizeof(float) + (switches != nullptr ? sizeof(std::int64_t) : 0));
+  const std::int64_t out_bytes = rows * out.w * value_bytes;
   const bool stream = out_bytes >= cpu::kStreamBytes;
   const RowKernel fixed = h * w < (std::int64_t{1} << 31) - 1 ? fixed_row_kernel(window) : nullptr;
   cpu::parallel_for(
@@ -178,35 +179,38 @@ void max_pool2d(const float* x, float* y, std::int64_t* switches, std::int64_t p
         for (std::int64_t g0 = begin; g0 < end; g0 += group) {
           const std::int64_t g1 = std::min(end, g0 + group);
           float* ybase = stream ? ybuf.data() - g0 * out.w : y;
-          std::int64_t* sbase =
-              switches == nullptr ? nullptr : stream ? sbuf.data() - g0 * out.w : switches;
+          std::int64_t* sbase = switches == nullptr ? nullptr
+                                : stream            ? sbuf.data() - g0 * out.w
+                                                    : switches;
           for (std::int64_t r = g0; r < g1; ++r) {
-          const std::int64_t p = r / out.h, oh = r % out.h;
-          const std::int64_t top = oh * window.stride_h - window.pad_top;
-          const detail::Range row_taps = detail::inside(top, window.dilation_h, h, window.kernel_h);
-          const float* plane = x + p * h * w;
-          float* yr = ybase + r * out.w;
-          std::int64_t* sr = sbase != nullptr ? sbase + r * out.w : nullptr;
-          const bool rows_inside = top >= 0 && top + span_h <= h;
-          std::int64_t lo = 0, hi = 0;  // the interior columns of this row
-          if (rows_inside && full.hi > full.lo) {
-            lo = full.lo;
-            hi = full.hi;
-          }
-          for (std::int64_t ow = 0; ow < lo; ++ow) edge(plane, top, row_taps, ow, yr, sr);
-          if (hi > lo) {
-            const std::int64_t left = lo * window.stride_w - window.pad_left;
-            const std::int64_t offset = top * w + left;
-            if (fixed != nullptr) {
-              fixed(plane + offset, w, hi - lo, offset, yr + lo, sr != nullptr ? sr + lo : nullptr);
-            } else {
-              pool_row_any(plane + offset, w, hi - lo, offset, window, yr + lo,
-                           sr != nullptr ? sr + lo : nullptr, arg.data());
+            const std::int64_t p = r / out.h, oh = r % out.h;
+            const std::int64_t top = oh * window.stride_h - window.pad_top;
+            const detail::Range row_taps =
+                detail::inside(top, window.dilation_h, h, window.kernel_h);
+            const float* plane = x + p * h * w;
+            float* yr = ybase + r * out.w;
+            std::int64_t* sr = sbase != nullptr ? sbase + r * out.w : nullptr;
+            const bool rows_inside = top >= 0 && top + span_h <= h;
+            std::int64_t lo = 0, hi = 0;  // the interior columns of this row
+            if (rows_inside && full.hi > full.lo) {
+              lo = full.lo;
+              hi = full.hi;
             }
-          }
-          for (std::int64_t ow = std::max(lo, hi); ow < out.w; ++ow) {
-            edge(plane, top, row_taps, ow, yr, sr);
-          }
+            for (std::int64_t ow = 0; ow < lo; ++ow) edge(plane, top, row_taps, ow, yr, sr);
+            if (hi > lo) {
+              const std::int64_t left = lo * window.stride_w - window.pad_left;
+              const std::int64_t offset = top * w + left;
+              if (fixed != nullptr) {
+                fixed(plane + offset, w, hi - lo, offset, yr + lo,
+                      sr != nullptr ? sr + lo : nullptr);
+              } else {
+                pool_row_any(plane + offset, w, hi - lo, offset, window, yr + lo,
+                             sr != nullptr ? sr + lo : nullptr, arg.data());
+              }
+            }
+            for (std::int64_t ow = std::max(lo, hi); ow < out.w; ++ow) {
+              edge(plane, top, row_taps, ow, yr, sr);
+            }
           }
           if (stream) {
             const std::size_t count = static_cast<std::size_t>((g1 - g0) * out.w);
@@ -227,9 +231,9 @@ void max_unpool2d(const float* g, const std::int64_t* switches, float* out, std:
   const std::int64_t plane_size = h * w;
   // Large outputs whose planes fit L2: each plane is built in a thread-local buffer and streamed
   // out (no read of the output lines before they are written).
-  const bool stream = planes * plane_size * static_cast<std::int64_t>(sizeof(float)) >=
-                          cpu::kStreamBytes &&
-                      plane_size <= kMaxBufferedPlane;
+  const bool stream =
+      planes * plane_size * static_cast<std::int64_t>(sizeof(float)) >= cpu::kStreamBytes &&
+      plane_size <= kMaxBufferedPlane;
   cpu::parallel_for(
       planes, num_threads,
       [&](std::int64_t begin, std::int64_t end) {

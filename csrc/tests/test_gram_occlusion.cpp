@@ -1,10 +1,13 @@
 // C++ tests of the occlusion batch builder and the Gram kernels against plain scalar loops (double
 // accumulation for Gram), on one and several threads, with odd sizes, batch 1 and bad arguments.
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
+#include "../cpu/parallel.hpp"  // the scheduler the Gram kernels run on (private header)
 #include "check.hpp"
 #include "cnnviz/gram.hpp"
 #include "cnnviz/occlusion.hpp"
@@ -18,8 +21,8 @@ using cnnviz::test::throws_invalid_argument;
 void test_occlusion() {
   const std::int64_t c = 3, h = 37, w = 29, wh = 9, ww = 7;
   // Inside, clipped on every side, wholly outside, and covering the whole image.
-  const std::vector<std::int64_t> pos = {0, 0, 5, 11, -4, -3, 33, 25, -20, 4, 40, 40, 30, -6,
-                                         -1, -1};
+  const std::vector<std::int64_t> pos = {0,   0, 5,  11, -4, -3, 33, 25,
+                                         -20, 4, 40, 40, 30, -6, -1, -1};
   const std::int64_t count = static_cast<std::int64_t>(pos.size()) / 2;
   const std::vector<float> image = random_values(c * h * w, 1);
   const std::vector<float> fill_image = random_values(c * h * w, 2);
@@ -42,10 +45,10 @@ void test_occlusion() {
               const std::int64_t at = (ch * h + y) * w + x;
               const bool in = y >= pos[2 * p] && y < pos[2 * p] + wh && x >= pos[2 * p + 1] &&
                               x < pos[2 * p + 1] + ww;
-              const float want = !in                                     ? image[at]
-                                 : kind == OcclusionFill::constant       ? constant
-                                 : kind == OcclusionFill::per_channel    ? per_channel[ch]
-                                                                         : fill_image[at];
+              const float want = !in                                  ? image[at]
+                                 : kind == OcclusionFill::constant    ? constant
+                                 : kind == OcclusionFill::per_channel ? per_channel[ch]
+                                                                      : fill_image[at];
               bad += out[p * c * h * w + at] != want;
             }
           }
@@ -105,8 +108,8 @@ void test_gram() {
     std::int64_t batch, c, n;
   };
   // Batch 1, odd c and n, c below and above the tile sizes, n across k blocks and threads.
-  const Case cases[] = {{1, 1, 1}, {1, 3, 5}, {2, 13, 77}, {1, 17, 300}, {3, 33, 513},
-                        {1, 70, 1000}, {2, 129, 600}};
+  const Case cases[] = {{1, 1, 1},    {1, 3, 5},     {2, 13, 77},  {1, 17, 300},
+                        {3, 33, 513}, {1, 70, 1000}, {2, 129, 600}};
   for (const Case& k : cases) {
     const std::vector<float> f = random_values(k.batch * k.c * k.n, 11);
     const std::vector<float> dg = random_values(k.batch * k.c * k.c, 12);
@@ -143,8 +146,9 @@ void test_gram() {
           }
         }
       }
-      if (bad) std::fprintf(stderr, "gram case %lld %lld %lld threads %d: %d bad\n",
-                            (long long)k.batch, (long long)k.c, (long long)k.n, threads, bad);
+      if (bad)
+        std::fprintf(stderr, "gram case %lld %lld %lld threads %d: %d bad\n", (long long)k.batch,
+                     (long long)k.c, (long long)k.n, threads, bad);
       CHECK(bad == 0);
     }
   }
@@ -156,10 +160,50 @@ void test_gram() {
   std::printf("gram kernel: %s\n", cnnviz::gram_kernel_name());
 }
 
+/// parallel_dynamic returns without waiting for helper threads that take no item: every item runs
+/// exactly once, per-worker state is made once per worker that runs items, an exception reaches
+/// the caller after every item is done (the rest skipped), and a late helper finding no items
+/// left touches nothing of a call that has returned. Repeated, more workers than cores, so that
+/// helpers start late and calls overlap them.
+void test_parallel_dynamic() {
+  for (int round = 0; round < 300; ++round) {
+    const std::int64_t count = 1 + round % 37;
+    std::vector<std::atomic<int>> runs(static_cast<std::size_t>(count));
+    std::vector<std::atomic<int>> states(4);
+    cnnviz::cpu::parallel_dynamic(
+        count, 4,
+        [&](int w) {
+          states[static_cast<std::size_t>(w)].fetch_add(1);
+          return w;
+        },
+        [&](std::int64_t item, int w, int& state) {
+          CHECK(state == w);
+          runs[static_cast<std::size_t>(item)].fetch_add(1);
+        });
+    for (auto& r : runs) CHECK(r.load() == 1);
+    for (auto& st : states) CHECK(st.load() <= 1);
+    std::atomic<int> ran{0};
+    bool thrown = false;
+    try {
+      cnnviz::cpu::parallel_dynamic(
+          count, 3, [](int) { return 0; },
+          [&](std::int64_t item, int, int&) {
+            ran.fetch_add(1);
+            if (item == count / 2) throw std::runtime_error("item failed");
+          });
+    } catch (const std::runtime_error&) {
+      thrown = true;
+    }
+    CHECK(thrown);
+    CHECK(ran.load() >= 1 && ran.load() <= count);
+  }
+}
+
 }  // namespace
 
 int main() {
   test_occlusion();
   test_gram();
+  test_parallel_dynamic();
   return cnnviz::test::finish("cnnviz occlusion and Gram");
 }
