@@ -34,6 +34,7 @@ SUITES = {
     "attribution_quality": attribution_quality.run,
     "synthesis": __import__("synthesis").run,
     "style": __import__("style").run,
+    "incremental": __import__("incremental").run,
     "texture": __import__("texture").run,
     "fast_style": __import__("fast_style").run,
 }

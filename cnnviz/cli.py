@@ -143,7 +143,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from .render.images import save_png
 
     model = _open(args)
-    result = explain(model, args.images, args.method, args.target, layer=args.layer)
+    result = explain(
+        model, args.images, args.method, args.target, layer=args.layer, precision=args.precision
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(args.images):
         path = save_png(result.render(i), args.out / f"{Path(image).stem}-{args.method}.png")
@@ -261,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer",
         metavar="NAME",
         help="layer for cam, gradcam, guided-gradcam (default: last conv)",
+    )
+    explain.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="occlusion-drilldown: run the occluded forwards in bf16 (approximate; needs torch)",
     )
     explain.add_argument("--out", type=Path, required=True, help="output folder")
     explain.set_defaults(run=cmd_explain)

@@ -21,6 +21,7 @@ from cnnviz_core import InputError, Model
 
 from .base import Attribution, Images, Method
 from .cam import cam, class_activation_map, default_layer, find_cam_head, gradcam, guided_gradcam
+from .drilldown import drilldown
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
 from .lime import lime
@@ -40,10 +41,13 @@ METHODS: dict[str, Method] = {
     "smoothgrad": smooth(saliency),
     "ig": integrated_gradients,
     "occlusion": occlusion,
+    "occlusion-drilldown": drilldown,
     "lime": lime,
 }
 #: methods that take ``layer=``
 LAYER_METHODS = frozenset({"cam", "gradcam", "guided-gradcam"})
+#: methods that take ``precision=`` (approximate bf16 forwards, error reported)
+PRECISION_METHODS = frozenset({"occlusion-drilldown"})
 
 
 def explain(
@@ -53,9 +57,11 @@ def explain(
     target: Any = None,
     *,
     layer: str | None = None,
+    precision: str | None = None,
 ) -> Attribution:
     """Run a technique by name (a key of :data:`METHODS`); ``layer`` only for the CAM
-    family (default: its own choice)."""
+    family (default: its own choice), ``precision`` (``fp32``, ``bf16``) only for
+    :data:`PRECISION_METHODS`."""
     try:
         technique = METHODS[method]
     except KeyError:
@@ -65,7 +71,14 @@ def explain(
             f"--layer applies to {', '.join(sorted(LAYER_METHODS))}; {method!r} explains "
             "the input pixels"
         )
-    options = {"layer": layer} if layer is not None else {}
+    if precision is not None and method not in PRECISION_METHODS:
+        raise InputError(
+            f"--precision applies to {', '.join(sorted(PRECISION_METHODS))}; {method!r} runs "
+            "in float32"
+        )
+    options: dict[str, Any] = {"layer": layer} if layer is not None else {}
+    if precision is not None:
+        options["precision"] = precision
     return technique(model, images, target, **options)
 
 
@@ -75,6 +88,7 @@ from . import report, segmentation  # noqa: E402
 __all__ = [
     "LAYER_METHODS",
     "METHODS",
+    "PRECISION_METHODS",
     "Attribution",
     "Channel",
     "Class",
@@ -85,6 +99,7 @@ __all__ = [
     "class_activation_map",
     "deconvnet",
     "default_layer",
+    "drilldown",
     "explain",
     "find_cam_head",
     "gradcam",

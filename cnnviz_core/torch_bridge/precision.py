@@ -2,18 +2,22 @@
 bridge, an approximate occlusion mode whose error is measured and reported.
 
 bf16 keeps float32's exponent range with an 8-bit mantissa (relative rounding ~4e-3 per
-value); CPUs with AVX512-BF16 (``vdpbf16ps``) or AMX run bf16 convolutions about twice as fast
-as float32 ones, and onnxruntime's CPU provider has no bf16 convolution. The scores of a bf16
-forward differ from float32 by ~1e-2 relative, small against the drop a window causes, so the
-occlusion map keeps its shape; it is never a mode for gradients (a bf16 VGG-16 input gradient
-is far from the float32 one). What this costs is reported, never assumed: each call re-scores a
-few windows in float32 (onnxruntime) and records the difference in :attr:`Bf16Occlusion.stats`,
-and :func:`cnnviz.attribution.scoring.approximation_error` compares whole maps.
+value). The scores of a bf16 forward differ from float32 by ~1e-2 relative; where a window's
+drop is large against that (a trained network's class logit), the map keeps its shape, where
+it is not (random-weight networks with large logits) the map gets noisy: what it costs is
+therefore reported, never assumed. Each call re-scores a few windows in float32
+(onnxruntime) and records the difference in :attr:`Bf16Occlusion.stats`, and
+:func:`cnnviz.attribution.scoring.approximation_error` compares whole maps. It is never a
+mode for gradients (a bf16 VGG-16 input gradient is far from the float32 one).
 
-Measured on this project's 2-core AMD EPYC (AVX512-BF16, no AMX), 224x224 batches: weights
-and activations in bf16 with channels-last layout ran VGG-16 ~1.9x and ResNet-18 ~2.1x faster
-than onnxruntime float32; ``torch.autocast`` on float32 weights was slower (a cast per op) and
-bf16 in the default NCHW layout gained little. So the module is converted, not autocast.
+Speed depends on the CPU and the network. onnxruntime's CPU provider has no bf16
+convolution, so bf16 runs in torch (oneDNN). On this project's 2-core AMD EPYC (AVX512-BF16,
+no AMX), batch 32 (VGG: 8), best of 3 interleaved against onnxruntime float32: VGG-16-like
+1.48x faster, ResNet-18-like 0.64x, SqueezeNet 1.1 0.58x (small 1x1 convolutions and
+unfused ReLU/Concat dominate there). Weights and activations in bf16 with channels-last
+layout was the fastest torch variant (``torch.autocast`` on float32 weights casts per op; bf16
+in NCHW layout reorders per op), so the module is converted, not autocast. CPUs with AMX
+run bf16 products several times faster.
 
 torch is imported lazily (this module is only imported by code that asked for bf16).
 """
@@ -123,9 +127,11 @@ class Bf16Occlusion:
         if image.ndim != 3:
             raise InputError(f"image must be (C, H, W); got shape {image.shape}")
         positions = np.asarray(positions, np.int64).reshape(-1, 2)
+        if not len(positions):
+            raise InputError("positions is empty: give at least one window (P, 2) = [top, left]")
         chunk = max(1, batch_size or DEFAULT_BATCH)
         fill_k = _fill_for_kernel(fill)
-        buffer = np.empty((min(chunk, max(len(positions), 1)), *image.shape), np.float32)
+        buffer = np.empty((min(chunk, len(positions)), *image.shape), np.float32)
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, len(positions), chunk):
             where = positions[start : start + chunk]
@@ -134,7 +140,7 @@ class Bf16Occlusion:
         out = {k: np.concatenate([p[k] for p in parts]) for k in self.outputs}
         scores = out[self.score_name].reshape(len(positions), -1).astype(np.float64)
         self.stats = {"engine": "torch", "precision": "bf16", "batch_size": chunk}
-        if self.probe and len(positions):
+        if self.probe:
             self._probe(image, positions, fill_k, scores)
         return scores, out
 

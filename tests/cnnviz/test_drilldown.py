@@ -127,3 +127,19 @@ def test_channel_target_and_progress(model: Model, batch: np.ndarray) -> None:
 def test_bad_input(model: Model, batch: np.ndarray, options, message) -> None:
     with pytest.raises(InputError, match=message):
         drilldown(model, batch[:1], 0, **options)
+
+
+def test_explain_command(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from cnnviz.cli import main
+
+    path = tmp_path / "shape.png"
+    Image.fromarray(make_shapes(1, seed=3).images[0]).save(path)
+    argv = ["explain", "shapes", str(path), "--method", "occlusion-drilldown"]
+    assert main([*argv, "--precision", "fp32", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "shape-occlusion-drilldown.png").exists()
+    assert "positions_scored" in capsys.readouterr().out
+    argv = ["explain", "shapes", str(path), "--method", "saliency", "--precision", "bf16"]
+    assert main([*argv, "--out", str(tmp_path / "bad")]) == 1
+    assert "--precision applies to occlusion-drilldown" in capsys.readouterr().err

@@ -73,3 +73,5 @@ def test_bad_probe_and_precision(model: Model) -> None:
         occlusion_scorer(model, 8, precision="fp16")
     with pytest.raises(InputError, match=r"image must be \(C, H, W\)"):
         Bf16Occlusion(model, 8).scores(np.zeros((64, 64), np.float32), np.zeros((1, 2)), 0.0)
+    with pytest.raises(InputError, match="positions is empty"):
+        Bf16Occlusion(model, 8).scores(np.zeros((3, 64, 64), np.float32), np.zeros((0, 2)), 0.0)
