@@ -322,7 +322,7 @@ class LossNetwork:
         """Weighted sum over the style layers of the mean squared Gram difference (relative
         to the target's mean square when normalizing); targets (C, C), (1, C, C) or (N, C, C)
         broadcast over the batch. A scalar (batch mean), or (N,) with ``per_image``."""
-        total = 0
+        total: Any = 0
         for name, weight in zip(self.style_layers, self.style_weights):
             gram, target = grams[name], target_grams[name]
             error = (gram - target).pow(2).flatten(1).mean(1)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnviz_core import InputError, Model
+from cnnviz_core import Model
 from cnnviz_core.preprocess import ImageLike
 
 from .base import Progress, SynthesisResult, require_torch
@@ -99,7 +99,12 @@ def gram_texture(
     target_pixels = load_pixels(sample, sample_size, device)
     targets = net.targets(target_pixels)
     shape = tuple(target_pixels.shape[-2:])
-    out_size = shape if size is None else fit_size(shape, (size, size) if _is_int(size) else size)
+    if size is None:
+        out_size = shape
+    elif isinstance(size, (int, np.integer)):
+        out_size = fit_size(shape, (int(size), int(size)))
+    else:
+        out_size = fit_size(shape, size)
     x = noise_pixels((1, 3, *out_size), seed, net.device)
     style_history: list[float] = []
 
@@ -155,11 +160,3 @@ def gram_texture(
         [f"gram texture {out_size[0]}x{out_size[1]}"],
         options,
     )
-
-
-def _is_int(value: Any) -> bool:
-    if isinstance(value, (int, np.integer)):
-        if value < 1:
-            raise InputError(f"size must be positive, got {value}")
-        return True
-    return False
