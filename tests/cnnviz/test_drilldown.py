@@ -143,3 +143,16 @@ def test_explain_command(tmp_path, capsys) -> None:
     argv = ["explain", "shapes", str(path), "--method", "saliency", "--precision", "bf16"]
     assert main([*argv, "--out", str(tmp_path / "bad")]) == 1
     assert "--precision applies to occlusion-drilldown" in capsys.readouterr().err
+
+
+def test_composes_on_the_incremental_engine(model: Model, batch: np.ndarray, exact) -> None:
+    full = drilldown(model, batch, [3, 5], window=8, stride=2, fill="grey", levels=0,
+                     engine="incremental")  # fmt: skip
+    scale = np.abs(exact.maps).max()
+    assert np.abs(full.maps - exact.maps).max() <= 1e-5 * scale
+    assert full.options["scorer"]["engine"] == "incremental"
+    assert not full.options["scorer"]["approximate"]
+    approx = drilldown(model, batch, [3, 5], window=8, stride=2, fill="grey", engine="incremental",
+                       tau=0.5, reference=exact)  # fmt: skip
+    assert approx.options["scorer"]["approximate"] and approx.options["scorer"]["tau"] == 0.5
+    assert 0.5 < approx.metrics["approximation_error"]["map_correlation"] <= 1
