@@ -70,6 +70,19 @@ def test_clip_matches_reference(mode, shape, lo, hi):
     np.testing.assert_array_equal(got, kernels.relu_backward_clip_reference(x, g, lo, hi, mode))
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_large_outputs_stream_and_match_reference(mode):
+    # >= 16 MiB outputs are built in L1 blocks and streamed out: an odd length and an output
+    # that starts off a cache line (a view one float in) cover the ragged head and tail.
+    x, g = random_pair((4_200_003,), seed=9)
+    out = np.empty(x.size + 1, np.float32)[1:]
+    got = kernels.relu_backward(x, g, mode, out=out, negative_slope=0.1)
+    assert got is out
+    np.testing.assert_array_equal(got, kernels.relu_backward_reference(x, g, mode, 0.1))
+    got = _native.relu_backward_clip(x, g, 0.0, 1.0, mode, num_threads=2)
+    np.testing.assert_array_equal(got, kernels.relu_backward_clip_reference(x, g, 0.0, 1.0, mode))
+
+
 def test_relu6_gate_excludes_the_bounds():
     x = np.array([-1.0, 0.0, 3.0, 6.0, 7.0], np.float32)
     g = np.full(5, 2.0, np.float32)
