@@ -147,7 +147,7 @@ def _axis_window(inp: Axis, g: Geometry, axis: int, out_extent: int, tau: float 
 def _fit(lo: np.ndarray, hi: np.ndarray, extent: int, tau: float | None) -> Axis:
     """One size for all starts (the largest), each start shifted so the region fits the map;
     with ``tau`` the size is capped at ``tau * extent`` around the region's centre."""
-    size = int((hi - lo + 1).max())
+    size = max(1, int((hi - lo + 1).max()))  # an empty region (stride > kernel) computes one
     start = lo
     if tau is not None:
         cap = max(1, math.ceil(tau * extent))

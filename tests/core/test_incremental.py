@@ -268,3 +268,25 @@ def test_empty_positions_are_refused(scorer) -> None:
     image = np.zeros((3, 16, 16), np.float32)
     with pytest.raises(InputError, match="non-empty"):
         scorer(_with_resize(), 4).scores(image, np.zeros((0, 2), np.int64), 0.0)
+
+
+def test_windows_a_strided_layer_never_sees() -> None:
+    """A 1x1 stride-3 convolution skips two of three pixels: a 1-pixel window there changes
+    nothing downstream (an empty region, computed as one unchanged value)."""
+    w = {"w1": _w(4, 3, 1, 1), "w2": _w(5, 4, 3, 3)}
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1"], ["c1"], "c1", strides=[3, 3]),
+        n("Relu", ["c1"], ["r1"], "r1"),
+        n("Conv", ["r1", "w2"], ["c2"], "c2", pads=[1, 1, 1, 1]),
+        n("GlobalAveragePool", ["c2"], ["g"], "g"),
+        n("Flatten", ["g"], ["logits"], "f"),
+    ]
+    model = Model(make_graph_model(nodes, w, ["N", 3, 12, 12], "logits").SerializeToString())
+    image = RNG.standard_normal((3, 12, 12)).astype(np.float32)
+    ours = IncrementalOcclusion(model, 1, threshold=1.0)
+    for positions in ([[1, 2], [4, 5]], [[1, 1], [1, 2], [4, 5], [0, 0], [11, 10]]):
+        got, _ = ours.scores(image, np.array(positions), 0.7)
+        want, _ = NaiveOcclusion(model, 1).scores(image, np.array(positions), 0.7)
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+        assert ours.stats["layers"][0]["region"] == (1, 1)
