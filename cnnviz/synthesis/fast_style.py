@@ -294,23 +294,27 @@ def content_pictures(
     content: ImageLike | Sequence[ImageLike] | str | Path | None, size: int, seed: int = 0
 ) -> list[np.ndarray]:
     """Content images as (H, W, 3) uint8 pictures whose shorter side is about ``1.25 * size``
-    (room for random crops): files, arrays, PIL images or a folder of images; None generates
+    (room for random crops): files, arrays, PIL images or folders of images; None generates
     :data:`SHAPES_CONTENT` images of the procedural shapes data set (seeded)."""
     if content is None:
         from ..data.shapes import make_shapes
 
         side = max(size, round(1.25 * size))
         return list(make_shapes(SHAPES_CONTENT, seed=seed, size=side).images)
-    if isinstance(content, (str, Path)) and Path(content).is_dir():
-        folder = Path(content)
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise InputError(
-                f"no images ({', '.join(IMAGE_SUFFIXES)}) in content folder {str(folder)!r}"
-            )
-        content = files
+    images: list[ImageLike] = []
+    for item in as_image_list(content):
+        if isinstance(item, (str, Path)) and Path(item).is_dir():
+            folder = Path(item)
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise InputError(
+                    f"no images ({', '.join(IMAGE_SUFFIXES)}) in content folder {str(folder)!r}"
+                )
+            images += files
+        else:
+            images.append(item)
     pictures = []
-    for image in as_image_list(content):
+    for image in images:
         picture = load_image(image)
         h, w = picture.shape[:2]
         scale = 1.25 * size / min(h, w)

@@ -333,3 +333,21 @@ def test_report_section_shows_each_image_stylized(tmp_path, picture) -> None:
     assert "Fast style transfer" in path.read_text()
     shown = np.asarray(Image.open(tmp_path / "r" / "images" / "fast-style" / "style-gate-0.png"))
     assert shown.shape[2] == 3 and shown[..., 1:].max() == 0  # only red kept (RGB network)
+
+
+def test_content_images_from_folders_files_and_arrays(tmp_path, picture) -> None:
+    from cnnviz.synthesis.fast_style import content_pictures, sample_batch
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(picture).save(folder / "a.png")
+    Image.fromarray(picture[:, ::-1]).save(folder / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    pictures = content_pictures([folder, picture[:10]], size=16)
+    assert len(pictures) == 3 and all(min(p.shape[:2]) == 20 for p in pictures)
+    batch = sample_batch(pictures, 5, 16, np.random.default_rng(0))
+    assert batch.shape == (5, 3, 16, 16) and batch.dtype == np.float32
+    assert 0.0 <= batch.min() and batch.max() <= 1.0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        content_pictures(tmp_path / "empty", size=16)
