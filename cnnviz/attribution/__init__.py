@@ -47,7 +47,7 @@ METHODS: dict[str, Method] = {
 #: methods that take ``layer=``
 LAYER_METHODS = frozenset({"cam", "gradcam", "guided-gradcam"})
 #: methods that take ``precision=`` (approximate bf16 forwards, error reported)
-PRECISION_METHODS = frozenset({"occlusion-drilldown"})
+PRECISION_METHODS = frozenset({"occlusion", "occlusion-drilldown"})
 
 
 def explain(

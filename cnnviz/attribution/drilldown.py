@@ -33,60 +33,18 @@ from cnnviz_core import InputError, Model
 from cnnviz_core.model import to_probabilities
 
 from .base import Attribution, Images, make_attribution, prepare
-from .occlusion import OUTPUTS, fill_values, pair, window_positions
+from .occlusion import (
+    OUTPUTS,
+    cover_average,
+    fill_values,
+    occlusion_scorer,
+    pair,
+    target_values,
+    window_positions,
+)
 from .targets import ResolvedTarget, TargetLike, score_tensor
 
-#: engines that score the windows
-ENGINES = ("naive", "incremental")
-#: precisions the windows may run in
-PRECISIONS = ("fp32", "bf16")
-
 Progress = Callable[[int, int], None]
-
-
-def occlusion_scorer(
-    model: Model,
-    window: int | Sequence[int],
-    taps: Sequence[str] = (),
-    *,
-    engine: str = "naive",
-    precision: str = "fp32",
-    tau: float | None = None,
-) -> Any:
-    """An :class:`~cnnviz_core.incremental.OcclusionScorer` for these settings.
-
-    Args:
-        model: the model.
-        window: (h, w) of the window, or an int.
-        taps: tensors returned besides the scores.
-        engine: ``naive`` (one onnxruntime forward per window) or ``incremental`` (Krypton's
-            per-layer changed regions; exact unless ``tau``).
-        precision: ``fp32`` or ``bf16`` (torch bridge, needs torch; naive engine only).
-        tau: projective-field threshold of the incremental engine (approximate), or None.
-
-    Raises:
-        InputError: an unknown engine or precision, or a combination that does not exist.
-    """
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}; choose one of {ENGINES}")
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "bf16":
-        if engine != "naive" or tau is not None:
-            raise InputError(
-                "precision='bf16' runs whole forwards in torch: use it with engine='naive' "
-                f"and tau=None (got engine={engine!r}, tau={tau!r})"
-            )
-        from cnnviz_core.torch_bridge.precision import Bf16Occlusion
-
-        return Bf16Occlusion(model, window, taps)
-    from cnnviz_core.incremental import IncrementalOcclusion, NaiveOcclusion
-
-    if engine == "incremental":
-        return IncrementalOcclusion(model, window, taps, tau=tau)
-    if tau is not None:
-        raise InputError(f"tau={tau!r} needs engine='incremental'")
-    return NaiveOcclusion(model, window, taps)
 
 
 def lattice(n: int, step: int) -> np.ndarray:
@@ -177,24 +135,7 @@ def _value(logits: np.ndarray, taps: dict[str, np.ndarray], target: ResolvedTarg
         if output == "probability":
             return (np.exp(logits) if already else to_probabilities(logits, False))[:, k]
         return logits[:, k]
-    value = taps[target.tensor]
-    if target.kind == "channel":
-        plane = value[:, target.index[0]]
-        return plane.reshape(len(plane), -1).mean(axis=1, dtype=np.float64)
-    return value[(slice(None), *target.index)].astype(np.float64).reshape(len(value))
-
-
-def cover_average(drops: np.ndarray, starts: tuple[np.ndarray, np.ndarray],
-                  window: tuple[int, int], size: tuple[int, int]) -> np.ndarray:  # fmt: skip
-    """(Ph, Pw) drops per window -> (H, W) float32: each pixel's mean over the windows that
-    cover it (clipped at the edges), as occlusion averages."""
-    mats = []
-    for s, w, n in zip(starts, window, size):
-        x = np.arange(n)
-        mats.append(((x >= s[:, None]) & (x < s[:, None] + w)).astype(np.float64))
-    rows, cols = mats
-    count = rows.sum(axis=0)[:, None] * cols.sum(axis=0)[None, :]
-    return (rows.T @ drops @ cols / np.maximum(count, 1)).astype(np.float32)
+    return target_values(logits, taps, target)
 
 
 class _Counter:
@@ -252,7 +193,7 @@ def drilldown(
     refine: float = 0.25,
     fill: Any = "grey",
     output: str = "logit",
-    engine: str = "naive",
+    engine: str = "auto",
     precision: str = "fp32",
     tau: float | None = None,
     scorer: Any = None,
@@ -270,7 +211,8 @@ def drilldown(
             every window (exact occlusion).
         refine: share of candidate cells refined at each level, in (0, 1] (1: every cell,
             which scores every window).
-        engine, precision, tau: the scorer (see :func:`occlusion_scorer`).
+        engine, precision, tau: the scorer, as in occlusion (see
+            :func:`~.occlusion.occlusion_scorer`).
         scorer: a ready :class:`~cnnviz_core.incremental.OcclusionScorer` (overrides engine,
             precision and tau; it must return the tensors the targets need).
         batch_size: windows per scorer call.
@@ -303,10 +245,12 @@ def drilldown(
     if not 0 < refine <= 1:
         raise InputError(f"refine must be in (0, 1]; got {refine!r}")
     taps = sorted({t.tensor for t in targets if t.kind != "class"})
-    if scorer is None:
-        scorer = occlusion_scorer(model, win, taps, engine=engine, precision=precision, tau=tau)
     fills = fill_values(model, batch, fill, blur_sigma)
     tops, lefts = window_positions((h, w), win, step)
+    if scorer is None:
+        grid = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
+        scorer = occlusion_scorer(model, win, taps, batch.shape[1:], grid, engine=engine,
+                                  precision=precision, tau=tau)  # fmt: skip
     ph, pw = len(tops), len(lefts)
     already = model.outputs_probabilities and score_tensor(model) == model.output_names[0]
     grids = np.empty((n, ph, pw))
@@ -352,4 +296,4 @@ def drilldown(
     return result
 
 
-__all__ = ["ENGINES", "PRECISIONS", "cover_average", "drill_grid", "drilldown", "occlusion_scorer"]
+__all__ = ["drill_grid", "drilldown"]

@@ -47,6 +47,8 @@ from .targets import ResolvedTarget, TargetLike, resolve_target, score_tensor
 FILLS = ("grey", "zeros", "mean", "blur")
 OUTPUTS = ("probability", "logit")
 ENGINES = ("auto", "naive", "incremental")
+#: the precisions the occluded forwards may run in (bf16: approximate, through torch)
+PRECISIONS = ("fp32", "bf16")
 #: ``auto`` picks the incremental engine when its plan needs at most this share of the FLOPs
 AUTO_MAX_FLOP_SHARE = 0.8
 #: largest occluded batch per onnxruntime call by default (also bounded by model.max_batch)
@@ -114,10 +116,11 @@ def fill_values(
     )
 
 
-def _target_values(
+def target_values(
     scores: np.ndarray, taps: dict[str, np.ndarray], target: ResolvedTarget
 ) -> np.ndarray:
-    """The explained value per row for a channel / neuron target."""
+    """The explained value per row for a channel target (the channel's mean) or a neuron
+    target (its value)."""
     value = taps[target.tensor]
     if target.kind == "channel":
         plane = value[:, target.index[0]]
@@ -142,6 +145,8 @@ def occlusion(
     progress: Progress | None = None,
     engine: str = "auto",
     tau: float | None = None,
+    precision: str = "fp32",
+    reference: Attribution | bool = False,
 ) -> Attribution:
     """Occlusion maps, (N, H, W): how much the target drops when a window is hidden.
 
@@ -172,6 +177,14 @@ def occlusion(
             incrementally) or ``auto`` (incremental when it saves FLOPs, else naive).
         tau: projective-field threshold of the incremental engine (approximate, in (0, 1]):
             each changed region's side is capped at ``tau`` x its map's side. None: exact.
+        precision: ``fp32`` (exact) or ``bf16`` (approximate: the occluded forwards run in
+            bfloat16 through the torch bridge, needs torch; the drops are taken against the
+            bf16 score of the unoccluded image so the bias cancels, and a few windows are
+            re-scored in float32: ``metrics["scorer"]``).
+        reference: an exact occlusion :class:`~.base.Attribution` of the same images (or True
+            to compute one with the naive engine) whose error against this map goes to
+            ``metrics["approximation_error"]`` (:func:`~.scoring.approximation_error`): how
+            an approximate mode (``tau``, bf16) is reported.
 
     Returns:
         An :class:`~.base.Attribution`; ``extras``: ``probability_drop`` / ``logit_drop``
@@ -193,13 +206,6 @@ def occlusion(
         raise InputError(f"stride must be >= 1 on both axes; got {step}")
     if output not in OUTPUTS:
         raise InputError(f"unknown output {output!r}; choose one of {OUTPUTS}")
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}; choose one of {ENGINES}")
-    if tau is not None and (engine == "naive" or not 0 < tau <= 1):
-        raise InputError(
-            f"tau={tau!r}: projective-field thresholding needs engine='incremental' or 'auto' "
-            "and a value in (0, 1]"
-        )
     fills = fill_values(model, batch, fill, blur_sigma)
     extra_classes = [resolve_target(model, k, batch) for k in classes]
     scores_name = score_tensor(model)
@@ -213,16 +219,24 @@ def occlusion(
     # the scores are probabilities only when no Softmax input could be found
     already = model.outputs_probabilities and scores_name == model.output_names[0]
 
-    scorer = occlusion_scorer(model, win, taps, (c, h, w), positions, engine=engine, tau=tau)
+    scorer = occlusion_scorer(
+        model, win, taps, (c, h, w), positions, engine=engine, tau=tau, precision=precision
+    )
 
     def as_logits(scores: np.ndarray) -> np.ndarray:
         if already:  # "logit" drop = log-probability drop
             return np.log(np.maximum(scores, 1e-30))
         return scores
 
-    out = model.run(batch, taps=[scores_name, *taps], outputs=False)
-    base_logits = as_logits(out[scores_name].reshape(n, -1).astype(np.float64))
-    base_taps = out
+    if precision == "fp32":
+        base_taps = model.run(batch, taps=[scores_name, *taps], outputs=False)
+        base_scores = base_taps[scores_name].reshape(n, -1).astype(np.float64)
+    else:  # the scorer's own unoccluded score (a window wholly off the image): bias cancels
+        off_image = np.array([[-win[0], -win[1]]], np.int64)
+        runs = [scorer.scores(batch[i], off_image, fills[i]) for i in range(n)]
+        base_scores = np.concatenate([r[0] for r in runs])
+        base_taps = {k: np.concatenate([r[1][k] for r in runs]) for k in runs[0][1]}
+    base_logits = as_logits(base_scores)
     channels: list[int] = []
     if feature is not None:
         act = base_taps[feature]
@@ -265,21 +279,17 @@ def occlusion(
             logit_grid[i] = logits[:, k]
             prob_grid[i] = probs[:, k]
         else:
-            value_grid[i] = _target_values(logits, out, t)
+            value_grid[i] = target_values(logits, out, t)
         for j, e in enumerate(extra_classes):
             chosen = probs if output == "probability" else logits
             extra_grid[i, j] = chosen[:, e.index[0]]
         if feature is not None:
             act_grid[i] = out[feature][:, channels[i]].sum(axis=(1, 2), dtype=np.float64)
 
-    rows = _cover(tops, win[0], h)  # (Ph, H)
-    cols = _cover(lefts, win[1], w)  # (Pw, W)
-    count = rows.sum(axis=0)[:, None] * cols.sum(axis=0)[None, :]
-
     def average(drops: np.ndarray) -> np.ndarray:
         """(..., P) drops per position -> (..., H, W) average over covering windows."""
         grid = drops.reshape(*drops.shape[:-1], ph, pw)
-        return (rows.T @ grid @ cols / count).astype(np.float32)
+        return cover_average(grid, (tops, lefts), win, (h, w))
 
     maps = np.empty((n, h, w), np.float32)
     grid_drop = np.empty((n, ph, pw), np.float32)
@@ -293,7 +303,7 @@ def occlusion(
             prob_maps[i], logit_maps[i] = average(pdrop), average(ldrop)
             drop = pdrop if output == "probability" else ldrop
         else:
-            drop = _target_values(base_logits[i : i + 1], _row(base_taps, i), t)[0] - value_grid[i]
+            drop = target_values(base_logits[i : i + 1], _row(base_taps, i), t)[0] - value_grid[i]
         maps[i] = average(drop)
         grid_drop[i] = drop.reshape(ph, pw)
     extras: dict[str, np.ndarray] = {
@@ -320,9 +330,10 @@ def occlusion(
         "feature_layer": feature_layer,
         "engine": "naive" if isinstance(scorer, NaiveOcclusion) else "incremental",
         "tau": tau,
+        "precision": precision,
         "approximate": scorer.approximate,
     }
-    metrics = {}
+    metrics: dict[str, Any] = {}
     stats = getattr(scorer, "stats", {})
     if stats.get("engine") == "incremental":
         metrics = {
@@ -331,7 +342,9 @@ def occlusion(
             "flop_ratio": stats["flops_ratio"],
             "full_from": stats["switch"],
         }
-    return make_attribution(
+    if precision != "fp32":
+        metrics["scorer"] = dict(stats)
+    result = make_attribution(
         maps,
         "occlusion",
         targets,
@@ -342,6 +355,15 @@ def occlusion(
         extras=extras,
         metrics=metrics,
     )
+    if reference is not False:
+        from .scoring import approximation_error
+
+        exact = reference
+        if exact is True:
+            exact = occlusion(model, batch, targets, window=win, stride=step, fill=fill,
+                              output=output, blur_sigma=blur_sigma, engine="naive")  # fmt: skip
+        metrics["approximation_error"] = approximation_error(result, exact, model, batch)
+    return result
 
 
 def occlusion_scorer(
@@ -353,15 +375,36 @@ def occlusion_scorer(
     *,
     engine: str = "auto",
     tau: float | None = None,
+    precision: str = "fp32",
 ) -> OcclusionScorer:
     """The scorer that maps window positions of one image to the model's outputs on the
-    occluded copies, for an engine (see the module docstring); all checks happen here,
-    before any batch runs.
+    occluded copies, for an engine, ``tau`` and precision (see the module docstring); all
+    checks happen here, before any batch runs.
 
     Raises:
+        InputError: an unknown engine or precision, ``tau`` outside (0, 1] or with the naive
+            engine, bf16 with the incremental engine or ``tau``.
         UnsupportedOpError: ``engine="incremental"`` on a graph that cannot run
             incrementally (names the op and node) or a model that runs image by image.
     """
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if tau is not None and (engine == "naive" or not 0 < tau <= 1):
+        raise InputError(
+            f"tau={tau!r}: projective-field thresholding needs engine='incremental' or 'auto' "
+            "and a value in (0, 1]"
+        )
+    if precision == "bf16":
+        if engine == "incremental" or tau is not None:
+            raise InputError(
+                "precision='bf16' runs whole forwards in torch: use it with engine='naive' or "
+                f"'auto' and tau=None (got engine={engine!r}, tau={tau!r})"
+            )
+        from cnnviz_core.torch_bridge.precision import Bf16Occlusion
+
+        return Bf16Occlusion(model, window, taps)
     if engine == "naive":
         return NaiveOcclusion(model, window, taps)
     if not model.batched:
@@ -384,6 +427,22 @@ def occlusion_scorer(
     return NaiveOcclusion(model, window, taps)
 
 
+def cover_average(
+    drops: np.ndarray,
+    starts: tuple[np.ndarray, np.ndarray],
+    window: tuple[int, int],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """(..., Ph, Pw) drops per window -> (..., H, W) float32: each pixel's mean over the
+    windows (clipped at the edges) that cover it, as Captum averages."""
+    rows, cols = (
+        ((np.arange(n) >= s[:, None]) & (np.arange(n) < s[:, None] + w)).astype(np.float64)
+        for s, w, n in zip(starts, window, size)
+    )
+    count = rows.sum(axis=0)[:, None] * cols.sum(axis=0)[None, :]
+    return (rows.T @ drops @ cols / np.maximum(count, 1)).astype(np.float32)
+
+
 def _probabilities(logits: np.ndarray, already: bool) -> np.ndarray:
     return np.exp(logits) if already else to_probabilities(logits, False)
 
@@ -392,18 +451,15 @@ def _row(values: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     return {k: v[i : i + 1] for k, v in values.items()}
 
 
-def _cover(starts: np.ndarray, size: int, n: int) -> np.ndarray:
-    """(P, n) float64: 1 where window p (clipped to the image) covers position x."""
-    x = np.arange(n)
-    return ((x >= starts[:, None]) & (x < starts[:, None] + size)).astype(np.float64)
-
-
 __all__ = [
     "ENGINES",
     "FILLS",
     "OUTPUTS",
+    "PRECISIONS",
+    "cover_average",
     "fill_values",
     "occlusion",
     "occlusion_scorer",
+    "target_values",
     "window_positions",
 ]

@@ -72,16 +72,24 @@ def _fill_chw(fill: np.ndarray | float, c: int) -> np.ndarray:
 
 class NaiveOcclusion:
     """One full forward per window: occluded copies built by the native kernel, run through
-    onnxruntime in batches (the floor incremental occlusion is measured against)."""
+    onnxruntime in batches (the floor incremental occlusion is measured against). Subclasses
+    change how a batch runs by overriding :meth:`forward` (the bf16 scorer does)."""
 
     approximate = False
+    #: windows per forward by default (also bounded by the model's memory budget)
+    default_batch = DEFAULT_BATCH
 
     def __init__(self, model: Model, window: int | Sequence[int], taps: Sequence[str] = ()) -> None:
         self.model = model
         self.window = _pair(window)
         self.score_name = model.score_tensor
         self.taps = [model.tensor_name(t) for t in taps]
+        self.outputs = list(dict.fromkeys([self.score_name, *self.taps]))
         self.stats: dict = {"engine": "naive"}
+
+    def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The scores and taps of a batch of occluded images."""
+        return self.model.run(x, taps=self.outputs, outputs=False)
 
     def scores(
         self,
@@ -94,23 +102,25 @@ class NaiveOcclusion:
         """Scores (P, K) float64 and taps for the windows at ``positions`` (P, 2) [top, left];
         ``progress(done, P)`` after each batch."""
         image = np.ascontiguousarray(image_chw, np.float32)
+        if image.ndim != 3:
+            raise InputError(f"image must be (C, H, W); got shape {image.shape}")
         positions = _check_positions(positions)
-        chunk = max(1, min(batch_size or DEFAULT_BATCH, self.model.max_batch))
+        chunk = max(1, min(batch_size or self.default_batch, self.model.max_batch))
         fill_arr = np.asarray(fill, np.float32)
         if fill_arr.ndim == 3 and fill_arr.shape[1:] == (1, 1):
             fill_arr = fill_arr[:, 0, 0]
         buffer = np.empty((min(chunk, len(positions)), *image.shape), np.float32)
         parts: list[dict[str, np.ndarray]] = []
-        names = list(dict.fromkeys([self.score_name, *self.taps]))
         for start in range(0, len(positions), chunk):
             where = positions[start : start + chunk]
             x = kernels.occlusion_batch(
                 image, where, self.window, fill_arr, out=buffer[: len(where)]
             )
-            parts.append(self.model.run(x, taps=names, outputs=False))
+            parts.append(self.forward(x))
             if progress is not None:
                 progress(start + len(where), len(positions))
-        out = {k: np.concatenate([p[k] for p in parts]) for k in names}
+        out = {k: np.concatenate([p[k] for p in parts]) for k in self.outputs}
+        self.stats["batch_size"] = chunk
         return out[self.score_name].reshape(len(positions), -1).astype(np.float64), out
 
 

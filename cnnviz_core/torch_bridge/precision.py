@@ -24,45 +24,25 @@ torch is imported lazily (this module is only imported by code that asked for bf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import kernels
 from ..errors import InputError
+from ..incremental import NaiveOcclusion
 from ..model import Model
 from . import require_torch, to_torch
 
-#: precisions an occlusion scorer can run in
-PRECISIONS = ("fp32", "bf16")
-#: occluded images per torch call by default
-DEFAULT_BATCH = 32
 #: windows re-scored in float32 per call to measure the bf16 error (0: none)
 DEFAULT_PROBE = 4
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value), int(value)
-    try:
-        a, b = value  # type: ignore[misc]
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise InputError(f"window must be an int or a pair (h, w); got {value!r}") from None
-
-
-def _fill_for_kernel(fill: Any) -> Any:
-    """A number, (C,) or (C, H, W) fill (a (C, 1, 1) one becomes (C,))."""
-    array = np.asarray(fill, np.float32)
-    if array.ndim == 3 and array.shape[1:] == (1, 1):
-        return array[:, 0, 0]
-    return array if array.ndim else float(array)
-
-
-class Bf16Occlusion:
+class Bf16Occlusion(NaiveOcclusion):
     """Occlusion scores with the occluded forwards in bfloat16 (an approximate
-    :class:`~cnnviz_core.incremental.OcclusionScorer`).
+    :class:`~cnnviz_core.incremental.OcclusionScorer`): the naive scorer's batches, run by
+    the torch bridge in bf16 instead of onnxruntime in float32.
 
     Args:
         model: the model (float32 input); converted once with :func:`~.to_torch`.
@@ -79,6 +59,7 @@ class Bf16Occlusion:
     """
 
     approximate = True
+    default_batch = 32
 
     def __init__(
         self,
@@ -92,17 +73,13 @@ class Bf16Occlusion:
         torch = require_torch()
         if probe < 0:
             raise InputError(f"probe must be >= 0 windows; got {probe}")
-        self.model = model
-        self.window = _pair(window)
-        self.score_name = model.score_tensor
-        self.taps = [model.tensor_name(t) for t in taps]
-        self.outputs = list(dict.fromkeys([self.score_name, *self.taps]))
+        super().__init__(model, window, taps)
         self.probe = int(probe)
         self.channels_last = channels_last
         net = to_torch(model, outputs=[self.score_name]).eval().to(torch.bfloat16)
         self._format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self._format)
-        self.stats: dict[str, Any] = {"engine": "torch", "precision": "bf16"}
+        self.stats = {"engine": "torch", "precision": "bf16"}
 
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The scores and taps of a float32 (B, C, H, W) batch, run in bf16, as float32."""
@@ -116,41 +93,28 @@ class Bf16Occlusion:
         self,
         image_chw: np.ndarray,
         positions: np.ndarray,
-        fill: np.ndarray | float,
+        fill: np.ndarray,
         batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Scores (P, K) float64 and the tapped tensors (P, ...) of the occluded copies of
-        ``image_chw`` (C, H, W), one per window at ``positions`` (P, 2) = [top, left]
-        (clipped to the image), filled with ``fill`` (a number, (C,), (C, 1, 1) or
-        (C, H, W)); computed in bf16."""
-        image = np.ascontiguousarray(image_chw, np.float32)
-        if image.ndim != 3:
-            raise InputError(f"image must be (C, H, W); got shape {image.shape}")
-        positions = np.asarray(positions, np.int64).reshape(-1, 2)
-        if not len(positions):
-            raise InputError("positions is empty: give at least one window (P, 2) = [top, left]")
-        chunk = max(1, batch_size or DEFAULT_BATCH)
-        fill_k = _fill_for_kernel(fill)
-        buffer = np.empty((min(chunk, len(positions)), *image.shape), np.float32)
-        parts: list[dict[str, np.ndarray]] = []
-        for start in range(0, len(positions), chunk):
-            where = positions[start : start + chunk]
-            x = kernels.occlusion_batch(image, where, self.window, fill_k, out=buffer[: len(where)])
-            parts.append(self.forward(x))
-        out = {k: np.concatenate([p[k] for p in parts]) for k in self.outputs}
-        scores = out[self.score_name].reshape(len(positions), -1).astype(np.float64)
-        self.stats = {"engine": "torch", "precision": "bf16", "batch_size": chunk}
+        """As :meth:`NaiveOcclusion.scores`, computed in bf16; then ``probe`` windows are
+        re-scored in float32 and the difference recorded in :attr:`stats`."""
+        scores, out = super().scores(image_chw, positions, fill, batch_size, progress)
         if self.probe:
-            self._probe(image, positions, fill_k, scores)
+            self._probe(np.ascontiguousarray(image_chw, np.float32), positions, fill, scores)
         return scores, out
 
     def _probe(
         self, image: np.ndarray, positions: np.ndarray, fill: Any, scores: np.ndarray
     ) -> None:
         """Re-score a few windows in float32 (onnxruntime) and record the difference."""
+        positions = np.asarray(positions, np.int64)
         pick = np.unique(np.linspace(0, len(positions) - 1, min(self.probe, len(positions))))
         pick = pick.astype(np.int64)
-        x = kernels.occlusion_batch(image, positions[pick], self.window, fill)
+        fill_arr = np.asarray(fill, np.float32)
+        if fill_arr.ndim == 3 and fill_arr.shape[1:] == (1, 1):
+            fill_arr = fill_arr[:, 0, 0]
+        x = kernels.occlusion_batch(image, positions[pick], self.window, fill_arr)
         exact = self.model.run(x, taps=[self.score_name], outputs=False)[self.score_name]
         exact = exact.reshape(len(pick), -1).astype(np.float64)
         scale = max(float(np.abs(exact).max()), 1e-30)
@@ -158,17 +122,4 @@ class Bf16Occlusion:
         self.stats["probe_max_abs_diff_rel"] = float(np.abs(scores[pick] - exact).max() / scale)
 
 
-def occlusion_scorer(
-    model: Model, window: int | Sequence[int], taps: Sequence[str] = (), precision: str = "bf16"
-) -> Bf16Occlusion:
-    """The reduced-precision scorer for ``precision`` (``bf16``; ``fp32`` is the exact
-    onnxruntime path and has no scorer here)."""
-    if precision != "bf16":
-        raise InputError(
-            f"reduced-precision scorers: precision must be 'bf16'; got {precision!r} "
-            f"(choose one of {PRECISIONS}; fp32 runs in onnxruntime)"
-        )
-    return Bf16Occlusion(model, window, taps)
-
-
-__all__ = ["DEFAULT_BATCH", "DEFAULT_PROBE", "PRECISIONS", "Bf16Occlusion", "occlusion_scorer"]
+__all__ = ["DEFAULT_PROBE", "Bf16Occlusion"]

@@ -119,7 +119,8 @@ def test_channel_target_and_progress(model: Model, batch: np.ndarray) -> None:
         ({"engine": "fast"}, "unknown engine 'fast'"),
         ({"precision": "fp16"}, "unknown precision 'fp16'"),
         ({"precision": "bf16", "engine": "incremental"}, "use it with engine='naive'"),
-        ({"tau": 0.5}, "tau=0.5 needs engine='incremental'"),
+        ({"tau": 0.5, "engine": "naive"}, "tau=0.5: projective-field thresholding needs"),
+        ({"tau": 1.5}, r"a value in \(0, 1\]"),
         ({"output": "odds"}, "unknown output"),
         ({"window": 65}, "fit the 64x64"),
     ],
@@ -142,7 +143,7 @@ def test_explain_command(tmp_path, capsys) -> None:
     assert "positions_scored" in capsys.readouterr().out
     argv = ["explain", "shapes", str(path), "--method", "saliency", "--precision", "bf16"]
     assert main([*argv, "--out", str(tmp_path / "bad")]) == 1
-    assert "--precision applies to occlusion-drilldown" in capsys.readouterr().err
+    assert "--precision applies to occlusion, occlusion-drilldown" in capsys.readouterr().err
 
 
 def test_composes_on_the_incremental_engine(model: Model, batch: np.ndarray, exact) -> None:

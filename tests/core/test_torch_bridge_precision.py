@@ -12,10 +12,11 @@ pytest.importorskip("torch")
 from cnnviz import load_model
 from cnnviz.attribution import occlusion
 from cnnviz.attribution.drilldown import drilldown
+from cnnviz.attribution.occlusion import occlusion_scorer
 from cnnviz.data import make_shapes
 from cnnviz_core import InputError, Model
 from cnnviz_core.incremental import NaiveOcclusion
-from cnnviz_core.torch_bridge.precision import Bf16Occlusion, occlusion_scorer
+from cnnviz_core.torch_bridge.precision import Bf16Occlusion
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,25 @@ def test_maps_stay_close_and_report_their_error(model: Model, batch: np.ndarray)
 def test_bad_probe_and_precision(model: Model) -> None:
     with pytest.raises(InputError, match="probe must be >= 0"):
         Bf16Occlusion(model, 8, probe=-1)
-    with pytest.raises(InputError, match="precision must be 'bf16'"):
-        occlusion_scorer(model, 8, precision="fp16")
+    grid = np.zeros((1, 2), np.int64)
+    with pytest.raises(InputError, match="unknown precision 'fp16'"):
+        occlusion_scorer(model, (8, 8), [], (3, 64, 64), grid, precision="fp16")
+    with pytest.raises(InputError, match="precision='bf16' runs whole forwards"):
+        occlusion_scorer(model, (8, 8), [], (3, 64, 64), grid, engine="incremental",
+                         precision="bf16")  # fmt: skip
     with pytest.raises(InputError, match=r"image must be \(C, H, W\)"):
         Bf16Occlusion(model, 8).scores(np.zeros((64, 64), np.float32), np.zeros((1, 2)), 0.0)
-    with pytest.raises(InputError, match="positions is empty"):
+    with pytest.raises(InputError, match="non-empty"):
         Bf16Occlusion(model, 8).scores(np.zeros((3, 64, 64), np.float32), np.zeros((0, 2)), 0.0)
+
+
+def test_occlusion_in_bf16_reports_its_error(model: Model, batch: np.ndarray) -> None:
+    exact = occlusion(model, batch, [1, 4], window=8, stride=4, engine="naive")
+    approx = occlusion(model, batch, [1, 4], window=8, stride=4, precision="bf16",
+                       reference=exact)  # fmt: skip
+    assert approx.options["precision"] == "bf16" and approx.options["approximate"]
+    assert approx.metrics["scorer"]["precision"] == "bf16"
+    error = approx.metrics["approximation_error"]
+    assert error["map_correlation"] > 0.99
+    scale = np.abs(exact.maps).max()
+    assert 0 < np.abs(approx.maps - exact.maps).max() < 0.05 * scale  # bf16, and close
