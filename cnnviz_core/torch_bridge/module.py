@@ -90,6 +90,7 @@ class OnnxModule(torch.nn.Module):
         self.opset = opset
         self._state = state
         self._plans: dict[tuple[str, ...], list[_Step]] = {}
+        self._releases: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
         self._plan(tuple(self.output_names))  # unsupported ops raise at conversion
 
     # ------------------------------------------------------------------------------ API
@@ -165,21 +166,46 @@ class OnnxModule(torch.nn.Module):
         self._plans[wanted] = plan
         return plan
 
+    def _released(self, wanted: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """Per step of the plan, the values no later step reads and nobody asked for: they
+        are dropped right after it, so a forward holds only its live tensors (as a
+        hand-written module does) and the allocator reuses their memory instead of faulting
+        in fresh pages every call."""
+        releases = self._releases.get(wanted)
+        if releases is None:
+            last: dict[str, int] = {}
+            for i, step in enumerate(self._plan(wanted)):
+                for kind, name in step.sources:
+                    if kind == "value":
+                        last[name] = i
+            keep = set(wanted)
+            releases = [()] * len(self._plan(wanted))
+            for name, i in last.items():
+                if name not in keep:
+                    releases[i] = (*releases[i], name)
+            self._releases[wanted] = releases
+        return releases
+
     def _run(self, x: torch.Tensor, wanted: Sequence[str]) -> dict[str, torch.Tensor]:
+        key = tuple(wanted)
         values: dict[str, Any] = {self.input_name: x}
-        for step in self._plan(tuple(wanted)):
+        buffers = self._buffers  # direct: nn.Module.__getattr__ costs a microsecond a call
+        for step, release in zip(self._plan(key), self._released(key)):
             args = []
-            for kind, key in step.sources:
+            for kind, source in step.sources:
                 if kind == "value":
-                    args.append(values[key])
+                    args.append(values[source])
                 elif kind == "buffer":
-                    args.append(getattr(self, key))
+                    args.append(buffers[source])
                 else:
-                    args.append(key)
+                    args.append(source)
             assert step.fn is not None
             for name, value in zip(step.outputs, step.fn(step.call, args)):
                 if name:
                     values[name] = value
+            del args
+            for name in release:
+                values.pop(name, None)
         missing = [w for w in wanted if w not in values]
         if missing:
             raise InputError(f"tensors {missing} do not depend on the model input")
