@@ -142,7 +142,7 @@ def run(quick: bool = False) -> list[dict]:
     model = load_model("shapes")
     net = reference_net(model)
     steps = 10 if quick else 40
-    repeats = 1 if quick else 7
+    repeats = 1 if quick else 15
     batches = (1, 8) if quick else (1, 8, 32)
     images = make_shapes(32, seed=3).images
     rows = []

@@ -254,14 +254,14 @@ class Tracker:
         current = batch.detach().cpu().float().numpy()
         if self.best is None or self.best_loss is None:
             self.best, self.best_loss = current.copy(), values.copy()
-        else:
+        else:  # one masked copy each (this runs every step: keep it cheap)
             better = values < self.best_loss
-            self.best[better] = current[better]
-            self.best_loss[better] = values[better]
+            np.copyto(self.best, current, where=better.reshape(-1, *[1] * (current.ndim - 1)))
+            np.copyto(self.best_loss, values, where=better)
         if final:
             return
         self.steps += 1
-        self.losses.append(float(values.mean()))
+        self.losses.append(float(values.sum()) / len(values))
         if self.progress is not None:
             self.progress(self.steps, self.total, self.losses[-1])
 

@@ -448,13 +448,16 @@ def gemm(call: OpCall, args: Args) -> list[Tensor]:
         a = a.t()
     if call.attrs.get("transB", 0):
         b = b.t()
-    y = a @ b
     alpha = call.attrs.get("alpha", 1.0)
+    beta = call.attrs.get("beta", 1.0)
+    c = args[2] if len(args) > 2 else None
+    if c is not None and c.dtype == a.dtype:  # one fused product-and-add (one autograd node)
+        return [torch.addmm(c, a, b, beta=beta, alpha=alpha)]
+    y = a @ b
     if alpha != 1.0:
         y = y * alpha
-    if len(args) > 2 and args[2] is not None:
-        beta = call.attrs.get("beta", 1.0)
-        y = y + (args[2] if beta == 1.0 else beta * args[2])
+    if c is not None:
+        y = y + (c if beta == 1.0 else beta * c)
     return [y]
 
 
@@ -476,8 +479,8 @@ def max_pool(call: OpCall, args: Args) -> list[Tensor]:
     want_indices = len(call.node.output) > 1 and bool(call.node.output[1])
     result = fn(padded, geo.kernel, geo.strides, 0, geo.dilations, return_indices=want_indices)
     crop = (..., *(slice(0, o) for o in geo.out))
-    if not want_indices:
-        return [result[crop]]
+    if not want_indices:  # crop only when needed: a no-op slice still adds an autograd node
+        return [result if tuple(result.shape[2:]) == tuple(geo.out) else result[crop]]
     y, flat = result[0][crop], result[1][crop]
     if x.ndim != 4:
         raise UnsupportedOpError("MaxPool: Indices are supported for 2-D pooling only")
