@@ -38,9 +38,8 @@ from .occlusion import (
     cover_average,
     fill_values,
     occlusion_scorer,
-    pair,
     target_values,
-    window_positions,
+    window_grid,
 )
 from .targets import ResolvedTarget, TargetLike, score_tensor
 
@@ -233,11 +232,7 @@ def drilldown(
     """
     batch, targets = prepare(model, images, target)
     n, _, h, w = batch.shape
-    win, step = pair(window, "window"), pair(stride, "stride")
-    if min(win) < 1 or win[0] > h or win[1] > w:
-        raise InputError(f"window {win} must be at least 1 and fit the {h}x{w} image")
-    if min(step) < 1:
-        raise InputError(f"stride must be >= 1 on both axes; got {step}")
+    win, step, tops, lefts = window_grid((h, w), window, stride)
     if output not in OUTPUTS:
         raise InputError(f"unknown output {output!r}; choose one of {OUTPUTS}")
     if not isinstance(levels, (int, np.integer)) or levels < 0:
@@ -246,7 +241,6 @@ def drilldown(
         raise InputError(f"refine must be in (0, 1]; got {refine!r}")
     taps = sorted({t.tensor for t in targets if t.kind != "class"})
     fills = fill_values(model, batch, fill, blur_sigma)
-    tops, lefts = window_positions((h, w), win, step)
     if scorer is None:
         grid = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
         scorer = occlusion_scorer(model, win, taps, batch.shape[1:], grid, engine=engine,

@@ -77,6 +77,24 @@ def window_positions(size: tuple[int, int], window: tuple[int, int], stride: tup
     return axes[0], axes[1]
 
 
+def window_grid(
+    size: tuple[int, int], window: int | Sequence[int], stride: int | Sequence[int]
+) -> tuple[tuple[int, int], tuple[int, int], np.ndarray, np.ndarray]:
+    """The checked (window, stride) pairs and the window tops and lefts for an image size.
+
+    Raises:
+        InputError: a window larger than the image or not positive, a stride < 1.
+    """
+    h, w = size
+    win, step = pair(window, "window"), pair(stride, "stride")
+    if min(win) < 1 or win[0] > h or win[1] > w:
+        raise InputError(f"window {win} must be at least 1 and fit the {h}x{w} image")
+    if min(step) < 1:
+        raise InputError(f"stride must be >= 1 on both axes; got {step}")
+    tops, lefts = window_positions((h, w), win, step)
+    return win, step, tops, lefts
+
+
 def fill_values(
     model: Model, batch: np.ndarray, fill: Any, blur_sigma: float | None = None
 ) -> np.ndarray:
@@ -199,11 +217,7 @@ def occlusion(
     """
     batch, targets = prepare(model, images, target)
     n, c, h, w = batch.shape
-    win, step = pair(window, "window"), pair(stride, "stride")
-    if min(win) < 1 or win[0] > h or win[1] > w:
-        raise InputError(f"window {win} must be at least 1 and fit the {h}x{w} image")
-    if min(step) < 1:
-        raise InputError(f"stride must be >= 1 on both axes; got {step}")
+    win, step, tops, lefts = window_grid((h, w), window, stride)
     if output not in OUTPUTS:
         raise InputError(f"unknown output {output!r}; choose one of {OUTPUTS}")
     fills = fill_values(model, batch, fill, blur_sigma)
@@ -212,7 +226,6 @@ def occlusion(
     feature = model.tensor_name(feature_layer) if feature_layer is not None else None
     taps = sorted({t.tensor for t in targets if t.kind != "class"} | ({feature} - {None}))
     chunk = max(1, min(batch_size or DEFAULT_BATCH, model.max_batch))
-    tops, lefts = window_positions((h, w), win, step)
     positions = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
     ph, pw = len(tops), len(lefts)
 
@@ -461,5 +474,6 @@ __all__ = [
     "occlusion",
     "occlusion_scorer",
     "target_values",
+    "window_grid",
     "window_positions",
 ]

@@ -10,6 +10,7 @@ written next to the ONNX file and also stored in its ``metadata_props`` under ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import logging
@@ -19,7 +20,7 @@ import sys
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,32 +173,40 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def export(model: torch.nn.Module) -> onnx.ModelProto:
-    """Export with the dynamo exporter: input ``image`` with a symbolic batch, output ``logits``."""
-    torch = _import_torch()
-    example = torch.zeros(2, 3, SIZE, SIZE)
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Silence what torch 2.13's dynamo exporter prints that never concerns us: the
+    registration log's "torchvision is not installed" and torch.export's own deprecated
+    pytree call (a FutureWarning, an error under pytest's warnings-as-errors)."""
     registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration_log.level
-    registration_log.setLevel(logging.ERROR)  # "torchvision is not installed": we never use it
+    registration_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            # torch.export's own use of a deprecated pytree API (torch 2.13); harmless.
             warnings.filterwarnings(
                 "ignore",
                 message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                 category=FutureWarning,
             )
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
-            )
+            yield
     finally:
         registration_log.setLevel(level)
+
+
+def export(model: torch.nn.Module) -> onnx.ModelProto:
+    """Export with the dynamo exporter: input ``image`` with a symbolic batch, output ``logits``."""
+    torch = _import_torch()
+    example = torch.zeros(2, 3, SIZE, SIZE)
+    with quiet_export():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
     return program.model_proto
 
 

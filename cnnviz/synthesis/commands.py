@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnviz_core import CnnvizError, Model
+from cnnviz_core import Model
 
 from ..render.images import save_png, upscale
 
@@ -224,13 +224,8 @@ def cmd_texture(
         )
         _done(result)
         return
-    try:
-        from .texture import gram_texture
-    except ImportError as error:
-        raise CnnvizError(
-            f"cnnviz texture --method gram is not available in this build ({error}); use "
-            "--method efros-leung"
-        ) from error
+    from .texture import gram_texture
+
     result = gram_texture(
         open_model(args),
         Path(args.sample),

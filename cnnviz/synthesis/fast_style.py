@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from cnnviz_core import InputError, Model, ModelLoadError
 from cnnviz_core.model import CARD_KEY
 from cnnviz_core.preprocess import ImageLike, as_image_list, load_image
 
+from ..data.train_shapes import quiet_export
 from .base import Progress, require_torch
 from .stylize import CARD_KIND, StyleNetwork, load_style_network
 
@@ -239,28 +239,16 @@ def _dynamo_export(net: Any) -> onnx.ModelProto:
         2: torch.export.Dim("H", min=MIN_SIZE),
         3: torch.export.Dim("W", min=MIN_SIZE),
     }
-    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration_log.level
-    registration_log.setLevel(logging.ERROR)  # "torchvision is not installed": never used
-    try:
-        with warnings.catch_warnings():
-            # torch.export's own use of a deprecated pytree API (torch 2.13); harmless
-            warnings.filterwarnings(
-                "ignore",
-                message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                category=FutureWarning,
-            )
-            program = torch.onnx.export(
-                net,
-                (example,),
-                dynamo=True,
-                dynamic_shapes=(dims,),
-                input_names=["pixels"],
-                output_names=["stylized"],
-                verbose=False,
-            )
-    finally:
-        registration_log.setLevel(level)
+    with quiet_export():
+        program = torch.onnx.export(
+            net,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=(dims,),
+            input_names=["pixels"],
+            output_names=["stylized"],
+            verbose=False,
+        )
     proto = program.model_proto
     names = {init.name for init in proto.graph.initializer}
     missing = sorted(set(net.state_dict()) - names)

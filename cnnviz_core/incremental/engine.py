@@ -60,6 +60,13 @@ def _check_positions(positions: np.ndarray) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def kernel_fill(fill: np.ndarray | float) -> np.ndarray:
+    """A fill as the occlusion kernel takes it: a number, (C,) or (C, H, W) float32 (a
+    (C, 1, 1) one becomes (C,))."""
+    f = np.asarray(fill, np.float32)
+    return f[:, 0, 0] if f.ndim == 3 and f.shape[1:] == (1, 1) else f
+
+
 def _fill_chw(fill: np.ndarray | float, c: int) -> np.ndarray:
     """A fill as (C, 1, 1) or (C, H, W) float32."""
     f = np.asarray(fill, np.float32)
@@ -106,9 +113,7 @@ class NaiveOcclusion:
             raise InputError(f"image must be (C, H, W); got shape {image.shape}")
         positions = _check_positions(positions)
         chunk = max(1, min(batch_size or self.default_batch, self.model.max_batch))
-        fill_arr = np.asarray(fill, np.float32)
-        if fill_arr.ndim == 3 and fill_arr.shape[1:] == (1, 1):
-            fill_arr = fill_arr[:, 0, 0]
+        fill_arr = kernel_fill(fill)
         buffer = np.empty((min(chunk, len(positions)), *image.shape), np.float32)
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, len(positions), chunk):

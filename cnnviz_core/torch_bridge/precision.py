@@ -32,6 +32,7 @@ import numpy as np
 from .. import kernels
 from ..errors import InputError
 from ..incremental import NaiveOcclusion
+from ..incremental.engine import kernel_fill
 from ..model import Model
 from . import require_torch, to_torch
 
@@ -111,10 +112,7 @@ class Bf16Occlusion(NaiveOcclusion):
         positions = np.asarray(positions, np.int64)
         pick = np.unique(np.linspace(0, len(positions) - 1, min(self.probe, len(positions))))
         pick = pick.astype(np.int64)
-        fill_arr = np.asarray(fill, np.float32)
-        if fill_arr.ndim == 3 and fill_arr.shape[1:] == (1, 1):
-            fill_arr = fill_arr[:, 0, 0]
-        x = kernels.occlusion_batch(image, positions[pick], self.window, fill_arr)
+        x = kernels.occlusion_batch(image, positions[pick], self.window, kernel_fill(fill))
         exact = self.model.run(x, taps=[self.score_name], outputs=False)[self.score_name]
         exact = exact.reshape(len(pick), -1).astype(np.float64)
         scale = max(float(np.abs(exact).max()), 1e-30)
