@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "cnnviz/detail/gram_math.hpp"
+#include "isa.hpp"
 #include "parallel.hpp"
 
 namespace cnnviz {
@@ -383,30 +384,13 @@ void sym_gemm_generic(const float* ap, const float* f, float* out, std::int64_t 
   sym_gemm_impl<2, 1>(ap, f, out, c, n, j0, j1, bp);
 }
 
-enum class Isa { avx512, avx2, generic };
-
-Isa detect_isa() {
-#if CNNVIZ_GRAM_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("fma")) {
-    return Isa::avx512;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-#endif
-  return Isa::generic;
-}
-
-Isa isa() {
-  static const Isa value = detect_isa();
-  return value;
-}
+using detail::Isa;
 
 /// acc rows [r0, r1) (multiples of 8; tiles on and above the diagonal) += the same rows of
 /// F[:, k0:k1] F[:, k0:k1]^T; acc is cp x cp (c rounded up to 16), pack holds cp * kcb floats.
 void gram_upper(const float* f, std::int64_t c, std::int64_t n, std::int64_t k0, std::int64_t k1,
                 std::int64_t r0, std::int64_t r1, std::int64_t kcb, float* pack, float* acc) {
-  switch (isa()) {
+  switch (detail::fma_isa()) {
 #if CNNVIZ_GRAM_X86
     case Isa::avx512:
       return gram_upper_avx512(f, c, n, k0, k1, r0, r1, kcb, pack, acc);
@@ -420,7 +404,7 @@ void gram_upper(const float* f, std::int64_t c, std::int64_t n, std::int64_t k0,
 
 void sym_gemm(const float* ap, const float* f, float* out, std::int64_t c, std::int64_t n,
               std::int64_t j0, std::int64_t j1, float* bp) {
-  switch (isa()) {
+  switch (detail::fma_isa()) {
 #if CNNVIZ_GRAM_X86
     case Isa::avx512:
       return sym_gemm_avx512(ap, f, out, c, n, j0, j1, bp);
@@ -435,7 +419,7 @@ void sym_gemm(const float* ap, const float* f, float* out, std::int64_t c, std::
 }  // namespace
 
 const char* gram_kernel_name() {
-  switch (isa()) {
+  switch (detail::fma_isa()) {
     case Isa::avx512:
       return "avx512";
     case Isa::avx2:

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "isa.hpp"
 #include "parallel.hpp"
 
 #if defined(__GNUC__)
@@ -173,30 +174,13 @@ void block_generic(const float* sample, std::int64_t stride, std::int64_t c, con
   block_dispatch<4, 4>(sample, stride, c, q, p0, out);
 }
 
-enum class Isa { avx512, avx2, generic };
-
-Isa detect_isa() {
-#if CNNVIZ_TEXTURE_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("fma")) {
-    return Isa::avx512;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-#endif
-  return Isa::generic;
-}
-
-Isa isa() {
-  static const Isa value = detect_isa();
-  return value;
-}
+using detail::Isa;
 
 using BlockFn = void (*)(const float*, std::int64_t, std::int64_t, const QueryTaps&, std::int64_t,
                          float*);
 
 BlockFn block_kernel() {
-  switch (isa()) {
+  switch (detail::fma_isa()) {
 #if CNNVIZ_TEXTURE_X86
     case Isa::avx512:
       return block_avx512;
@@ -393,7 +377,7 @@ void texture_match(const float* sample, std::int64_t c, std::int64_t h, std::int
 }
 
 const char* texture_kernel_name() {
-  switch (isa()) {
+  switch (detail::fma_isa()) {
     case Isa::avx512:
       return "avx512";
     case Isa::avx2:
