@@ -16,29 +16,15 @@ Best of N, the calls alternating, since other processes compete for the cores.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import paired_seconds
 
 from cnnviz.models import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def paired_seconds(
-    ours: Callable[[], object], reference: Callable[[], object], repeats: int
-) -> tuple[float, float]:
-    """Fastest seconds per call of each after one warm-up each, calls alternating."""
-    ours(), reference()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, out in ((ours, times[0]), (reference, times[1])):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return min(times[0]), min(times[1])
 
 
 def forward_rows(name: str, network: Any, module: Any, size: int, batches: tuple[int, ...],

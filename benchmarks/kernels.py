@@ -16,33 +16,16 @@ sgemm) keep their best over every group."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import numpy as np
+from timing import interleaved_best
 
 from cnnviz_core import kernels
 
 MIB = 1 << 20
 SGEMM_SIZES = (2048, 1024)
 BLAS_SETTLE = 0.2  # seconds for OpenBLAS's spinning worker threads to go to sleep
-
-
-def interleaved_best(
-    fns: dict[str, Callable[[], object]], rounds: int, settle: float = 0.0
-) -> dict[str, float]:
-    """Fastest of ``rounds`` calls of each function, the calls interleaved round by round (one
-    warm-up call each first), pausing ``settle`` seconds before each round."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        time.sleep(settle)
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def row(

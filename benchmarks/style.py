@@ -18,12 +18,12 @@ Times are the best of N interleaved repetitions (other processes compete for the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import interleaved_best
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZE = 256
@@ -69,19 +69,6 @@ def shapes_twin(model: Any) -> Callable[[Any], dict[str, Any]]:
         return {name: net(x, k) for k, name in enumerate(["relu", "relu_1", "relu_2", "relu_3"], 1)}
 
     return taps
-
-
-def best_of(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Fastest seconds per call of each (one warm-up each, calls interleaved)."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - start)
-    return {k: min(v) for k, v in times.items()}
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -139,7 +126,7 @@ def run(quick: bool = False) -> list[dict]:
     error = max(
         float((ours_f[k] - twin_f[k]).abs().max() / twin_f[k].abs().max()) for k in net.layers
     )
-    times = best_of(
+    times = interleaved_best(
         {
             "ours": step(net.features, native),
             "bridge + bmm": step(net.features, bmm),
@@ -171,7 +158,8 @@ def run(quick: bool = False) -> list[dict]:
 
             return once
 
-        t = best_of({"native": gram_step("native"), "torch": gram_step("torch")}, 15 * repeats)
+        steps = {"native": gram_step("native"), "torch": gram_step("torch")}
+        t = interleaved_best(steps, 15 * repeats)
         rows.append(
             {
                 "case": "Gram fwd+bwd",

@@ -12,12 +12,12 @@ pass), which a long run amortizes; the reference loop does neither.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import numpy as np
+from timing import paired_seconds
 
 from cnnviz.models import load_model
 
@@ -112,22 +112,6 @@ def reference_inversion(
         with torch.no_grad():
             x.copy_(torch.maximum(torch.minimum(x, high), low))
     return x
-
-
-def paired_seconds(
-    ours: Callable[[], object], reference: Callable[[], object], repeats: int
-) -> tuple[float, float]:
-    """Fastest seconds per call of each (best of ``repeats``: the least disturbed by other
-    load on a shared machine), after one warm-up each, the calls alternating so
-    that a drift of the machine's speed hits both alike."""
-    ours(), reference()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, out in ((ours, times[0]), (reference, times[1])):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return min(times[0]), min(times[1])
 
 
 def run(quick: bool = False) -> list[dict]:
