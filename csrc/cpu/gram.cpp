@@ -418,16 +418,7 @@ void sym_gemm(const float* ap, const float* f, float* out, std::int64_t c, std::
 
 }  // namespace
 
-const char* gram_kernel_name() {
-  switch (detail::fma_isa()) {
-    case Isa::avx512:
-      return "avx512";
-    case Isa::avx2:
-      return "avx2";
-    default:
-      return "generic";
-  }
-}
+const char* gram_kernel_name() { return detail::isa_name(detail::fma_isa()); }
 
 void gram(const float* features, float* out, std::int64_t batch, std::int64_t c, std::int64_t n,
           float norm, int num_threads) {

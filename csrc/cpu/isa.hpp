@@ -23,4 +23,16 @@ inline Isa fma_isa() {
   return value;
 }
 
+/// The name the Python and C++ APIs report for an instruction set.
+inline const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512:
+      return "avx512";
+    case Isa::avx2:
+      return "avx2";
+    default:
+      return "generic";
+  }
+}
+
 }  // namespace cnnviz::detail

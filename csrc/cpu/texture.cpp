@@ -376,15 +376,6 @@ void texture_match(const float* sample, std::int64_t c, std::int64_t h, std::int
   }
 }
 
-const char* texture_kernel_name() {
-  switch (detail::fma_isa()) {
-    case Isa::avx512:
-      return "avx512";
-    case Isa::avx2:
-      return "avx2";
-    default:
-      return "generic";
-  }
-}
+const char* texture_kernel_name() { return detail::isa_name(detail::fma_isa()); }
 
 }  // namespace cnnviz
