@@ -180,6 +180,8 @@ CNNVIZ_ALWAYS_INLINE void gram_upper_impl(const float* f, std::int64_t c, std::i
   for (std::int64_t kb = k0; kb < k1; kb += kcb) {
     const std::int64_t kc = std::min(kcb, k1 - kb);
     pack_panels(fp, n, cs, kb, kc, pack);
+    constexpr bool kTall = 2 * MR == kPanel;
+    std::int64_t tall_panel = -1;  // the one-panel tile of this panel's rows, done as a tall tile
     for (std::int64_t i0 = r0; i0 < r1; i0 += MR) {
       const std::int64_t pi = i0 / kPanel;
       const float* a = pack + pi * kc * kPanel + (i0 - pi * kPanel);
@@ -194,7 +196,22 @@ CNNVIZ_ALWAYS_INLINE void gram_upper_impl(const float* f, std::int64_t c, std::i
           pj += 2;
         }
       }
-      if (pj < ps) gram_micro<MR, 1>(kc, a, pack + pj * kc * kPanel, row + pj * kPanel, cp);
+      if (pj < ps) {
+        if constexpr (kTall) {
+          // A one-panel tile runs as one 16-row tile for both row blocks of a panel: 16
+          // independent accumulators instead of 8 (8 chains leave the FMA pipes waiting).
+          if (pj == tall_panel) {
+            tall_panel = -1;
+            continue;
+          }
+          if (i0 % kPanel == 0 && i0 + kPanel <= r1) {
+            gram_micro<2 * MR, 1>(kc, a, pack + pj * kc * kPanel, row + pj * kPanel, cp);
+            tall_panel = pj;
+            continue;
+          }
+        }
+        gram_micro<MR, 1>(kc, a, pack + pj * kc * kPanel, row + pj * kPanel, cp);
+      }
     }
   }
 }
