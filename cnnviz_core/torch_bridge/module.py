@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -33,6 +33,20 @@ class _Step:
     sources: tuple[tuple[str, Any], ...]  # ("value", name) | ("buffer", attr) | ("const", t)
     fn: OpFn | None
     call: OpCall
+
+
+_KINDS = {"value": 0, "buffer": 1, "const": 2}
+
+
+class _Instruction(NamedTuple):
+    """A step as the interpreter runs it: sources as (kind code of _KINDS, name or tensor),
+    and the values to drop after it."""
+
+    fn: OpFn
+    call: OpCall
+    sources: tuple[tuple[int, Any], ...]
+    outputs: tuple[str, ...]
+    release: tuple[str, ...]
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -89,9 +103,8 @@ class OnnxModule(torch.nn.Module):
         self._aliases = aliases
         self.opset = opset
         self._state = state
-        self._plans: dict[tuple[str, ...], list[_Step]] = {}
-        self._releases: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
-        self._plan(tuple(self.output_names))  # unsupported ops raise at conversion
+        self._programs: dict[tuple[str, ...], list[_Instruction]] = {}
+        self._program(tuple(self.output_names))  # unsupported ops raise at conversion
 
     # ------------------------------------------------------------------------------ API
 
@@ -149,10 +162,16 @@ class OnnxModule(torch.nn.Module):
 
     # -------------------------------------------------------------------------- helpers
 
-    def _plan(self, wanted: tuple[str, ...]) -> list[_Step]:
-        plan = self._plans.get(wanted)
-        if plan is not None:
-            return plan
+    def _program(self, wanted: tuple[str, ...]) -> list[_Instruction]:
+        """The steps that ``wanted`` needs, in order, each with its inputs split by where
+        they come from and the values no later step reads and nobody asked for (dropped right
+        after it, so a forward holds only its live tensors, as a hand-written module does,
+        and the allocator reuses their memory instead of faulting in fresh pages every call).
+        Worked out once per ``wanted``: the interpreter loop is the bridge's only per-node
+        overhead on top of torch."""
+        program = self._programs.get(wanted)
+        if program is not None:
+            return program
         needed = set(wanted)
         chosen = []
         for step in reversed(self._steps):
@@ -163,49 +182,43 @@ class OnnxModule(torch.nn.Module):
         for step in plan:
             if step.fn is None:
                 raise _unsupported(step.node, self.opset)
-        self._plans[wanted] = plan
-        return plan
-
-    def _released(self, wanted: tuple[str, ...]) -> list[tuple[str, ...]]:
-        """Per step of the plan, the values no later step reads and nobody asked for: they
-        are dropped right after it, so a forward holds only its live tensors (as a
-        hand-written module does) and the allocator reuses their memory instead of faulting
-        in fresh pages every call."""
-        releases = self._releases.get(wanted)
-        if releases is None:
-            last: dict[str, int] = {}
-            for i, step in enumerate(self._plan(wanted)):
-                for kind, name in step.sources:
-                    if kind == "value":
-                        last[name] = i
-            keep = set(wanted)
-            releases = [()] * len(self._plan(wanted))
-            for name, i in last.items():
-                if name not in keep:
-                    releases[i] = (*releases[i], name)
-            self._releases[wanted] = releases
-        return releases
+        last: dict[str, int] = {}
+        for i, step in enumerate(plan):
+            for kind, name in step.sources:
+                if kind == "value":
+                    last[name] = i
+        releases: list[list[str]] = [[] for _ in plan]
+        for name, i in last.items():
+            if name not in wanted:
+                releases[i].append(name)
+        program = [
+            _Instruction(
+                step.fn,  # type: ignore[arg-type]
+                step.call,
+                tuple((_KINDS[kind], source) for kind, source in step.sources),
+                step.outputs,
+                tuple(releases[i]),
+            )
+            for i, step in enumerate(plan)
+        ]
+        self._programs[wanted] = program
+        return program
 
     def _run(self, x: torch.Tensor, wanted: Sequence[str]) -> dict[str, torch.Tensor]:
         key = tuple(wanted)
         values: dict[str, Any] = {self.input_name: x}
         buffers = self._buffers  # direct: nn.Module.__getattr__ costs a microsecond a call
-        for step, release in zip(self._plan(key), self._released(key)):
-            args = []
-            for kind, source in step.sources:
-                if kind == "value":
-                    args.append(values[source])
-                elif kind == "buffer":
-                    args.append(buffers[source])
-                else:
-                    args.append(source)
-            assert step.fn is not None
-            for name, value in zip(step.outputs, step.fn(step.call, args)):
+        for fn, call, sources, outputs, release in self._programs.get(key) or self._program(key):
+            args = [
+                values[source] if kind == 0 else buffers[source] if kind == 1 else source
+                for kind, source in sources
+            ]
+            for name, value in zip(outputs, fn(call, args)):
                 if name:
                     values[name] = value
             del args
             for name in release:
-                values.pop(name, None)
+                del values[name]
         missing = [w for w in wanted if w not in values]
         if missing:
             raise InputError(f"tensors {missing} do not depend on the model input")

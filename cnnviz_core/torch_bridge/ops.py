@@ -382,22 +382,20 @@ def cast(call: OpCall, args: Args) -> list[Tensor]:
 def conv(call: OpCall, args: Args) -> list[Tensor]:
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
-    geo = _geometry(call, x.shape[2:], w.shape[2:])
-    fn = _functional("conv", x.ndim - 2)
-    symmetric = geo.begins == geo.ends
-    if not symmetric:
-        x = _spatial_pad(x, geo.begins, geo.ends, 0.0)
-    return [
-        fn(
-            x,
-            w,
-            b,
-            geo.strides,
-            geo.begins if symmetric else 0,
-            geo.dilations,
-            call.attrs.get("group", 1),
+    key = ("conv", x.shape[2:], w.shape[2:])
+    plan = call.cache.get(key)
+    if plan is None:  # per input size: the torch call's arguments and any asymmetric padding
+        geo = _geometry(call, x.shape[2:], w.shape[2:])
+        symmetric = geo.begins == geo.ends
+        plan = call.cache[key] = (
+            _functional("conv", x.ndim - 2),
+            None if symmetric else (geo.begins, geo.ends),
+            (geo.strides, geo.begins if symmetric else 0, geo.dilations, call.attrs.get("group", 1)),
         )
-    ]
+    fn, pads, options = plan
+    if pads is not None:
+        x = _spatial_pad(x, *pads, 0.0)
+    return [fn(x, w, b, *options)]
 
 
 @register_op("ConvTranspose")
@@ -471,16 +469,21 @@ def max_pool(call: OpCall, args: Args) -> list[Tensor]:
     """Max pooling: -inf padding to the extent every window fits in (ceil_mode included, as
     in the backward rule's geometry), then a plain torch pool; ``Indices`` when asked."""
     x = args[0]
-    geo = _geometry(call, x.shape[2:], call.attrs["kernel_shape"])
     spatial = x.shape[2:]
-    ends = [p - n - b for p, n, b in zip(geo.padded, spatial, geo.begins)]
-    padded = _spatial_pad(x, geo.begins, ends, -math.inf)
-    fn = _functional("max_pool", x.ndim - 2)
+    key = ("max_pool", spatial)
+    plan = call.cache.get(key)
+    if plan is None:  # per input size: padding, the torch call's arguments, the crop
+        geo = _geometry(call, spatial, call.attrs["kernel_shape"])
+        ends = [p - n - b for p, n, b in zip(geo.padded, spatial, geo.begins)]
+        crop = (..., *(slice(0, o) for o in geo.out))
+        plan = call.cache[key] = (geo, (geo.begins, ends), _functional("max_pool", x.ndim - 2),
+                                  (geo.kernel, geo.strides, 0, geo.dilations), crop)  # fmt: skip
+    geo, pads, fn, options, crop = plan
+    padded = _spatial_pad(x, *pads, -math.inf)
     want_indices = len(call.node.output) > 1 and bool(call.node.output[1])
-    result = fn(padded, geo.kernel, geo.strides, 0, geo.dilations, return_indices=want_indices)
-    crop = (..., *(slice(0, o) for o in geo.out))
+    result = fn(padded, *options, return_indices=want_indices)
     if not want_indices:  # crop only when needed: a no-op slice still adds an autograd node
-        return [result if tuple(result.shape[2:]) == tuple(geo.out) else result[crop]]
+        return [result if result.shape[2:] == geo.out else result[crop]]
     y, flat = result[0][crop], result[1][crop]
     if x.ndim != 4:
         raise UnsupportedOpError("MaxPool: Indices are supported for 2-D pooling only")
@@ -636,8 +639,14 @@ register_op("Resize", since=11)(_resize)
 @register_op("Reshape")
 def reshape(call: OpCall, args: Args) -> list[Tensor]:
     x = args[0]
-    target = np.asarray(call.ints(args, 1))
-    return [x.reshape(reshape_target(target, x.shape, call.attrs.get("allowzero", 0)))]
+    key = ("reshape", x.shape)
+    shape = call.cache.get(key) if call.consts[1] is not None else None
+    if shape is None:
+        target = np.asarray(call.ints(args, 1))
+        shape = reshape_target(target, x.shape, call.attrs.get("allowzero", 0))
+        if call.consts[1] is not None:  # a constant target: worked out once per input shape
+            call.cache[key] = shape
+    return [x.reshape(shape)]
 
 
 @register_op("Flatten")
