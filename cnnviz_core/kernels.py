@@ -608,6 +608,131 @@ def _occlusion_args(
     return ia, pa.astype(np.int64, copy=False), fa, win
 
 
+# --- Crop batch builder (incremental occlusion) -----------------------------------------------
+
+
+def crop_batch(
+    source: ArrayLike,
+    corners: ArrayLike,
+    size: IntPair,
+    patch: ArrayLike | None = None,
+    offsets: ArrayLike | None = None,
+    backend: Backend = "auto",
+    *,
+    out: np.ndarray | None = None,
+    num_threads: int = 0,
+) -> FloatArray:
+    """Crops of one map, each with its own patch written over it: incremental occlusion's
+    gather step (a cached feature map cut around each window's changed region, with the
+    region's recomputed values in place).
+
+    Args:
+        source: (C, H, W).
+        corners: integers (B, 2), the (row, column) of each crop's first element; every crop
+            lies inside ``source``.
+        size: (h, w) of the crops, or an int for square ones.
+        patch: (B, C, ph, pw) or None (plain crops).
+        offsets: integers (B, 2), where ``patch[b]`` goes in crop b (clipped to the crop).
+        backend, out, num_threads: as in :func:`relu_backward`.
+
+    Returns:
+        (B, C, h, w) in the promoted float dtype of source and patch (``out`` when given).
+    """
+    sa, ca, pa, oa, hw = _crop_args(source, corners, size, patch, offsets)
+    if _use_native(sa.dtype, backend, "crop_batch"):
+        return _native_into(
+            lambda o: _native.crop_batch(
+                _c_contiguous(sa),
+                _c_contiguous(ca),
+                hw,
+                None if pa is None else _c_contiguous(pa),
+                None if oa is None else _c_contiguous(oa),
+                out=o,
+                num_threads=num_threads,
+            ),
+            out,
+            (len(ca), sa.shape[0], *hw),
+        )
+    return _deliver(crop_batch_reference(sa, ca, hw, pa, oa), out)
+
+
+def crop_batch_reference(
+    source: ArrayLike,
+    corners: ArrayLike,
+    size: IntPair,
+    patch: ArrayLike | None = None,
+    offsets: ArrayLike | None = None,
+) -> FloatArray:
+    """NumPy reference of :func:`crop_batch` (the test oracle): one slice copy per crop and
+    per clipped patch."""
+    sa, ca, pa, oa, (h, w) = _crop_args(source, corners, size, patch, offsets)
+    out = np.empty((len(ca), sa.shape[0], h, w), sa.dtype)
+    for b, (y, x) in enumerate(ca):
+        out[b] = sa[:, y : y + h, x : x + w]
+        if pa is not None and oa is not None:
+            py, px = oa[b]
+            r0, r1 = max(py, 0), min(py + pa.shape[2], h)
+            c0, c1 = max(px, 0), min(px + pa.shape[3], w)
+            if r1 > r0 and c1 > c0:
+                out[b, :, r0:r1, c0:c1] = pa[b, :, r0 - py : r1 - py, c0 - px : c1 - px]
+    return out
+
+
+def _crop_args(
+    source: ArrayLike,
+    corners: ArrayLike,
+    size: IntPair,
+    patch: ArrayLike | None,
+    offsets: ArrayLike | None,
+) -> tuple[FloatArray, IndexArray, FloatArray | None, IndexArray | None, tuple[int, int]]:
+    fn = "crop_batch"
+    sa = np.asarray(source)
+    pa = None if patch is None else np.asarray(patch)
+    dtype = np.result_type(sa.dtype, np.float32, *([pa.dtype] if pa is not None else []))
+    if dtype.kind != "f":
+        raise ValueError(f"{fn}: source and patch must be real numbers, got {dtype}")
+    sa = sa.astype(dtype, copy=False)
+    if sa.ndim != 3:
+        raise ValueError(f"{fn}: source must be 3-D (C, H, W), got shape {sa.shape}")
+
+    def pairs(value: ArrayLike, name: str) -> IndexArray:
+        a = np.asarray(value)
+        if a.dtype.kind not in "iu" or a.ndim != 2 or a.shape[1] != 2:
+            raise ValueError(
+                f"{fn}: {name} must be integers of shape (B, 2) (row, column), got {a.dtype} "
+                f"{a.shape}"
+            )
+        return a.astype(np.int64, copy=False)
+
+    ca = pairs(corners, "corners")
+    hw = _pair(size, "size")
+    if min(hw) < 0:
+        raise ValueError(f"{fn}: size must be >= 0, got {hw}")
+    inside = (ca >= 0).all(axis=1) & (ca[:, 0] + hw[0] <= sa.shape[1]) & (
+        ca[:, 1] + hw[1] <= sa.shape[2]
+    )
+    if len(ca) and not inside.all():
+        b = int(np.flatnonzero(~inside)[0])
+        raise ValueError(
+            f"{fn}: crop {b} at {tuple(int(v) for v in ca[b])} of size {hw} is outside the "
+            f"{sa.shape[1:]} source"
+        )
+    oa = None
+    if pa is not None:
+        pa = pa.astype(dtype, copy=False)
+        if pa.ndim != 4 or pa.shape[:2] != (len(ca), sa.shape[0]):
+            raise ValueError(
+                f"{fn}: patch must have shape ({len(ca)}, {sa.shape[0]}, h, w) (one per crop, "
+                f"the source's channels), got {pa.shape}"
+            )
+        if offsets is None:
+            raise ValueError(f"{fn}: a patch needs its offsets")
+        oa = pairs(offsets, "offsets")
+        if len(oa) != len(ca):
+            raise ValueError(f"{fn}: offsets must have one row per crop ({len(ca)}), got {oa.shape}")
+    return sa, ca, pa, oa, hw
+
+
 # --- Gram matrices -----------------------------------------------------------------------------
 
 

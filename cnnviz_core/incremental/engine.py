@@ -433,15 +433,12 @@ class IncrementalOcclusion:
                 py = src_axes[0].start[ay] + g.pad_begin[0] - cy
                 px = src_axes[1].start[ax] + g.pad_begin[1] - cx
                 feeds = {
-                    "x0": _crops(
+                    "x0": kernels.crop_batch(
                         self._padded_input(step),
-                        cy,
-                        cx,
-                        hc,
-                        wc,
+                        np.stack([cy, cx], -1),
+                        (hc, wc),
                         patches[name],
-                        py,
-                        px,
+                        np.stack([py, px], -1),
                         out=self._buffer(
                             step.output, 0, (len(sy), self._base[name].shape[0], hc, wc)
                         ),
@@ -456,13 +453,18 @@ class IncrementalOcclusion:
                     buffer = self._buffer(
                         step.output, i, (len(sy), self._base[name].shape[0], ny, nx)
                     )
-                    feeds[f"x{i}"] = _crops(
-                        self._base[name], sy, sx, ny, nx, patches[name], py, px, out=buffer
+                    feeds[f"x{i}"] = kernels.crop_batch(
+                        self._base[name],
+                        np.stack([sy, sx], -1),
+                        (ny, nx),
+                        patches[name],
+                        np.stack([py, px], -1),
+                        out=buffer,
                     )
             y = session.run(None, feeds)[0]
             divisor = ready.divisors.get(step.output)
             if divisor is not None:
-                y *= _crops(divisor[None], sy, sx, ny, nx)[:, :1]
+                y *= kernels.crop_batch(divisor[None], np.stack([sy, sx], -1), (ny, nx))
             patches[step.output] = y
         out: dict[str, np.ndarray] = {}
         if ready.rest is not None:
@@ -485,9 +487,14 @@ class IncrementalOcclusion:
             return kernels.occlusion_batch(image, positions, self.window, f)
         base = self._base[name]
         axes = plan.regions[name]
-        full = self._buffer(name, -1, (len(ay), *base.shape))
-        full[:] = base
-        return _paste(full, patches[name], axes[0].start[ay], axes[1].start[ax])
+        return kernels.crop_batch(
+            base,
+            np.zeros((len(ay), 2), np.int64),
+            base.shape[1:],
+            patches[name],
+            np.stack([axes[0].start[ay], axes[1].start[ax]], -1),
+            out=self._buffer(name, -1, (len(ay), *base.shape)),
+        )
 
 
 def _input_patches(
@@ -512,40 +519,6 @@ def _input_patches(
             else:
                 out[b, :, r0 - y : r1 - y, c0 - x : c1 - x] = fill[:, r0:r1, c0:c1]
     return out
-
-
-def _crops(
-    source: np.ndarray,
-    ys: np.ndarray,
-    xs: np.ndarray,
-    hc: int,
-    wc: int,
-    patch: np.ndarray | None = None,
-    py: np.ndarray | None = None,
-    px: np.ndarray | None = None,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """(B, C, hc, wc) crops of ``source`` (C, H, W) at (ys[b], xs[b]), each with its window's
-    ``patch[b]`` pasted at offset (py[b], px[b]) (clipped to the crop)."""
-    if out is None:
-        out = np.empty((len(ys), source.shape[0], hc, wc), np.float32)
-    for b, (y, x) in enumerate(zip(ys, xs)):
-        out[b] = source[:, y : y + hc, x : x + wc]
-    if patch is not None:
-        _paste(out, patch, py, px)
-    return out
-
-
-def _paste(dst: np.ndarray, patch: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Write ``patch[b]`` into ``dst[b]`` at offset (ys[b], xs[b]), clipped to ``dst``."""
-    hd, wd = dst.shape[2:]
-    hp, wp = patch.shape[2:]
-    for b, (y, x) in enumerate(zip(ys, xs)):
-        r0, r1 = max(y, 0), min(y + hp, hd)
-        c0, c1 = max(x, 0), min(x + wp, wd)
-        if r1 > r0 and c1 > c0:
-            dst[b, :, r0:r1, c0:c1] = patch[b, :, r0 - y : r1 - y, c0 - x : c1 - x]
-    return dst
 
 
 def _average_divisor(step: Step, in_hw: tuple[int, int]) -> np.ndarray:

@@ -293,6 +293,8 @@ def build_plan(
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in proto.graph.output} | set(outputs)
+    # tensors something reads: an optional output nobody reads (Dropout's mask) is no output
+    read = {name for name in consumers if name} | graph_outputs
 
     regions: dict[str, tuple[Axis, Axis]] = {
         input_name: (
@@ -339,7 +341,7 @@ def build_plan(
                 raise PlanError("FULL_INPUT")
             if node.op_type in HEAD_OPS and node.op_type not in UNARY_OPS:
                 raise PlanError("HEAD")
-            if len([o for o in node.output if o]) != 1:
+            if any(o in read for o in node.output[1:]):
                 raise PlanError("an op with several outputs")
             if out_shape is None or len(out_shape) != 3:
                 raise PlanError("its output is not a (C, H, W) map of known size")
@@ -397,7 +399,7 @@ def build_plan(
                 or users[0] is not later
                 or current in graph_outputs
                 or later.op_type not in UNARY_OPS
-                or len([o for o in later.output if o]) != 1
+                or any(o in read for o in later.output[1:])
                 or shape(later.output[0]) != shape(current)
                 or not _unary_ok(later, current, data, weights)
             ):
@@ -452,8 +454,6 @@ def _unary_ok(node: onnx.NodeProto, changed: str, data: set[str], weights: dict)
     """A unary elementwise node on ``changed``: every other input a space-broadcast constant
     (BatchNormalization's parameters are per channel by definition)."""
     if node.op_type not in UNARY_OPS:
-        return False
-    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
         return False
     for name in node.input:
         if not name or name == changed:

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "cnnviz/detail/occlusion_math.hpp"
 #include "parallel.hpp"
@@ -118,6 +120,69 @@ void occlusion_batch(const float* image, std::int64_t c, std::int64_t h, std::in
         } else {
           build_planes<false>(image, c, h, w, positions, window_h, window_w, fill, kind, out,
                               begin, end);
+        }
+      },
+      min_planes);
+}
+
+void crop_batch(const float* source, std::int64_t c, std::int64_t h, std::int64_t w,
+                const std::int64_t* corners, std::int64_t count, std::int64_t crop_h,
+                std::int64_t crop_w, const float* patch, std::int64_t patch_h,
+                std::int64_t patch_w, const std::int64_t* offsets, float* out, int num_threads) {
+  const std::string fn = "cnnviz::crop_batch: ";
+  if (c < 0 || h < 0 || w < 0 || count < 0 || crop_h < 0 || crop_w < 0 || patch_h < 0 ||
+      patch_w < 0) {
+    throw std::invalid_argument(fn + "sizes must be >= 0");
+  }
+  const std::int64_t crop = crop_h * crop_w, planes = count * c;
+  if (planes * crop == 0) return;
+  if (source == nullptr || corners == nullptr || out == nullptr ||
+      (patch != nullptr && offsets == nullptr)) {
+    throw std::invalid_argument(fn + "null buffer");
+  }
+  for (std::int64_t b = 0; b < count; ++b) {
+    const std::int64_t y = corners[2 * b], x = corners[2 * b + 1];
+    if (y < 0 || x < 0 || y + crop_h > h || x + crop_w > w) {
+      throw std::invalid_argument(fn + "crop " + std::to_string(b) + " at (" + std::to_string(y) +
+                                  ", " + std::to_string(x) + ") of size (" +
+                                  std::to_string(crop_h) + ", " + std::to_string(crop_w) +
+                                  ") is outside the (" + std::to_string(h) + ", " +
+                                  std::to_string(w) + ") source");
+    }
+  }
+  const std::int64_t min_planes =
+      std::max<std::int64_t>(1, cpu::kMinElementsPerThread / std::max<std::int64_t>(1, crop));
+  cpu::parallel_for(
+      planes, num_threads,
+      [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t q = begin; q < end; ++q) {
+          const std::int64_t b = q / c, ch = q % c;
+          const float* src = source + (ch * h + corners[2 * b]) * w + corners[2 * b + 1];
+          float* dst = out + q * crop;
+          // The patch's rows and columns inside the crop (empty when it lies outside).
+          std::int64_t r0 = 0, r1 = 0, c0 = 0, c1 = 0, py = 0, px = 0;
+          if (patch != nullptr) {
+            py = offsets[2 * b];
+            px = offsets[2 * b + 1];
+            r0 = std::clamp<std::int64_t>(py, 0, crop_h);
+            r1 = std::clamp<std::int64_t>(py + patch_h, r0, crop_h);
+            c0 = std::clamp<std::int64_t>(px, 0, crop_w);
+            c1 = std::clamp<std::int64_t>(px + patch_w, c0, crop_w);
+          }
+          const float* pp = patch != nullptr ? patch + q * patch_h * patch_w : nullptr;
+          // Each output row once: source columns around the patch's, the patch's in between.
+          for (std::int64_t i = 0; i < crop_h; ++i) {
+            const float* s_row = src + i * w;
+            float* d_row = dst + i * crop_w;
+            if (i < r0 || i >= r1 || c0 == c1) {
+              std::memcpy(d_row, s_row, sizeof(float) * static_cast<std::size_t>(crop_w));
+              continue;
+            }
+            std::memcpy(d_row, s_row, sizeof(float) * static_cast<std::size_t>(c0));
+            std::memcpy(d_row + c0, pp + (i - py) * patch_w + (c0 - px),
+                        sizeof(float) * static_cast<std::size_t>(c1 - c0));
+            std::memcpy(d_row + c1, s_row + c1, sizeof(float) * static_cast<std::size_t>(crop_w - c1));
+          }
         }
       },
       min_planes);

@@ -303,6 +303,65 @@ py::array occlusion_batch(const py::object& image_obj, const py::object& positio
   return out;
 }
 
+py::array crop_batch(const py::object& source_obj, const py::object& corners_obj,
+                     const cnnviz::python::Pair& size, const py::object& patch_obj,
+                     const py::object& offsets_obj, const py::object& out_obj, int num_threads) {
+  const char* fn = "crop_batch";
+  py::array source = checked<float>(source_obj, fn, "source");
+  check_ndim(source, 3, fn, "source", "(C, H, W)");
+  const auto pairs = [&](const py::object& obj, const char* name) {
+    py::array a = checked<std::int64_t>(obj, fn, name);
+    if (a.ndim() != 2 || a.shape(1) != 2) {
+      throw py::value_error(std::string(fn) + ": " + name +
+                            " must have shape (B, 2) (row, column), got " + shape_str(a));
+    }
+    return a;
+  };
+  py::array corners = pairs(corners_obj, "corners");
+  if (size[0] < 0 || size[1] < 0) {
+    throw py::value_error(std::string(fn) + ": size must be >= 0, got (" +
+                          std::to_string(size[0]) + ", " + std::to_string(size[1]) + ")");
+  }
+  const std::int64_t count = corners.shape(0), c = source.shape(0);
+  py::array patch, offsets;
+  const float* pp = nullptr;
+  const std::int64_t* fp = nullptr;
+  std::int64_t ph = 0, pw = 0;
+  if (!patch_obj.is_none()) {
+    patch = checked<float>(patch_obj, fn, "patch");
+    check_ndim(patch, 4, fn, "patch", "(B, C, h, w)");
+    if (patch.shape(0) != count || patch.shape(1) != c) {
+      throw py::value_error(std::string(fn) + ": patch must have shape (" +
+                            std::to_string(count) + ", " + std::to_string(c) +
+                            ", h, w) (one per crop, the source's channels), got " +
+                            shape_str(patch));
+    }
+    if (offsets_obj.is_none()) {
+      throw py::value_error(std::string(fn) + ": a patch needs its offsets");
+    }
+    offsets = pairs(offsets_obj, "offsets");
+    if (offsets.shape(0) != count) {
+      throw py::value_error(std::string(fn) + ": offsets must have one row per crop (" +
+                            std::to_string(count) + "), got " + shape_str(offsets));
+    }
+    pp = static_cast<const float*>(patch.data());
+    fp = static_cast<const std::int64_t*>(offsets.data());
+    ph = patch.shape(2);
+    pw = patch.shape(3);
+  }
+  py::array out = output<float>(out_obj, {count, c, size[0], size[1]}, fn,
+                                {&source, &corners, &patch, &offsets});
+  const auto* sp = static_cast<const float*>(source.data());
+  const auto* cp = static_cast<const std::int64_t*>(corners.data());
+  auto* op = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;  // std::invalid_argument reaches Python as ValueError
+    cnnviz::crop_batch(sp, c, source.shape(1), source.shape(2), cp, count, size[0], size[1], pp,
+                       ph, pw, fp, op, num_threads);
+  }
+  return out;
+}
+
 py::array gram(const py::object& features_obj, float norm, const py::object& out_obj,
                int num_threads) {
   const char* fn = "gram";
@@ -480,6 +539,13 @@ of im2col); output_size: (H, W).)doc");
 
 positions: int64 (P, 2) (top, left); window: (h, w), clipped to the image; fill: float32, 0-d
 (constant), (C,) (per channel) or (C, H, W) (a fill image).)doc");
+
+  m.def("crop_batch", &crop_batch, py::arg("source"), py::arg("corners"), py::arg("size"),
+        py::arg("patch") = py::none(), py::arg("offsets") = py::none(),
+        py::arg("out") = py::none(), py::arg("num_threads") = 0,
+        R"doc(Crops (B, C, h, w) of source (C, H, W) at corners (B, 2) (row, column), size (h, w),
+each inside the source; with patch (B, C, ph, pw), patch[b] is written over crop b at offsets[b]
+(clipped to the crop).)doc");
 
   m.def("gram", &gram, py::arg("features"), py::arg("norm"), py::arg("out") = py::none(),
         py::arg("num_threads") = 0,

@@ -1,4 +1,4 @@
-// C++ tests of the occlusion batch builder and the Gram kernels against plain scalar loops (double
+// C++ tests of the occlusion and crop batch builders and the Gram kernels against plain scalar loops (double
 // accumulation for Gram), on one and several threads, with odd sizes, batch 1 and bad arguments.
 #include <atomic>
 #include <cmath>
@@ -103,6 +103,54 @@ bool close(double got, double want, double scale) {
   return std::fabs(got - want) <= 1e-4 * scale + 1e-6;
 }
 
+/// crop_batch against a scalar loop: crops at every corner of the source, patches inside,
+/// clipped on every side and wholly outside, no patch; then bad arguments.
+void test_crop_batch() {
+  const std::int64_t c = 3, h = 13, w = 11, ch = 5, cw = 4, ph = 3, pw = 6;
+  const std::vector<std::int64_t> corners = {0, 0, 8, 7, 4, 3, 0, 7, 8, 0};
+  const std::vector<std::int64_t> offsets = {1, -1, -2, 2, 4, -5, 9, 0, 0, 0};
+  const std::int64_t count = static_cast<std::int64_t>(corners.size()) / 2;
+  const std::vector<float> source = random_values(c * h * w, 3);
+  const std::vector<float> patch = random_values(count * c * ph * pw, 4);
+  for (bool with_patch : {true, false}) {
+    for (int threads : {1, 2, 3}) {
+      std::vector<float> out(static_cast<std::size_t>(count * c * ch * cw), -99.f);
+      cnnviz::crop_batch(source.data(), c, h, w, corners.data(), count, ch, cw,
+                         with_patch ? patch.data() : nullptr, ph, pw,
+                         with_patch ? offsets.data() : nullptr, out.data(), threads);
+      int bad = 0;
+      for (std::int64_t b = 0; b < count; ++b) {
+        for (std::int64_t k = 0; k < c; ++k) {
+          for (std::int64_t i = 0; i < ch; ++i) {
+            for (std::int64_t j = 0; j < cw; ++j) {
+              const std::int64_t pi = i - offsets[2 * b], pj = j - offsets[2 * b + 1];
+              const bool patched = with_patch && pi >= 0 && pi < ph && pj >= 0 && pj < pw;
+              const float want =
+                  patched ? patch[((b * c + k) * ph + pi) * pw + pj]
+                          : source[(k * h + corners[2 * b] + i) * w + corners[2 * b + 1] + j];
+              bad += out[((b * c + k) * ch + i) * cw + j] != want;
+            }
+          }
+        }
+      }
+      CHECK(bad == 0);
+    }
+  }
+  float dummy = 0.f;
+  const std::int64_t outside[2] = {9, 0};
+  const std::int64_t zero[2] = {0, 0};
+  CHECK(throws_invalid_argument([&] {
+    cnnviz::crop_batch(source.data(), c, h, w, outside, 1, ch, cw, nullptr, 0, 0, nullptr, &dummy);
+  }));
+  CHECK(throws_invalid_argument([&] {
+    cnnviz::crop_batch(source.data(), c, h, w, zero, 1, -1, cw, nullptr, 0, 0, nullptr, &dummy);
+  }));
+  CHECK(throws_invalid_argument([&] {
+    cnnviz::crop_batch(source.data(), c, h, w, zero, 1, ch, cw, patch.data(), ph, pw, nullptr,
+                       &dummy);
+  }));
+}
+
 void test_gram() {
   struct Case {
     std::int64_t batch, c, n;
@@ -203,6 +251,7 @@ void test_parallel_dynamic() {
 
 int main() {
   test_occlusion();
+  test_crop_batch();
   test_gram();
   test_parallel_dynamic();
   return cnnviz::test::finish("cnnviz occlusion and Gram");

@@ -290,3 +290,41 @@ def test_windows_a_strided_layer_never_sees() -> None:
         want, _ = NaiveOcclusion(model, 1).scores(image, np.array(positions), 0.7)
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
         assert ours.stats["layers"][0]["region"] == (1, 1)
+
+
+def _with_dropout(mask_read: bool) -> Model:
+    """Conv -> Dropout (mask output declared; multiplied back in or unread) -> Conv -> GAP."""
+    w = {"w1": _w(4, 3, 3, 3), "w2": _w(5, 4, 3, 3)}
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1"], ["c1"], "c1", pads=[1, 1, 1, 1]),
+        n("Dropout", ["c1"], ["d1", "mask"], "drop"),
+        n("Conv", ["dm" if mask_read else "d1", "w2"], ["c2"], "c2", pads=[1, 1, 1, 1]),
+        n("GlobalAveragePool", ["c2"], ["g"], "g"),
+        n("Flatten", ["g"], ["logits"], "f"),
+    ]
+    if mask_read:
+        nodes[2:2] = [
+            n("Cast", ["mask"], ["mf"], "cast", to=1),
+            n("Mul", ["d1", "mf"], ["dm"], "mul"),
+        ]
+    proto = make_graph_model(nodes, w, ["N", 3, 24, 24], "logits")
+    return Model(proto.SerializeToString(), name="dropout")
+
+
+@pytest.mark.parametrize("mask_read", [False, True])
+def test_dropout_mask_nobody_reads_stays_incremental(mask_read: bool) -> None:
+    """An inference Dropout is the identity: with its mask output unread it is fused into the
+    conv before it (SqueezeNet's fire9/concat_2); a mask something reads is a second output
+    the crops cannot give, so the network runs in full from there (and stays exact)."""
+    if mask_read:
+        with pytest.warns(RuntimeWarning, match="Dropout node 'drop'.*several outputs"):
+            stats = _check_exact(_with_dropout(mask_read), 5, 3, threshold=1.0)
+    else:
+        stats = _check_exact(_with_dropout(mask_read), 5, 3, threshold=1.0)
+    modes = {layer["node"]: layer["mode"] for layer in stats["layers"]}
+    if mask_read:
+        assert modes["drop"] == "full" and stats["blocked"] == ("Dropout", "drop")
+    else:
+        assert "drop" not in modes and modes["c2"] == "incremental"  # fused into c1's step
+        assert stats["blocked"] is None

@@ -1,4 +1,4 @@
-"""Occlusion batch builder and Gram matrices (cnnviz_core.kernels) against the NumPy references,
+"""Occlusion and crop batch builders and Gram matrices (cnnviz_core.kernels) against the NumPy references,
 scalar loops and torch autograd (Gram backward)."""
 
 from __future__ import annotations
@@ -92,6 +92,88 @@ def test_native_occlusion_checks_arrays():
         _native.occlusion_batch(
             image, np.zeros((1, 2), np.int32), (2, 2), np.float32(0).reshape(())
         )
+
+
+# --- crop batch (incremental occlusion's gather) -----------------------------------------------
+
+
+def loop_crops(source, corners, size, patch, offsets):
+    """Scalar-loop oracle: every output element from the patch where it covers it, else the
+    source."""
+    c = source.shape[0]
+    out = np.empty((len(corners), c, *size), source.dtype)
+    for b, (y, x) in enumerate(corners):
+        for i in range(size[0]):
+            for j in range(size[1]):
+                pi, pj = (i - offsets[b][0], j - offsets[b][1]) if patch is not None else (-1, -1)
+                inside = patch is not None and 0 <= pi < patch.shape[2] and 0 <= pj < patch.shape[3]
+                out[b, :, i, j] = patch[b, :, pi, pj] if inside else source[:, y + i, x + j]
+    return out
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+@pytest.mark.parametrize("with_patch", [True, False])
+def test_crop_batch_matches_loops_and_reference(num_threads, with_patch):
+    rng = np.random.default_rng(num_threads)
+    source = rng.standard_normal((3, 13, 11), dtype=np.float32)
+    size = (5, 4)
+    corners = np.array([[0, 0], [8, 7], [4, 3], [0, 7], [8, 0]])
+    patch = rng.standard_normal((5, 3, 3, 6), dtype=np.float32) if with_patch else None
+    offsets = np.array([[1, -1], [-2, 2], [4, -5], [9, 0], [0, 0]]) if with_patch else None
+    want = loop_crops(source, corners, size, patch, offsets)
+    got = kernels.crop_batch(source, corners, size, patch, offsets, num_threads=num_threads)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(kernels.crop_batch_reference(source, corners, size, patch,
+                                                               offsets), want)  # fmt: skip
+    out = np.full((5, 3, *size), np.nan, np.float32)
+    assert kernels.crop_batch(source, corners, size, patch, offsets, out=out) is out
+    np.testing.assert_array_equal(out, want)
+
+
+def test_crop_batch_random_shapes_and_float64():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        c, h, w = (int(v) for v in rng.integers(1, 9, 3))
+        b = int(rng.integers(0, 5))
+        size = (int(rng.integers(0, h + 1)), int(rng.integers(0, w + 1)))
+        corners = np.stack([rng.integers(0, h - size[0] + 1, b), rng.integers(0, w - size[1] + 1, b)], -1)
+        patch = rng.standard_normal((b, c, *rng.integers(0, 6, 2)), dtype=np.float32)
+        offsets = rng.integers(-6, 9, (b, 2))
+        source = rng.standard_normal((c, h, w), dtype=np.float32)
+        want = loop_crops(source, corners, size, patch, offsets)
+        np.testing.assert_array_equal(kernels.crop_batch(source, corners, size, patch, offsets), want)
+    as64 = kernels.crop_batch(source.astype(np.float64), corners, size)  # the NumPy path
+    assert as64.dtype == np.float64
+    np.testing.assert_array_equal(as64, loop_crops(source, corners, size, None, None))
+
+
+@pytest.mark.parametrize(
+    ("corners", "size", "patch", "offsets", "match"),
+    [
+        ([[3, 0]], 2, None, None, "outside"),
+        ([[0, -1]], 2, None, None, "outside"),
+        ([[0, 0, 0]], 2, None, None, r"\(B, 2\)"),
+        ([[0, 0]], -1, None, None, "size"),
+        ([[0, 0]], 2, np.zeros((1, 2, 2, 2), np.float32), [[0, 0]], "patch"),
+        ([[0, 0]], 2, np.zeros((1, 1, 2, 2), np.float32), None, "offsets"),
+        ([[0, 0]], 2, np.zeros((1, 1, 2, 2), np.float32), [[0, 0], [1, 1]], "offsets"),
+    ],
+)
+def test_crop_batch_bad_arguments(corners, size, patch, offsets, match):
+    source = np.zeros((1, 4, 4), np.float32)
+    for backend in ("native", "numpy"):
+        with pytest.raises(ValueError, match=match):
+            kernels.crop_batch(source, corners, size, patch, offsets, backend=backend)
+
+
+def test_native_crop_batch_checks_arrays():
+    source = np.zeros((1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="outside"):
+        _native.crop_batch(source, np.array([[3, 0]], np.int64), (2, 2))
+    with pytest.raises(TypeError, match="int64"):
+        _native.crop_batch(source, np.zeros((1, 2), np.int32), (2, 2))
+    with pytest.raises(ValueError, match="offsets"):
+        _native.crop_batch(source, np.zeros((1, 2), np.int64), (2, 2), np.zeros((1, 1, 2, 2), np.float32))
 
 
 # --- Gram --------------------------------------------------------------------------------------

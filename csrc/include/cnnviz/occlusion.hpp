@@ -1,5 +1,6 @@
 // Occlusion batch builder: the batch of copies of one image, each with one window filled, that
-// occlusion sensitivity (Zeiler & Fergus, 2014) feeds to the model. Buffers are contiguous float32
+// occlusion sensitivity (Zeiler & Fergus, 2014) feeds to the model; and the crop batch builder of
+// incremental occlusion. Buffers are contiguous float32
 // in host memory; the CUDA twin is in cnnviz/cuda.hpp.
 #pragma once
 
@@ -38,5 +39,26 @@ void occlusion_batch(const float* image, std::int64_t c, std::int64_t h, std::in
                      const std::int64_t* positions, std::int64_t count, std::int64_t window_h,
                      std::int64_t window_w, const float* fill, OcclusionFill kind, float* out,
                      int num_threads = 0);
+
+/// Writes out (count, c, crop_h, crop_w): out[b] = the crop_h x crop_w crop of `source` at
+/// (corners[2b], corners[2b + 1]), with patch[b] written over it at (offsets[2b], offsets[2b + 1])
+/// relative to the crop, clipped to the crop. Incremental occlusion's gather step: a cached
+/// feature map (or its padded copy) cut around each window's changed region, with the region's
+/// recomputed values in place.
+///
+/// Args:
+///   source: c * h * w values (CHW).
+///   corners: count * 2 int64 (row, column) of each crop's first element; every crop must lie
+///     inside the source.
+///   patch: count * c * patch_h * patch_w values, or null for plain crops (offsets unused).
+///   offsets: count * 2 int64 (row, column) of patch[b] in crop b; any value (clipped).
+///   out: count * c * crop_h * crop_w values; must not overlap the inputs.
+///   num_threads: CPU threads, 0 = default_num_threads(); small outputs use fewer.
+/// Throws std::invalid_argument for negative sizes, a null buffer or a crop outside the source.
+void crop_batch(const float* source, std::int64_t c, std::int64_t h, std::int64_t w,
+                const std::int64_t* corners, std::int64_t count, std::int64_t crop_h,
+                std::int64_t crop_w, const float* patch, std::int64_t patch_h,
+                std::int64_t patch_w, const std::int64_t* offsets, float* out,
+                int num_threads = 0);
 
 }  // namespace cnnviz
