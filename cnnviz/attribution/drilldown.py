@@ -112,11 +112,16 @@ def drill_grid(
         cells = np.flatnonzero(candidate.ravel())
         chosen = cells[np.argsort(-strength.ravel()[cells], kind="stable")]
         chosen = chosen[: math.ceil(refine * len(cells))]
+        # every chosen cell's new lattice points, scored in one call (batches, not cells)
+        points = []
         for cell in chosen:
             cy, cx = divmod(int(cell), len(x0))
             iy = ny[(ny >= y0[cy]) & (ny <= y1[cy])]
             ix = nx[(nx >= x0[cx]) & (nx <= x1[cx])]
-            visit(*np.meshgrid(iy, ix, indexing="ij"))
+            points.append(np.stack(np.meshgrid(iy, ix, indexing="ij"), -1).reshape(-1, 2))
+        if points:
+            both = np.concatenate(points)
+            visit(both[:, 0], both[:, 1])
         # the new lattice: interpolated from the previous one, scored values where scored
         estimate = interpolation(ny, ly) @ estimate @ interpolation(nx, lx).T
         exact = scored[np.ix_(ny, nx)]

@@ -290,10 +290,12 @@ class IncrementalOcclusion:
         return ready
 
     def _shapes(self, chw: tuple[int, int, int], plan: Plan) -> dict[str, tuple[int, ...]]:
-        """(C, H, W) of every tensor the plan reads, from the step shapes (and the input)."""
+        """(C, H, W) of every tensor the plan reads, from the step shapes (and the input),
+        and the shapes of the spatial means."""
         shapes = {self.model.input_name: tuple(chw)}
         for step in plan.steps:
             shapes[step.output] = step.shape
+        shapes.update({name: out_shape for name, (_, out_shape) in plan.means.items()})
         for step in plan.steps:
             for name in step.inputs:
                 if name not in shapes:  # pragma: no cover - every input is a step output
@@ -479,12 +481,34 @@ class IncrementalOcclusion:
                 out[name] = full.copy()
         return out
 
+    def _mean(self, source: str, plan: Plan, patches, ay, ax) -> np.ndarray:
+        """(B, C) spatial means of ``source`` per window, without its full maps: the
+        unoccluded map's sum, minus the region's cached values, plus its recomputed ones
+        (float64: exact to float32 rounding)."""
+        base = self._base[source]
+        key = f"{source}|integral"
+        integral = self._padded.get(key)
+        if integral is None:
+            integral = np.zeros((base.shape[0], base.shape[1] + 1, base.shape[2] + 1))
+            integral[:, 1:, 1:] = base.astype(np.float64).cumsum(1).cumsum(2)
+            self._padded[key] = integral
+        axes = plan.regions[source]
+        y0, x0 = axes[0].start[ay], axes[1].start[ax]
+        patch = patches[source]
+        old = _region_sums(integral, y0, x0, axes[0].size, axes[1].size)
+        new = patch.sum(axis=(2, 3), dtype=np.float64)
+        total = integral[:, -1, -1]
+        return ((total - old + new) / (base.shape[1] * base.shape[2])).astype(np.float32)
+
     def _materialize(self, name, plan, patches, ay, ax, image, positions, fill) -> np.ndarray:
         """Full maps (B, C, H, W) of a changed tensor: the cached map with each window's
         region pasted in."""
         if name == self.model.input_name:
             f = fill[:, 0, 0] if fill.shape[1:] == (1, 1) else fill
             return kernels.occlusion_batch(image, positions, self.window, f)
+        if name in plan.means:
+            source, out_shape = plan.means[name]
+            return self._mean(source, plan, patches, ay, ax).reshape(len(ay), *out_shape)
         base = self._base[name]
         axes = plan.regions[name]
         return kernels.crop_batch(
@@ -495,6 +519,15 @@ class IncrementalOcclusion:
             np.stack([axes[0].start[ay], axes[1].start[ax]], -1),
             out=self._buffer(name, -1, (len(ay), *base.shape)),
         )
+
+
+def _region_sums(integral: np.ndarray, y0, x0, ny: int, nx: int) -> np.ndarray:
+    """(B, C) sums of the (ny, nx) regions at (y0[b], x0[b]) from a (C, H + 1, W + 1)
+    summed-area table."""
+    y1, x1 = y0 + ny, x0 + nx
+    return (
+        integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
+    ).T
 
 
 def _input_patches(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +126,10 @@ class Plan:
     flops_incremental: int  # per window: crops + the full rest
     elements_per_window: int = 0  # float32 values held per window (crops, maps, the rest)
     layers: list[dict] = field(default_factory=list)
+    #: spatial means of a changed map (GlobalAveragePool, ReduceMean over H, W): output ->
+    #: (its input, output shape without the batch); updated per window from the region's
+    #: values instead of materializing the map
+    means: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def incremental(self) -> bool:
@@ -310,6 +315,8 @@ def build_plan(
     blocked: tuple[str, str] | None = None
     flops_naive = flops_inc = 0
     layers: list[dict] = []
+    means: dict[str, tuple[str, tuple[int, ...]]] = {}
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
 
     def go_full(node: onnx.NodeProto, why: str, unsupported: bool) -> None:
         nonlocal switch, reason, blocked
@@ -334,6 +341,20 @@ def build_plan(
         flops_naive += flops
         changed = [n for n in node.input if n in data]
         full_inputs = [n for n in changed if n not in regions]
+        mean_shape = _spatial_mean(node, changed, regions, shape, weights, opset)
+        if mean_shape is not None:
+            means[node.output[0]] = (changed[0], mean_shape)
+            layers.append(
+                {
+                    "node": node.name or node.output[0],
+                    "op": node.op_type,
+                    "mode": INCREMENTAL,
+                    "region": None,
+                    "map": mean_shape,
+                    "flops": 0,
+                }
+            )
+            continue
         try:
             if not float_input:
                 raise PlanError("the model does not take float32 input")
@@ -426,7 +447,7 @@ def build_plan(
             }
         )
 
-    frontier, rest = _rest(proto, outputs, set(regions), full_nodes)
+    frontier, rest = _rest(proto, outputs, set(regions) | set(means), full_nodes)
     elements = sum(2 * s.shape[0] * s.axes[0].size * s.axes[1].size for s in steps)
     for name in [*frontier, *(o for n in rest for o in n.output)]:
         size = shape(name)
@@ -438,7 +459,7 @@ def build_plan(
         steps=steps,
         regions=regions,
         frontier=frontier,
-        rest_outputs=[o for o in outputs if o not in regions],
+        rest_outputs=[o for o in outputs if o not in regions and o not in means],
         rest_nodes=rest,
         switch=switch,
         switch_reason=reason,
@@ -447,7 +468,39 @@ def build_plan(
         flops_incremental=flops_inc,
         elements_per_window=elements,
         layers=layers,
+        means=means,
     )
+
+
+def _spatial_mean(
+    node: onnx.NodeProto,
+    changed: list[str],
+    regions: dict[str, tuple[Axis, Axis]],
+    shape: Callable[[str], tuple[int, ...] | None],
+    weights: dict[str, np.ndarray],
+    opset: int,
+) -> tuple[int, ...] | None:
+    """The output shape (no batch) of a mean over H and W of one changed map (GlobalAveragePool,
+    or ReduceMean over axes 2 and 3), else None: such a mean changes by the window's region
+    alone (the map's sum, minus the region's old values, plus its new ones)."""
+    if len(changed) != 1 or changed[0] not in regions or len([o for o in node.output if o]) != 1:
+        return None
+    in_shape, out_shape = shape(changed[0]), shape(node.output[0])
+    if in_shape is None or out_shape is None or len(in_shape) != 3:
+        return None
+    if node.op_type == "GlobalAveragePool":
+        return out_shape
+    if node.op_type != "ReduceMean" or node.input[0] != changed[0]:
+        return None
+    attrs = graph.attributes(node)
+    if opset >= 18:
+        axes_input = node.input[1] if len(node.input) > 1 else ""
+        if not axes_input or axes_input not in weights:
+            return None
+        axes = [int(a) for a in np.asarray(weights[axes_input]).ravel()]
+    else:
+        axes = [int(a) for a in attrs.get("axes", [])]
+    return out_shape if sorted(a % 4 for a in axes) == [2, 3] else None
 
 
 def _unary_ok(node: onnx.NodeProto, changed: str, data: set[str], weights: dict) -> bool:

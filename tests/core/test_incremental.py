@@ -328,3 +328,35 @@ def test_dropout_mask_nobody_reads_stays_incremental(mask_read: bool) -> None:
     else:
         assert "drop" not in modes and modes["c2"] == "incremental"  # fused into c1's step
         assert stats["blocked"] is None
+
+
+@pytest.mark.parametrize(("op", "keepdims"), [("GlobalAveragePool", 1), ("ReduceMean", 1),
+                                              ("ReduceMean", 0)])  # fmt: skip
+def test_spatial_mean_head_updates_by_region(op: str, keepdims: int) -> None:
+    """The classifier's spatial mean is updated from each window's region (map sum - old
+    region + new region) instead of materializing the maps; the scores stay exact, with
+    and without tau."""
+    w = {"w1": _w(6, 3, 3, 3), "w2": _w(7, 6, 3, 3), "fc": _w(7, 4), "axes": np.array([2, 3])}
+    n = helper.make_node
+    mean = (
+        n("GlobalAveragePool", ["r2"], ["g"], "mean")
+        if op == "GlobalAveragePool"
+        else n("ReduceMean", ["r2", "axes"], ["g"], "mean", keepdims=keepdims)
+    )
+    nodes = [
+        n("Conv", ["x", "w1"], ["c1"], "c1", pads=[1, 1, 1, 1], strides=[2, 2]),
+        n("Relu", ["c1"], ["r1"], "r1"),
+        n("Conv", ["r1", "w2"], ["c2"], "c2", pads=[1, 1, 1, 1]),
+        n("Relu", ["c2"], ["r2"], "r2"),
+        mean,
+        n("Flatten", ["g"], ["f"], "f"),
+        n("MatMul", ["f", "fc"], ["logits"], "fc"),
+    ]
+    model = Model(make_graph_model(nodes, w, ["N", 3, 32, 32], "logits").SerializeToString())
+    stats = _check_exact(model, 6, 4, taps=["g"], threshold=1.0)
+    modes = {layer["node"]: layer["mode"] for layer in stats["layers"]}
+    assert modes["mean"] == "incremental" and modes["f"] == "full"
+    approx = IncrementalOcclusion(model, 6, taps=["g"], threshold=1.0, tau=0.5)
+    image = RNG.standard_normal((3, 32, 32)).astype(np.float32)
+    got, taps = approx.scores(image, _positions(32, 6, 4), 0.0)
+    assert np.isfinite(got).all() and taps["g"].shape[1] == 7
