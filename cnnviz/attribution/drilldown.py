@@ -193,7 +193,7 @@ def drilldown(
     *,
     window: int | Sequence[int] = 8,
     stride: int | Sequence[int] = 4,
-    levels: int = 2,
+    levels: int = 1,
     refine: float = 0.25,
     fill: Any = "grey",
     output: str = "logit",
@@ -212,7 +212,10 @@ def drilldown(
     Args:
         model, images, target, window, stride, fill, output, blur_sigma: as in occlusion.
         levels: stride halvings: the first pass uses stride ``stride * 2**levels``; 0 scores
-            every window (exact occlusion).
+            every window (exact occlusion). 1 (default) keeps the first pass's windows
+            touching for the usual ``window = 2 * stride``; with more, its windows leave
+            unseen gaps (SqueezeNet, window 16, stride 8, eight photos: mean map correlation
+            0.97 at 1 level, 0.87 at 2).
         refine: share of candidate cells refined at each level, in (0, 1] (1: every cell,
             which scores every window).
         engine, precision, tau: the scorer, as in occlusion (see
