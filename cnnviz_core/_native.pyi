@@ -72,6 +72,15 @@ def occlusion_batch(
     out: NDArray[np.float32] | None = None,
     num_threads: int = 0,
 ) -> NDArray[np.float32]: ...
+def crop_batch(
+    source: NDArray[np.float32],
+    corners: NDArray[np.int64],
+    size: tuple[int, int],
+    patch: NDArray[np.float32] | None = None,
+    offsets: NDArray[np.int64] | None = None,
+    out: NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> NDArray[np.float32]: ...
 def gram(
     features: NDArray[np.float32],
     norm: float,
