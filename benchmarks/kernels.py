@@ -202,6 +202,7 @@ def gram_times_of(
         },
         rounds,
         settle=BLAS_SETTLE,
+        rotate=False,
     )
     return f.shape, c * c * f.shape[2], times
 

@@ -132,7 +132,7 @@ def run(quick: bool = False) -> list[dict]:
     repeats = 2 if quick else 15
     batches = (1, 8) if quick else (1, 8, 32)
     images = make_shapes(32, seed=3).images
-    rows = gradient_step_rows(model, net, images, batches, 5 if quick else 40)
+    rows = gradient_step_rows(model, net, images, batches, 5 if quick else 100)
     for n in batches:
         classes = [i % 8 for i in range(n)]
         cases = {
@@ -166,31 +166,33 @@ def gradient_step_rows(
     from cnnviz.synthesis.base import bridge
 
     module = bridge(model)
+
+    def step(batch: Any, objective: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            x = batch.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(x).sum(), x)
+            return grad
+
+        return run
+
+    def tapped(x: Any, name: str) -> Any:
+        return module(x, taps=[name], outputs=False)[name]
+
     rows = []
     for n in batches:
         batch = torch.from_numpy(model.prepare(images[:n]))
         with torch.no_grad():
             goal = net(batch, 2)
-
-        def step(objective: Callable[[Any], Any]) -> Callable[[], Any]:
-            def run() -> Any:
-                x = batch.clone().requires_grad_(True)
-                (grad,) = torch.autograd.grad(objective(x).sum(), x)
-                return grad
-
-            return run
-
         cases = {
             "class score": (
-                step(lambda x: module(x, taps=["logits"], outputs=False)["logits"][:, 0]),
-                step(lambda x: net(x)[:, 0]),
+                step(batch, lambda x: tapped(x, "logits")[:, 0]),
+                step(batch, lambda x: net(x)[:, 0]),
             ),
             "relu_1 feature error": (
-                step(lambda x: (module(x, taps=["relu_1"], outputs=False)["relu_1"] - goal)
-                     .pow(2).sum()),
-                step(lambda x: (net(x, 2) - goal).pow(2).sum()),
+                step(batch, lambda x, goal=goal: (tapped(x, "relu_1") - goal).pow(2).sum()),
+                step(batch, lambda x, goal=goal: (net(x, 2) - goal).pow(2).sum()),
             ),
-        }  # fmt: skip
+        }
         for name, (ours, reference) in cases.items():
             t_ours, t_ref = paired_seconds(ours, reference, repeats)
             rows.append({

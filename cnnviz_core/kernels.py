@@ -708,8 +708,10 @@ def _crop_args(
     hw = _pair(size, "size")
     if min(hw) < 0:
         raise ValueError(f"{fn}: size must be >= 0, got {hw}")
-    inside = (ca >= 0).all(axis=1) & (ca[:, 0] + hw[0] <= sa.shape[1]) & (
-        ca[:, 1] + hw[1] <= sa.shape[2]
+    inside = (
+        (ca >= 0).all(axis=1)
+        & (ca[:, 0] + hw[0] <= sa.shape[1])
+        & (ca[:, 1] + hw[1] <= sa.shape[2])
     )
     if len(ca) and not inside.all():
         b = int(np.flatnonzero(~inside)[0])
@@ -729,7 +731,9 @@ def _crop_args(
             raise ValueError(f"{fn}: a patch needs its offsets")
         oa = pairs(offsets, "offsets")
         if len(oa) != len(ca):
-            raise ValueError(f"{fn}: offsets must have one row per crop ({len(ca)}), got {oa.shape}")
+            raise ValueError(
+                f"{fn}: offsets must have one row per crop ({len(ca)}), got {oa.shape}"
+            )
     return sa, ca, pa, oa, hw
 
 

@@ -114,7 +114,7 @@ def fool(
                 break
             loss = torch.nn.functional.cross_entropy(scores, goal, reduction="none")
             (grad,) = torch.autograd.grad(loss.sum(), levels)
-            tracker.record(loss, p)
+            tracker.record(loss, p, fresh=True)  # p is rebound below, never changed
             with torch.no_grad():
                 move = (~done).view(-1, 1, 1, 1).float()
                 p = p - move * step_size * grad.sign()

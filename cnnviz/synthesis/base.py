@@ -243,21 +243,37 @@ class Tracker:
         self.total = total
         self.progress = progress
         self.losses: list[float] = []
-        self.best: np.ndarray | None = None
         self.best_loss: np.ndarray | None = None
         self.steps = 0
+        self._held: Any = None  # a batch tensor that is the best of every image (no copy)
+        self._best: np.ndarray | None = None  # else the best images, assembled
 
-    def record(self, losses: Any, batch: Any, *, final: bool = False) -> None:
+    @property
+    def best(self) -> np.ndarray | None:
+        """The best batch so far (N, ...) float32, or None before the first record."""
+        if self._held is not None:
+            return self._held.cpu().float().numpy()
+        return self._best
+
+    def record(self, losses: Any, batch: Any, *, final: bool = False, fresh: bool = False) -> None:
         """Record one step: per-image losses (N,) of ``batch`` (before its update); ``final``
-        only offers the last batch as a candidate (no step counted, no progress call)."""
+        only offers the last batch as a candidate (no step counted, no progress call).
+        ``fresh``: the caller never changes ``batch`` in place afterwards (it rebinds its
+        variable to a new tensor each step), so while every image improves the tracker holds
+        the tensor itself instead of copying it every step."""
         values = np.asarray(losses.detach().cpu().double().numpy(), np.float64).reshape(-1)
-        current = batch.detach().cpu().float().numpy()
-        if self.best is None or self.best_loss is None:
-            self.best, self.best_loss = current.copy(), values.copy()
-        else:  # one masked copy each (this runs every step: keep it cheap)
-            better = values < self.best_loss
-            np.copyto(self.best, current, where=better.reshape(-1, *[1] * (current.ndim - 1)))
-            np.copyto(self.best_loss, values, where=better)
+        better = values < self.best_loss if self.best_loss is not None else None
+        if better is None or better.all():
+            self._held = batch.detach() if fresh else batch.detach().clone()
+            self._best = None
+            self.best_loss = values.copy()
+        elif better.any():  # some images improved: assemble (one masked copy)
+            if self._best is None:
+                self._best = self.best.copy()  # type: ignore[union-attr]
+                self._held = None
+            current = batch.detach().cpu().float().numpy()
+            np.copyto(self._best, current, where=better.reshape(-1, *[1] * (current.ndim - 1)))
+            np.copyto(self.best_loss, values, where=better)  # type: ignore[arg-type]
         if final:
             return
         self.steps += 1
@@ -297,14 +313,14 @@ def jittered_ascent(
         for size in sizes:
             for step in range(steps):
                 values, grad = coarse_gradient(objective_at(jitter_shifts(rng, jitter)), x, size)
-                tracker.record(-values, x)
+                tracker.record(-values, x, fresh=True)  # x is rebound below, never changed
                 with torch.no_grad():
                     x = x + step_size * normalized(grad)
                     if regularize is not None:
                         x = regularize(x, step)
                     x = torch.maximum(torch.minimum(x, high), low)
         with torch.no_grad():
-            tracker.record(-objective_at((0, 0))(x), x, final=True)
+            tracker.record(-objective_at((0, 0))(x), x, final=True, fresh=True)
     except KeyboardInterrupt:
         interrupted = True
     best = tracker.best if tracker.best is not None else x.detach().numpy()

@@ -19,7 +19,7 @@ probability >= 0.9 (0.95-1.0).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,42 +44,54 @@ from .base import (
 from .fourier import FourierImage
 
 
-def objective_values(
-    net: Any, x: Any, targets: Sequence[ResolvedTarget], contrast: float = 0.0
-) -> Any:
-    """The (N,) objective of each image of ``x``: its target's class score (minus
-    ``contrast`` times the log-sum-exp of the other scores), channel mean or neuron value
-    (image i optimizes targets[i])."""
+def objective_function(
+    net: Any, targets: Sequence[ResolvedTarget], contrast: float = 0.0
+) -> Callable[[Any], Any]:
+    """The (N,) objective of a batch, image i optimizing targets[i]: its target's class score
+    (minus ``contrast`` times the log-sum-exp of the other scores), channel mean or neuron
+    value. What does not change between steps (the tensors to tap, the class rows and
+    indices, the masks of the other classes) is worked out once, not every step."""
     torch = require_torch()
     tensors = sorted({t.tensor for t in targets})
-    values = net(x, taps=tensors, outputs=False)
-    out: list[Any] = [None] * len(targets)
-    # class targets: one batched gather (and log-sum-exp) per score tensor
+    n = len(targets)
+    classes = []  # per score tensor: its class rows and their class indices
     for tensor in tensors:
         rows = [i for i, t in enumerate(targets) if t.kind == "class" and t.tensor == tensor]
-        if not rows:
-            continue
-        scores = values[tensor]
-        if rows != list(range(len(scores))):
-            scores = scores[rows]
-        scores = scores.reshape(len(rows), -1)
-        index = torch.tensor([targets[i].index[0] for i in rows], device=scores.device)
-        value = scores.gather(1, index[:, None])[:, 0]
-        if contrast:
-            own = torch.nn.functional.one_hot(index, scores.shape[1]).bool()
-            others = scores.masked_fill(own, -torch.inf)
-            value = value - contrast * torch.logsumexp(others, dim=1)
-        if len(rows) == len(targets):
-            return value
-        for i, v in zip(rows, value.unbind()):
-            out[i] = v
-    for i, t in enumerate(targets):
-        v = values[t.tensor][i]
-        if t.kind == "channel":
-            out[i] = v[t.index[0]].mean()
-        elif t.kind != "class":
-            out[i] = v[t.index]
-    return torch.stack(out)
+        if rows:
+            classes.append((tensor, rows, [targets[i].index[0] for i in rows]))
+    features = [(i, t) for i, t in enumerate(targets) if t.kind != "class"]
+    made: dict[tuple, tuple[Any, Any]] = {}  # (tensor, device, classes) -> (index, own mask)
+
+    def index_and_mask(tensor: str, index: list[int], scores: Any) -> tuple[Any, Any]:
+        key = (tensor, scores.device, scores.shape[1])
+        if key not in made:
+            at = torch.tensor(index, device=scores.device)
+            made[key] = (at, torch.nn.functional.one_hot(at, scores.shape[1]).bool())
+        return made[key]
+
+    def objective(x: Any) -> Any:
+        values = net(x, taps=tensors, outputs=False)
+        out: list[Any] = [None] * n
+        for tensor, rows, index in classes:
+            scores = values[tensor]
+            if len(rows) != len(scores):
+                scores = scores[rows]
+            scores = scores.reshape(len(rows), -1)
+            at, own = index_and_mask(tensor, index, scores)
+            value = scores.gather(1, at[:, None])[:, 0]
+            if contrast:
+                others = scores.masked_fill(own, -torch.inf)
+                value = value - contrast * torch.logsumexp(others, dim=1)
+            if len(rows) == n:
+                return value
+            for i, v in zip(rows, value.unbind()):
+                out[i] = v
+        for i, t in features:
+            v = values[t.tensor][i]
+            out[i] = v[t.index[0]].mean() if t.kind == "channel" else v[t.index]
+        return torch.stack(out)
+
+    return objective
 
 
 def class_visualization(
@@ -169,10 +181,10 @@ def class_visualization(
                 x = x * (norms >= cut.view(-1, 1, 1, 1))
         return x
 
+    objective = objective_function(net, targets, contrast)
+
     def objective_at(shift: tuple[int, int]) -> Any:
-        return lambda image: objective_values(
-            net, torch.roll(image, shifts=shift, dims=(2, 3)), targets, contrast
-        )
+        return lambda image: objective(torch.roll(image, shifts=shift, dims=(2, 3)))
 
     if parameterization == "fourier":
         image = FourierImage(model, n, seed, decay)
@@ -239,7 +251,7 @@ def _adam_ascent(
             opt.zero_grad()
             x = image.model_input()
             values = objective_at(jitter_shifts(rng, jitter))(x)
-            tracker.record(-values, x)
+            tracker.record(-values, x, fresh=True)  # a new tensor every step
             (-values).sum().backward()
             opt.step()
         with torch.no_grad():
@@ -262,7 +274,7 @@ def _metrics(
     torch = require_torch()
     seen = quantized(model, batch)
     with torch.no_grad():
-        objective = objective_values(net, torch.from_numpy(seen), targets).numpy()
+        objective = objective_function(net, targets)(torch.from_numpy(seen)).numpy()
     metrics: dict[str, Any] = {"objective": [float(v) for v in objective]}
     if any(t.kind == "class" for t in targets):
         probabilities = model.probabilities(seen)

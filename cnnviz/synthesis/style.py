@@ -413,7 +413,7 @@ def optimize_pixels(
     def evaluate() -> Any:
         loss = losses(x)
         if tracker.steps < steps:
-            tracker.record(loss, x.detach().clamp(0.0, 1.0))
+            tracker.record(loss, x.detach().clamp(0.0, 1.0), fresh=True)
         return loss + range_weight * range_penalty(x)
 
     interrupted = False

@@ -525,9 +525,7 @@ def _region_sums(integral: np.ndarray, y0, x0, ny: int, nx: int) -> np.ndarray:
     """(B, C) sums of the (ny, nx) regions at (y0[b], x0[b]) from a (C, H + 1, W + 1)
     summed-area table."""
     y1, x1 = y0 + ny, x0 + nx
-    return (
-        integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
-    ).T
+    return (integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]).T
 
 
 def _input_patches(

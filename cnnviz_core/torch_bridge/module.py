@@ -9,9 +9,9 @@ move and cast them; integer constants stay NumPy-backed CPU tensors.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import onnx
@@ -33,20 +33,6 @@ class _Step:
     sources: tuple[tuple[str, Any], ...]  # ("value", name) | ("buffer", attr) | ("const", t)
     fn: OpFn | None
     call: OpCall
-
-
-_KINDS = {"value": 0, "buffer": 1, "const": 2}
-
-
-class _Instruction(NamedTuple):
-    """A step as the interpreter runs it: sources as (kind code of _KINDS, name or tensor),
-    and the values to drop after it."""
-
-    fn: OpFn
-    call: OpCall
-    sources: tuple[tuple[int, Any], ...]
-    outputs: tuple[str, ...]
-    release: tuple[str, ...]
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -103,7 +89,7 @@ class OnnxModule(torch.nn.Module):
         self._aliases = aliases
         self.opset = opset
         self._state = state
-        self._programs: dict[tuple[str, ...], list[_Instruction]] = {}
+        self._programs: dict[tuple[str, ...], Callable[[torch.Tensor, Any], dict]] = {}
         self._program(tuple(self.output_names))  # unsupported ops raise at conversion
 
     # ------------------------------------------------------------------------------ API
@@ -162,13 +148,13 @@ class OnnxModule(torch.nn.Module):
 
     # -------------------------------------------------------------------------- helpers
 
-    def _program(self, wanted: tuple[str, ...]) -> list[_Instruction]:
-        """The steps that ``wanted`` needs, in order, each with its inputs split by where
-        they come from and the values no later step reads and nobody asked for (dropped right
-        after it, so a forward holds only its live tensors, as a hand-written module does,
-        and the allocator reuses their memory instead of faulting in fresh pages every call).
-        Worked out once per ``wanted``: the interpreter loop is the bridge's only per-node
-        overhead on top of torch."""
+    def _program(self, wanted: tuple[str, ...]) -> Callable[[torch.Tensor, Any], dict]:
+        """The forward for ``wanted`` as one generated Python function: the steps it needs, in
+        order, each a direct call with its inputs as locals, buffers or constants, and every
+        value deleted right after its last reader unless asked for (so a forward holds only
+        its live tensors, as a hand-written module does, and the allocator reuses their memory
+        instead of faulting in fresh pages every call). Compiled once per ``wanted``: a
+        generic interpreter loop cost ~2 us a node, 10 % of a small model's batch-1 step."""
         program = self._programs.get(wanted)
         if program is not None:
             return program
@@ -187,42 +173,49 @@ class OnnxModule(torch.nn.Module):
             for kind, name in step.sources:
                 if kind == "value":
                     last[name] = i
-        releases: list[list[str]] = [[] for _ in plan]
-        for name, i in last.items():
-            if name not in wanted:
-                releases[i].append(name)
-        program = [
-            _Instruction(
-                step.fn,  # type: ignore[arg-type]
-                step.call,
-                tuple((_KINDS[kind], source) for kind, source in step.sources),
-                step.outputs,
-                tuple(releases[i]),
+        local = {self.input_name: "v0"}
+        namespace: dict[str, Any] = {}
+        lines = ["def run(x, buffers):", "    v0 = x"]
+        for i, step in enumerate(plan):
+            namespace[f"fn{i}"], namespace[f"call{i}"] = step.fn, step.call
+            args = []
+            for j, (kind, source) in enumerate(step.sources):
+                if kind == "value":
+                    args.append(local[source])
+                elif kind == "buffer":
+                    args.append(f"buffers[{source!r}]")
+                else:
+                    namespace[f"k{i}_{j}"] = source
+                    args.append(f"k{i}_{j}")
+            outputs = []
+            for name in step.outputs:
+                if name and name not in local:
+                    local[name] = f"v{len(local)}"
+                outputs.append(local[name] if name else "_")
+            call = f"fn{i}(call{i}, [{', '.join(args)}])"
+            if outputs == [outputs[0]] and outputs[0] != "_":  # one output: no unpacking
+                lines.append(f"    {outputs[0]} = {call}[0]")
+            else:
+                lines.append(f"    {', '.join(outputs)}, *_ = {call}")
+            dead = [local[n] for n, at in last.items() if at == i and n not in wanted]
+            if dead:
+                lines.append(f"    del {', '.join(dead)}")
+        missing = [w for w in wanted if w not in local]
+        if missing:
+            lines.append(
+                f"    raise InputError('tensors {missing} do not depend on the model input')"
             )
-            for i, step in enumerate(plan)
-        ]
-        self._programs[wanted] = program
+        else:
+            lines.append("    return {" + ", ".join(f"{w!r}: {local[w]}" for w in wanted) + "}")
+        exec(compile("\n".join(lines), f"<cnnviz bridge {len(plan)} nodes>", "exec"),
+             {"InputError": InputError, **namespace}, namespace)  # fmt: skip
+        program = self._programs[wanted] = namespace["run"]
         return program
 
     def _run(self, x: torch.Tensor, wanted: Sequence[str]) -> dict[str, torch.Tensor]:
         key = tuple(wanted)
-        values: dict[str, Any] = {self.input_name: x}
-        buffers = self._buffers  # direct: nn.Module.__getattr__ costs a microsecond a call
-        for fn, call, sources, outputs, release in self._programs.get(key) or self._program(key):
-            args = [
-                values[source] if kind == 0 else buffers[source] if kind == 1 else source
-                for kind, source in sources
-            ]
-            for name, value in zip(outputs, fn(call, args)):
-                if name:
-                    values[name] = value
-            del args
-            for name in release:
-                del values[name]
-        missing = [w for w in wanted if w not in values]
-        if missing:
-            raise InputError(f"tensors {missing} do not depend on the model input")
-        return values
+        # self._buffers directly: nn.Module.__getattr__ costs a microsecond a call
+        return (self._programs.get(key) or self._program(key))(x, self._buffers)
 
 
 def _alias_table(model: Model, graph: onnx.GraphProto) -> dict[str, str]:

@@ -207,15 +207,19 @@ class _GatedActivation(torch.autograd.Function):
         return local, None, None, None, None
 
 
+def _positive(x: Tensor) -> Tensor:
+    return x > 0
+
+
 def _gated(call: OpCall, x: Tensor, fn: Callable, gate: Callable, slope: Any) -> Tensor:
-    if call.mode == "gradient" or not x.requires_grad:
+    if call.state.mode == "gradient" or not x.requires_grad:
         return fn(x)
     return _GatedActivation.apply(x, fn, gate, slope, call.mode)
 
 
 @register_op("Relu")
 def relu(call: OpCall, args: Args) -> list[Tensor]:
-    return [_gated(call, args[0], F.relu, lambda x: x > 0, 0.0)]
+    return [_gated(call, args[0], torch.relu, _positive, 0.0)]
 
 
 @register_op("LeakyRelu")
@@ -390,7 +394,12 @@ def conv(call: OpCall, args: Args) -> list[Tensor]:
         plan = call.cache[key] = (
             _functional("conv", x.ndim - 2),
             None if symmetric else (geo.begins, geo.ends),
-            (geo.strides, geo.begins if symmetric else 0, geo.dilations, call.attrs.get("group", 1)),
+            (
+                geo.strides,
+                geo.begins if symmetric else 0,
+                geo.dilations,
+                call.attrs.get("group", 1),
+            ),
         )
     fn, pads, options = plan
     if pads is not None:
@@ -476,12 +485,25 @@ def max_pool(call: OpCall, args: Args) -> list[Tensor]:
         geo = _geometry(call, spatial, call.attrs["kernel_shape"])
         ends = [p - n - b for p, n, b in zip(geo.padded, spatial, geo.begins)]
         crop = (..., *(slice(0, o) for o in geo.out))
-        plan = call.cache[key] = (geo, (geo.begins, ends), _functional("max_pool", x.ndim - 2),
-                                  (geo.kernel, geo.strides, 0, geo.dilations), crop)  # fmt: skip
-    geo, pads, fn, options, crop = plan
+        want_indices = len(call.node.output) > 1 and bool(call.node.output[1])
+        _functional("max_pool", x.ndim - 2)  # the rank check
+        # without indices the torch op itself (F.max_poolNd's dispatch wrapper costs ~4 us)
+        fn = (
+            getattr(F, f"max_pool{x.ndim - 2}d_with_indices")
+            if want_indices
+            else getattr(torch, f"max_pool{x.ndim - 2}d")
+        )
+        plan = call.cache[key] = (
+            geo,
+            (geo.begins, ends),
+            fn,
+            want_indices,
+            (geo.kernel, geo.strides, 0, geo.dilations),
+            crop,
+        )
+    geo, pads, fn, want_indices, options, crop = plan
     padded = _spatial_pad(x, *pads, -math.inf)
-    want_indices = len(call.node.output) > 1 and bool(call.node.output[1])
-    result = fn(padded, *options, return_indices=want_indices)
+    result = fn(padded, *options)
     if not want_indices:  # crop only when needed: a no-op slice still adds an autograd node
         return [result if result.shape[2:] == geo.out else result[crop]]
     y, flat = result[0][crop], result[1][crop]
@@ -657,10 +679,18 @@ def flatten(call: OpCall, args: Args) -> list[Tensor]:
 
 
 def _reduce_axes(call: OpCall, args: Args, from_input: bool, ndim: int) -> tuple[int, ...]:
+    constant = not from_input or (len(call.consts) > 1 and call.consts[1] is not None)
+    key = ("axes", ndim)
+    if constant and key in call.cache:  # known at conversion: worked out once per rank
+        return call.cache[key]
     given = call.ints(args, 1) if from_input else call.attrs.get("axes")
     if given is None or len(given) == 0:
-        return () if call.attrs.get("noop_with_empty_axes", 0) else tuple(range(ndim))
-    return tuple(sorted(int(a) % ndim for a in given))
+        axes = () if call.attrs.get("noop_with_empty_axes", 0) else tuple(range(ndim))
+    else:
+        axes = tuple(sorted(int(a) % ndim for a in given))
+    if constant:
+        call.cache[key] = axes
+    return axes
 
 
 def _reduce(mean: bool, from_input: bool) -> OpFn:

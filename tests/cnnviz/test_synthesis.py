@@ -273,3 +273,30 @@ def test_import_and_call_without_torch() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ok" in done.stdout
+
+
+def test_tracker_keeps_each_images_best_batch() -> None:
+    """Per image, the batch with the lowest loss so far: held without a copy while every
+    image improves (a fresh batch), assembled when only some do, and copied when the caller
+    changes its batch in place (the default)."""
+    import torch
+
+    from cnnviz.synthesis.base import Tracker
+
+    seen = []
+    tracker = Tracker(3, lambda step, total, loss: seen.append((step, total, loss)))
+    a = torch.full((2, 1, 2, 2), 1.0)
+    tracker.record(torch.tensor([3.0, 3.0]), a, fresh=True)
+    np.testing.assert_array_equal(tracker.best, a.numpy())
+    b = torch.full((2, 1, 2, 2), 2.0)
+    tracker.record(torch.tensor([2.0, 4.0]), b, fresh=True)  # only image 0 improves
+    np.testing.assert_array_equal(tracker.best[:, 0, 0, 0], [2.0, 1.0])
+    c = torch.full((2, 1, 2, 2), 5.0)
+    tracker.record(torch.tensor([1.0, 1.0]), c)  # both improve; not fresh: copied
+    c.fill_(9.0)
+    np.testing.assert_array_equal(tracker.best, np.full((2, 1, 2, 2), 5.0))
+    tracker.record(torch.tensor([0.5, 7.0]), torch.full((2, 1, 2, 2), 6.0), final=True)
+    np.testing.assert_array_equal(tracker.best[:, 0, 0, 0], [6.0, 5.0])
+    np.testing.assert_array_equal(tracker.best_loss, [0.5, 1.0])
+    assert tracker.steps == 3 and tracker.losses == [3.0, 3.0, 1.0]
+    assert [s[0] for s in seen] == [1, 2, 3]

@@ -1,5 +1,5 @@
-"""Occlusion and crop batch builders and Gram matrices (cnnviz_core.kernels) against the NumPy references,
-scalar loops and torch autograd (Gram backward)."""
+"""Occlusion and crop batch builders and Gram matrices (cnnviz_core.kernels) against the NumPy
+references, scalar loops and torch autograd (Gram backward)."""
 
 from __future__ import annotations
 
@@ -136,12 +136,16 @@ def test_crop_batch_random_shapes_and_float64():
         c, h, w = (int(v) for v in rng.integers(1, 9, 3))
         b = int(rng.integers(0, 5))
         size = (int(rng.integers(0, h + 1)), int(rng.integers(0, w + 1)))
-        corners = np.stack([rng.integers(0, h - size[0] + 1, b), rng.integers(0, w - size[1] + 1, b)], -1)
+        corners = np.stack(
+            [rng.integers(0, h - size[0] + 1, b), rng.integers(0, w - size[1] + 1, b)], -1
+        )
         patch = rng.standard_normal((b, c, *rng.integers(0, 6, 2)), dtype=np.float32)
         offsets = rng.integers(-6, 9, (b, 2))
         source = rng.standard_normal((c, h, w), dtype=np.float32)
         want = loop_crops(source, corners, size, patch, offsets)
-        np.testing.assert_array_equal(kernels.crop_batch(source, corners, size, patch, offsets), want)
+        np.testing.assert_array_equal(
+            kernels.crop_batch(source, corners, size, patch, offsets), want
+        )
     as64 = kernels.crop_batch(source.astype(np.float64), corners, size)  # the NumPy path
     assert as64.dtype == np.float64
     np.testing.assert_array_equal(as64, loop_crops(source, corners, size, None, None))
@@ -173,7 +177,9 @@ def test_native_crop_batch_checks_arrays():
     with pytest.raises(TypeError, match="int64"):
         _native.crop_batch(source, np.zeros((1, 2), np.int32), (2, 2))
     with pytest.raises(ValueError, match="offsets"):
-        _native.crop_batch(source, np.zeros((1, 2), np.int64), (2, 2), np.zeros((1, 1, 2, 2), np.float32))
+        _native.crop_batch(
+            source, np.zeros((1, 2), np.int64), (2, 2), np.zeros((1, 1, 2, 2), np.float32)
+        )
 
 
 # --- Gram --------------------------------------------------------------------------------------
