@@ -201,10 +201,9 @@ class OnnxModule(torch.nn.Module):
             if dead:
                 lines.append(f"    del {', '.join(dead)}")
         missing = [w for w in wanted if w not in local]
-        if missing:
-            lines.append(
-                f"    raise InputError('tensors {missing} do not depend on the model input')"
-            )
+        if missing:  # the message as a constant: tensor names come from the model file
+            namespace["missing"] = f"tensors {missing} do not depend on the model input"
+            lines.append("    raise InputError(missing)")
         else:
             lines.append("    return {" + ", ".join(f"{w!r}: {local[w]}" for w in wanted) + "}")
         exec(compile("\n".join(lines), f"<cnnviz bridge {len(plan)} nodes>", "exec"),

@@ -105,6 +105,24 @@ def test_unsupported_op_is_named_at_conversion():
     assert torch.equal(net(x), torch.relu(x))
 
 
+def test_tap_that_does_not_depend_on_the_input_is_refused():
+    """A tensor folded at conversion (here a Constant, named with quotes) is no tap: the
+    forward says so by name (the generated code never embeds the name)."""
+    weird = "k'\"q"
+    nodes = [
+        helper.make_node(
+            "Constant", [], [weird], name="c", value=helper.make_tensor("v", 1, [1], [2.0])
+        ),
+        helper.make_node("Relu", ["x"], ["r"], name="act"),
+        helper.make_node("Add", ["r", weird], ["y"], name="add"),
+    ]
+    net = to_torch(_model(make_graph_model(nodes, {}, ["N", 3, 4, 4], "y", opset=13)))
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(SEED))
+    assert torch.equal(net(x), torch.relu(x) + 2)
+    with pytest.raises(InputError, match="do not depend on the model input"):
+        net(x, taps=[weird])
+
+
 # ------------------------------------------------------------------- one-node graphs
 
 
