@@ -61,14 +61,19 @@ def _naive_seconds(model, x: np.ndarray, positions: np.ndarray, subset: int | No
     return (time.perf_counter() - start) * len(positions) / len(pick)
 
 
-def _drill(model, x: np.ndarray, target: int, scorer, levels: int):
-    """Occlusion through ``scorer`` by drill-down (levels 0: every window), and its seconds."""
+def _drill(model, x: np.ndarray, target: int, scorer, levels: int, runs: int = 2):
+    """Occlusion through ``scorer`` by drill-down (levels 0: every window), and its seconds:
+    the best of ``runs`` (the first run of a plan pays onnxruntime's first run of each crop
+    shape: 1.5x the steady time on VGG-16)."""
     from cnnviz.attribution.drilldown import drilldown
 
-    start = time.perf_counter()
-    result = drilldown(model, x, target, window=WINDOW, stride=STRIDE, fill=0.0, levels=levels,
-                       refine=REFINE, scorer=scorer)  # fmt: skip
-    return result, time.perf_counter() - start
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = drilldown(model, x, target, window=WINDOW, stride=STRIDE, fill=0.0,
+                           levels=levels, refine=REFINE, scorer=scorer)  # fmt: skip
+        best = min(best, time.perf_counter() - start)
+    return result, best
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -99,14 +104,16 @@ def run(quick: bool = False) -> list[dict]:
         naive = [_naive_seconds(model, x, positions, subset)]
 
         exact_scorer = IncrementalOcclusion(model, WINDOW)
-        exact_scorer.plan(tuple(x.shape[1:]))  # sessions built once per model and size
+        start = time.perf_counter()  # sessions built once per model, size and window grid
+        exact_scorer.plan(tuple(x.shape[1:]), positions)
+        t_plan = time.perf_counter() - start
         exact, t_exact = _drill(model, x, target, exact_scorer, 0)
         flops_exact = exact_scorer.stats["flops_ratio"]
         auc_exact = float(deletion(model, exact, x, steps=8).auc.mean())
 
         modes = []
         tau_scorer = IncrementalOcclusion(model, WINDOW, tau=TAU)
-        tau_scorer.plan(tuple(x.shape[1:]))
+        tau_scorer.plan(tuple(x.shape[1:]), positions)
         bf16_scorer = Bf16Occlusion(model, WINDOW)
         bf16_scorer.scores(x[0], positions[:2], 0.0)  # warm-up (and the conversion is done)
         modes.append((f"approx: tau={TAU}", tau_scorer, 0))
@@ -116,7 +123,7 @@ def run(quick: bool = False) -> list[dict]:
         modes.append(("approx: drill-down + bf16", bf16_scorer, LEVELS))
         modes.append((f"approx: drill-down + tau={TAU}", tau_scorer, LEVELS))
         low_scorer = IncrementalOcclusion(model, WINDOW, tau=TAU_LOW)
-        low_scorer.plan(tuple(x.shape[1:]))
+        low_scorer.plan(tuple(x.shape[1:]), positions)
         modes.append((f"approx: drill-down + tau={TAU_LOW}", low_scorer, LEVELS))
         results = []
         for label, scorer, levels in modes:
@@ -132,7 +139,8 @@ def run(quick: bool = False) -> list[dict]:
                      "seconds": round(t_exact, 2), "speed-up": f"{t_naive / t_exact:.2f}x",
                      "FLOP ceiling": f"{flops_exact:.2f}x", "map corr": "1 (reference)",
                      "deletion AUC": round(auc_exact, 4),
-                     "note": f"switch to full at {exact_scorer.stats.get('switch')}"})  # fmt: skip
+                     "note": f"switch to full at {exact_scorer.stats.get('switch')}; "
+                             f"planning {t_plan:.1f} s once"})  # fmt: skip
         for label, scorer, attribution, seconds in results:
             error = approximation_error(attribution, exact)
             auc = float(deletion(model, attribution, x, steps=8).auc.mean())

@@ -237,6 +237,12 @@ class IncrementalOcclusion:
         ready = self._prepared.get(key)
         if ready is not None:
             return ready
+        for (size, _, _), ready in self._prepared.items():
+            # a plan for more starts serves these too (drill-down's subsets of the grid it
+            # was planned for): no new plan, and no first runs of new crop shapes
+            served = ready.plan.starts
+            if size == chw and all(np.isin(s, t).all() for s, t in zip(starts, served)):
+                return ready
         types = self._types.get(chw)
         if types is None:
             types = self._types[chw] = static_types(self.model.runnable, self.model.input_name, chw)

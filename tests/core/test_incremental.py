@@ -360,3 +360,20 @@ def test_spatial_mean_head_updates_by_region(op: str, keepdims: int) -> None:
     image = RNG.standard_normal((3, 32, 32)).astype(np.float32)
     got, taps = approx.scores(image, _positions(32, 6, 4), 0.0)
     assert np.isfinite(got).all() and taps["g"].shape[1] == 7
+
+
+def test_subsets_of_a_planned_grid_reuse_its_plan() -> None:
+    """Drill-down scores subsets of the grid it planned: the grid's plan serves them (no new
+    plan, no first runs of new crop shapes), and the scores stay exact."""
+    model = vgg_like(40)
+    image = RNG.standard_normal((3, 40, 40)).astype(np.float32)
+    grid = _positions(40, 9, 4)[:-2]
+    ours = IncrementalOcclusion(model, 9)
+    ours.plan(image.shape, grid)
+    subset = grid[::5]
+    got, _ = ours.scores(image, subset, 0.0)
+    assert len(ours._prepared) == 1
+    want, _ = NaiveOcclusion(model, 9).scores(image, subset, 0.0)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    ours.scores(image, np.array([[1, 2]]), 0.0)  # a start the grid lacks: a plan of its own
+    assert len(ours._prepared) == 2
