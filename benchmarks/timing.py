@@ -15,7 +15,8 @@ def interleaved_best(
     rotate: bool = True,
 ) -> dict[str, float]:
     """Fastest of ``rounds`` calls of each function, in seconds, the calls interleaved round by
-    round (one warm-up call each first), pausing ``settle`` seconds before each round.
+    round (one warm-up call each first), pausing ``settle`` seconds before each round (then
+    one untimed call of the round's first function).
 
     ``rotate``: each round starts with the next function, so that every one goes first
     equally often. The first call of a round runs measurably slower here (the bridge's
@@ -27,8 +28,10 @@ def interleaved_best(
     best = dict.fromkeys(fns, float("inf"))
     order = list(fns.items())
     for r in range(rounds):
-        time.sleep(settle)
         shift = r % len(order) if rotate else 0
+        if settle:
+            time.sleep(settle)
+            order[shift][1]()  # untimed: the pause leaves the cores idle (slow to wake)
         for name, fn in order[shift:] + order[:shift]:
             start = time.perf_counter()
             fn()
