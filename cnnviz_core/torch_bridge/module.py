@@ -187,16 +187,16 @@ class OnnxModule(torch.nn.Module):
                 else:
                     namespace[f"k{i}_{j}"] = source
                     args.append(f"k{i}_{j}")
-            outputs = []
-            for name in step.outputs:
-                if name and name not in local:
-                    local[name] = f"v{len(local)}"
-                outputs.append(local[name] if name else "_")
             call = f"fn{i}(call{i}, [{', '.join(args)}])"
-            if outputs == [outputs[0]] and outputs[0] != "_":  # one output: no unpacking
-                lines.append(f"    {outputs[0]} = {call}[0]")
-            else:
-                lines.append(f"    {', '.join(outputs)}, *_ = {call}")
+            used = [(k, name) for k, name in enumerate(step.outputs)
+                    if name and (name in last or name in wanted)]  # fmt: skip
+            for _, name in used:
+                local.setdefault(name, f"v{len(local)}")
+            if [k for k, _ in used] == [0]:  # the usual single output
+                lines.append(f"    {local[used[0][1]]} = {call}[0]")
+            else:  # only the outputs something reads (an op may return fewer than declared)
+                lines.append(f"    out = {call}")
+                lines.extend(f"    {local[name]} = out[{k}]" for k, name in used)
             dead = [local[n] for n, at in last.items() if at == i and n not in wanted]
             if dead:
                 lines.append(f"    del {', '.join(dead)}")
