@@ -198,7 +198,8 @@ class IncrementalOcclusion:
         self._buffers: dict[tuple[str, int], np.ndarray] = {}
         self._base_key: tuple | None = None
         self._base: dict[str, np.ndarray] = {}
-        self._padded: dict[str, np.ndarray] = {}
+        # per image: maps derived from the cached ones (padded copies, summed-area tables)
+        self._derived: dict[str, np.ndarray] = {}
         self._weights = model.constants  # shared with the model (no copy per scorer)
         self.stats: dict = {}
 
@@ -315,7 +316,7 @@ class IncrementalOcclusion:
         key = (image.shape, hash(image.tobytes()))
         if key != self._base_key:
             self._base = {self.model.input_name: image}
-            self._padded = {}
+            self._derived = {}
             self._base_key = key
         missing = [s.output for s in ready.plan.steps if s.output not in self._base]
         if missing:
@@ -349,7 +350,7 @@ class IncrementalOcclusion:
 
     def _padded_input(self, step: Step) -> np.ndarray:
         key = f"{step.inputs[0]}|{step.geometry}|{step.pad_value}"
-        padded = self._padded.get(key)
+        padded = self._derived.get(key)
         if padded is None:
             g = step.geometry
             assert g is not None
@@ -358,7 +359,7 @@ class IncrementalOcclusion:
                 ((0, 0), (g.pad_begin[0], g.pad_end[0]), (g.pad_begin[1], g.pad_end[1])),
                 constant_values=step.pad_value,
             )
-            self._padded[key] = padded
+            self._derived[key] = padded
         return padded
 
     def scores(
@@ -493,11 +494,11 @@ class IncrementalOcclusion:
         (float64: exact to float32 rounding)."""
         base = self._base[source]
         key = f"{source}|integral"
-        integral = self._padded.get(key)
+        integral = self._derived.get(key)
         if integral is None:
             integral = np.zeros((base.shape[0], base.shape[1] + 1, base.shape[2] + 1))
             integral[:, 1:, 1:] = base.astype(np.float64).cumsum(1).cumsum(2)
-            self._padded[key] = integral
+            self._derived[key] = integral
         axes = plan.regions[source]
         y0, x0 = axes[0].start[ay], axes[1].start[ax]
         patch = patches[source]

@@ -662,11 +662,12 @@ register_op("Resize", since=11)(_resize)
 def reshape(call: OpCall, args: Args) -> list[Tensor]:
     x = args[0]
     key = ("reshape", x.shape)
-    shape = call.cache.get(key) if call.consts[1] is not None else None
+    constant = len(call.consts) > 1 and call.consts[1] is not None
+    shape = call.cache.get(key) if constant else None
     if shape is None:
         target = np.asarray(call.ints(args, 1))
         shape = reshape_target(target, x.shape, call.attrs.get("allowzero", 0))
-        if call.consts[1] is not None:  # a constant target: worked out once per input shape
+        if constant:  # a constant target: worked out once per input shape
             call.cache[key] = shape
     return [x.reshape(shape)]
 
