@@ -442,15 +442,13 @@ class IncrementalOcclusion:
                 py = src_axes[0].start[ay] + g.pad_begin[0] - cy
                 px = src_axes[1].start[ax] + g.pad_begin[1] - cx
                 feeds = {
-                    "x0": kernels.crop_batch(
+                    "x0": _crops(
                         self._padded_input(step),
-                        np.stack([cy, cx], -1),
+                        (cy, cx),
                         (hc, wc),
                         patches[name],
-                        np.stack([py, px], -1),
-                        out=self._buffer(
-                            step.output, 0, (len(sy), self._base[name].shape[0], hc, wc)
-                        ),
+                        (py, px),
+                        self._buffer(step.output, 0, (len(sy), self._base[name].shape[0], hc, wc)),
                     )
                 }
             else:
@@ -462,13 +460,8 @@ class IncrementalOcclusion:
                     buffer = self._buffer(
                         step.output, i, (len(sy), self._base[name].shape[0], ny, nx)
                     )
-                    feeds[f"x{i}"] = kernels.crop_batch(
-                        self._base[name],
-                        np.stack([sy, sx], -1),
-                        (ny, nx),
-                        patches[name],
-                        np.stack([py, px], -1),
-                        out=buffer,
+                    feeds[f"x{i}"] = _crops(
+                        self._base[name], (sy, sx), (ny, nx), patches[name], (py, px), buffer
                     )
             y = session.run(None, feeds)[0]
             divisor = ready.divisors.get(step.output)
@@ -526,6 +519,24 @@ class IncrementalOcclusion:
             np.stack([axes[0].start[ay], axes[1].start[ax]], -1),
             out=self._buffer(name, -1, (len(ay), *base.shape)),
         )
+
+
+def _crops(
+    source: np.ndarray,
+    corners: tuple[np.ndarray, np.ndarray],
+    size: tuple[int, int],
+    patch: np.ndarray,
+    offsets: tuple[np.ndarray, np.ndarray],
+    out: np.ndarray,
+) -> np.ndarray:
+    """(B, C, h, w) crops of ``source`` at ``corners`` (rows, columns) with each window's
+    ``patch`` written in at ``offsets``: the patch itself when it is every crop whole (a 1x1
+    conv or a merge of equal regions), else :func:`kernels.crop_batch` into ``out``."""
+    if patch.shape[2:] == tuple(size) and not offsets[0].any() and not offsets[1].any():
+        return patch
+    return kernels.crop_batch(
+        source, np.stack(corners, -1), size, patch, np.stack(offsets, -1), out=out
+    )
 
 
 def _region_sums(integral: np.ndarray, y0, x0, ny: int, nx: int) -> np.ndarray:
