@@ -20,6 +20,7 @@ from pathlib import Path
 
 import models
 import numpy as np
+from timing import best_within
 
 WINDOW, STRIDE = 16, 8
 #: windows the naive floor is timed on per network (None: all of them)
@@ -58,12 +59,8 @@ def _naive_seconds(model, x: np.ndarray, positions: np.ndarray, subset: int | No
         pick = positions[np.linspace(0, len(positions) - 1, subset).astype(np.int64)]
     scorer = NaiveOcclusion(model, WINDOW)
     scorer.scores(x[0], pick[:2], 0.0)  # warm-up
-    times: list[float] = []
-    while not times or (sum(times) < 3.0 and len(times) < 10):  # as _drill's runs
-        start = time.perf_counter()
-        scorer.scores(x[0], pick, 0.0)
-        times.append(time.perf_counter() - start)
-    return min(times) * len(positions) / len(pick)
+    _, best = best_within(lambda: scorer.scores(x[0], pick, 0.0), min_runs=1)
+    return best * len(positions) / len(pick)
 
 
 def _drill(model, x: np.ndarray, target: int, scorer, levels: int):
@@ -73,13 +70,11 @@ def _drill(model, x: np.ndarray, target: int, scorer, levels: int):
     3 s (a 0.2 s run is easily disturbed on a shared machine)."""
     from cnnviz.attribution.drilldown import drilldown
 
-    times: list[float] = []
-    while len(times) < 2 or (sum(times) < 3.0 and len(times) < 10):
-        start = time.perf_counter()
-        result = drilldown(model, x, target, window=WINDOW, stride=STRIDE, fill=0.0,
-                           levels=levels, refine=REFINE, scorer=scorer)  # fmt: skip
-        times.append(time.perf_counter() - start)
-    return result, min(times)
+    return best_within(
+        lambda: drilldown(model, x, target, window=WINDOW, stride=STRIDE, fill=0.0,
+                          levels=levels, refine=REFINE, scorer=scorer),
+        min_runs=2,
+    )  # fmt: skip
 
 
 def run(quick: bool = False) -> list[dict]:

@@ -596,16 +596,21 @@ def _occlusion_args(
             f"{fn}: fill must be a number, ({ia.shape[0]},) per channel or the image shape "
             f"{ia.shape}, got shape {fa.shape}"
         )
-    pa = np.asarray(positions)
-    if pa.dtype.kind not in "iu" or pa.ndim != 2 or pa.shape[1] != 2:
-        raise ValueError(
-            f"{fn}: positions must be integers of shape (P, 2) (top, left), got {pa.dtype} "
-            f"{pa.shape}"
-        )
+    pa = _index_pairs(positions, fn, "positions", "(P, 2) (top, left)")
     win = _pair(window, "window")
     if min(win) < 0:
         raise ValueError(f"{fn}: window must be >= 0, got {win}")
-    return ia, pa.astype(np.int64, copy=False), fa, win
+    return ia, pa, fa, win
+
+
+def _index_pairs(value: ArrayLike, fn: str, name: str, layout: str) -> IndexArray:
+    """``value`` as int64 (N, 2), or a ValueError naming ``name`` and its ``layout``."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "iu" or a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(
+            f"{fn}: {name} must be integers of shape {layout}, got {a.dtype} {a.shape}"
+        )
+    return a.astype(np.int64, copy=False)
 
 
 # --- Crop batch builder (incremental occlusion) -----------------------------------------------
@@ -695,16 +700,7 @@ def _crop_args(
     if sa.ndim != 3:
         raise ValueError(f"{fn}: source must be 3-D (C, H, W), got shape {sa.shape}")
 
-    def pairs(value: ArrayLike, name: str) -> IndexArray:
-        a = np.asarray(value)
-        if a.dtype.kind not in "iu" or a.ndim != 2 or a.shape[1] != 2:
-            raise ValueError(
-                f"{fn}: {name} must be integers of shape (B, 2) (row, column), got {a.dtype} "
-                f"{a.shape}"
-            )
-        return a.astype(np.int64, copy=False)
-
-    ca = pairs(corners, "corners")
+    ca = _index_pairs(corners, fn, "corners", "(B, 2) (row, column)")
     hw = _pair(size, "size")
     if min(hw) < 0:
         raise ValueError(f"{fn}: size must be >= 0, got {hw}")
@@ -729,7 +725,7 @@ def _crop_args(
             )
         if offsets is None:
             raise ValueError(f"{fn}: a patch needs its offsets")
-        oa = pairs(offsets, "offsets")
+        oa = _index_pairs(offsets, fn, "offsets", "(B, 2) (row, column)")
         if len(oa) != len(ca):
             raise ValueError(
                 f"{fn}: offsets must have one row per crop ({len(ca)}), got {oa.shape}"
