@@ -17,8 +17,7 @@ live in separate rules.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import onnx
 
 from ..graph import attributes
+from ..registry import VersionedRegistry
 
 #: backward modes for ReLU-like ops (everything else has one true gradient)
 MODES = ("gradient", "guided", "deconvnet")
@@ -78,17 +78,16 @@ class OpRule:
         raise NotImplementedError
 
 
-_RULES: dict[str, list[tuple[int, OpRule]]] = {}
+#: the backward pass's op table: one rule instance per (op type, since opset)
+RULES: VersionedRegistry[OpRule] = VersionedRegistry("backward rule")
 
 
-def register_rule(op_type: str, since: int = 1):
-    """Class decorator: register an :class:`OpRule` for ``op_type`` from opset ``since`` on."""
+def register_rule(op_type: str, since: int = 1) -> Callable[[type[OpRule]], type[OpRule]]:
+    """Class decorator: register an :class:`OpRule` for ``op_type`` from opset ``since`` on
+    (a second rule for the same key raises :class:`ValueError`)."""
 
     def decorate(cls: type[OpRule]) -> type[OpRule]:
-        versions = _RULES.setdefault(op_type, [])
-        if any(v == since for v, _ in versions):
-            raise ValueError(f"a rule for {op_type} since opset {since} is already registered")
-        bisect.insort(versions, (since, cls()), key=lambda item: item[0])
+        RULES.add(op_type, since, cls())
         return cls
 
     return decorate
@@ -96,19 +95,17 @@ def register_rule(op_type: str, since: int = 1):
 
 def rule_for(op_type: str, opset: int) -> OpRule | None:
     """The rule that applies to ``op_type`` at ``opset``, or None when there is none."""
-    versions = _RULES.get(op_type, [])
-    applicable = [rule for since, rule in versions if since <= opset]
-    return applicable[-1] if applicable else None
+    return RULES.get(op_type, opset)
 
 
 def supported_ops() -> list[str]:
     """Op types that have at least one rule."""
-    return sorted(_RULES)
+    return RULES.op_types()
 
 
 def registered_rules() -> list[tuple[str, int]]:
     """Every registered (op type, since opset) key (the tests check each one has a case)."""
-    return sorted((op, since) for op, versions in _RULES.items() for since, _ in versions)
+    return RULES.keys()
 
 
 def make_call(node: onnx.NodeProto, inputs: list, mode: str = "gradient", opset: int = 13):

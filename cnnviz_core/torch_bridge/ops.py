@@ -9,7 +9,6 @@ rules' helpers, so the two implementations cannot drift apart.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from ..backward.registry import NodeCall, rule_for
 from ..backward.rules.nn import AveragePool, PoolGeometry
 from ..backward.rules.shape import _pad_maps, reshape_target, slice_index
 from ..errors import UnsupportedOpError
+from ..registry import VersionedRegistry
 
 Tensor = torch.Tensor
 Args = list[Any]
@@ -83,17 +83,16 @@ class OpCall:
         return NodeCall(self.node, self.attrs, inputs, opset=self.opset)
 
 
-_OPS: dict[str, list[tuple[int, OpFn]]] = {}
+#: the bridge's op table: one torch function per (op type, since opset)
+OPS: VersionedRegistry[OpFn] = VersionedRegistry("torch op")
 
 
 def register_op(op_type: str, since: int = 1) -> Callable[[OpFn], OpFn]:
-    """Decorator: register a torch implementation of ``op_type`` from opset ``since`` on."""
+    """Decorator: register a torch implementation of ``op_type`` from opset ``since`` on
+    (a second one for the same key raises :class:`ValueError`)."""
 
     def decorate(fn: OpFn) -> OpFn:
-        versions = _OPS.setdefault(op_type, [])
-        if any(v == since for v, _ in versions):
-            raise ValueError(f"a torch op for {op_type} since opset {since} is already registered")
-        bisect.insort(versions, (since, fn), key=lambda item: item[0])
+        OPS.add(op_type, since, fn)
         return fn
 
     return decorate
@@ -101,13 +100,12 @@ def register_op(op_type: str, since: int = 1) -> Callable[[OpFn], OpFn]:
 
 def op_for(op_type: str, opset: int) -> OpFn | None:
     """The implementation of ``op_type`` at ``opset``, or None."""
-    applicable = [fn for since, fn in _OPS.get(op_type, []) if since <= opset]
-    return applicable[-1] if applicable else None
+    return OPS.get(op_type, opset)
 
 
 def registered_ops() -> list[tuple[str, int]]:
     """Every registered (op type, since opset) key."""
-    return sorted((op, since) for op, versions in _OPS.items() for since, _ in versions)
+    return OPS.keys()
 
 
 # ------------------------------------------------------------------------------- helpers
