@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from . import graph
 from .errors import DeviceError, InputError, ModelLoadError, UnknownLayerError
@@ -25,12 +25,21 @@ from .graph import ReceptiveField, Shape
 from .labels import load_labels, resolve_class
 from .preprocess import ImageLike, Preprocess, preset
 
-log = logging.getLogger(__name__)
-
 #: default bound on the activations one forward chunk may hold (bytes)
 DEFAULT_MEMORY_BUDGET = 1 << 30
 #: metadata key under which a model card (JSON) travels inside an ONNX file
 CARD_KEY = "cnnviz.card"
+
+#: what onnxruntime raises when it cannot load or place a graph (its own types, none shared)
+_ORT_ERRORS: tuple[type[Exception], ...] = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+    ort_state.EPFail,
+)
 
 _FLOAT_TYPES: dict[int, type[np.floating]] = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -73,6 +82,71 @@ class Prediction:
     index: int
     label: str
     probability: float
+
+
+@dataclass(frozen=True)
+class SessionFactory:
+    """Makes the onnxruntime sessions of one device under one options policy.
+
+    Every session of the engine comes from here (a model's own runs, the backward pass's
+    adjoints, the incremental engine's steps), so all run where the model does. Factories
+    compare by (device, threads): sessions of equal factories are interchangeable (caches
+    key on the factory).
+
+    Args:
+        device: ``cpu`` or ``cuda`` (``cuda:N`` for another GPU); a GPU that is asked for and
+            not available raises :class:`DeviceError` here, never falls back silently.
+        threads: onnxruntime intra-op threads (0: onnxruntime's default).
+        name: the model's name, for error messages.
+    """
+
+    device: str = "cpu"
+    threads: int = 0
+    name: str = field(default="model", compare=False)
+    providers: list[str] = field(init=False, compare=False, repr=False)
+    provider_options: list[dict] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        providers, options = _providers(self.device)
+        object.__setattr__(self, "providers", providers)
+        object.__setattr__(self, "provider_options", options)
+
+    def __call__(self, proto: onnx.ModelProto, *, spin: bool = True) -> ort.InferenceSession:
+        """A session running ``proto`` on the device.
+
+        Args:
+            proto: the model to run.
+            spin: let idle intra-op threads spin; pass False for sessions whose runs alternate
+                with NumPy / native work or with many other small sessions (spinning threads
+                would steal the cores).
+
+        Raises:
+            ModelLoadError: onnxruntime cannot load the graph.
+            DeviceError: the session does not run on the device asked for.
+        """
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            session = ort.InferenceSession(
+                proto.SerializeToString(),
+                options,
+                providers=self.providers,
+                provider_options=self.provider_options,
+            )
+        except _ORT_ERRORS as exc:
+            raise ModelLoadError(f"onnxruntime cannot run model {self.name!r}: {exc}") from exc
+        if self.providers[0] != "CPUExecutionProvider":
+            active = session.get_providers()
+            if not active or active[0] != self.providers[0]:
+                raise DeviceError(
+                    f"{self.providers[0]} was asked for but the session runs on {active}; "
+                    "check the CUDA and cuDNN libraries that onnxruntime-gpu needs"
+                )
+        return session
 
 
 class Model:
@@ -124,9 +198,9 @@ class Model:
         self.outputs_probabilities = self.card.get("output") == "probabilities" or (
             "output" not in self.card and softmax_input is not None
         )
-        self._providers, self._provider_options = _providers(device)
-        self.device = device
-        self.threads = threads
+        #: makes every onnxruntime session of this model (the engine's adjoints and
+        #: incremental steps included): the device's providers, one options policy
+        self.session_factory = SessionFactory(device, threads, name=self.name)
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._plans: dict[tuple[tuple[str, ...], bool], _RunPlan] = {}
         self.memory_budget = memory_budget
@@ -136,6 +210,16 @@ class Model:
         self.labels = self._resolve_labels(labels)
 
     # ----------------------------------------------------------------------------- info
+
+    @property
+    def device(self) -> str:
+        """``cpu`` or ``cuda`` (``cuda:N``): where every session of the model runs."""
+        return self.session_factory.device
+
+    @property
+    def threads(self) -> int:
+        """onnxruntime intra-op threads (0: onnxruntime's default)."""
+        return self.session_factory.threads
 
     @functools.cached_property
     def constants(self) -> dict[str, np.ndarray]:
@@ -292,33 +376,8 @@ class Model:
         if session is None:
             proto = graph.expose(self.runnable, extra, self._types) if extra else self.runnable
             # tapped runs hand over to NumPy / native work: idle spinning threads would slow it
-            session = self._make_session(proto, spin=not extra)
+            session = self.session_factory(proto, spin=not extra)
             self._sessions[extra] = session
-        return session
-
-    def _make_session(self, proto: onnx.ModelProto, spin: bool = True) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        if not spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = ort.InferenceSession(
-                proto.SerializeToString(),
-                options,
-                providers=self._providers,
-                provider_options=self._provider_options,
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelLoadError(f"onnxruntime cannot run model {self.name!r}: {exc}") from exc
-        if self._providers[0] != "CPUExecutionProvider":
-            active = session.get_providers()
-            if not active or active[0] != self._providers[0]:
-                raise DeviceError(
-                    f"{self._providers[0]} was asked for but the session runs on {active}; "
-                    "check the CUDA and cuDNN libraries that onnxruntime-gpu needs"
-                )
         return session
 
     def _batchable_graph(self, input_shape: Shape) -> tuple[onnx.ModelProto, bool]:
@@ -331,35 +390,41 @@ class Model:
         if not isinstance(input_shape[0], int):
             return self.proto, True
         symbolic = graph.make_batch_symbolic(self.proto, self.input_name)
+        reason = "the graph cannot be rewritten"
         if symbolic is not None:
+            probe_shape = [d if isinstance(d, int) else 8 for d in input_shape]
+            rng = np.random.default_rng(0)
+            probe: np.ndarray = rng.standard_normal([2, *probe_shape[1:]]).astype(self.input_dtype)
             try:
-                probe_shape = [d if isinstance(d, int) else 8 for d in input_shape]
-                rng = np.random.default_rng(0)
-                probe: np.ndarray = rng.standard_normal([2, *probe_shape[1:]]).astype(
-                    self.input_dtype
-                )
-                fixed = self._make_session(self.proto)
-                batched = self._make_session(symbolic)
+                fixed = self.session_factory(self.proto)
+                batched = self.session_factory(symbolic)
                 ours = batched.run(None, {self.input_name: probe})
-                for i in range(2):
-                    ref = fixed.run(None, {self.input_name: probe[i : i + 1]})
-                    # batch size changes the kernels' blocking: compare to the output's scale
-                    tol = 1e-2 if self.input_dtype == np.float16 else 1e-3
-                    for a, b in zip(ours, ref):
-                        a, b = _as_float32(a[i : i + 1]), _as_float32(b)
-                        if a.shape != b.shape or np.abs(a - b).max() > tol * np.abs(b).max():
-                            raise ValueError("batched outputs differ from single-image runs")
-                self._sessions[()] = batched
-                return symbolic, True
-            except Exception as exc:  # any failure means: run image by image
-                log.debug("batch rewrite of %r failed: %s", self.name, exc)
+                refs = [fixed.run(None, {self.input_name: probe[i : i + 1]}) for i in range(2)]
+            except (ModelLoadError, *_ORT_ERRORS) as exc:
+                reason = f"onnxruntime cannot run it batched: {exc}"
+            else:
+                if self._same_outputs(ours, refs):
+                    self._sessions[()] = batched
+                    return symbolic, True
+                reason = "batched outputs differ from single-image runs"
         warnings.warn(
             f"model {self.name!r} has a fixed batch size of {input_shape[0]} that cannot be made "
-            "symbolic; images will run one at a time (slower)",
+            f"symbolic ({reason}); images will run one at a time (slower)",
             RuntimeWarning,
             stacklevel=3,
         )
         return self.proto, False
+
+    def _same_outputs(self, batched: list, singles: list[list]) -> bool:
+        """Whether a batched run's outputs equal the single-image runs' (to a tolerance
+        relative to each output's scale: batch size changes the kernels' blocking)."""
+        tol = 1e-2 if self.input_dtype == np.float16 else 1e-3
+        for i, single in enumerate(singles):
+            for a, b in zip(batched, single):
+                a, b = _as_float32(a[i : i + 1]), _as_float32(b)
+                if a.shape != b.shape or np.abs(a - b).max() > tol * np.abs(b).max():
+                    return False
+        return True
 
     def _max_batch(self, typed: onnx.ModelProto) -> int:
         """Largest chunk whose activations fit the memory budget (a conservative bound:

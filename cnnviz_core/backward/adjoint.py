@@ -1,7 +1,10 @@
 """float32 adjoints run by onnxruntime: a convolution's input gradient is a convolution with
 flipped kernels (stride 1) or a ConvTranspose with the same weights (other strides), which
 onnxruntime's MLAS runs several times faster than NumPy's BLAS GEMM plus col2im on the CPUs
-here (the NumPy path stays the reference and serves float64)."""
+here (the NumPy path stays the reference and serves float64).
+
+Sessions come from the model's :class:`~cnnviz_core.model.SessionFactory`, so they run on the
+model's device, and are cached per (factory, weights, geometry)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import kernels
+from ..model import SessionFactory
 
-#: sessions kept per (weights, geometry); each holds its own copy of the weights
+#: sessions kept per (factory, weights, geometry); each holds its own copy of the weights
 _CACHE_SIZE = 128
 _sessions: OrderedDict[tuple, tuple[np.ndarray, ort.InferenceSession]] = OrderedDict()
 
@@ -26,18 +30,22 @@ def conv_input_grad(
     win: kernels.Window,
     groups: int,
     input_hw: Sequence[int],
+    sessions: SessionFactory,
 ) -> np.ndarray:
     """dL/dx of ``y = conv(x, w)`` for float32 ``dy`` (N, Co, Ho, Wo): ConvTranspose(dy, w)
-    cropped to the input's (H, W) through ``output_padding``."""
+    cropped to the input's (H, W) through ``output_padding``, run by a session of
+    ``sessions`` (the model's factory)."""
     session = _cached(
-        (w.shape, win, groups, tuple(input_hw), dy.shape[2:]),
+        (sessions, w.shape, win, groups, tuple(input_hw), dy.shape[2:]),
         w,
-        lambda: _adjoint_session(w, win, groups, input_hw, dy.shape[2:]),
+        lambda: _adjoint_session(w, win, groups, input_hw, dy.shape[2:], sessions),
     )
     return session.run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
 
 
-def matmul_constant(dy: np.ndarray, w: np.ndarray, transpose: bool = False) -> np.ndarray:
+def matmul_constant(
+    dy: np.ndarray, w: np.ndarray, sessions: SessionFactory, transpose: bool = False
+) -> np.ndarray:
     """``dy @ w`` (or ``dy @ w.T``) for float32 ``dy`` (N, M) and constant weights ``w``:
     a dense layer's input gradient, run by onnxruntime like the convolution adjoints."""
 
@@ -51,9 +59,9 @@ def matmul_constant(dy: np.ndarray, w: np.ndarray, transpose: bool = False) -> n
             [helper.make_tensor_value_info("dx", TensorProto.FLOAT, None)],
             [numpy_helper.from_array(np.ascontiguousarray(k, np.float32), "w")],
         )
-        return _session(graph)
+        return _session(graph, sessions)
 
-    session = _cached((w.shape, "matmul", transpose), w, make)
+    session = _cached((sessions, w.shape, "matmul", transpose), w, make)
     return session.run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
 
 
@@ -78,6 +86,7 @@ def _adjoint_session(
     groups: int,
     input_hw: Sequence[int],
     output_hw: Sequence[int],
+    sessions: SessionFactory,
 ) -> ort.InferenceSession:
     """A stride-1 convolution's adjoint is itself a convolution (flipped kernels, in and out
     channels swapped per group, pads (K-1)d - p), which onnxruntime runs about 3x faster
@@ -85,7 +94,7 @@ def _adjoint_session(
     k_eff = [win.dilation[a] * (win.kernel[a] - 1) for a in range(2)]
     pads = [k_eff[a % 2] - p for a, p in enumerate(win.pads)]
     if win.stride != (1, 1) or min(pads) < 0:
-        return _conv_transpose_session(w, win, groups, input_hw, output_hw)
+        return _conv_transpose_session(w, win, groups, input_hw, output_hw, sessions)
     c_out, c_in_group = w.shape[:2]
     flipped = (
         np.asarray(w, np.float32)
@@ -96,7 +105,7 @@ def _adjoint_session(
     node = helper.make_node(
         "Conv", ["dy", "w"], ["dx"], pads=pads, dilations=list(win.dilation), group=groups
     )
-    return _one_node_session(node, np.ascontiguousarray(flipped), w.shape[0], output_hw)
+    return _one_node_session(node, np.ascontiguousarray(flipped), w.shape[0], output_hw, sessions)
 
 
 def _conv_transpose_session(
@@ -105,6 +114,7 @@ def _conv_transpose_session(
     groups: int,
     input_hw: Sequence[int],
     output_hw: Sequence[int],
+    sessions: SessionFactory,
 ) -> ort.InferenceSession:
     top, left, bottom, right = win.pads
     pads = [top, left, bottom, right]
@@ -126,11 +136,15 @@ def _conv_transpose_session(
         group=groups,
         output_padding=[input_hw[a] - natural[a] for a in range(2)],
     )
-    return _one_node_session(node, np.asarray(w, np.float32), w.shape[0], output_hw)
+    return _one_node_session(node, np.asarray(w, np.float32), w.shape[0], output_hw, sessions)
 
 
 def _one_node_session(
-    node: onnx.NodeProto, w: np.ndarray, channels: int, hw: Sequence[int]
+    node: onnx.NodeProto,
+    w: np.ndarray,
+    channels: int,
+    hw: Sequence[int],
+    sessions: SessionFactory,
 ) -> ort.InferenceSession:
     """A session of one node reading ``dy`` (N, channels, *hw) and the constant ``w``."""
     graph = helper.make_graph(
@@ -140,16 +154,11 @@ def _one_node_session(
         [helper.make_tensor_value_info("dx", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w, "w")],
     )
-    return _session(graph)
+    return _session(graph, sessions)
 
 
-def _session(graph: onnx.GraphProto) -> ort.InferenceSession:
+def _session(graph: onnx.GraphProto, sessions: SessionFactory) -> ort.InferenceSession:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     # many small sessions run one after another: idle threads that spin steal the cores
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    return sessions(model, spin=False)

@@ -4,14 +4,14 @@ NumPy and the native kernels, one rule per op (see :mod:`.registry`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from .. import graph
 from ..errors import InputError, UnsupportedOpError
-from ..model import Model
+from ..model import Model, SessionFactory
 from .registry import MODES, NodeCall, OpRule, make_call, rule_for
 
 
@@ -23,12 +23,15 @@ class BackwardPlan:
         nodes: the nodes in topological order, each with its rule.
         source: the tensor gradients flow to (the model input by default).
         seeds: tensors where cotangents enter.
+        opset: the model's default-domain opset.
+        sessions: the model's session factory (rules' onnxruntime adjoints run on its device).
     """
 
     nodes: tuple[tuple[onnx.NodeProto, OpRule], ...]
     source: str
     seeds: tuple[str, ...]
     opset: int
+    sessions: SessionFactory = field(default_factory=SessionFactory)
 
     @property
     def tensors(self) -> list[str]:
@@ -85,7 +88,7 @@ def plan_backward(model: Model, seeds: Sequence[str], source: str | None = None)
                 f"{label}making {node.output[0]!r}, opset {opset})"
             )
         nodes.append((node, rule))
-    return BackwardPlan(tuple(nodes), source, seed_tensors, opset)
+    return BackwardPlan(tuple(nodes), source, seed_tensors, opset, model.session_factory)
 
 
 def forward_values(
@@ -166,6 +169,7 @@ def backward(
             needs,
             mode,
             plan.opset,
+            plan.sessions,
         )
         for name, grad, need in zip(node.input, rule.vjp(call, out_grads), needs):
             if need and grad is not None:

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from ..graph import attributes
+from ..model import SessionFactory
 from ..registry import VersionedRegistry
 
 #: backward modes for ReLU-like ops (everything else has one true gradient)
@@ -45,6 +46,9 @@ class NodeCall:
         needs: for each input, whether the pass needs its gradient (data, not weights).
         mode: ``gradient``, ``guided`` or ``deconvnet`` (only ReLU-like rules read it).
         opset: the model's default-domain opset.
+        sessions: makes the onnxruntime sessions a VJP runs (float32 adjoints): the model's
+            factory in a backward pass, so they run on its device; CPU for a call made
+            outside one.
     """
 
     node: onnx.NodeProto
@@ -54,6 +58,7 @@ class NodeCall:
     needs: list[bool] = field(default_factory=list)
     mode: str = "gradient"
     opset: int = 13
+    sessions: SessionFactory = field(default_factory=SessionFactory)
 
 
 class OpRule:

@@ -279,7 +279,7 @@ class IncrementalOcclusion:
             session = self._sessions.get(skey)
             if session is None:
                 model = step_model(step, self._weights, opsets)
-                session = self._sessions[skey] = self.model._make_session(model, spin=False)
+                session = self._sessions[skey] = self.model.session_factory(model, spin=False)
             steps.append((step, session))
             if step.nodes[0].op_type == "AveragePool":
                 divisors[step.output] = _average_divisor(step, shapes[step.inputs[0]][1:])
@@ -289,7 +289,7 @@ class IncrementalOcclusion:
             rest = self._sessions.get(rkey)
             if rest is None:
                 model = rest_model(self.model.runnable, plan, shapes)
-                rest = self._sessions[rkey] = self.model._make_session(model, spin=False)
+                rest = self._sessions[rkey] = self.model.session_factory(model, spin=False)
         ready = _Prepared(plan, steps, rest, divisors, shapes)
         if len(self._prepared) >= 16:
             self._prepared.pop(next(iter(self._prepared)))
@@ -337,7 +337,7 @@ class IncrementalOcclusion:
                 if o and len(types.get(o, (0, ()))[1] or ()) == 4
             ]
             proto = graph.expose(self.model.runnable, maps, types)
-            session = self._sessions[("base", chw)] = self.model._make_session(proto, spin=False)
+            session = self._sessions[("base", chw)] = self.model.session_factory(proto, spin=False)
         return session
 
     def _buffer(self, name: str, index: int, shape: tuple[int, ...]) -> np.ndarray:

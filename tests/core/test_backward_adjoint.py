@@ -8,6 +8,7 @@ import pytest
 from cnnviz_core import kernels
 from cnnviz_core.backward import adjoint
 from cnnviz_core.backward.rules.nn import Conv
+from cnnviz_core.model import SessionFactory
 
 
 @pytest.mark.parametrize(
@@ -31,7 +32,7 @@ def test_conv_input_grad_matches_reference(c_in, c_out, hw, kernel, stride, pads
     ho, wo = win.output_size(*hw)
     w = rng.standard_normal((c_out, c_in // groups, *kernel)).astype(np.float32)
     dy = rng.standard_normal((3, c_out, ho, wo)).astype(np.float32)
-    ours = adjoint.conv_input_grad(dy, w, win, groups, hw)
+    ours = adjoint.conv_input_grad(dy, w, win, groups, hw, SessionFactory())
     reference = Conv.input_grad(dy.astype(np.float64), w, win, groups, hw)
     assert ours.shape == (3, c_in, *hw)
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
@@ -44,5 +45,5 @@ def test_matmul_constant_matches_numpy(transpose):
     dy = rng.standard_normal((3, 5 if transpose else 7)).astype(np.float32)
     expected = dy.astype(np.float64) @ (w.T if transpose else w)
     np.testing.assert_allclose(
-        adjoint.matmul_constant(dy, w, transpose), expected, rtol=1e-5, atol=1e-5
+        adjoint.matmul_constant(dy, w, SessionFactory(), transpose), expected, rtol=1e-5, atol=1e-5
     )

@@ -294,3 +294,28 @@ def test_shape_only_tensors_are_placeholders_unless_kept():
     assert lean["conv1"].strides == (0, 0, 0, 0)  # a broadcast zero, not fetched
     kept = forward_values(model, x, plan, keep=["conv1"])
     np.testing.assert_array_equal(kept["conv1"], model.run(x, taps=["conv1"])["conv1"])
+
+
+def test_every_session_of_a_backward_pass_comes_from_the_model_factory(monkeypatch):
+    """The float32 adjoints (Conv, Gemm) run in sessions of the model's factory: same
+    providers and options (threads here) as the model's own runs."""
+    import onnxruntime as ort
+
+    made: list[tuple[list[str], int]] = []
+    real = ort.InferenceSession
+
+    def recording(data, options=None, providers=None, **kwargs):
+        made.append((list(providers or []), options.intra_op_num_threads if options else -1))
+        return real(data, options, providers=providers, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    model = _mixed_model()
+    model = Model(model.proto.SerializeToString(), preprocess=Preprocess(scale=1.0), threads=1)
+    plan = plan_backward(model, ["logits"])
+    assert plan.sessions is model.session_factory
+    before = len(made)
+    seed = np.zeros((2, 5), np.float32)
+    seed[:, 1] = 1
+    gradients(model, _batch(size=8).astype(np.float32), {"logits": seed})
+    assert len(made) > before + 1  # the model's tapped run and at least one adjoint
+    assert all(entry == (model.session_factory.providers, 1) for entry in made)

@@ -210,3 +210,33 @@ def test_weights_in_an_external_data_file_are_loaded(tmp_path):
     (tmp_path / "external.onnx.data").unlink()
     with pytest.raises(ModelLoadError, match="external weights"):
         Model(path)
+
+
+def test_session_factory_compares_by_device_and_threads():
+    from cnnviz_core.model import SessionFactory
+
+    assert SessionFactory() == SessionFactory("cpu", 0, name="other")
+    assert hash(SessionFactory()) == hash(SessionFactory("cpu"))
+    assert SessionFactory("cpu", 2) != SessionFactory("cpu", 0)
+    assert SessionFactory().providers == ["CPUExecutionProvider"]
+    model = Model(tiny_classifier().SerializeToString(), threads=2)
+    assert model.session_factory == SessionFactory("cpu", 2)
+    assert (model.device, model.threads) == ("cpu", 2)
+
+
+def test_session_factory_without_cuda_raises():
+    from cnnviz_core.model import SessionFactory
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(DeviceError, match="onnxruntime-gpu"):
+        SessionFactory("cuda:0")
+
+
+def test_session_factory_names_the_model_when_onnxruntime_cannot_load_it():
+    from cnnviz_core.model import SessionFactory
+
+    bad = tiny_classifier()
+    bad.graph.node[0].op_type = "NoSuchOp"
+    with pytest.raises(ModelLoadError, match="'mine'"):
+        SessionFactory(name="mine")(bad)

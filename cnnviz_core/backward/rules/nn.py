@@ -63,7 +63,7 @@ class Conv(OpRule):
             win = window(call.attrs, x.shape[2:], w.shape[2:])
             groups = call.attrs.get("group", 1)
             if dy.dtype == np.float32:
-                out[0] = adjoint.conv_input_grad(dy, w, win, groups, x.shape[2:])
+                out[0] = adjoint.conv_input_grad(dy, w, win, groups, x.shape[2:], call.sessions)
             else:
                 out[0] = self.input_grad(dy, w, win, groups, x.shape[2:])
         return out
@@ -103,7 +103,9 @@ class Gemm(OpRule):
             if dy.dtype == np.float32 and not call.needs[1] and dy.ndim == 2:
                 # weights (no gradient wanted): dy @ B'^T through onnxruntime
                 trans_b = bool(call.attrs.get("transB", 0))
-                da = adjoint.matmul_constant(dy, call.inputs[1], transpose=not trans_b)
+                da = adjoint.matmul_constant(
+                    dy, call.inputs[1], call.sessions, transpose=not trans_b
+                )
                 da = alpha * da if alpha != 1.0 else da
             else:
                 da = alpha * (dy @ b.T.astype(dy.dtype, copy=False))
