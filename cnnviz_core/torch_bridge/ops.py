@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..backward.registry import NodeCall, rule_for
+from ..backward.rules.common import pad_maps, reshape_target, slice_index
 from ..backward.rules.nn import AveragePool, PoolGeometry
-from ..backward.rules.shape import _pad_maps, reshape_target, slice_index
 from ..errors import UnsupportedOpError
 from ..registry import VersionedRegistry
 
@@ -798,7 +798,7 @@ def _pad(call: OpCall, x: Tensor, pads: Sequence[int], value: float, axes: Any) 
     if mode == "constant" and axes is None and n >= 2 and not any(pads[:2] + pads[n : n + 2]):
         return _spatial_pad(x, pads[2:n], pads[n + 2 :], value)
     y = x
-    for axis, source in _pad_maps(x.shape, pads, mode, axes):
+    for axis, source in pad_maps(x.shape, pads, mode, axes):
         index = torch.from_numpy(np.maximum(source, 0)).to(x.device)
         y = y.index_select(axis, index)
         if (source < 0).any():

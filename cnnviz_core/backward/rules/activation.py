@@ -11,7 +11,7 @@ import numpy as np
 
 from ... import kernels
 from ..registry import Grad, NodeCall, OpRule, register_rule
-from .nn import _unbroadcast
+from .common import unbroadcast
 
 #: Clip's bounds before opset 11 default to the float32 extremes
 _FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -55,7 +55,7 @@ class PRelu(OpRule):
                     np.where(dy > 0, local, 0).astype(dy.dtype) if call.mode == "guided" else local
                 )
         if call.needs[1]:
-            out[1] = _unbroadcast(np.where(x > 0, 0, dy * x), np.shape(slope))
+            out[1] = unbroadcast(np.where(x > 0, 0, dy * x), np.shape(slope))
         return out
 
 

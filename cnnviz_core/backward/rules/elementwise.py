@@ -10,7 +10,7 @@ import onnx
 from ... import kernels
 from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
-from .nn import _unbroadcast
+from .common import unbroadcast
 
 
 @register_rule("Relu")
@@ -41,7 +41,7 @@ class Add(OpRule):
         dy = grads[0]
         assert dy is not None
         return [
-            _unbroadcast(dy, np.shape(x)) if need else None
+            unbroadcast(dy, np.shape(x)) if need else None
             for x, need in zip(call.inputs, call.needs)
         ]
 
@@ -49,7 +49,7 @@ class Add(OpRule):
 def _needed_unbroadcast(call: NodeCall, parts: Sequence) -> list[Grad]:
     """Per input: its cotangent (a thunk, evaluated only when needed) summed to its shape."""
     return [
-        _unbroadcast(part(), np.shape(x)) if need else None
+        unbroadcast(part(), np.shape(x)) if need else None
         for x, need, part in zip(call.inputs, call.needs, parts)
     ]
 
@@ -144,7 +144,7 @@ class _Extremum(OpRule):
         for x, need in zip(call.inputs, call.needs):
             mine = (np.broadcast_to(x, y.shape) == y) & ~taken
             taken |= mine
-            out.append(_unbroadcast(np.where(mine, dy, 0), np.shape(x)) if need else None)
+            out.append(unbroadcast(np.where(mine, dy, 0), np.shape(x)) if need else None)
         return out
 
 

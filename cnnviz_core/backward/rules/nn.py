@@ -12,6 +12,7 @@ from ...errors import UnsupportedOpError
 from ...graph import same_pads
 from .. import adjoint
 from ..registry import Grad, NodeCall, OpRule, register_rule
+from .common import unbroadcast
 
 
 def window(attrs: dict, hw: Sequence[int], kernel: Sequence[int]) -> kernels.Window:
@@ -115,7 +116,7 @@ class Gemm(OpRule):
             out[1] = db.T if call.attrs.get("transB", 0) else db
         if len(call.inputs) > 2 and call.needs[2]:
             c = call.inputs[2]
-            out[2] = _unbroadcast(call.attrs.get("beta", 1.0) * dy, c.shape)
+            out[2] = unbroadcast(call.attrs.get("beta", 1.0) * dy, c.shape)
         return out
 
     @staticmethod
@@ -313,9 +314,9 @@ class MatMul(OpRule):
         g = g[..., None, :] if a.ndim == 1 else g
         out: list[Grad] = [None, None]
         if call.needs[0]:
-            out[0] = _unbroadcast(g @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+            out[0] = unbroadcast(g @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
         if call.needs[1]:
-            out[1] = _unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+            out[1] = unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
         return out
 
 
@@ -392,12 +393,3 @@ class LRN(OpRule):
         before, after = (size - 1) // 2, -(-(size - 1) // 2)
         coef = alpha / size
         return bias + coef * _channel_window_sum(x * x, before, after), beta, coef, before, after
-
-
-def _unbroadcast(grad: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Sum a broadcast result's cotangent back to an operand's ``shape``."""
-    extra = grad.ndim - len(shape)
-    if extra > 0:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    return grad.sum(axis=axes, keepdims=True) if axes else grad

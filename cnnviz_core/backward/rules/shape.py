@@ -7,11 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..registry import Grad, NodeCall, OpRule, register_rule
-
-
-def reshape_target(shape: np.ndarray, data_shape: Sequence[int], allowzero: int) -> list[int]:
-    """ONNX Reshape's target with 0 ("copy this dim") resolved; -1 is left to NumPy."""
-    return [data_shape[i] if d == 0 and not allowzero else int(d) for i, d in enumerate(shape)]
+from .common import pad_maps, reshape_target, slice_index
 
 
 class _SameValues(OpRule):
@@ -233,30 +229,6 @@ class Split18(_Split):
     split_from_input = True
 
 
-def slice_index(
-    shape: Sequence[int],
-    starts: Sequence[int],
-    ends: Sequence[int],
-    axes: Sequence[int] | None,
-    steps: Sequence[int] | None,
-) -> tuple[slice, ...]:
-    """ONNX Slice as Python slices: negative starts/ends count from the end, then clamp to
-    [0, dim] (positive steps) or [-1, dim - 1] (negative steps, -1 meaning before the start)."""
-    index = [slice(None)] * len(shape)
-    axes = range(len(starts)) if axes is None else axes
-    steps = [1] * len(starts) if steps is None else steps
-    for start, end, axis, step in zip(starts, ends, axes, steps):
-        axis, start, end, step = int(axis) % len(shape), int(start), int(end), int(step)
-        dim = shape[axis]
-        start, end = start + dim if start < 0 else start, end + dim if end < 0 else end
-        if step > 0:
-            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
-        else:
-            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
-        index[axis] = slice(start, None if end < 0 else end, step)
-    return tuple(index)
-
-
 class _Slice(OpRule):
     constant_inputs = (1, 2, 3, 4)
 
@@ -293,32 +265,6 @@ class Slice10(_Slice):
         return slice_index(x.shape, starts, ends, axes, steps)
 
 
-def _pad_maps(
-    shape: Sequence[int], pads: Sequence[int], mode: str, axes: Sequence[int] | None
-) -> list[tuple[int, np.ndarray]]:
-    """Per padded axis, the source index of each output position (-1: the constant value).
-    Negative pads crop; np.pad's reflect / edge / wrap match ONNX's modes."""
-    ndim = len(shape)
-    axes = list(range(ndim)) if axes is None else [int(a) % ndim for a in axes]
-    pads = [int(p) for p in pads]
-    maps = []
-    for i, axis in enumerate(axes):
-        begin, end = pads[i], pads[i + len(axes)]
-        if begin == 0 and end == 0:
-            continue
-        n = shape[axis]
-        source = np.arange(n)[max(-begin, 0) : n - max(-end, 0)]
-        widths = (max(begin, 0), max(end, 0))
-        if mode == "constant":
-            source = np.pad(source, widths, constant_values=-1)
-        elif mode in ("reflect", "edge", "wrap"):
-            source = np.pad(source, widths, mode=mode)
-        else:
-            raise ValueError(f"Pad: unknown mode {mode!r}")
-        maps.append((axis, source))
-    return maps
-
-
 class _Pad(OpRule):
     """Pad (modes constant / reflect / edge, wrap from opset 19), one axis at a time through
     index maps; the backward scatter-adds through the same maps in reverse."""
@@ -332,7 +278,7 @@ class _Pad(OpRule):
         x = call.inputs[0]
         pads, value, axes = self.params(call)
         y = x
-        for axis, source in _pad_maps(x.shape, pads, call.attrs.get("mode", "constant"), axes):
+        for axis, source in pad_maps(x.shape, pads, call.attrs.get("mode", "constant"), axes):
             y = np.take(y, np.maximum(source, 0), axis=axis)
             if (source < 0).any():
                 fill = [slice(None)] * y.ndim
@@ -344,7 +290,7 @@ class _Pad(OpRule):
         x, dy = call.inputs[0], grads[0]
         assert dy is not None
         pads, _, axes = self.params(call)
-        maps = _pad_maps(x.shape, pads, call.attrs.get("mode", "constant"), axes)
+        maps = pad_maps(x.shape, pads, call.attrs.get("mode", "constant"), axes)
         g = dy
         for axis, source in reversed(maps):
             moved = np.moveaxis(g, axis, 0)
