@@ -12,7 +12,8 @@ import onnx
 from .. import graph
 from ..errors import InputError, UnsupportedOpError
 from ..model import Model, SessionFactory
-from .registry import MODES, NodeCall, OpRule, make_call, rule_for
+from ..registry import VersionedRegistry
+from .registry import MODES, RULES, Grad, NodeCall, OpRule, make_call
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,17 @@ class BackwardPlan:
         return list(values), [name for name in shapes if name not in values]
 
 
-def plan_backward(model: Model, seeds: Sequence[str], source: str | None = None) -> BackwardPlan:
+def plan_backward(
+    model: Model,
+    seeds: Sequence[str],
+    source: str | None = None,
+    *,
+    rules: VersionedRegistry[OpRule] = RULES,
+) -> BackwardPlan:
     """Plan the pass from ``seeds`` (layer names or aliases) back to ``source`` (default: the
-    model input). Raises :class:`UnsupportedOpError` naming the op and node before any work
-    when a node on the path has no rule."""
+    model input), with the rules of ``rules`` (default: the registered ones). Raises
+    :class:`UnsupportedOpError` naming the op and node before any work when a node on the
+    path has no rule."""
     opset = next((o.version for o in model.proto.opset_import if o.domain in ("", "ai.onnx")), 13)
     source = model.input_name if source in (None, model.input_name) else model.tensor_name(source)
     seed_tensors = tuple(dict.fromkeys(model.tensor_name(s) for s in seeds))
@@ -80,7 +88,7 @@ def plan_backward(model: Model, seeds: Sequence[str], source: str | None = None)
         raise InputError(f"no path from {source!r} to {', '.join(seed_tensors)}")
     nodes = []
     for node in reversed(path):
-        rule = rule_for(node.op_type, opset)
+        rule = rules.get(node.op_type, opset)
         if rule is None:
             label = f"{node.name!r} " if node.name else ""
             raise UnsupportedOpError(
@@ -171,7 +179,7 @@ def backward(
             plan.opset,
             plan.sessions,
         )
-        for name, grad, need in zip(node.input, rule.vjp(call, out_grads), needs):
+        for name, grad, need in zip(node.input, _input_grads(rule, call, out_grads), needs):
             if need and grad is not None:
                 _accumulate(grads, name, grad)
     return {name: grads[name] if name in grads else np.zeros_like(values[name]) for name in wrt}
@@ -214,6 +222,20 @@ def gradients(
     targets = {w: model.tensor_name(w) for w in wrt}
     result = backward(plan, values, seeds, [plan.source, *targets.values()], mode)
     return {model.input_name: result[plan.source], **{w: result[t] for w, t in targets.items()}}
+
+
+def _input_grads(rule: OpRule, call: NodeCall, out_grads: Sequence[Grad]) -> Sequence[Grad]:
+    """The rule's VJP, checked to give one cotangent (or None) per input of the node."""
+    in_grads = rule.vjp(call, out_grads)
+    if len(in_grads) != len(call.node.input):
+        node = call.node
+        label = f"{node.name!r} " if node.name else ""
+        raise TypeError(
+            f"the backward rule {type(rule).__name__} for ONNX op {node.op_type!r} (node "
+            f"{label}making {node.output[0]!r}) returned {len(in_grads)} input gradients for "
+            f"{len(node.input)} inputs; a rule's vjp returns one array or None per input"
+        )
+    return in_grads
 
 
 def _carriers(plan: BackwardPlan) -> set[str]:

@@ -319,3 +319,26 @@ def test_every_session_of_a_backward_pass_comes_from_the_model_factory(monkeypat
     gradients(model, _batch(size=8).astype(np.float32), {"logits": seed})
     assert len(made) > before + 1  # the model's tapped run and at least one adjoint
     assert all(entry == (model.session_factory.providers, 1) for entry in made)
+
+
+@pytest.mark.parametrize("returned", [0, 2])
+def test_a_rule_returning_the_wrong_number_of_gradients_is_named(returned):
+    """The walker checks each rule's arity; the wrong rule lives in a registry of its own."""
+    from cnnviz_core.backward import backward
+    from cnnviz_core.backward.registry import OpRule, rule_for
+    from cnnviz_core.registry import VersionedRegistry
+
+    class WrongRelu(OpRule):
+        def vjp(self, call, grads):
+            return [grads[0]] * returned
+
+    rules: VersionedRegistry[OpRule] = VersionedRegistry("backward rule")
+    rules.add("Relu", 1, WrongRelu())
+    nodes = [helper.make_node("Relu", ["x"], ["y"], "the_relu")]
+    model = _model(make_graph_model(nodes, {}, ["N", 3, 4, 4], "y"))
+    plan = plan_backward(model, ["y"], rules=rules)
+    batch = _batch(1, 4)
+    values = forward_values(model, batch, plan)
+    with pytest.raises(TypeError, match=r"'Relu' \(node 'the_relu' making 'y'\).*1 inputs"):
+        backward(plan, values, {"y": np.ones_like(values["y"])}, [plan.source])
+    assert not isinstance(rule_for("Relu", 18), WrongRelu)  # the global table is untouched
