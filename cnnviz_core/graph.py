@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import copy
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ from onnx import numpy_helper
 from onnx.external_data_helper import load_external_data_for_model
 
 from .errors import ModelLoadError
+
+#: protobuf cannot serialize a message this large (ONNX shape inference serializes the model)
+_PROTOBUF_LIMIT = 1 << 31
 
 Shape = tuple  # entries: int (known), str (symbolic) or None (unknown)
 
@@ -77,10 +81,32 @@ def load_onnx(source: str | Path | bytes) -> onnx.ModelProto:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with shape information for every tensor that ONNX can infer."""
+    """The model with shape information for every tensor that ONNX can infer.
+
+    Inference is not strict: a node ONNX cannot infer (an unknown or custom op, an
+    inconsistent shape) leaves its outputs' shapes unknown, silently, as expected. When ONNX
+    cannot run inference on the model at all (a graph its inference rejects, or a model over
+    protobuf's 2 GB limit), the model comes back as it is with a ``RuntimeWarning`` saying
+    why: layer shapes and receptive fields are then unknown.
+    """
+    size = model.ByteSize()
+    if size >= _PROTOBUF_LIMIT:
+        warnings.warn(
+            f"ONNX shape inference skipped: the model is {size / 2**30:.1f} GiB, over protobuf's "
+            "2 GiB limit; layer shapes and receptive fields will be unknown",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return model
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # exotic (experimental) ops: keep the model as it is
+    except onnx.shape_inference.InferenceError as exc:
+        warnings.warn(
+            f"ONNX shape inference failed ({exc}); layer shapes and receptive fields will be "
+            "unknown",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return model
 
 

@@ -240,3 +240,17 @@ def test_session_factory_names_the_model_when_onnxruntime_cannot_load_it():
     bad.graph.node[0].op_type = "NoSuchOp"
     with pytest.raises(ModelLoadError, match="'mine'"):
         SessionFactory(name="mine")(bad)
+
+
+def test_shape_inference_failure_warns_with_the_reason(monkeypatch):
+    from cnnviz_core import graph
+
+    proto = tiny_classifier()
+    assert graph.infer_shapes(proto) is not proto  # the normal path: no warning
+
+    def failing(*args, **kwargs):
+        raise onnx.shape_inference.InferenceError("[ShapeInferenceError] boom")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", failing)
+    with pytest.warns(RuntimeWarning, match="shape inference failed.*boom"):
+        assert graph.infer_shapes(proto) is proto
