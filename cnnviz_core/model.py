@@ -41,6 +41,9 @@ _ORT_ERRORS: tuple[type[Exception], ...] = (
     ort_state.EPFail,
 )
 
+#: what the batch-rewrite probe may meet: a session that does not load, or a run that fails
+_PROBE_ERRORS: tuple[type[Exception], ...] = (ModelLoadError, *_ORT_ERRORS)
+
 _FLOAT_TYPES: dict[int, type[np.floating]] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.FLOAT16: np.float16,
@@ -400,7 +403,7 @@ class Model:
                 batched = self.session_factory(symbolic)
                 ours = batched.run(None, {self.input_name: probe})
                 refs = [fixed.run(None, {self.input_name: probe[i : i + 1]}) for i in range(2)]
-            except (ModelLoadError, *_ORT_ERRORS) as exc:
+            except _PROBE_ERRORS as exc:
                 reason = f"onnxruntime cannot run it batched: {exc}"
             else:
                 if self._same_outputs(ours, refs):

@@ -13,7 +13,7 @@ from .. import graph
 from ..errors import InputError, UnsupportedOpError
 from ..model import Model, SessionFactory
 from ..registry import VersionedRegistry
-from .registry import MODES, RULES, Grad, NodeCall, OpRule, make_call
+from .registry import RULES, Grad, NodeCall, OpRule, backward_mode, make_call
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,7 @@ def backward(
 ) -> dict[str, np.ndarray]:
     """Propagate ``cotangents`` (tensor -> array shaped like it) back through the plan and
     return the gradients of the tensors ``wrt`` (zeros where nothing flows)."""
-    if mode not in MODES:
-        raise InputError(f"unknown backward mode {mode!r}; choose one of {', '.join(MODES)}")
+    relu_mode = backward_mode(mode)
     grads: dict[str, np.ndarray] = {}
     for name, value in cotangents.items():
         _accumulate(grads, name, np.asarray(value))
@@ -175,7 +174,7 @@ def backward(
             [values.get(i) if i else None for i in node.input],
             [values[o] for o in node.output if o in values],
             needs,
-            mode,
+            relu_mode,
             plan.opset,
             plan.sessions,
         )

@@ -19,19 +19,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
 
+from ..errors import InputError
 from ..graph import attributes
 from ..model import SessionFactory
 from ..registry import VersionedRegistry
 
-#: backward modes for ReLU-like ops (everything else has one true gradient)
-MODES = ("gradient", "guided", "deconvnet")
+#: a backward mode: differs from the gradient at ReLU-like ops only (everything else has one
+#: true gradient): guided backprop (Springenberg et al. 2015), deconvnet (Zeiler & Fergus 2014)
+Mode = Literal["gradient", "guided", "deconvnet"]
+MODES: tuple[Mode, ...] = ("gradient", "guided", "deconvnet")
 
 Grad = np.ndarray | None
+
+
+def backward_mode(mode: str) -> Mode:
+    """``mode`` checked to be one of :data:`MODES`; raises :class:`InputError` naming them."""
+    for known in MODES:
+        if mode == known:
+            return known
+    raise InputError(f"unknown backward (ReLU) mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
 @dataclass
@@ -56,7 +67,7 @@ class NodeCall:
     inputs: list[Any]  # np.ndarray, or None for an omitted optional input
     outputs: list[np.ndarray] = field(default_factory=list)
     needs: list[bool] = field(default_factory=list)
-    mode: str = "gradient"
+    mode: Mode = "gradient"
     opset: int = 13
     sessions: SessionFactory = field(default_factory=SessionFactory)
 
@@ -113,6 +124,8 @@ def registered_rules() -> list[tuple[str, int]]:
     return RULES.keys()
 
 
-def make_call(node: onnx.NodeProto, inputs: list, mode: str = "gradient", opset: int = 13):
+def make_call(
+    node: onnx.NodeProto, inputs: list, mode: Mode = "gradient", opset: int = 13
+) -> NodeCall:
     """A :class:`NodeCall` for ``node`` with these input values (attributes decoded)."""
     return NodeCall(node, attributes(node), inputs, mode=mode, opset=opset)

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import torch
 
-from ..backward.registry import MODES
+from ..backward.registry import Mode, backward_mode
 from ..errors import InputError, UnknownLayerError, UnsupportedOpError
 from ..graph import attributes
 from ..model import Model
@@ -95,14 +95,12 @@ class OnnxModule(torch.nn.Module):
     # ------------------------------------------------------------------------------ API
 
     @property
-    def relu_mode(self) -> str:
+    def relu_mode(self) -> Mode:
         return self._state.mode
 
     @relu_mode.setter
     def relu_mode(self, mode: str) -> None:
-        if mode not in MODES:
-            raise InputError(f"unknown ReLU mode {mode!r}; choose one of {', '.join(MODES)}")
-        self._state.mode = mode
+        self._state.mode = backward_mode(mode)
 
     def tensor_name(self, name: str) -> str:
         """The graph tensor a layer name or alias refers to."""

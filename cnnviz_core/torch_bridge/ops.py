@@ -19,7 +19,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
-from ..backward.registry import NodeCall, rule_for
+from ..backward.registry import Mode, NodeCall, rule_for
 from ..backward.rules.common import pad_maps, reshape_target, slice_index
 from ..backward.rules.nn import AveragePool, PoolGeometry
 from ..errors import UnsupportedOpError
@@ -36,7 +36,7 @@ _FLOAT_MAX = float(np.finfo(np.float32).max)
 class ModeState:
     """The ReLU mode of one module, shared by all its nodes' calls."""
 
-    mode: str = "gradient"
+    mode: Mode = "gradient"
 
 
 @dataclass
@@ -60,7 +60,7 @@ class OpCall:
     cache: dict = field(default_factory=dict)
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return self.state.mode
 
     def array(self, args: Args, i: int) -> np.ndarray | None:
@@ -401,7 +401,8 @@ def conv(call: OpCall, args: Args) -> list[Tensor]:
         )
     fn, pads, options = plan
     if pads is not None:
-        x = _spatial_pad(x, *pads, 0.0)
+        begins, ends = pads
+        x = _spatial_pad(x, begins, ends, 0.0)
     return [fn(x, w, b, *options)]
 
 
@@ -500,7 +501,8 @@ def max_pool(call: OpCall, args: Args) -> list[Tensor]:
             crop,
         )
     geo, pads, fn, want_indices, options, crop = plan
-    padded = _spatial_pad(x, *pads, -math.inf)
+    begins, ends = pads
+    padded = _spatial_pad(x, begins, ends, -math.inf)
     result = fn(padded, *options)
     if not want_indices:  # crop only when needed: a no-op slice still adds an autograd node
         return [result if result.shape[2:] == geo.out else result[crop]]

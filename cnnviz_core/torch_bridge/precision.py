@@ -79,7 +79,8 @@ class Bf16Occlusion(NaiveOcclusion):
         self.channels_last = channels_last
         net = to_torch(model, outputs=[self.score_name]).eval().to(torch.bfloat16)
         self._format = torch.channels_last if channels_last else torch.contiguous_format
-        self.net = net.to(memory_format=self._format)
+        # torch's stubs omit Module.to's documented memory_format keyword
+        self.net = net.to(memory_format=self._format)  # type: ignore[call-overload]
         self.stats = {"engine": "torch", "precision": "bf16"}
 
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -79,7 +79,9 @@ class Conv(OpRule):
         parts = []
         for w_g, dy_g in zip(w_groups, np.split(dy.reshape(n, c_out, -1), groups, axis=1)):
             cols = np.matmul(w_g.T, dy_g)
-            parts.append(kernels.col2im(cols, hw, win.kernel, win.stride, win.pads, win.dilation))
+            parts.append(
+                kernels.col2im(cols, (hw[0], hw[1]), win.kernel, win.stride, win.pads, win.dilation)
+            )
         return np.concatenate(parts, axis=1) if groups > 1 else parts[0]
 
 
@@ -238,10 +240,12 @@ class AveragePool(OpRule):
         x = call.inputs[0]
         geo, count = self._geometry(call, x.shape[2:], x.dtype)
         padded = np.zeros((*x.shape[:2], *geo.padded), x.dtype)
-        padded[(..., *geo.inside(x.shape[2:]))] = x
+        inside = (..., *geo.inside(x.shape[2:]))  # a named index: mypy misreads a[(..., *t)]
+        padded[inside] = x
         total = np.zeros((*x.shape[:2], *geo.out), x.dtype)
         for tap in geo.taps():
-            total += padded[(..., *tap)]
+            tap_index = (..., *tap)
+            total += padded[tap_index]
         return [(total / count).astype(x.dtype, copy=False)]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
@@ -251,8 +255,10 @@ class AveragePool(OpRule):
         spread = dy / count
         padded = np.zeros((*x.shape[:2], *geo.padded), spread.dtype)
         for tap in geo.taps():
-            padded[(..., *tap)] += spread
-        return [padded[(..., *geo.inside(x.shape[2:]))].copy()]
+            tap_index = (..., *tap)
+            padded[tap_index] += spread
+        inside = (..., *geo.inside(x.shape[2:]))
+        return [padded[inside].copy()]
 
     @staticmethod
     def _geometry(call: NodeCall, spatial: Sequence[int], dtype: np.dtype) -> tuple:

@@ -9,7 +9,7 @@ applies their transposes. ``tf_crop_and_resize`` (an affine map with extrapolati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +132,10 @@ class _Resize(OpRule):
         return [dx] + [None] * (len(call.inputs) - 1)
 
 
-def _from_scales(shape: Sequence[int], scales: Sequence[float], axes: Sequence[int]):
+def _from_scales(
+    shape: Sequence[int], scales: Sequence[float] | np.ndarray, axes: Iterable[int]
+) -> list[AxisResize]:
+    """One step per axis whose scale is not 1 (output size: floor(size * scale))."""
     return [
         AxisResize(a, shape[a], int(np.floor(shape[a] * float(s))), float(s))
         for a, s in zip(axes, scales)

@@ -281,7 +281,7 @@ class _Pad(OpRule):
         for axis, source in pad_maps(x.shape, pads, call.attrs.get("mode", "constant"), axes):
             y = np.take(y, np.maximum(source, 0), axis=axis)
             if (source < 0).any():
-                fill = [slice(None)] * y.ndim
+                fill: list[slice | np.ndarray] = [slice(None)] * y.ndim
                 fill[axis] = source < 0
                 y[tuple(fill)] = value
         return [y]
@@ -317,7 +317,9 @@ class Pad11(_Pad):
         pads, *rest = call.inputs[1:]
         value, axes = [*rest, None, None][:2]
         fill = 0.0 if value is None or np.size(value) == 0 else float(np.asarray(value).ravel()[0])
-        return np.asarray(pads).ravel(), fill, None if axes is None else np.asarray(axes).ravel()
+        pad_list = [int(p) for p in np.asarray(pads).ravel()]
+        axis_list = None if axes is None else [int(a) for a in np.asarray(axes).ravel()]
+        return pad_list, fill, axis_list
 
 
 @register_rule("Gather")
