@@ -4,7 +4,7 @@ NumPy and the native kernels, one rule per op (see :mod:`.registry`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -32,7 +32,7 @@ class BackwardPlan:
     source: str
     seeds: tuple[str, ...]
     opset: int
-    sessions: SessionFactory = field(default_factory=SessionFactory)
+    sessions: SessionFactory
 
     @property
     def tensors(self) -> list[str]:
