@@ -7,7 +7,7 @@
 - :func:`multifaceted`: one class visualization per facet (cluster) of a class.
 - :func:`gram_texture`: neural texture synthesis (Gatys et al. 2015), Gram matrices matched.
 - :func:`style_transfer`: neural style transfer (Gatys et al. 2016); the loss network of
-  both (and of fast style transfer) is :class:`~.style.LossNetwork`.
+  both (and of fast style transfer) is :class:`~.style_losses.LossNetwork`.
 - :func:`efros_leung`: non-parametric texture synthesis (Efros & Leung), no network, no torch.
 - :func:`stylize`: run a feed-forward style network (trained, or e.g. fns_candy) via onnxruntime.
 
@@ -29,9 +29,9 @@ from .deepdream import dream
 from .efros_leung import TextureResult, efros_leung
 from .inversion import default_layers, invert, invert_layers
 from .multifaceted import multifaceted
-from .style import LossNetwork, default_content_layer, default_style_layers
-from .style_transfer import style_transfer
-from .stylize import StyleNetwork, load_style_network, stylize
+from .style_losses import LossNetwork, default_content_layer, default_style_layers
+from .gatys_transfer import style_transfer
+from .fast_style_network import StyleNetwork, load_style_network, stylize
 from .texture import gram_texture
 
 __all__ = [

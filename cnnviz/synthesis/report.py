@@ -278,7 +278,7 @@ def style_transfer_section(ctx: ReportContext, page: Page) -> Section | None:
         return None
     from cnnviz_core.preprocess import load_image
 
-    from .style_transfer import style_transfer
+    from .gatys_transfer import style_transfer
 
     style_picture = load_image(style) if style is not None else ctx.pixels[1]
     style_name = Path(style).name if isinstance(style, (str, Path)) else ctx.names[1]
@@ -327,7 +327,7 @@ def fast_style_section(ctx: ReportContext, page: Page) -> Section | None:
         return None
     from cnnviz_core.preprocess import load_image
 
-    from .stylize import load_style_network, stylize
+    from .fast_style_network import load_style_network, stylize
 
     pictures = [_fit_side(load_image(image), STYLE_SIDE) for image in ctx.images]
     figures = []

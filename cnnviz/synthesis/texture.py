@@ -32,7 +32,7 @@ from cnnviz_core import Model
 from cnnviz_core.preprocess import ImageLike
 
 from .base import Progress, SynthesisResult, require_torch
-from .style import (
+from .style_losses import (
     LossNetwork,
     Size,
     fit_size,
@@ -74,7 +74,7 @@ def gram_texture(
         sample: the texture image (path, PIL or (H, W, 3) array).
         size: output size: None (the sample's, after ``sample_size``), an int (square) or
             (H, W).
-        layers: style layers (default :func:`~.style.default_style_layers`).
+        layers: style layers (default :func:`~.style_losses.default_style_layers`).
         layer_weights: per layer weights (sequence or {layer: weight}); default 1 each.
         sample_size: the sample's size seen by the network: None (longer side = the model's
             input size, e.g. 224), an int (longer side) or (H, W). Textures' scale follows it.

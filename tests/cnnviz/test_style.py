@@ -1,6 +1,6 @@
-"""The loss network of texture synthesis and style transfer (cnnviz.synthesis.style): default
-layers on a VGG-like graph, SqueezeNet 1.1 and the shapes model; preprocessing and features
-against the model's own pipeline and onnxruntime; the losses against float64 NumPy."""
+"""The loss network of texture synthesis and style transfer (cnnviz.synthesis.style_losses):
+default layers on a VGG-like graph, SqueezeNet 1.1 and the shapes model; preprocessing and
+features against the model's own pipeline and onnxruntime; the losses against float64 NumPy."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from onnx import helper
 torch = pytest.importorskip("torch")
 
 from cnnviz.models import load_model  # noqa: E402
-from cnnviz.synthesis.style import (  # noqa: E402
+from cnnviz.synthesis.style_losses import (  # noqa: E402
     LossNetwork,
     default_content_layer,
     default_style_layers,

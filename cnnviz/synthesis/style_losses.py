@@ -9,7 +9,7 @@ pixels in [0, 1] through the torch bridge (one forward, only up to the deepest l
 any spatial size), with the Gram matrices on the native kernels
 (:func:`cnnviz_core.torch_bridge.gram_matrix`).
 
-    from cnnviz.synthesis.style import LossNetwork
+    from cnnviz.synthesis.style_losses import LossNetwork
     net = LossNetwork(model)                      # default layers for the model
     targets = net.targets(style_pixels)           # {layer: (1, C, C) Gram}
     feats = net.features(pixels)                  # {layer: (N, C, H, W)}

@@ -12,7 +12,7 @@ choice: converges in tens of L-BFGS iterations) or from noise (the paper's choic
     result.metrics["style_loss_end"] / result.metrics["style_loss_start"]
 
 Weights. Gatys et al. weigh content against style as alpha / beta = 1e-3 to 1e-4 with VGG-19
-and raw Gram sums. Here both losses are relative (:mod:`.style`: each starts near 1 from
+and raw Gram sums. Here both losses are relative (:mod:`.style_losses`: each starts near 1 from
 noise whatever the network's input scale), so the ratio means something else: with the
 defaults ``content_weight=1``, ``style_weight=1e3``, ``tv_weight=1`` (pixels in [0, 1])
 the style dominates as in the paper while the content layer keeps the layout.
@@ -33,7 +33,7 @@ from cnnviz_core import InputError, Model
 from cnnviz_core.preprocess import ImageLike
 
 from .base import Progress, SynthesisResult, require_torch
-from .style import (
+from .style_losses import (
     LossNetwork,
     Size,
     load_pixels,
@@ -73,8 +73,8 @@ def style_transfer(
         model: the loss network (SqueezeNet 1.1 or any ImageNet CNN; the shapes model as a
             fallback).
         content, style: images (paths, PIL or (H, W, 3) arrays).
-        content_layer: default :func:`~.style.default_content_layer`.
-        style_layers: default :func:`~.style.default_style_layers`.
+        content_layer: default :func:`~.style_losses.default_content_layer`.
+        style_layers: default :func:`~.style_losses.default_style_layers`.
         style_layer_weights: per style layer (sequence or {layer: weight}); default 1 each.
         content_weight, style_weight, tv_weight: the weights of the three terms (see the
             module docstring).

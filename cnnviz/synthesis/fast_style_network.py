@@ -3,7 +3,7 @@ Real-Time Style Transfer and Super-Resolution"): one onnxruntime forward pass pe
 
 Two kinds of networks run through the same path:
 
-- networks trained by :func:`cnnviz.synthesis.fast_style.train_style`: their ONNX metadata
+- networks trained by :func:`cnnviz.synthesis.train_fast_style.train_style`: their ONNX metadata
   carries a card (``kind: fast-style``) that says the pixel convention (RGB, 0-1 or 0-255)
   and that any image size works;
 - existing fast-style exports without a card, such as the ONNX zoo's ``fns_candy.onnx``
@@ -130,7 +130,7 @@ class StyleNetwork:
     """A feed-forward style network ready to run through onnxruntime.
 
     Build it with :func:`load_style_network` (a file) or get it from
-    :func:`~cnnviz.synthesis.fast_style.train_style`; call :func:`stylize` (or the network
+    :func:`~cnnviz.synthesis.train_fast_style.train_style`; call :func:`stylize` (or the network
     itself) on images.
 
     Attributes:
