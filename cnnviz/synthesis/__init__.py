@@ -27,11 +27,11 @@ from .base import INSTALL_HINT, SynthesisResult, psnr
 from .class_visualization import class_visualization
 from .deepdream import dream
 from .efros_leung import TextureResult, efros_leung
+from .fast_style_network import StyleNetwork, load_style_network, stylize
+from .gatys_transfer import style_transfer
 from .inversion import default_layers, invert, invert_layers
 from .multifaceted import multifaceted
 from .style_losses import LossNetwork, default_content_layer, default_style_layers
-from .gatys_transfer import style_transfer
-from .fast_style_network import StyleNetwork, load_style_network, stylize
 from .texture import gram_texture
 
 __all__ = [

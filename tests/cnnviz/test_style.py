@@ -18,10 +18,10 @@ from cnnviz.synthesis.style_losses import (  # noqa: E402
     default_style_layers,
     fit_size,
     load_pixels,
-    range_penalty,
     to_pictures,
     tv_loss,
 )
+from cnnviz.synthesis.template import range_penalty  # noqa: E402
 from cnnviz_core import InputError, Model, UnknownLayerError  # noqa: E402
 from cnnviz_core.kernels import gram_reference  # noqa: E402
 from tests.conftest import make_graph_model  # noqa: E402
