@@ -84,8 +84,11 @@ def fool(
     pre = model.preprocess
     original = pre.invert(model.prepare(image))  # (N, H, W, 3) uint8 as the model sees it
     n = len(original)
-    one = isinstance(target, str) or not isinstance(target, Sequence)
-    wanted = [target] * n if one else list(target)
+    wanted: list[TargetLike]
+    if isinstance(target, str) or not isinstance(target, Sequence):
+        wanted = [target] * n
+    else:
+        wanted = list(target)
     resolved = [resolve_target(model, t) for t in wanted]
     classes = [r.class_index for r in resolved if r.class_index is not None]
     if len(classes) != len(resolved):

@@ -174,8 +174,11 @@ def class_visualization(
     check_choice("parameterization", parameterization, PARAMETERIZATIONS)
     if lr is None:
         lr = 0.05 if parameterization == "fourier" else 0.005
-    one = isinstance(target, str) or not isinstance(target, Sequence)
-    wanted = [target] if one else list(target)
+    wanted: list[TargetLike]
+    if isinstance(target, str) or not isinstance(target, Sequence):
+        wanted = [target]
+    else:
+        wanted = list(target)
     targets = [resolve_target(model, t) for t in wanted]
     net = bridge(model)
     n = len(targets)

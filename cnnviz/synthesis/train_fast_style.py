@@ -86,8 +86,11 @@ def _define_modules() -> tuple[Any, Any]:
     torch = require_torch()
     nn = torch.nn
     functional = torch.nn.functional
+    # torch is untyped here (imported on first use): the base classes as plain values
+    sequential: Any = nn.Sequential
+    module: Any = nn.Module
 
-    class ConvLayer(nn.Sequential):
+    class ConvLayer(sequential):
         """Reflect padding + conv (+ instance norm + ReLU)."""
 
         def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, act: bool = True):
@@ -99,7 +102,7 @@ def _define_modules() -> tuple[Any, Any]:
                 layers += [nn.InstanceNorm2d(c_out, affine=True), nn.ReLU()]
             super().__init__(*layers)
 
-    class ResidualBlock(nn.Module):
+    class ResidualBlock(module):
         """x + IN(conv(ReLU(IN(conv(x))))) (Johnson et al.'s block, as in He et al. 2016)."""
 
         def __init__(self, channels: int):
@@ -114,7 +117,7 @@ def _define_modules() -> tuple[Any, Any]:
         def forward(self, x: Any) -> Any:
             return x + self.body(x)
 
-    class TransformNet(nn.Module):
+    class TransformNet(module):
         """Johnson et al.'s image transformation network with instance norm and resize-conv
         upsampling: (N, 3, H, W) RGB in [0, 1] -> the same shape, any H and W.
 
