@@ -381,10 +381,11 @@ def optimize(
     tracker = Tracker(steps * len(sizes), progress)
     interrupted = False
     try:
+        converged = False
         if optimizer.name == "adam":
-            converged = _adam(image, step_loss, tracker, steps, optimizer.lr)
+            _adam(image, step_loss, tracker, steps, optimizer.lr)
         elif optimizer.name == "lbfgs":
-            converged = _lbfgs(image, step_loss, tracker, steps, optimizer.exact_budget)
+            _lbfgs(image, step_loss, tracker, steps, optimizer.exact_budget)
         else:
             converged = _gradient_steps(image, step_loss, tracker, steps, sizes)
         if not converged:
@@ -400,14 +401,20 @@ def optimize(
     return Run(best, tracker, interrupted)
 
 
-def _record(image: Parameterization, tracker: Tracker, values: Any, batch: Any) -> None:
-    tracker.record(values, image.recorded(batch), fresh=image.fresh)
-
-
-def _minimized(image: Parameterization, values: Any, batch: Any) -> Any:
-    """The sum over the batch of the loss plus the parameterization's penalty."""
+def _evaluate(
+    image: Parameterization, step_loss: Callable[[], Loss], tracker: Tracker, steps: int
+) -> Any:
+    """One evaluation of Adam or L-BFGS: the step's loss of the current image, recorded
+    while the budget lasts (a line search may evaluate past it), plus the penalty, summed
+    over the batch and back-propagated. Returns the sum."""
+    batch = image.image()
+    values = step_loss()(batch)
+    if tracker.steps < steps:
+        tracker.record(values, image.recorded(batch), fresh=image.fresh)
     penalty = image.penalty(batch)
-    return (values if penalty is None else values + penalty).sum()
+    total = (values if penalty is None else values + penalty).sum()
+    total.backward()
+    return total
 
 
 def _adam(
@@ -416,19 +423,15 @@ def _adam(
     tracker: Tracker,
     steps: int,
     lr: float,
-) -> bool:
+) -> None:
     torch = require_torch()
     opt = torch.optim.Adam(image.params, lr=lr)
     for _ in range(steps):
         opt.zero_grad()
-        batch = image.image()
-        values = step_loss()(batch)
-        _record(image, tracker, values, batch)
-        _minimized(image, values, batch).backward()
+        _evaluate(image, step_loss, tracker, steps)
         opt.step()
         with torch.no_grad():
             image.project()
-    return False
 
 
 def _lbfgs(
@@ -437,7 +440,7 @@ def _lbfgs(
     tracker: Tracker,
     steps: int,
     exact_budget: bool,
-) -> bool:
+) -> None:
     torch = require_torch()
     budget: dict[str, Any] = (
         {"max_eval": steps, "tolerance_grad": 0.0, "tolerance_change": 0.0} if exact_budget else {}
@@ -453,16 +456,9 @@ def _lbfgs(
 
     def closure() -> Any:
         opt.zero_grad()
-        batch = image.image()
-        values = step_loss()(batch)
-        if tracker.steps < steps:  # the line search may evaluate past the budget
-            _record(image, tracker, values, batch)
-        total = _minimized(image, values, batch)
-        total.backward()
-        return total
+        return _evaluate(image, step_loss, tracker, steps)
 
     opt.step(closure)
-    return False
 
 
 def _gradient_steps(
@@ -481,7 +477,7 @@ def _gradient_steps(
             values, grad = coarse_gradient(step_loss(), batch, size)
             if image.converged():
                 return True
-            _record(image, tracker, values, batch)
+            tracker.record(values, image.recorded(batch), fresh=image.fresh)
             with torch.no_grad():
                 image.step(grad, step)
     return False
