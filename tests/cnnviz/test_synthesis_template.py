@@ -79,6 +79,7 @@ def test_optimizers_lower_the_loss_and_keep_the_best(optimizer) -> None:
     assert [c[:2] for c in calls] == [(i, 12) for i in range(1, steps + 1)]
     assert run.tracker.losses[-1] < run.tracker.losses[0]
     best = squared_error(torch.from_numpy(run.best)).numpy()
+    assert run.tracker.best_loss is not None
     np.testing.assert_allclose(best, run.tracker.best_loss, rtol=1e-6)
     assert best.max() <= squared_error(torch.zeros(2, 1, 4, 4)).numpy().min()
 
