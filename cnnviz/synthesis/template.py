@@ -372,13 +372,13 @@ def optimize(
         shift = jitter_shifts(rng, jitter)
         return lambda batch: loss(torch.roll(batch, shifts=shift, dims=(2, 3)))
 
-    sizes: list[tuple[int, int] | None] = [None]  # Adam and L-BFGS: the full size
+    sizes: list[tuple[int, int]] = []  # gradient steps: the octaves, coarse to fine
     if optimizer.name == "steps":
         h, w = image.image().shape[-2:]
-        sizes = [*octave_sizes((int(h), int(w)), optimizer.octaves, optimizer.octave_scale)]
+        sizes = octave_sizes((int(h), int(w)), optimizer.octaves, optimizer.octave_scale)
     else:
         check_choice("optimizer", optimizer.name, OPTIMIZERS)
-    tracker = Tracker(steps * len(sizes), progress)
+    tracker = Tracker(steps * max(1, len(sizes)), progress)
     interrupted = False
     try:
         converged = False
@@ -466,12 +466,11 @@ def _gradient_steps(
     step_loss: Callable[[], Loss],
     tracker: Tracker,
     steps: int,
-    sizes: Sequence[tuple[int, int] | None],
+    sizes: Sequence[tuple[int, int]],
 ) -> bool:
     """The parameterization's own steps, coarse to fine; True when it converged."""
     torch = require_torch()
     for size in sizes:
-        assert size is not None
         for step in range(steps):
             batch = image.image()
             values, grad = coarse_gradient(step_loss(), batch, size)
