@@ -28,7 +28,7 @@ from cnnviz_core.preprocess import ImageLike
 
 from ..attribution.targets import TargetLike, resolve_target, score_tensor
 from .base import Progress, SynthesisResult, bridge, require_torch
-from .template import Parameterization, gradient_steps, optimize
+from .template import Pixels, gradient_steps, optimize
 
 
 @dataclass
@@ -104,7 +104,7 @@ def fool(
     if random_start:
         rng = np.random.default_rng(seed)
         noise = rng.integers(-int(epsilon), int(epsilon) + 1, size=tuple(base.shape))
-        levels.p = (levels.p + torch.from_numpy(noise.astype(np.float32))).clamp(0, 255)
+        levels.x = (levels.x + torch.from_numpy(noise.astype(np.float32))).clamp(0, 255)
 
     def loss(batch: Any) -> Any:
         """Cross-entropy to the target class per image; images predicted as their target
@@ -115,7 +115,7 @@ def fool(
         return torch.nn.functional.cross_entropy(scores, goal, reduction="none")
 
     run = optimize(levels, loss, gradient_steps(), steps=steps, progress=progress)
-    final = levels.p.detach().numpy() if not run.interrupted else run.best
+    final = levels.x.detach().numpy() if not run.interrupted else run.best
     final = np.clip(np.rint(final), 0, 255)
     batch = ((final * np.float32(scale) - mean.numpy()) / std.numpy()).astype(np.float32)
     pictures = pre.invert(batch)
@@ -154,7 +154,7 @@ def fool(
     )
 
 
-class PixelLevels(Parameterization):
+class PixelLevels(Pixels):
     """Pixel levels (N, C, H, W), 0-255 in the model's channel order, moved by the signed
     gradient (Kurakin et al. 2017): ``step_size`` levels against the sign of the loss
     gradient, projected onto the L-inf ball of ``epsilon`` around ``base`` and onto the
@@ -165,17 +165,10 @@ class PixelLevels(Parameterization):
 
     def __init__(self, base: Any, epsilon: float, step_size: float):
         torch = require_torch()
+        super().__init__(base.clone())
         self.base, self.epsilon, self.step_size = base, epsilon, step_size
-        self.p = base.clone()
         self.done = torch.zeros(len(base), dtype=torch.bool)
         self.taken = np.zeros(len(base), np.int64)
-
-    @property
-    def params(self) -> list[Any]:
-        return [self.p]
-
-    def image(self) -> Any:
-        return self.p
 
     def converged(self) -> bool:
         return bool(self.done.all())
@@ -183,9 +176,9 @@ class PixelLevels(Parameterization):
     def step(self, grad: Any, step: int) -> None:
         torch = require_torch()
         move = (~self.done).view(-1, 1, 1, 1).float()
-        p = self.p - move * self.step_size * grad.sign()
-        p = torch.minimum(torch.maximum(p, self.base - self.epsilon), self.base + self.epsilon)
-        self.p = p.clamp(0, 255).round()
+        x = self.x - move * self.step_size * grad.sign()
+        x = torch.minimum(torch.maximum(x, self.base - self.epsilon), self.base + self.epsilon)
+        self.x = x.clamp(0, 255).round()
         self.taken += (~self.done).numpy()
 
 

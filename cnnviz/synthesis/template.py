@@ -168,14 +168,44 @@ class Parameterization:
         return False
 
 
-class SteppedPixels(Parameterization):
+class Pixels(Parameterization):
+    """The image batch itself is the variable: ``x``, (N, C, H, W)."""
+
+    def __init__(self, x: Any):
+        self.x = x
+
+    @property
+    def params(self) -> list[Any]:
+        return [self.x]
+
+    def image(self) -> Any:
+        return self.x
+
+
+class ModelPixels(Pixels):
+    """Model-input pixels (float32 (N, C, H, W), from the numpy ``start``) with the model's
+    per-channel pixel range (:func:`~.base.bounds`) as ``low`` and ``high`` (1, C, 1, 1)."""
+
+    def __init__(self, model: Model, start: np.ndarray):
+        torch = require_torch()
+        super().__init__(torch.from_numpy(start))
+        low, high = bounds(model)
+        self.low, self.high = channel_tensor(low, self.x), channel_tensor(high, self.x)
+
+    def clip(self, x: Any) -> Any:
+        """``x`` clipped to the pixel range."""
+        torch = require_torch()
+        return torch.maximum(torch.minimum(x, self.high), self.low)
+
+
+class SteppedPixels(ModelPixels):
     """Model-input pixels moved by normalized gradient steps (the clipped gradient of
     Yosinski et al. 2015): each step moves ``lr`` of the pixel range against the loss
     gradient divided by its mean absolute value, then ``regularize(x, step)`` (decay, blur:
-    the technique's regularizers), then clips to the valid pixel range.
+    the technique's regularizers), then clips to the pixel range.
 
     Args:
-        model: the model (its pixel range, :func:`~.base.bounds`).
+        model: the model (its pixel range).
         start: float32 (N, C, H, W) model-input batch.
         lr: step size as a fraction of the pixel range.
         regularize: ``regularize(x, step) -> x`` after every step, or None.
@@ -190,54 +220,32 @@ class SteppedPixels(Parameterization):
         lr: float,
         regularize: Callable[[Any, int], Any] | None = None,
     ):
-        torch = require_torch()
-        self.x = torch.from_numpy(start)
-        low, high = bounds(model)
-        self.low, self.high = channel_tensor(low, self.x), channel_tensor(high, self.x)
+        super().__init__(model, start)
         self.step_size = lr * (self.high - self.low)
         self.regularize = regularize
 
-    @property
-    def params(self) -> list[Any]:
-        return [self.x]
-
-    def image(self) -> Any:
-        return self.x
-
     def step(self, grad: Any, step: int) -> None:
-        torch = require_torch()
         x = self.x - self.step_size * normalized(grad)
         if self.regularize is not None:
             x = self.regularize(x, step)
-        self.x = torch.maximum(torch.minimum(x, self.high), self.low)
+        self.x = self.clip(x)
 
 
-class ClampedPixels(Parameterization):
-    """Model-input pixels moved by Adam or L-BFGS, projected onto the valid pixel range
-    after every Adam step and at the end (L-BFGS sees the unconstrained problem).
+class ClampedPixels(ModelPixels):
+    """Model-input pixels moved by Adam or L-BFGS, projected onto the pixel range after
+    every Adam step and at the end (L-BFGS sees the unconstrained problem).
 
     Args:
-        model: the model (its pixel range, :func:`~.base.bounds`).
+        model: the model (its pixel range).
         start: float32 (N, C, H, W) model-input batch (optimized in place).
     """
 
     def __init__(self, model: Model, start: np.ndarray):
-        torch = require_torch()
-        self.x = torch.from_numpy(start)
-        low, high = bounds(model)
-        self.low, self.high = channel_tensor(low, self.x), channel_tensor(high, self.x)
+        super().__init__(model, start)
         self.x.requires_grad_(True)
 
-    @property
-    def params(self) -> list[Any]:
-        return [self.x]
-
-    def image(self) -> Any:
-        return self.x
-
     def project(self) -> None:
-        torch = require_torch()
-        self.x.copy_(torch.maximum(torch.minimum(self.x, self.high), self.low))
+        self.x.copy_(self.clip(self.x))
 
     def settle(self) -> Any:
         self.project()
@@ -251,7 +259,7 @@ def range_penalty(pixels: Any) -> Any:
     return (above.pow(2) + below.pow(2)).flatten(1).mean(1)
 
 
-class UnitPixels(Parameterization):
+class UnitPixels(Pixels):
     """RGB pixels in [0, 1], (N, 3, H, W), as free variables with a smooth penalty
     ``range_weight * range_penalty`` for leaving [0, 1]; what is recorded is clipped.
 
@@ -270,16 +278,9 @@ class UnitPixels(Parameterization):
     fresh = True
 
     def __init__(self, pixels: Any, range_weight: float = 1e3):
-        self.x = pixels
+        super().__init__(pixels)
         self.range_weight = range_weight
         self.x.requires_grad_(True)
-
-    @property
-    def params(self) -> list[Any]:
-        return [self.x]
-
-    def image(self) -> Any:
-        return self.x
 
     def recorded(self, image: Any) -> Any:
         return image.detach().clamp(0.0, 1.0)
