@@ -11,11 +11,13 @@
 - :func:`efros_leung`: non-parametric texture synthesis (Efros & Leung), no network, no torch.
 - :func:`stylize`: run a feed-forward style network (trained, or e.g. fns_candy) via onnxruntime.
 
-Every technique is deterministic by ``seed``, reports ``progress(step, total, loss)``,
-returns the best image so far when interrupted (Ctrl-C, or KeyboardInterrupt raised by the
-progress callback; ``result.interrupted`` is then True), and takes its start image as
-``"zeros"``, ``"noise"`` or images. Importing this package never imports torch; a call
-without torch raises ImportError naming ``pip install 'cnnviz[torch]'``.
+The gradient techniques share one template (:mod:`.template`): each supplies its loss and
+its parameterization; the template runs the optimizer, jitter, progress, the best-so-far
+and Ctrl-C, and builds the result. Every technique is deterministic by ``seed``, reports
+``progress(step, total, loss)``, returns the best image so far when interrupted (Ctrl-C, or
+KeyboardInterrupt raised by the progress callback; ``result.interrupted`` is then True), and
+takes its start image as ``"zeros"``, ``"noise"`` or images. Importing this package never
+imports torch; a call without torch raises ImportError naming ``pip install 'cnnviz[torch]'``.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ class SynthesisResult:
     """A synthesized image (or a batch of them) and how it was made.
 
     Attributes:
-        method: ``class-visualization``, ``inversion``, ``deepdream`` or ``adversarial``.
+        method: ``class-visualization``, ``multifaceted``, ``inversion``, ``deepdream``,
+            ``adversarial``, ``texture`` or ``style-transfer``.
         images: (N, H, W, 3) uint8 RGB, the model input made displayable.
         batch: float32 (N, C, H, W) model input the pictures come from (best so far).
         losses: the loss (mean over the batch) after every step, lower is better.
