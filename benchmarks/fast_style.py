@@ -89,8 +89,8 @@ def run(quick: bool = False) -> list[dict]:
         import torch
     except ImportError:
         return [{"note": "torch is not installed: fast_style suite skipped"}]
-    from cnnviz.synthesis.train_fast_style import train_style
     from cnnviz.synthesis.fast_style_network import load_style_network
+    from cnnviz.synthesis.train_fast_style import train_style
 
     torch.set_num_threads(2)
     repeats = 2 if quick else 5
