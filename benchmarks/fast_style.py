@@ -58,7 +58,7 @@ def forward_rows(name: str, network: Any, module: Any, size: int, batches: tuple
 
 def training_rows(quick: bool) -> list[dict]:
     """train_style steps/s (the median step, after two warm-up steps)."""
-    from cnnviz.synthesis.fast_style import train_style
+    from cnnviz.synthesis.train_fast_style import train_style
     from cnnviz_core import Model
 
     style = SHARED / "style" / "candy.jpg"
@@ -89,8 +89,8 @@ def run(quick: bool = False) -> list[dict]:
         import torch
     except ImportError:
         return [{"note": "torch is not installed: fast_style suite skipped"}]
-    from cnnviz.synthesis.fast_style import train_style
-    from cnnviz.synthesis.stylize import load_style_network
+    from cnnviz.synthesis.fast_style_network import load_style_network
+    from cnnviz.synthesis.train_fast_style import train_style
 
     torch.set_num_threads(2)
     repeats = 2 if quick else 5

@@ -6,7 +6,7 @@ One iteration is what an L-BFGS function evaluation costs: preprocessing, one fo
 the deepest style/content layer, the Gram matrices, content + style + TV losses, backward to
 the pixels. Three ways, same image, same weights, same losses:
 
-- ``ours``: :class:`cnnviz.synthesis.style.LossNetwork` (bridge interpreter, native Gram);
+- ``ours``: :class:`cnnviz.synthesis.style_losses.LossNetwork` (bridge interpreter, native Gram);
 - ``bridge + bmm``: the same with the Gram done by ``torch.bmm`` (isolates the kernel);
 - ``pure torch``: a hand-written twin of the network in ``torch.nn.functional`` (SqueezeNet
   1.1 up to fire6, with the model's weights; the shapes model's twin from synthesis.py) and
@@ -76,7 +76,7 @@ def run(quick: bool = False) -> list[dict]:
         import torch
     except ImportError:
         return [{"note": "torch is not installed: style suite skipped"}]
-    from cnnviz.synthesis.style import LossNetwork, tv_loss
+    from cnnviz.synthesis.style_losses import LossNetwork, tv_loss
     from cnnviz_core.torch_bridge import gram_matrix
 
     torch.set_num_threads(2)

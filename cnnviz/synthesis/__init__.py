@@ -7,15 +7,17 @@
 - :func:`multifaceted`: one class visualization per facet (cluster) of a class.
 - :func:`gram_texture`: neural texture synthesis (Gatys et al. 2015), Gram matrices matched.
 - :func:`style_transfer`: neural style transfer (Gatys et al. 2016); the loss network of
-  both (and of fast style transfer) is :class:`~.style.LossNetwork`.
+  both (and of fast style transfer) is :class:`~.style_losses.LossNetwork`.
 - :func:`efros_leung`: non-parametric texture synthesis (Efros & Leung), no network, no torch.
 - :func:`stylize`: run a feed-forward style network (trained, or e.g. fns_candy) via onnxruntime.
 
-Every technique is deterministic by ``seed``, reports ``progress(step, total, loss)``,
-returns the best image so far when interrupted (Ctrl-C, or KeyboardInterrupt raised by the
-progress callback; ``result.interrupted`` is then True), and takes its start image as
-``"zeros"``, ``"noise"`` or images. Importing this package never imports torch; a call
-without torch raises ImportError naming ``pip install 'cnnviz[torch]'``.
+The gradient techniques share one template (:mod:`.template`): each supplies its loss and
+its parameterization; the template runs the optimizer, jitter, progress, the best-so-far
+and Ctrl-C, and builds the result. Every technique is deterministic by ``seed``, reports
+``progress(step, total, loss)``, returns the best image so far when interrupted (Ctrl-C, or
+KeyboardInterrupt raised by the progress callback; ``result.interrupted`` is then True), and
+takes its start image as ``"zeros"``, ``"noise"`` or images. Importing this package never
+imports torch; a call without torch raises ImportError naming ``pip install 'cnnviz[torch]'``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from .base import INSTALL_HINT, SynthesisResult, psnr
 from .class_visualization import class_visualization
 from .deepdream import dream
 from .efros_leung import TextureResult, efros_leung
+from .fast_style_network import StyleNetwork, load_style_network, stylize
+from .gatys_transfer import style_transfer
 from .inversion import default_layers, invert, invert_layers
 from .multifaceted import multifaceted
-from .style import LossNetwork, default_content_layer, default_style_layers
-from .style_transfer import style_transfer
-from .stylize import StyleNetwork, load_style_network, stylize
+from .style_losses import LossNetwork, default_content_layer, default_style_layers
 from .texture import gram_texture
 
 __all__ = [

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from cnnviz_core import Model
+from cnnviz_core import InputError, Model
 from cnnviz_core.preprocess import ImageLike
 
 from ..attribution.targets import TargetLike, resolve_target, score_tensor
-from .base import Progress, SynthesisResult, Tracker, bridge, require_torch
+from .base import Progress, SynthesisResult, bridge, require_torch
+from .template import Pixels, gradient_steps, optimize
 
 
 @dataclass
@@ -83,55 +84,40 @@ def fool(
     pre = model.preprocess
     original = pre.invert(model.prepare(image))  # (N, H, W, 3) uint8 as the model sees it
     n = len(original)
-    wanted = list(target) if isinstance(target, (list, tuple)) else [target] * n
-    classes = [resolve_target(model, t).class_index for t in wanted]
+    wanted: list[TargetLike]
+    if isinstance(target, str) or not isinstance(target, Sequence):
+        wanted = [target] * n
+    else:
+        wanted = list(target)
+    resolved = [resolve_target(model, t) for t in wanted]
+    classes = [r.class_index for r in resolved if r.class_index is not None]
+    if len(classes) != len(resolved):
+        labels = ", ".join(r.label for r in resolved if r.class_index is None)
+        raise InputError(f"target must be classes (index or label) to fool into, got {labels}")
     goal = torch.tensor(classes, dtype=torch.long)
     scores_name = score_tensor(model)
     base = torch.from_numpy(_model_order(model, original))  # (N, C, H, W) levels
     scale = float(pre.scale)
     mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
-    p = base.clone()
+    levels = PixelLevels(base, epsilon, step_size)
     if random_start:
         rng = np.random.default_rng(seed)
-        noise = rng.integers(-int(epsilon), int(epsilon) + 1, size=tuple(p.shape))
-        p = (p + torch.from_numpy(noise.astype(np.float32))).clamp(0, 255)
-    done = torch.zeros(n, dtype=torch.bool)
-    taken = np.zeros(n, np.int64)
-    tracker = Tracker(steps, progress)
-    interrupted = False
+        noise = rng.integers(-int(epsilon), int(epsilon) + 1, size=tuple(base.shape))
+        levels.x = (levels.x + torch.from_numpy(noise.astype(np.float32))).clamp(0, 255)
 
-    def scores_of(levels: Any) -> Any:
-        x = (levels * scale - mean) / std
-        return net(x, taps=[scores_name], outputs=False)[scores_name].reshape(n, -1)
+    def loss(batch: Any) -> Any:
+        """Cross-entropy to the target class per image; images predicted as their target
+        are done (they stop moving)."""
+        x = (batch * scale - mean) / std
+        scores = net(x, taps=[scores_name], outputs=False)[scores_name].reshape(n, -1)
+        levels.done = levels.done | (scores.argmax(dim=1) == goal).detach()
+        return torch.nn.functional.cross_entropy(scores, goal, reduction="none")
 
-    try:
-        for _ in range(steps):
-            levels = p.detach().requires_grad_(True)
-            scores = scores_of(levels)
-            done = done | (scores.argmax(dim=1) == goal).detach()
-            if bool(done.all()):
-                break
-            loss = torch.nn.functional.cross_entropy(scores, goal, reduction="none")
-            (grad,) = torch.autograd.grad(loss.sum(), levels)
-            tracker.record(loss, p, fresh=True)  # p is rebound below, never changed
-            with torch.no_grad():
-                move = (~done).view(-1, 1, 1, 1).float()
-                p = p - move * step_size * grad.sign()
-                p = torch.minimum(torch.maximum(p, base - epsilon), base + epsilon)
-                p = p.clamp(0, 255).round()
-            taken += (~done).numpy()
-        else:
-            with torch.no_grad():
-                scores = scores_of(p)
-                done = done | (scores.argmax(dim=1) == goal)
-                loss = torch.nn.functional.cross_entropy(scores, goal, reduction="none")
-            tracker.record(loss, p, final=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    levels = p.detach().numpy() if not interrupted or tracker.best is None else tracker.best
-    levels = np.clip(np.rint(levels), 0, 255)
-    batch = ((levels * np.float32(scale) - mean.numpy()) / std.numpy()).astype(np.float32)
+    run = optimize(levels, loss, gradient_steps(), steps=steps, progress=progress)
+    final = levels.x.detach().numpy() if not run.interrupted else run.best
+    final = np.clip(np.rint(final), 0, 255)
+    batch = ((final * np.float32(scale) - mean.numpy()) / std.numpy()).astype(np.float32)
     pictures = pre.invert(batch)
     change = pictures.astype(np.float64) - original.astype(np.float64)
     probabilities = model.probabilities(model.prepare(pictures))
@@ -139,7 +125,7 @@ def fool(
     linf = np.abs(change).reshape(n, -1).max(axis=1)
     metrics = {
         "success": [bool(row.argmax() == c) for row, c in zip(probabilities, classes)],
-        "steps": [int(t) for t in taken],
+        "steps": [int(t) for t in levels.taken],
         "linf": [float(v) for v in linf],
         "linf_fraction": [float(v / 255.0) for v in linf],
         "l2": [float(v) for v in np.sqrt((change**2).reshape(n, -1).sum(axis=1))],
@@ -155,19 +141,45 @@ def fool(
         magnify=magnify,
         seed=seed,
     )
-    return AdversarialResult(
+    return run.result(
+        AdversarialResult,
         "adversarial",
         pictures,
         batch,
-        tracker.losses,
         metrics,
-        tracker.steps,
-        interrupted,
         [f"{model.label(o)} -> {model.label(c)}" for o, c in zip(before, classes)],
         options,
         original=original,
         difference=difference,
     )
+
+
+class PixelLevels(Pixels):
+    """Pixel levels (N, C, H, W), 0-255 in the model's channel order, moved by the signed
+    gradient (Kurakin et al. 2017): ``step_size`` levels against the sign of the loss
+    gradient, projected onto the L-inf ball of ``epsilon`` around ``base`` and onto the
+    whole levels 0-255. Images that are ``done`` stop moving; ``taken`` counts each image's
+    steps; the run converges when every image is done."""
+
+    fresh = True
+
+    def __init__(self, base: Any, epsilon: float, step_size: float):
+        torch = require_torch()
+        super().__init__(base.clone())
+        self.base, self.epsilon, self.step_size = base, epsilon, step_size
+        self.done = torch.zeros(len(base), dtype=torch.bool)
+        self.taken = np.zeros(len(base), np.int64)
+
+    def converged(self) -> bool:
+        return bool(self.done.all())
+
+    def step(self, grad: Any, step: int) -> None:
+        torch = require_torch()
+        move = (~self.done).view(-1, 1, 1, 1).float()
+        x = self.x - move * self.step_size * grad.sign()
+        x = torch.minimum(torch.maximum(x, self.base - self.epsilon), self.base + self.epsilon)
+        self.x = x.clamp(0, 255).round()
+        self.taken += (~self.done).numpy()
 
 
 def _model_order(model: Model, rgb: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""What the synthesis techniques share: the result, start images, pixel bounds, jitter, blur,
-octaves and the optimisation bookkeeping (progress, best-so-far, Ctrl-C).
+"""The pieces the synthesis techniques share: the result, start images, pixel bounds, jitter,
+blur, octaves and the best-so-far bookkeeping (:class:`Tracker`). The loop that puts them
+together is the template, :mod:`.template`.
 
 torch is imported inside functions only (:func:`require_torch`), so importing this module
 and :mod:`cnnviz.synthesis` works without it. Shape convention: model inputs are float
@@ -47,7 +48,8 @@ class SynthesisResult:
     """A synthesized image (or a batch of them) and how it was made.
 
     Attributes:
-        method: ``class-visualization``, ``inversion``, ``deepdream`` or ``adversarial``.
+        method: ``class-visualization``, ``multifaceted``, ``inversion``, ``deepdream``,
+            ``adversarial``, ``texture`` or ``style-transfer``.
         images: (N, H, W, 3) uint8 RGB, the model input made displayable.
         batch: float32 (N, C, H, W) model input the pictures come from (best so far).
         losses: the loss (mean over the batch) after every step, lower is better.
@@ -280,48 +282,3 @@ class Tracker:
         self.losses.append(float(values.sum()) / len(values))
         if self.progress is not None:
             self.progress(self.steps, self.total, self.losses[-1])
-
-
-def jittered_ascent(
-    model: Model,
-    x: Any,
-    objective_at: Callable[[tuple[int, int]], Callable[[Any], Any]],
-    *,
-    steps: int,
-    octaves: int,
-    octave_scale: float,
-    lr: float,
-    jitter: int,
-    seed: int,
-    progress: Progress | None,
-    regularize: Callable[[Any, int], Any] | None = None,
-) -> tuple[np.ndarray, Tracker, bool]:
-    """Gradient ascent on ``objective_at(shift)(batch)`` (per image, shifted by a random
-    jitter each step), coarse to fine over octaves, with normalized steps of ``lr`` of the
-    pixel range, kept inside the valid pixel range. ``regularize(x, step)`` runs after each
-    update (decay, blur...). Returns (best batch, tracker, interrupted): Ctrl-C stops early
-    and keeps the best batch so far."""
-    torch = require_torch()
-    low_np, high_np = bounds(model)
-    low, high = channel_tensor(low_np, x), channel_tensor(high_np, x)
-    step_size = lr * (high - low)
-    rng = np.random.default_rng(seed)
-    sizes = octave_sizes(tuple(x.shape[-2:]), octaves, octave_scale)
-    tracker = Tracker(steps * len(sizes), progress)
-    interrupted = False
-    try:
-        for size in sizes:
-            for step in range(steps):
-                values, grad = coarse_gradient(objective_at(jitter_shifts(rng, jitter)), x, size)
-                tracker.record(-values, x, fresh=True)  # x is rebound below, never changed
-                with torch.no_grad():
-                    x = x + step_size * normalized(grad)
-                    if regularize is not None:
-                        x = regularize(x, step)
-                    x = torch.maximum(torch.minimum(x, high), low)
-        with torch.no_grad():
-            tracker.record(-objective_at((0, 0))(x), x, final=True, fresh=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    best = tracker.best if tracker.best is not None else x.detach().numpy()
-    return best, tracker, interrupted

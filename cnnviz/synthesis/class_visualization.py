@@ -24,24 +24,33 @@ from typing import Any
 
 import numpy as np
 
-from cnnviz_core import InputError, Model
+from cnnviz_core import Model
 
 from ..attribution.targets import ResolvedTarget, TargetLike, resolve_target
 from .base import (
     Progress,
     Start,
     SynthesisResult,
-    Tracker,
     bridge,
     gaussian_blur,
-    jitter_shifts,
-    jittered_ascent,
     pixels,
     quantized,
     require_torch,
     start_batch,
 )
 from .fourier import FourierImage
+from .template import (
+    Optimizer,
+    Parameterization,
+    SteppedPixels,
+    adam,
+    check_choice,
+    gradient_steps,
+    optimize,
+    start_option,
+)
+
+PARAMETERIZATIONS = ("pixel", "fourier")
 
 
 def objective_function(
@@ -162,11 +171,14 @@ def class_visualization(
         targets.
     """
     torch = require_torch()
-    if parameterization not in ("pixel", "fourier"):
-        raise InputError(f"parameterization must be 'pixel' or 'fourier', got {parameterization!r}")
+    check_choice("parameterization", parameterization, PARAMETERIZATIONS)
     if lr is None:
         lr = 0.05 if parameterization == "fourier" else 0.005
-    wanted = list(target) if isinstance(target, (list, tuple)) else [target]
+    wanted: list[TargetLike]
+    if isinstance(target, str) or not isinstance(target, Sequence):
+        wanted = [target]
+    else:
+        wanted = list(target)
     targets = [resolve_target(model, t) for t in wanted]
     net = bridge(model)
     n = len(targets)
@@ -182,23 +194,22 @@ def class_visualization(
         return x
 
     objective = objective_function(net, targets, contrast)
-
-    def objective_at(shift: tuple[int, int]) -> Any:
-        return lambda image: objective(torch.roll(image, shifts=shift, dims=(2, 3)))
-
+    image: Parameterization
+    optimizer: Optimizer
     if parameterization == "fourier":
-        image = FourierImage(model, n, seed, decay)
-        best, tracker, interrupted = _adam_ascent(
-            image, objective_at, steps=steps, lr=lr, jitter=jitter, seed=seed, progress=progress
-        )
+        image, optimizer = FourierImage(model, n, seed, decay), adam(lr)
     else:
-        x = torch.from_numpy(start_batch(model, start, n, seed))
-        best, tracker, interrupted = jittered_ascent(
-            model, x, objective_at, steps=steps, octaves=octaves, octave_scale=octave_scale,
-            lr=lr, jitter=jitter, seed=seed, progress=progress, regularize=regularize,
-        )  # fmt: skip
-
-    metrics = _metrics(model, net, best, targets)
+        image = SteppedPixels(model, start_batch(model, start, n, seed), lr, regularize)
+        optimizer = gradient_steps(octaves, octave_scale)
+    run = optimize(
+        image,
+        lambda batch: -objective(batch),
+        optimizer,
+        steps=steps,
+        jitter=jitter,
+        seed=seed,
+        progress=progress,
+    )
     options = dict(
         steps=steps,
         lr=lr,
@@ -212,59 +223,18 @@ def class_visualization(
         contrast=contrast,
         parameterization=parameterization,
         decay=decay,
-        start=start if isinstance(start, str) else "image",
+        start=start_option(start),
         seed=seed,
     )
-    return SynthesisResult(
+    return run.result(
+        SynthesisResult,
         "class-visualization",
-        pixels(model, best),
-        best,
-        tracker.losses,
-        metrics,
-        tracker.steps,
-        interrupted,
+        pixels(model, run.best),
+        run.best,
+        _metrics(model, net, run.best, targets),
         [t.label for t in targets],
         options,
     )
-
-
-def _adam_ascent(
-    image: FourierImage,
-    objective_at: Any,
-    *,
-    steps: int,
-    lr: float,
-    jitter: int,
-    seed: int,
-    progress: Progress | None,
-) -> tuple[np.ndarray, Tracker, bool]:
-    """Adam on a parameterized image's parameters, maximizing the jittered objective.
-    Returns (best model-input batch, tracker, interrupted)."""
-    torch = require_torch()
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(image.params, lr=lr)
-    tracker = Tracker(steps, progress)
-    interrupted = False
-    x = None
-    try:
-        for _ in range(steps):
-            opt.zero_grad()
-            x = image.model_input()
-            values = objective_at(jitter_shifts(rng, jitter))(x)
-            tracker.record(-values, x, fresh=True)  # a new tensor every step
-            (-values).sum().backward()
-            opt.step()
-        with torch.no_grad():
-            x = image.model_input()
-            tracker.record(-objective_at((0, 0))(x), x, final=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    if tracker.best is not None:
-        best = tracker.best
-    else:
-        with torch.no_grad():
-            best = image.model_input().numpy()
-    return best, tracker, interrupted
 
 
 def _metrics(

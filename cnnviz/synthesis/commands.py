@@ -142,7 +142,7 @@ def cmd_fool(args: argparse.Namespace, model: Model) -> None:
 
 
 def cmd_stylize(args: argparse.Namespace) -> None:
-    from .stylize import load_style_network, stylize
+    from .fast_style_network import load_style_network, stylize
 
     args.out.mkdir(parents=True, exist_ok=True)
     network = load_style_network(
@@ -161,7 +161,7 @@ def cmd_train_style(
     args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]
 ) -> None:
     """``cnnviz train-style``: train a fast style network and write it as ONNX."""
-    from .fast_style import train_style
+    from .train_fast_style import train_style
 
     network = train_style(
         open_model(args),
@@ -248,7 +248,7 @@ def cmd_texture(
 
 def cmd_style(args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]) -> None:
     """``cnnviz style``: Gatys style transfer of CONTENT in the style of STYLE."""
-    from .style_transfer import style_transfer
+    from .gatys_transfer import style_transfer
 
     args.out.mkdir(parents=True, exist_ok=True)
     result = style_transfer(

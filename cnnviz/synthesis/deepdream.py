@@ -28,12 +28,12 @@ from .base import (
     Start,
     SynthesisResult,
     bridge,
-    jittered_ascent,
     pixels,
     quantized,
     require_torch,
     start_batch,
 )
+from .template import SteppedPixels, gradient_steps, optimize
 
 
 def activation_norm(net: Any, x: Any, layer: str) -> Any:
@@ -80,20 +80,22 @@ def dream(
     else:
         first = model.prepare(image).astype(np.float32)
 
-    def objective_at(shift: tuple[int, int]) -> Any:
-        def objective(batch: Any) -> Any:
-            rolled = torch.roll(batch, shifts=shift, dims=(2, 3))
-            return net(rolled, taps=[name], outputs=False)[name].flatten(1).pow(2).mean(dim=1)
+    def loss(batch: Any) -> Any:
+        """Minus the mean squared activation of the layer, (N,)."""
+        return -net(batch, taps=[name], outputs=False)[name].flatten(1).pow(2).mean(dim=1)
 
-        return objective
-
-    best, tracker, interrupted = jittered_ascent(
-        model, torch.from_numpy(first), objective_at, steps=steps, octaves=octaves,
-        octave_scale=octave_scale, lr=lr, jitter=jitter, seed=seed, progress=progress,
-    )  # fmt: skip
+    run = optimize(
+        SteppedPixels(model, first, lr),
+        loss,
+        gradient_steps(octaves, octave_scale),
+        steps=steps,
+        jitter=jitter,
+        seed=seed,
+        progress=progress,
+    )
     with torch.no_grad():
         before = activation_norm(net, torch.from_numpy(first), name).numpy()
-        after = activation_norm(net, torch.from_numpy(quantized(model, best)), name).numpy()
+        after = activation_norm(net, torch.from_numpy(quantized(model, run.best)), name).numpy()
     metrics = {
         "norm_before": [float(v) for v in before],
         "norm_after": [float(v) for v in after],
@@ -107,14 +109,12 @@ def dream(
         jitter=jitter,
         seed=seed,
     )
-    return SynthesisResult(
+    return run.result(
+        SynthesisResult,
         "deepdream",
-        pixels(model, best),
-        best,
-        tracker.losses,
+        pixels(model, run.best),
+        run.best,
         metrics,
-        tracker.steps,
-        interrupted,
-        [layer] * len(best),
+        [layer] * len(run.best),
         options,
     )

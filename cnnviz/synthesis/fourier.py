@@ -17,6 +17,7 @@ import numpy as np
 from cnnviz_core import InputError, Model
 
 from .base import require_torch
+from .template import Parameterization
 
 #: square root of ImageNet's RGB colour covariance (Lucid's ``color_correlation_svd_sqrt``),
 #: columns: decorrelated channels, rows: R, G, B
@@ -25,9 +26,10 @@ COLOR_CORRELATION_SQRT = np.array(
 )
 
 
-class FourierImage:
-    """A batch of images as learnable spectra: ``params`` to optimize, ``model_input()``
-    the (N, C, H, W) model input they make (differentiable).
+class FourierImage(Parameterization):
+    """A batch of images as learnable spectra (a :class:`~.template.Parameterization`):
+    ``params`` to optimize, ``image()`` the (N, C, H, W) model input they make
+    (differentiable, a new tensor every call).
 
     Args:
         model: the model (3-channel input: RGB or BGR).
@@ -36,6 +38,8 @@ class FourierImage:
         decay: the spectrum is scaled by ``1 / frequency**decay`` (1, as Lucid).
         std: standard deviation of the initial spectrum (0.01: a nearly grey start).
     """
+
+    fresh = True
 
     def __init__(self, model: Model, n: int, seed: int, decay: float = 1.0, std: float = 0.01):
         torch = require_torch()
@@ -70,7 +74,7 @@ class FourierImage:
     def params(self) -> list[Any]:
         return [self.spectrum]
 
-    def model_input(self) -> Any:
+    def image(self) -> Any:
         """The current images as a model-input batch (N, 3, H, W)."""
         torch = require_torch()
         spectrum = torch.view_as_complex(self.spectrum) * self.scale

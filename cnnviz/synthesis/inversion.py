@@ -23,22 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from cnnviz_core import InputError, Model
+from cnnviz_core import Model
 from cnnviz_core.preprocess import ImageLike
 
 from .base import (
     Progress,
     Start,
     SynthesisResult,
-    Tracker,
     bounds,
     bridge,
-    channel_tensor,
     pixels,
     psnr,
     require_torch,
     start_batch,
 )
+from .template import ClampedPixels, minimizer, optimize, start_option
 
 RELU_LIKE = ("Relu", "LeakyRelu", "Clip", "PRelu", "Elu", "Sigmoid", "Tanh")
 
@@ -98,8 +97,7 @@ def invert(
         original's), ``feature_error`` (relative L2 error of the features).
     """
     torch = require_torch()
-    if optimizer not in ("adam", "lbfgs"):
-        raise InputError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
+    method = minimizer(optimizer, lr, exact_budget=False)
     net = bridge(model)
     name = model.tensor_name(layer)
     original = model.prepare(image)
@@ -107,15 +105,11 @@ def invert(
     with torch.no_grad():
         goal = net(torch.from_numpy(original), taps=[name], outputs=False)[name]
     goal_norm = goal.flatten(1).pow(2).sum(dim=1) + 1e-12
-    low_np, high_np = bounds(model)
-    x = torch.from_numpy(start_batch(model, start, n, seed))
-    low, high = channel_tensor(low_np, x), channel_tensor(high_np, x)
+    pixels_in_range = ClampedPixels(model, start_batch(model, start, n, seed))
+    low, high = pixels_in_range.low, pixels_in_range.high
     span, middle = high - low, (high + low) / 2
-    x.requires_grad_(True)
-    tracker = Tracker(steps, progress)
-    interrupted = False
 
-    def losses() -> Any:
+    def loss(x: Any) -> Any:
         features = net(x, taps=[name], outputs=False)[name]
         error = (features - goal).flatten(1).pow(2).sum(dim=1) / goal_norm
         unit = (x - middle) / span
@@ -125,39 +119,9 @@ def invert(
             + lp * ((2 * unit).abs() ** p).mean(dim=(1, 2, 3))
         )
 
-    try:
-        if optimizer == "adam":
-            opt = torch.optim.Adam([x], lr=lr)
-            for _ in range(steps):
-                opt.zero_grad()
-                loss = losses()
-                tracker.record(loss, x)
-                loss.sum().backward()
-                opt.step()
-                with torch.no_grad():
-                    x.copy_(torch.maximum(torch.minimum(x, high), low))
-        else:
-            opt = torch.optim.LBFGS(
-                [x], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe"
-            )
-
-            def closure() -> Any:
-                opt.zero_grad()
-                loss = losses()
-                if tracker.steps < steps:
-                    tracker.record(loss, x)
-                total = loss.sum()
-                total.backward()
-                return total
-
-            opt.step(closure)
-        with torch.no_grad():
-            x.copy_(torch.maximum(torch.minimum(x, high), low))
-            tracker.record(losses(), x, final=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    best = tracker.best if tracker.best is not None else x.detach().numpy()
-    best = np.clip(best, low_np[:, None, None], high_np[:, None, None])
+    run = optimize(pixels_in_range, loss, method, steps=steps, progress=progress)
+    low_np, high_np = bounds(model)
+    best = np.clip(run.best, low_np[:, None, None], high_np[:, None, None])
     pictures, reference = pixels(model, best), pixels(model, original)
     with torch.no_grad():
         seen = net(torch.from_numpy(model.prepare(pictures)), taps=[name], outputs=False)[name]
@@ -175,19 +139,11 @@ def invert(
         beta=beta,
         lp=lp,
         p=p,
-        start=start if isinstance(start, str) else "image",
+        start=start_option(start),
         seed=seed,
     )
-    return SynthesisResult(
-        "inversion",
-        pictures,
-        best,
-        tracker.losses,
-        metrics,
-        tracker.steps,
-        interrupted,
-        [f"{layer}"] * n,
-        options,
+    return run.result(
+        SynthesisResult, "inversion", pictures, best, metrics, [f"{layer}"] * n, options
     )
 
 

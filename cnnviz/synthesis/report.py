@@ -48,6 +48,21 @@ def _picture(page: Page, image: Any, name: str, caption: str) -> Markup:
     return page.figure(page.image(shown, name, alt=caption), caption)
 
 
+def _grid(key: str, title: str, figures: list[Markup], text: str | None = None) -> Section:
+    """A section of figures in a grid, after a paragraph of ``text`` (escaped) if given."""
+    paragraph = f"<p>{escape(text)}</p>" if text else ""
+    return Section(key, title, f'{paragraph}<div class="grid">{"".join(figures)}</div>')
+
+
+def _texture_crop(options: dict[str, Any], picture: Any) -> tuple[Any, int]:
+    """The centre square of ``picture`` a texture is grown from (``texture_crop`` pixels,
+    32 by default, at most the picture's side), and its side."""
+    h, w = picture.shape[:2]
+    side = min(int(options.get("texture_crop", 32)), h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return picture[top : top + side, left : left + side], side
+
+
 @_register("class-models", order=300)
 def class_models_section(ctx: ReportContext, page: Page) -> Section | None:
     options = _options(ctx)
@@ -68,16 +83,12 @@ def class_models_section(ctx: ReportContext, page: Page) -> Section | None:
             zip(result.images, result.labels, result.metrics["probability"])
         )
     ]
-    text = escape(
+    text = (
         "Images that maximize each class's pre-softmax log-odds (Simonyan et al. 2014), "
         "with jitter, blur and an L2 penalty (Yosinski et al. 2015); p is the model's "
         "probability of the class on the picture."
     )
-    return Section(
-        "class-models",
-        "Class model visualization",
-        f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
-    )
+    return _grid("class-models", "Class model visualization", figures, text)
 
 
 @_register("inversion", order=310)
@@ -101,13 +112,11 @@ def inversion_section(ctx: ReportContext, page: Page) -> Section | None:
         )
         for r in results
     ]
-    text = escape(
+    text = (
         "Images whose features at each layer match the original's (Mahendran & "
         "Vedaldi 2015), shallow to deep, with their PSNR against the original."
     )
-    return Section(
-        "inversion", "Feature inversion", f'<p>{text}</p><div class="grid">{"".join(figures)}</div>'
-    )
+    return _grid("inversion", "Feature inversion", figures, text)
 
 
 @_register("deepdream", order=320)
@@ -132,7 +141,7 @@ def deepdream_section(ctx: ReportContext, page: Page) -> Section | None:
         _picture(page, ctx.pixels[0], "original", f"{ctx.names[0]} (original)"),
         _picture(page, result.image, "dream", caption),
     ]
-    return Section("deepdream", "DeepDream", f'<div class="grid">{"".join(figures)}</div>')
+    return _grid("deepdream", "DeepDream", figures)
 
 
 @_register("adversarial", order=330)
@@ -189,14 +198,10 @@ def efros_leung_section(ctx: ReportContext, page: Page) -> Section | None:
         return None
     from .efros_leung import efros_leung
 
-    picture = ctx.pixels[0]
-    h, w = picture.shape[:2]
-    side = min(int(options.get("texture_crop", 32)), h, w)
+    crop, side = _texture_crop(options, ctx.pixels[0])
     window = min(int(options.get("texture_window", 9)), side - (1 - side % 2))
     if window < 3:
         return None
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = picture[top : top + side, left : left + side]
     result = efros_leung(crop, 2 * side, window, seed=options.get("seed", 0))
     figures = [
         _picture(page, crop, "efros-leung-sample", f"{ctx.names[0]}: centre {side}x{side}"),
@@ -208,15 +213,11 @@ def efros_leung_section(ctx: ReportContext, page: Page) -> Section | None:
             f"({result.pixels_per_second:.0f} pixels/s)",
         ),
     ]
-    text = escape(
+    text = (
         "A texture grown pixel by pixel from the crop's nearest neighbourhoods (Efros & Leung "
         "1999, onion-peel order, epsilon 0.1): the image's local texture, with no network."
     )
-    return Section(
-        "efros-leung",
-        "Texture synthesis (Efros-Leung)",
-        f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
-    )
+    return _grid("efros-leung", "Texture synthesis (Efros-Leung)", figures, text)
 
 
 @_register("gram-texture", order=345)
@@ -228,11 +229,7 @@ def gram_texture_section(ctx: ReportContext, page: Page) -> Section | None:
         return None
     from .texture import gram_texture
 
-    picture = ctx.pixels[0]
-    h, w = picture.shape[:2]
-    side = min(int(options.get("texture_crop", 32)), h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = picture[top : top + side, left : left + side]
+    crop, side = _texture_crop(options, ctx.pixels[0])
     try:
         result = gram_texture(
             ctx.model,
@@ -255,15 +252,11 @@ def gram_texture_section(ctx: ReportContext, page: Page) -> Section | None:
             f"{result.steps} steps",
         ),
     ]
-    text = escape(
+    text = (
         "A texture synthesized from noise whose Gram matrices (channel correlations) at "
         f"{', '.join(m['layers'])} match the crop's (Gatys et al. 2015, L-BFGS)."
     )
-    return Section(
-        "gram-texture",
-        "Texture synthesis (Gram matrices)",
-        f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
-    )
+    return _grid("gram-texture", "Texture synthesis (Gram matrices)", figures, text)
 
 
 @_register("style-transfer", order=346)
@@ -278,7 +271,7 @@ def style_transfer_section(ctx: ReportContext, page: Page) -> Section | None:
         return None
     from cnnviz_core.preprocess import load_image
 
-    from .style_transfer import style_transfer
+    from .gatys_transfer import style_transfer
 
     style_picture = load_image(style) if style is not None else ctx.pixels[1]
     style_name = Path(style).name if isinstance(style, (str, Path)) else ctx.names[1]
@@ -303,15 +296,11 @@ def style_transfer_section(ctx: ReportContext, page: Page) -> Section | None:
         _picture(page, _fit_side(style_picture, 256), "style-style", f"{style_name} (style)"),
         _picture(page, result.image, "style-result", caption),
     ]
-    text = escape(
+    text = (
         f"Content at {m['content_layer']}, style (Gram matrices) at "
         f"{', '.join(m['style_layers'])}: Gatys et al. 2016, started from the content image."
     )
-    return Section(
-        "style-transfer",
-        "Style transfer (Gatys)",
-        f'<p>{text}</p><div class="grid">{"".join(figures)}</div>',
-    )
+    return _grid("style-transfer", "Style transfer (Gatys)", figures, text)
 
 
 #: longest side a report image is stylized at (a photo of any size stays quick)
@@ -327,7 +316,7 @@ def fast_style_section(ctx: ReportContext, page: Page) -> Section | None:
         return None
     from cnnviz_core.preprocess import load_image
 
-    from .stylize import load_style_network, stylize
+    from .fast_style_network import load_style_network, stylize
 
     pictures = [_fit_side(load_image(image), STYLE_SIDE) for image in ctx.images]
     figures = []
@@ -342,15 +331,11 @@ def fast_style_section(ctx: ReportContext, page: Page) -> Section | None:
         _picture(page, p, f"style-original-{i}", f"{n} (original)")
         for i, (n, p) in enumerate(zip(ctx.names, pictures))
     ]
-    text = escape(
+    text = (
         "Each image through a feed-forward style network (Johnson et al. 2016): one "
         "onnxruntime forward pass per image."
     )
-    return Section(
-        "fast-style",
-        "Fast style transfer",
-        f'<p>{text}</p><div class="grid">{"".join(originals + figures)}</div>',
-    )
+    return _grid("fast-style", "Fast style transfer", originals + figures, text)
 
 
 def _fit_side(picture: Any, side: int) -> Any:

@@ -12,7 +12,7 @@ not depend on the image size, so the output can be larger (or smaller) than the 
     result.metrics["style_loss_ratio"]                        # end / start Gram loss
 
 Pixels are free variables with a smooth penalty for leaving [0, 1], clipped when saved (see
-:func:`.style.optimize_pixels`): L-BFGS sees a smooth unconstrained problem.
+:class:`.template.UnitPixels`): L-BFGS sees a smooth unconstrained problem.
 
 Values that work: L-BFGS, 100-300 iterations (the Gram loss falls by 2-3 orders of
 magnitude in 100); Adam needs lr 0.05 and several hundred steps. On SqueezeNet 1.1 the
@@ -32,22 +32,16 @@ from cnnviz_core import Model
 from cnnviz_core.preprocess import ImageLike
 
 from .base import Progress, SynthesisResult, require_torch
-from .style import (
+from .style_losses import (
     LossNetwork,
     Size,
     fit_size,
     load_pixels,
-    optimize_pixels,
+    noise_pixels,
     to_pictures,
     tv_loss,
 )
-
-
-def noise_pixels(shape: tuple[int, ...], seed: int, device: Any = "cpu") -> Any:
-    """Seeded white noise: pixels uniform in [0, 1] (where Gatys et al. start)."""
-    torch = require_torch()
-    values = np.random.default_rng(seed).uniform(0.0, 1.0, shape).astype(np.float32)
-    return torch.from_numpy(values).to(device)
+from .template import UnitPixels, minimizer, optimize
 
 
 def gram_texture(
@@ -74,7 +68,7 @@ def gram_texture(
         sample: the texture image (path, PIL or (H, W, 3) array).
         size: output size: None (the sample's, after ``sample_size``), an int (square) or
             (H, W).
-        layers: style layers (default :func:`~.style.default_style_layers`).
+        layers: style layers (default :func:`~.style_losses.default_style_layers`).
         layer_weights: per layer weights (sequence or {layer: weight}); default 1 each.
         sample_size: the sample's size seen by the network: None (longer side = the model's
             input size, e.g. 224), an int (longer side) or (H, W). Textures' scale follows it.
@@ -93,6 +87,7 @@ def gram_texture(
         ``layers``, ``layer_weights``, ``sample_size``.
     """
     torch = require_torch()
+    method = minimizer(optimizer, lr)
     net = LossNetwork(model, style_layers=layers, style_weights=layer_weights, device=device)
     if sample_size is None:
         sample_size = max(model.input_shape[1:])
@@ -113,18 +108,15 @@ def gram_texture(
             net.grams(net.features(pixels, content=False)), targets, per_image=True
         )
 
-    def losses(pixels: Any) -> Any:
+    def loss(pixels: Any) -> Any:
         style = style_of(pixels)
         style_history.append(float(style.detach().mean()))
         return style + tv_weight * tv_loss(pixels, per_image=True) if tv_weight else style
 
     with torch.no_grad():
         start = float(style_of(x).mean())
-    tracker, interrupted = optimize_pixels(
-        x, losses, steps=steps, optimizer=optimizer, lr=lr, progress=progress
-    )
-    best = torch.from_numpy(tracker.best) if tracker.best is not None else x.clamp(0, 1)
-    pictures = to_pictures(best)
+    run = optimize(UnitPixels(x), loss, method, steps=steps, progress=progress)
+    pictures = to_pictures(torch.from_numpy(run.best))
     saved = torch.from_numpy(pictures.transpose(0, 3, 1, 2).copy()).float().to(net.device) / 255
     with torch.no_grad():
         end = float(style_of(saved).mean())
@@ -133,7 +125,7 @@ def gram_texture(
         "style_loss_start": start,
         "style_loss_end": end,
         "style_loss_ratio": end / start if start > 0 else 0.0,
-        "style_losses": style_history[: tracker.steps],
+        "style_losses": style_history[: run.tracker.steps],
         "layers": list(net.style_layers),
         "layer_weights": list(net.style_weights),
         "sample_size": list(shape),
@@ -149,14 +141,5 @@ def gram_texture(
         tv_weight=tv_weight,
         seed=seed,
     )
-    return SynthesisResult(
-        "texture",
-        pictures,
-        batch,
-        tracker.losses,
-        metrics,
-        tracker.steps,
-        interrupted,
-        [f"gram texture {out_size[0]}x{out_size[1]}"],
-        options,
-    )
+    label = f"gram texture {out_size[0]}x{out_size[1]}"
+    return run.result(SynthesisResult, "texture", pictures, batch, metrics, [label], options)

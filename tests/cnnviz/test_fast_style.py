@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from cnnviz.synthesis.stylize import (
+from cnnviz.synthesis.fast_style_network import (
     CAFFE_BGR_MEAN,
     Convention,
     guess_convention,
@@ -226,7 +226,7 @@ def shapes_model():
 
 @pytest.fixture(scope="module")
 def trained(shapes_model):
-    from cnnviz.synthesis.fast_style import train_style
+    from cnnviz.synthesis.train_fast_style import train_style
 
     calls = []
     network = train_style(
@@ -239,7 +239,7 @@ def test_trained_network_moves_images_towards_the_style(shapes_model, trained) -
     import torch
 
     from cnnviz.data.shapes import make_shapes
-    from cnnviz.synthesis.style import LossNetwork, load_pixels
+    from cnnviz.synthesis.style_losses import LossNetwork, load_pixels
 
     network, calls = trained
     assert network.steps == TRAIN["steps"] == len(network.losses) and not network.interrupted
@@ -279,7 +279,7 @@ def test_onnx_export_matches_torch_in_one_forward_pass(trained) -> None:
 
 
 def test_training_is_deterministic_and_interruptible(shapes_model, trained, tmp_path) -> None:
-    from cnnviz.synthesis.fast_style import train_style
+    from cnnviz.synthesis.train_fast_style import train_style
 
     network, _ = trained
 
@@ -336,7 +336,7 @@ def test_report_section_shows_each_image_stylized(tmp_path, picture) -> None:
 
 
 def test_content_images_from_folders_files_and_arrays(tmp_path, picture) -> None:
-    from cnnviz.synthesis.fast_style import content_pictures, sample_batch
+    from cnnviz.synthesis.train_fast_style import content_pictures, sample_batch
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -1,6 +1,6 @@
-"""The loss network of texture synthesis and style transfer (cnnviz.synthesis.style): default
-layers on a VGG-like graph, SqueezeNet 1.1 and the shapes model; preprocessing and features
-against the model's own pipeline and onnxruntime; the losses against float64 NumPy."""
+"""The loss network of texture synthesis and style transfer (cnnviz.synthesis.style_losses):
+default layers on a VGG-like graph, SqueezeNet 1.1 and the shapes model; preprocessing and
+features against the model's own pipeline and onnxruntime; the losses against float64 NumPy."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from onnx import helper
 torch = pytest.importorskip("torch")
 
 from cnnviz.models import load_model  # noqa: E402
-from cnnviz.synthesis.style import (  # noqa: E402
+from cnnviz.synthesis.style_losses import (  # noqa: E402
     LossNetwork,
     default_content_layer,
     default_style_layers,
     fit_size,
     load_pixels,
-    range_penalty,
     to_pictures,
     tv_loss,
 )
+from cnnviz.synthesis.template import range_penalty  # noqa: E402
 from cnnviz_core import InputError, Model, UnknownLayerError  # noqa: E402
 from cnnviz_core.kernels import gram_reference  # noqa: E402
 from tests.conftest import make_graph_model  # noqa: E402

@@ -1,5 +1,5 @@
 """Gram-matrix texture synthesis and Gatys style transfer (cnnviz.synthesis.texture,
-.style_transfer) on the shapes model (fast) and SqueezeNet 1.1 at small sizes: the losses the
+.gatys_transfer) on the shapes model (fast) and SqueezeNet 1.1 at small sizes: the losses the
 issue asks to fall, checked against onnxruntime's features and a float64 NumPy Gram; seeds,
 interruption, sizes, errors, CLI."""
 

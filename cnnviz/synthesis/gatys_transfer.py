@@ -12,7 +12,7 @@ choice: converges in tens of L-BFGS iterations) or from noise (the paper's choic
     result.metrics["style_loss_end"] / result.metrics["style_loss_start"]
 
 Weights. Gatys et al. weigh content against style as alpha / beta = 1e-3 to 1e-4 with VGG-19
-and raw Gram sums. Here both losses are relative (:mod:`.style`: each starts near 1 from
+and raw Gram sums. Here both losses are relative (:mod:`.style_losses`: each starts near 1 from
 noise whatever the network's input scale), so the ratio means something else: with the
 defaults ``content_weight=1``, ``style_weight=1e3``, ``tv_weight=1`` (pixels in [0, 1])
 the style dominates as in the paper while the content layer keeps the layout.
@@ -33,15 +33,8 @@ from cnnviz_core import InputError, Model
 from cnnviz_core.preprocess import ImageLike
 
 from .base import Progress, SynthesisResult, require_torch
-from .style import (
-    LossNetwork,
-    Size,
-    load_pixels,
-    optimize_pixels,
-    to_pictures,
-    tv_loss,
-)
-from .texture import noise_pixels
+from .style_losses import LossNetwork, Size, load_pixels, noise_pixels, to_pictures, tv_loss
+from .template import UnitPixels, check_choice, minimizer, optimize
 
 INITS = ("content", "noise")
 
@@ -73,8 +66,8 @@ def style_transfer(
         model: the loss network (SqueezeNet 1.1 or any ImageNet CNN; the shapes model as a
             fallback).
         content, style: images (paths, PIL or (H, W, 3) arrays).
-        content_layer: default :func:`~.style.default_content_layer`.
-        style_layers: default :func:`~.style.default_style_layers`.
+        content_layer: default :func:`~.style_losses.default_content_layer`.
+        style_layers: default :func:`~.style_losses.default_style_layers`.
         style_layer_weights: per style layer (sequence or {layer: weight}); default 1 each.
         content_weight, style_weight, tv_weight: the weights of the three terms (see the
             module docstring).
@@ -96,8 +89,8 @@ def style_transfer(
         (every step), ``content_layer``, ``style_layers``.
     """
     torch = require_torch()
-    if init not in INITS:
-        raise InputError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    check_choice("init", init, INITS)
+    method = minimizer(optimizer, lr)
     for name, weight in (
         ("content_weight", content_weight),
         ("style_weight", style_weight),
@@ -130,7 +123,7 @@ def style_transfer(
             net.style_loss(net.grams(features), targets, per_image=True),
         )
 
-    def losses(pixels: Any) -> Any:
+    def loss(pixels: Any) -> Any:
         content_loss, style_loss = terms(pixels)
         history["content"].append(float(content_loss.detach().mean()))
         history["style"].append(float(style_loss.detach().mean()))
@@ -139,17 +132,9 @@ def style_transfer(
 
     with torch.no_grad():
         content_start, style_start = (float(t.mean()) for t in terms(x))
-    tracker, interrupted = optimize_pixels(
-        x,
-        losses,
-        steps=steps,
-        optimizer=optimizer,
-        lr=lr,
-        progress=progress,
-        range_weight=max(1e3, content_weight, style_weight),
-    )
-    best = torch.from_numpy(tracker.best) if tracker.best is not None else x.clamp(0, 1)
-    pictures = to_pictures(best)
+    image = UnitPixels(x, range_weight=max(1e3, content_weight, style_weight))
+    run = optimize(image, loss, method, steps=steps, progress=progress)
+    pictures = to_pictures(torch.from_numpy(run.best))
     saved = torch.from_numpy(pictures.transpose(0, 3, 1, 2).copy()).float().to(net.device) / 255
     with torch.no_grad():
         content_end, style_end = (float(t.mean()) for t in terms(saved))
@@ -159,8 +144,8 @@ def style_transfer(
         "content_loss_end": content_end,
         "style_loss_start": style_start,
         "style_loss_end": style_end,
-        "content_losses": history["content"][: tracker.steps],
-        "style_losses": history["style"][: tracker.steps],
+        "content_losses": history["content"][: run.tracker.steps],
+        "style_losses": history["style"][: run.tracker.steps],
         "content_layer": net.content_layer,
         "style_layers": list(net.style_layers),
     }
@@ -179,14 +164,5 @@ def style_transfer(
         style_size=list(style_pixels.shape[-2:]),
         seed=seed,
     )
-    return SynthesisResult(
-        "style-transfer",
-        pictures,
-        batch,
-        tracker.losses,
-        metrics,
-        tracker.steps,
-        interrupted,
-        [f"style transfer ({init} start)"],
-        options,
-    )
+    label = f"style transfer ({init} start)"
+    return run.result(SynthesisResult, "style-transfer", pictures, batch, metrics, [label], options)

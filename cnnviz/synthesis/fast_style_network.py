@@ -3,7 +3,7 @@ Real-Time Style Transfer and Super-Resolution"): one onnxruntime forward pass pe
 
 Two kinds of networks run through the same path:
 
-- networks trained by :func:`cnnviz.synthesis.fast_style.train_style`: their ONNX metadata
+- networks trained by :func:`cnnviz.synthesis.train_fast_style.train_style`: their ONNX metadata
   carries a card (``kind: fast-style``) that says the pixel convention (RGB, 0-1 or 0-255)
   and that any image size works;
 - existing fast-style exports without a card, such as the ONNX zoo's ``fns_candy.onnx``
@@ -107,12 +107,12 @@ def guess_convention(proto: onnx.ModelProto) -> Convention:
     image = proto.graph.input[0].name
     for node in proto.graph.node:
         if node.op_type == "ImageScaler" and image in node.input:
-            bias = next((a.floats for a in node.attribute if a.name == "bias"), [])
+            bias = next((list(a.floats) for a in node.attribute if a.name == "bias"), [])
             if len(bias) == 3:
-                bias = -np.asarray(bias, np.float64)
-                if np.allclose(bias, CAFFE_BGR_MEAN, atol=1.0):
+                mean = -np.asarray(bias, np.float64)
+                if np.allclose(mean, CAFFE_BGR_MEAN, atol=1.0):
                     return Convention("BGR", 255.0, size, "graph")
-                if np.allclose(bias, CAFFE_BGR_MEAN[::-1], atol=1.0):
+                if np.allclose(mean, CAFFE_BGR_MEAN[::-1], atol=1.0):
                     return Convention("RGB", 255.0, size, "graph")
     return Convention("RGB", 255.0, size, "default")
 
@@ -130,7 +130,7 @@ class StyleNetwork:
     """A feed-forward style network ready to run through onnxruntime.
 
     Build it with :func:`load_style_network` (a file) or get it from
-    :func:`~cnnviz.synthesis.fast_style.train_style`; call :func:`stylize` (or the network
+    :func:`~cnnviz.synthesis.train_fast_style.train_style`; call :func:`stylize` (or the network
     itself) on images.
 
     Attributes:
@@ -273,11 +273,11 @@ def stylize(
             for i, picture in zip(chunk, network.convention.to_pictures(out)):
                 outputs[i] = picture
     results = []
-    for picture, out in zip(pictures, outputs):
-        assert out is not None
-        if keep_size and out.shape[:2] != picture.shape[:2]:
-            out = _resize(out, picture.shape[:2])
-        results.append(out)
+    for picture, stylized in zip(pictures, outputs):
+        assert stylized is not None
+        if keep_size and stylized.shape[:2] != picture.shape[:2]:
+            stylized = _resize(stylized, picture.shape[:2])
+        results.append(stylized)
     return results
 
 

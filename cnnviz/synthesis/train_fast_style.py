@@ -24,10 +24,10 @@ for 40k steps in the paper) has not yet learned to reproduce.
 The upsampling stages resize to the size of the matching encoder stage, so the exported ONNX
 graph takes any (N, 3, H, W) (RGB, pixels in [0, 1]) and returns the same shape. The file
 carries a card in its metadata (convention, style, losses, training options) that
-:func:`cnnviz.synthesis.stylize.stylize` reads; any onnxruntime (C++, C#, JS...) runs it:
+:func:`cnnviz.synthesis.fast_style_network.stylize` reads; any onnxruntime (C++, C#, JS...) runs it:
 feed float32 RGB in [0, 1], NCHW; read the same.
 
-The loss network is a :class:`cnnviz.synthesis.style.LossNetwork` (any classifier through the
+The loss network is a :class:`cnnviz.synthesis.style_losses.LossNetwork` (any classifier through the
 torch bridge; SqueezeNet 1.1 as a real pretrained one, the shipped shapes model as the
 fallback). torch is imported inside functions only.
 """
@@ -52,7 +52,7 @@ from cnnviz_core.preprocess import ImageLike, as_image_list, load_image
 
 from ..data.train_shapes import quiet_export
 from .base import Progress, require_torch
-from .stylize import CARD_KIND, StyleNetwork, load_style_network
+from .fast_style_network import CARD_KIND, StyleNetwork, load_style_network
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,11 @@ def _define_modules() -> tuple[Any, Any]:
     torch = require_torch()
     nn = torch.nn
     functional = torch.nn.functional
+    # torch is untyped here (imported on first use): the base classes as plain values
+    sequential: Any = nn.Sequential
+    module: Any = nn.Module
 
-    class ConvLayer(nn.Sequential):
+    class ConvLayer(sequential):
         """Reflect padding + conv (+ instance norm + ReLU)."""
 
         def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, act: bool = True):
@@ -99,7 +102,7 @@ def _define_modules() -> tuple[Any, Any]:
                 layers += [nn.InstanceNorm2d(c_out, affine=True), nn.ReLU()]
             super().__init__(*layers)
 
-    class ResidualBlock(nn.Module):
+    class ResidualBlock(module):
         """x + IN(conv(ReLU(IN(conv(x))))) (Johnson et al.'s block, as in He et al. 2016)."""
 
         def __init__(self, channels: int):
@@ -114,7 +117,7 @@ def _define_modules() -> tuple[Any, Any]:
         def forward(self, x: Any) -> Any:
             return x + self.body(x)
 
-    class TransformNet(nn.Module):
+    class TransformNet(module):
         """Johnson et al.'s image transformation network with instance norm and resize-conv
         upsampling: (N, 3, H, W) RGB in [0, 1] -> the same shape, any H and W.
 
@@ -363,7 +366,7 @@ def train_style(
     Args:
         loss_model: the classifier whose features define the losses (a :class:`Model`, e.g.
             SqueezeNet 1.1 with the ``caffe`` preset, or the shipped shapes model), or a
-            ready :class:`cnnviz.synthesis.style.LossNetwork` (its layers and weights).
+            ready :class:`cnnviz.synthesis.style_losses.LossNetwork` (its layers and weights).
         style_image: the style (path, PIL image or array).
         content_images: training photos: files, arrays, or a folder; None: procedural
             shapes images (:func:`content_pictures`).
@@ -371,7 +374,7 @@ def train_style(
         steps: optimiser steps (Adam), one batch of ``batch`` random crops each.
         lr: Adam learning rate.
         style_weight, content_weight, tv_weight: loss weights (the losses are relative: see
-            :mod:`cnnviz.synthesis.style`; the TV term is on [0, 1] pixels).
+            :mod:`cnnviz.synthesis.style_losses`; the TV term is on [0, 1] pixels).
         style_size: longer side of the style image for its Gram matrices (default ``2 * size``).
         width, blocks, skip: network width, residual blocks and input skip
             (:class:`TransformNet`).
@@ -389,7 +392,7 @@ def train_style(
         torch network).
     """
     torch = require_torch()
-    from .style import LossNetwork, load_pixels, tv_loss
+    from .style_losses import LossNetwork, load_pixels, tv_loss
 
     if size < 16:
         raise InputError(f"size must be at least 16 pixels, got {size}")

@@ -9,7 +9,7 @@ pixels in [0, 1] through the torch bridge (one forward, only up to the deepest l
 any spatial size), with the Gram matrices on the native kernels
 (:func:`cnnviz_core.torch_bridge.gram_matrix`).
 
-    from cnnviz.synthesis.style import LossNetwork
+    from cnnviz.synthesis.style_losses import LossNetwork
     net = LossNetwork(model)                      # default layers for the model
     targets = net.targets(style_pixels)           # {layer: (1, C, C) Gram}
     feats = net.features(pixels)                  # {layer: (N, C, H, W)}
@@ -40,7 +40,7 @@ work across networks; ``normalize=False`` gives the plain mean squared differenc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,7 @@ from PIL import Image
 from cnnviz_core import InputError, Model
 from cnnviz_core.preprocess import ImageLike, load_image
 
-from .base import Progress, Tracker, bridge, require_torch
+from .base import bridge, require_torch
 
 #: ops whose outputs serve as style/content features
 RELU_LIKE = ("Relu", "LeakyRelu", "Clip", "PRelu", "Elu", "Selu", "Gelu", "HardSwish")
@@ -167,6 +167,13 @@ def load_pixels(image: ImageLike, size: Size | None = None, device: str = "cpu")
             array = np.asarray(pil)
     pixels = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float() / 255.0
     return pixels[None].to(device)
+
+
+def noise_pixels(shape: tuple[int, ...], seed: int, device: Any = "cpu") -> Any:
+    """Seeded white noise: pixels uniform in [0, 1] (where Gatys et al. start)."""
+    torch = require_torch()
+    values = np.random.default_rng(seed).uniform(0.0, 1.0, shape).astype(np.float32)
+    return torch.from_numpy(values).to(device)
 
 
 def fit_size(shape: tuple[int, int], size: Size) -> tuple[int, int]:
@@ -365,90 +372,3 @@ class LossNetwork:
         torch = require_torch()
         with torch.no_grad():
             return self.features(content_pixels, style=False)[self.content_layer]
-
-
-# --------------------------------------------------------------------------- optimizing
-
-OPTIMIZERS = ("lbfgs", "adam")
-
-
-def range_penalty(pixels: Any) -> Any:
-    """Per image (N,): mean squared distance of pixels outside [0, 1] (zero inside)."""
-    above = (pixels - 1.0).clamp(min=0.0)
-    below = (-pixels).clamp(min=0.0)
-    return (above.pow(2) + below.pow(2)).flatten(1).mean(1)
-
-
-def optimize_pixels(
-    x: Any,
-    losses: Callable[[Any], Any],
-    *,
-    steps: int,
-    optimizer: str,
-    lr: float,
-    progress: Progress | None,
-    range_weight: float = 1e3,
-) -> tuple[Tracker, bool]:
-    """Minimize ``losses(pixels)`` ((N,) per image) over the pixels x (in place).
-
-    Pixels are free variables with a smooth penalty ``range_weight * range_penalty`` for
-    leaving [0, 1], and are clipped when saved. That keeps the problem smooth and
-    unconstrained, as L-BFGS needs (a projection after each step corrupts its curvature
-    pairs; clamping inside the objective zeroes the gradient of out-of-range pixels), without
-    the vanishing gradients of a sigmoid parameterization at saturated pixels (white or black
-    areas of a content image barely move through a sigmoid: style losses fell 2-4x slower in
-    our runs). L-BFGS (strong-Wolfe line search, history 20) counts function evaluations as
-    steps; Adam runs ``steps`` steps of ``lr`` (pixel units) and also projects onto [0, 1].
-    Returns (tracker with the best clipped pixels so far, interrupted): Ctrl-C or
-    KeyboardInterrupt from ``progress`` stops the run.
-    """
-    torch = require_torch()
-    if optimizer not in OPTIMIZERS:
-        raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
-    tracker = Tracker(steps, progress)
-    x.requires_grad_(True)
-
-    def evaluate() -> Any:
-        loss = losses(x)
-        if tracker.steps < steps:
-            tracker.record(loss, x.detach().clamp(0.0, 1.0), fresh=True)
-        return loss + range_weight * range_penalty(x)
-
-    interrupted = False
-    try:
-        if optimizer == "adam":
-            opt = torch.optim.Adam([x], lr=lr)
-            for _ in range(steps):
-                opt.zero_grad()
-                evaluate().sum().backward()
-                opt.step()
-                with torch.no_grad():
-                    x.clamp_(0.0, 1.0)
-        else:
-            opt = torch.optim.LBFGS(
-                [x],
-                lr=1.0,
-                max_iter=steps,
-                max_eval=steps,
-                history_size=20,
-                tolerance_grad=0.0,
-                tolerance_change=0.0,
-                line_search_fn="strong_wolfe",
-            )
-
-            def closure() -> Any:
-                opt.zero_grad()
-                total = evaluate().sum()
-                total.backward()
-                return total
-
-            opt.step(closure)
-        with torch.no_grad():
-            pixels = x.clamp(0.0, 1.0)
-            tracker.record(losses(pixels), pixels, final=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    x.requires_grad_(False)
-    return tracker, interrupted
