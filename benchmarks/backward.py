@@ -71,7 +71,7 @@ def networks() -> dict[str, Callable[[], object]]:
 
 
 def engine_gradient(model: Model, x: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    return gradients(model, x, {model.output_names[0]: seed})[model.input_name]
+    return gradients(model, x, {model.output_names[0]: seed}).grads[model.input_name]
 
 
 def torch_gradient(net: object, x: np.ndarray, seed: np.ndarray) -> object:

@@ -16,6 +16,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import maximum_flow
 
 from cnnviz_core import CnnvizError, Model
+from cnnviz_core.targets import TargetLike
 
 from ..render.images import upscale
 from ..render.report import (
@@ -29,7 +30,6 @@ from ..render.report import (
 )
 from .base import Images, Method
 from .saliency import saliency
-from .targets import TargetLike
 
 #: integer scale of the capacities (SciPy's max-flow takes integers)
 _CAPACITY_SCALE = 1000

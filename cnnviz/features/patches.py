@@ -414,7 +414,9 @@ def projections(model: Model, result: TopPatches, mode: str = "guided") -> np.nd
     an otherwise zero image and back-propagated from the unit there; the result equals the
     projection computed on the original image, restricted to the crop.
     """
-    from ..attribution import Neuron, deconvnet, guided_backprop
+    from cnnviz_core.targets import Neuron
+
+    from ..attribution import deconvnet, guided_backprop
 
     methods = {"guided": guided_backprop, "deconvnet": deconvnet}
     if mode not in methods:
