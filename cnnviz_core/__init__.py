@@ -1,7 +1,8 @@
 """cnnviz_core: the engine under cnnviz.
 
 ONNX graphs and onnxruntime sessions (:class:`Model`), preprocessing, labels, receptive
-fields, targets (what a gradient explains) and the native kernels. No plotting, HTML or argument parsing lives here.
+fields, targets (what a score or a gradient explains) and the native kernels. No plotting,
+HTML or argument parsing lives here.
 """
 
 from .errors import (

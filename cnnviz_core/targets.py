@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -94,6 +94,10 @@ class ResolvedTarget:
                 f"(known: {', '.join(SEEDS)})"
             ) from None
         return seed(self.index, tuple(shape))
+
+
+#: one target for every image of a batch, or a list of one per image
+Targets = TargetLike | ResolvedTarget | Sequence[TargetLike | ResolvedTarget]
 
 
 # ---------------------------------------------------------------------------------- seeds
@@ -254,9 +258,7 @@ def resolve_target(
     )
 
 
-def per_image(
-    target: TargetLike | ResolvedTarget | Sequence[TargetLike | ResolvedTarget], n: int
-) -> list[TargetLike | ResolvedTarget]:
+def per_image(target: Targets, n: int) -> list[TargetLike | ResolvedTarget]:
     """One target per image of a batch of ``n``: a list is checked, one target repeated.
 
     Raises:
@@ -266,13 +268,13 @@ def per_image(
         if len(target) != n:
             raise TargetError(f"{len(target)} targets given for a batch of {n} images")
         return list(target)
-    return [target] * n
+    return [cast(TargetLike | ResolvedTarget, target)] * n
 
 
 def resolve_known(
     model: Model,
     batch: np.ndarray,
-    target: TargetLike | ResolvedTarget | Sequence[TargetLike | ResolvedTarget],
+    target: Targets,
 ) -> list[ResolvedTarget | None]:
     """One entry per image of ``batch``: its resolved target, or None where it is the
     predicted class (known only after a forward run). Raises as :func:`resolve_targets`."""
@@ -291,7 +293,7 @@ def seed_tensors(model: Model, known: Sequence[ResolvedTarget | None]) -> list[s
 def resolve_targets(
     model: Model,
     batch: np.ndarray,
-    target: TargetLike | ResolvedTarget | Sequence[TargetLike | ResolvedTarget],
+    target: Targets,
     values: Mapping[str, np.ndarray] | None = None,
 ) -> list[ResolvedTarget]:
     """One resolved target per image of ``batch`` (None: the predicted class).
@@ -361,7 +363,7 @@ def seeded_scores(seeds: Mapping[str, np.ndarray], values: Mapping[str, np.ndarr
 def target_scores(
     model: Model,
     batch: np.ndarray,
-    target: TargetLike | ResolvedTarget | Sequence[TargetLike | ResolvedTarget],
+    target: Targets,
 ) -> tuple[list[ResolvedTarget], np.ndarray]:
     """The resolved targets of ``batch`` and their scores (N,) float64, from one forward run
     (no backward)."""
@@ -380,6 +382,7 @@ __all__ = [
     "ShapeOf",
     "Target",
     "TargetLike",
+    "Targets",
     "cotangents",
     "per_image",
     "resolve_known",

@@ -247,9 +247,10 @@ def find_cam_head(model: Model) -> CamHead:
         bias_free = linear
         if linear.op_type == "Add":
             data = [i for i in linear.input if i not in constants]
-            bias_free = producers.get(data[0]) if len(data) == 1 else None
-            if bias_free is None or bias_free.op_type != "MatMul":
+            matmul = producers.get(data[0]) if len(data) == 1 else None
+            if matmul is None or matmul.op_type != "MatMul":
                 raise why(linear, "a MatMul plus a constant bias")
+            bias_free = matmul
         attrs = onnx_graph.attributes(bias_free)
         a, b = bias_free.input[0], bias_free.input[1]
         if b not in constants or a in constants or attrs.get("transA", 0):

@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnviz_core import InputError, Model
 from cnnviz_core.backward import gradients
-from cnnviz_core.targets import ResolvedTarget, TargetLike, target_scores
+from cnnviz_core.targets import TargetLike, target_scores
 
 from .base import Attribution, Images, make_attribution
 

@@ -112,7 +112,8 @@ def _grabcut_opencv(
     mask[fg] = cv2.GC_FGD
     mask[bg] = cv2.GC_BGD
     models = (np.zeros((1, 65)), np.zeros((1, 65)))
-    cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), mask, None, *models, iterations,
+    no_rect = (0, 0, 0, 0)  # GC_INIT_WITH_MASK reads the mask, not a rectangle
+    cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), mask, no_rect, *models, iterations,
                 cv2.GC_INIT_WITH_MASK)  # fmt: skip
     return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 

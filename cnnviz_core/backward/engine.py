@@ -14,7 +14,7 @@ from ..errors import InputError, UnsupportedOpError
 from ..model import Model
 from ..targets import (
     ResolvedTarget,
-    TargetLike,
+    Targets,
     cotangents,
     resolve_known,
     resolve_targets,
@@ -207,10 +207,7 @@ class Gradients:
 def gradients(
     model: Model,
     batch: np.ndarray,
-    target: TargetLike
-    | ResolvedTarget
-    | Sequence[TargetLike | ResolvedTarget]
-    | Mapping[str, np.ndarray] = None,
+    target: Targets | Mapping[str, np.ndarray] = None,
     *,
     wrt: Sequence[str] = (),
     mode: str = "gradient",

@@ -342,7 +342,8 @@ def _torch_twin(model: Model, guided_relus: bool = True):
     with 2x2 max-pools after blocks 1-3, mean over H, W, linear. ReLUs are nn.ReLU modules
     (Captum's GuidedBackprop and Deconvolution hook them)."""
     torch = pytest.importorskip("torch")
-    nn = torch.nn
+    from torch import nn
+
     f = torch.nn.functional
     c = model.constants
 

@@ -21,6 +21,7 @@ from cnnviz_core.targets import (
     ResolvedTarget,
     ShapeOf,
     Target,
+    TargetLike,
     cotangents,
     per_image,
     resolve_target,
@@ -180,7 +181,7 @@ def test_cotangents_and_scores_against_the_tensors(model: Model, batch) -> None:
 @pytest.mark.parametrize("forward", ["onnxruntime", "numpy"])
 def test_gradients_of_targets_equal_explicit_cotangents(model: Model, batch, forward) -> None:
     x = batch.astype(np.float64) if forward == "numpy" else batch
-    wanted = [Class("square"), Channel("relu2", 2), Neuron("conv2", 1, 2, 5)]
+    wanted: list[TargetLike] = [Class("square"), Channel("relu2", 2), Neuron("conv2", 1, 2, 5)]
     result = gradients(model, x, wanted, wrt=["relu1"], forward=forward)
     assert [t.label for t in result.targets] == [
         "class 1 'square'",
