@@ -247,13 +247,7 @@ def gradients(
     dtype = values[plan.source].dtype
     if isinstance(target, Mapping):
         resolved: list[ResolvedTarget] = []
-        seeds = {model.tensor_name(k): np.asarray(v, dtype) for k, v in target.items()}
-        for name, seed in seeds.items():
-            if seed.shape != values[name].shape:
-                raise InputError(
-                    f"cotangent for {name!r} has shape {seed.shape}; the tensor is "
-                    f"{values[name].shape}"
-                )
+        seeds = _given_cotangents(model, target, values, dtype)
     else:
         resolved = resolve_targets(model, batch, known, values)
         seeds = {
@@ -267,6 +261,22 @@ def gradients(
     for w, t in layers.items():
         grads[w] = result[t] if t in result else np.zeros_like(values[t])
     return Gradients(grads, seeded_scores(seeds, values), resolved, seeds, values)
+
+
+def _given_cotangents(
+    model: Model,
+    cotangents: Mapping[str, np.ndarray],
+    values: Mapping[str, np.ndarray],
+    dtype: np.dtype,
+) -> dict[str, np.ndarray]:
+    """Explicit cotangents keyed by tensor name, in the forward's dtype, shapes checked."""
+    seeds = {model.tensor_name(k): np.asarray(v, dtype) for k, v in cotangents.items()}
+    for name, seed in seeds.items():
+        if seed.shape != values[name].shape:
+            raise InputError(
+                f"cotangent for {name!r} has shape {seed.shape}; the tensor is {values[name].shape}"
+            )
+    return seeds
 
 
 def _carriers(plan: BackwardPlan) -> set[str]:
