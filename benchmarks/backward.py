@@ -11,17 +11,21 @@ import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnviz_core import Model, Preprocess
 from cnnviz_core.backward import gradients
 
+if TYPE_CHECKING:
+    from torch import nn
+
 #: multiply-adds x 2 of one forward pass at 224x224 (torchvision's figures)
 FORWARD_GFLOP = {"vgg16": 2 * 15.47, "resnet18": 2 * 1.81}
 
 
-def networks() -> dict[str, Callable[[], object]]:
+def networks() -> dict[str, Callable[[], nn.Module]]:
     """VGG-16 and ResNet-18 as torch modules (torchvision's layouts, written out here)."""
     import torch
     from torch import nn
@@ -71,7 +75,7 @@ def networks() -> dict[str, Callable[[], object]]:
 
 
 def engine_gradient(model: Model, x: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    return gradients(model, x, {model.output_names[0]: seed})[model.input_name]
+    return gradients(model, x, {model.output_names[0]: seed}).grads[model.input_name]
 
 
 def torch_gradient(net: object, x: np.ndarray, seed: np.ndarray) -> object:

@@ -1,7 +1,8 @@
 """cnnviz_core: the engine under cnnviz.
 
 ONNX graphs and onnxruntime sessions (:class:`Model`), preprocessing, labels, receptive
-fields, and the native kernels. No plotting, HTML or argument parsing lives here.
+fields, targets (what a score or a gradient explains) and the native kernels. No plotting,
+HTML or argument parsing lives here.
 """
 
 from .errors import (
@@ -17,21 +18,41 @@ from .graph import ReceptiveField
 from .labels import load_labels
 from .model import Layer, Model, Prediction
 from .preprocess import PRESETS, Preprocess, load_image
+from .targets import (
+    Channel,
+    Class,
+    Neuron,
+    ResolvedTarget,
+    Target,
+    TargetLike,
+    resolve_target,
+    resolve_targets,
+    score_tensor,
+)
 
 __all__ = [
     "PRESETS",
+    "Channel",
+    "Class",
     "CnnvizError",
     "DeviceError",
     "InputError",
     "Layer",
     "Model",
     "ModelLoadError",
+    "Neuron",
     "Prediction",
     "Preprocess",
     "ReceptiveField",
+    "ResolvedTarget",
+    "Target",
     "TargetError",
+    "TargetLike",
     "UnknownLayerError",
     "UnsupportedOpError",
     "load_image",
     "load_labels",
+    "resolve_target",
+    "resolve_targets",
+    "score_tensor",
 ]

@@ -18,6 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from cnnviz_core import InputError, Model
+from cnnviz_core.targets import (
+    Channel,
+    Class,
+    Neuron,
+    ResolvedTarget,
+    resolve_targets,
+    score_tensor,
+)
 
 from .base import Attribution, Images, Method
 from .cam import cam, class_activation_map, default_layer, find_cam_head, gradcam, guided_gradcam
@@ -28,7 +36,6 @@ from .lime import lime
 from .occlusion import occlusion
 from .saliency import saliency
 from .smoothgrad import smooth
-from .targets import Channel, Class, Neuron, ResolvedTarget, resolve_targets, score_tensor
 
 #: technique by the name the CLI and the report use
 METHODS: dict[str, Method] = {

@@ -1,5 +1,6 @@
-"""The result every technique returns (:class:`Attribution`) and the shared plumbing: one
-forward + backward pass of the engine for a batch and its targets.
+"""The result every technique returns (:class:`Attribution`) and the shared plumbing
+(preparing a batch and its targets, resizing maps). Gradients come from the engine's entry
+point, :func:`cnnviz_core.backward.gradients`.
 
 Contract of every technique::
 
@@ -17,11 +18,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from cnnviz_core import Model
-from cnnviz_core.backward import backward, forward_values, plan_backward
 from cnnviz_core.preprocess import ImageLike
+from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_targets
 
 from ..render.colormap import apply_colormap, overlay
-from .targets import ResolvedTarget, TargetLike, cotangents, resolve_targets
 
 Images = ImageLike | Sequence[ImageLike] | np.ndarray
 
@@ -114,52 +114,9 @@ class Method(Protocol):
     ) -> Attribution: ...
 
 
-@dataclass
-class Pass:
-    """One forward + backward pass: the forward values read, the gradients asked for."""
-
-    values: dict[str, np.ndarray]
-    grads: dict[str, np.ndarray]
-    seeds: dict[str, np.ndarray]
-
-    def objective(self) -> np.ndarray:
-        """Per image, the explained scalar: sum of cotangent x tensor over the seeds."""
-        total = 0.0
-        for name, seed in self.seeds.items():
-            value = self.values[name]
-            total = total + (seed * value).reshape(len(seed), -1).sum(axis=1, dtype=np.float64)
-        return np.asarray(total, np.float64)
-
-
-def run_pass(
-    model: Model,
-    batch: np.ndarray,
-    targets: Sequence[ResolvedTarget],
-    wrt: Sequence[str] = (),
-    mode: str = "gradient",
-) -> Pass:
-    """Forward ``batch`` once (onnxruntime taps) and back-propagate the targets' seeds.
-
-    Returns the forward values (every tensor on the path, the ``wrt`` layers included)
-    and the gradients keyed by ``model.input_name`` and each name of ``wrt``.
-    """
-    seeds = cotangents(model, batch, targets)
-    plan = plan_backward(model, list(seeds))
-    tensors = {w: model.tensor_name(w) for w in wrt}
-    values = dict(forward_values(model, batch, plan, keep=list(tensors.values())))
-    missing = [t for t in tensors.values() if t not in values]
-    if missing:  # a layer off the path to the targets: its gradient is zero
-        values.update(model.run(batch, taps=missing, outputs=False))
-    on_path = [t for t in tensors.values() if t in plan.tensors]
-    result = backward(plan, values, seeds, [plan.source, *on_path], mode)
-    grads = {model.input_name: result[plan.source]}
-    for w, t in tensors.items():
-        grads[w] = result[t] if t in result else np.zeros_like(values[t])
-    return Pass(values, grads, seeds)
-
-
 def prepare(model: Model, images: Images, target: Any) -> tuple[np.ndarray, list[ResolvedTarget]]:
-    """The preprocessed batch and one resolved target per image."""
+    """The preprocessed batch and one resolved target per image (None: a forward run for
+    the predicted class; techniques that run the model anyway resolve from that run)."""
     batch = model.prepare(images)
     return batch, resolve_targets(model, batch, target)
 
@@ -213,10 +170,8 @@ __all__ = [
     "Attribution",
     "Images",
     "Method",
-    "Pass",
     "TargetLike",
     "bilinear_resize",
     "make_attribution",
     "prepare",
-    "run_pass",
 ]

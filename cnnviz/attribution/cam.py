@@ -28,12 +28,21 @@ from typing import Any
 import numpy as np
 import onnx
 
-from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError
+from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError, backward
 from cnnviz_core import graph as onnx_graph
+from cnnviz_core.graph import RESHAPE_OPS
+from cnnviz_core.targets import (
+    ResolvedTarget,
+    TargetLike,
+    resolve_known,
+    resolve_targets,
+    score_tensor,
+    seed_tensors,
+    tensor_shape,
+)
 
-from .base import Attribution, Images, bilinear_resize, make_attribution, prepare, run_pass
+from .base import Attribution, Images, bilinear_resize, make_attribution
 from .guided import guided_backprop
-from .targets import PASS_THROUGH, ResolvedTarget, TargetLike, score_tensor, tensor_shape
 
 #: channel weights of a variant: (activations (N, K, h, w), gradients or None, targets)
 #: -> (N, K)
@@ -48,7 +57,7 @@ def default_layer(model: Model) -> str:
         if (
             shape is not None
             and len(shape) == 4
-            and layer.op_type not in PASS_THROUGH
+            and layer.op_type not in RESHAPE_OPS
             and all(isinstance(d, int) for d in shape[2:])
             and shape[2] * shape[3] > 1
         ):
@@ -79,14 +88,18 @@ def class_activation_map(
         ``normalize``), extras ``layer_maps`` (N, h, w) before upsampling and
         ``weights`` (N, K).
     """
-    batch, targets = prepare(model, images, target)
+    batch = model.prepare(images)
     tensor = model.tensor_name(layer)
+    grads: np.ndarray | None
     if gradients:
-        result = run_pass(model, batch, targets, wrt=[tensor])
-        activations, grads = result.values[tensor], result.grads[tensor]
-    else:
-        activations = model.run(batch, taps=[tensor], outputs=False)[tensor]
-        grads = None
+        result = backward.gradients(model, batch, target, wrt=[tensor])
+        activations, grads, targets = result.values[tensor], result.grads[tensor], result.targets
+    else:  # one forward run: the layer and the targets' tensors (the predicted class)
+        known = resolve_known(model, batch, target)
+        taps = list(dict.fromkeys([tensor, *seed_tensors(model, known)]))
+        values = model.run(batch, taps=taps, outputs=False)
+        activations, grads = values[tensor], None
+        targets = resolve_targets(model, batch, known, values)
     if activations.ndim != 4:
         raise InputError(
             f"{method} needs a layer with a spatial map (N, C, H, W); {layer!r} has shape "
@@ -173,13 +186,13 @@ def guided_gradcam(
 ) -> Attribution:
     """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop (N, C, H, W) times the
     upsampled Grad-CAM, channel by channel."""
-    batch, targets = prepare(model, images, target)
-    coarse = gradcam(model, batch, targets, layer=layer)
-    fine = guided_backprop(model, batch, targets)
+    batch = model.prepare(images)
+    coarse = gradcam(model, batch, target, layer=layer)
+    fine = guided_backprop(model, batch, coarse.targets)
     return make_attribution(
         fine.maps * coarse.maps[:, None],
         "guided-gradcam",
-        targets,
+        coarse.targets,
         coarse.options,
         model,
         batch,
@@ -214,7 +227,7 @@ def find_cam_head(model: Model) -> CamHead:
 
     def walk(name: str) -> onnx.NodeProto | None:
         node = producers.get(name)
-        while node is not None and node.op_type in PASS_THROUGH:
+        while node is not None and node.op_type in RESHAPE_OPS:
             node = producers.get(node.input[0])
         return node
 
@@ -234,9 +247,10 @@ def find_cam_head(model: Model) -> CamHead:
         bias_free = linear
         if linear.op_type == "Add":
             data = [i for i in linear.input if i not in constants]
-            bias_free = producers.get(data[0]) if len(data) == 1 else None
-            if bias_free is None or bias_free.op_type != "MatMul":
+            matmul = producers.get(data[0]) if len(data) == 1 else None
+            if matmul is None or matmul.op_type != "MatMul":
                 raise why(linear, "a MatMul plus a constant bias")
+            bias_free = matmul
         attrs = onnx_graph.attributes(bias_free)
         a, b = bias_free.input[0], bias_free.input[1]
         if b not in constants or a in constants or attrs.get("transA", 0):

@@ -31,6 +31,7 @@ import numpy as np
 
 from cnnviz_core import InputError, Model
 from cnnviz_core.model import to_probabilities
+from cnnviz_core.targets import ResolvedTarget, TargetLike, score_tensor
 
 from .base import Attribution, Images, make_attribution, prepare
 from .occlusion import (
@@ -41,7 +42,6 @@ from .occlusion import (
     target_values,
     window_grid,
 )
-from .targets import ResolvedTarget, TargetLike, score_tensor
 
 Progress = Callable[[int, int], None]
 

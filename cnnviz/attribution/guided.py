@@ -11,10 +11,10 @@ colour image, (N, C, H, W), for a class or for an intermediate channel or neuron
 from __future__ import annotations
 
 from cnnviz_core import Model
+from cnnviz_core.targets import TargetLike
 
 from .base import Attribution, Images, make_attribution
 from .saliency import input_gradients
-from .targets import TargetLike
 
 
 def guided_backprop(model: Model, images: Images, target: TargetLike | list = None) -> Attribution:

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from cnnviz_core import InputError, Model
+from cnnviz_core.backward import gradients
+from cnnviz_core.targets import TargetLike, target_scores
 
-from .base import Attribution, Images, make_attribution, prepare, run_pass
-from .targets import ResolvedTarget, TargetLike, cotangents
+from .base import Attribution, Images, make_attribution
 
 BASELINES = ("zeros", "black", "blur")
 
@@ -92,7 +93,8 @@ def integrated_gradients(
     """
     if steps < 1 or batch_size < 1:
         raise InputError(f"integrated_gradients needs steps >= 1 and batch_size >= 1; got {steps}")
-    batch, targets = prepare(model, images, target)
+    batch = model.prepare(images)
+    targets, f_x = target_scores(model, batch, target)  # one forward: targets and f(x)
     base = make_baseline(model, batch, baseline, blur_sigma)
     if rule == "middle":
         alphas = (np.arange(steps, dtype=np.float64) + 0.5) / steps
@@ -107,14 +109,13 @@ def integrated_gradients(
     # every (image, alpha) pair, image-major, run in chunks
     points = [(i, k) for i in range(n) for k in range(len(alphas))]
     total = np.zeros(batch.shape, np.float64)
-    f_x = objective(model, batch, targets)
-    f_base = objective(model, base, targets)
+    f_base = target_scores(model, base, targets)[1]
     for start in range(0, len(points), batch_size):
         chunk = points[start : start + batch_size]
         idx = np.array([i for i, _ in chunk])
         a = alphas[[k for _, k in chunk]].astype(np.float32)[:, None, None, None]
         path = base[idx] + a * (batch[idx] - base[idx])
-        result = run_pass(model, path, [targets[i] for i in idx])
+        result = gradients(model, path, [targets[i] for i in idx])
         grads = result.grads[model.input_name].astype(np.float64)
         for row, (i, k) in enumerate(chunk):
             total[i] += weights[k] * grads[row]
@@ -143,13 +144,3 @@ def integrated_gradients(
         },
         extras={"attributions": attributions.astype(np.float32), "baseline": base},
     )
-
-
-def objective(model: Model, batch: np.ndarray, targets: list[ResolvedTarget]) -> np.ndarray:
-    """Per image, the explained scalar (sum of cotangent x tensor), float64: forward only."""
-    seeds = cotangents(model, batch, targets)
-    values = model.run(batch, taps=list(seeds), outputs=False)
-    total = np.zeros(len(batch))
-    for name, seed in seeds.items():
-        total += (seed * values[name]).reshape(len(batch), -1).sum(axis=1, dtype=np.float64)
-    return total

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from cnnviz_core import InputError, Model
+from cnnviz_core.targets import ResolvedTarget, TargetLike, score_tensor
 
 from .base import Attribution, Images, make_attribution, prepare
 from .occlusion import fill_values
-from .targets import ResolvedTarget, TargetLike, score_tensor
 
 SEGMENTATIONS = ("slic", "grid")
 

@@ -39,10 +39,10 @@ import numpy as np
 from cnnviz_core import InputError, Model, UnsupportedOpError
 from cnnviz_core.incremental import IncrementalOcclusion, NaiveOcclusion, OcclusionScorer
 from cnnviz_core.model import to_probabilities
+from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_target, score_tensor
 
 from .base import Attribution, Images, make_attribution, prepare
 from .integrated_gradients import gaussian_blur
-from .targets import ResolvedTarget, TargetLike, resolve_target, score_tensor
 
 FILLS = ("grey", "zeros", "mean", "blur")
 OUTPUTS = ("probability", "logit")

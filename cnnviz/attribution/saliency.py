@@ -13,20 +13,21 @@ from typing import Any
 import numpy as np
 
 from cnnviz_core import InputError, Model
+from cnnviz_core.backward import gradients
+from cnnviz_core.targets import ResolvedTarget, TargetLike
 
-from .base import Attribution, Images, make_attribution, prepare, run_pass
-from .targets import TargetLike
+from .base import Attribution, Images, make_attribution
 
 VARIANTS = ("abs", "signed", "grad_x_input")
 
 
 def input_gradients(
     model: Model, images: Images, target: Any = None, mode: str = "gradient"
-) -> tuple[np.ndarray, np.ndarray, list]:
-    """(batch, gradient w.r.t. the batch (N, C, H, W), resolved targets)."""
-    batch, targets = prepare(model, images, target)
-    grads = run_pass(model, batch, targets, mode=mode).grads[model.input_name]
-    return batch, grads, targets
+) -> tuple[np.ndarray, np.ndarray, list[ResolvedTarget]]:
+    """(batch, gradient w.r.t. the batch (N, C, H, W), resolved targets): one forward run."""
+    batch = model.prepare(images)
+    result = gradients(model, batch, target, mode=mode)
+    return batch, result.grads[model.input_name], result.targets
 
 
 def saliency(
@@ -37,7 +38,8 @@ def saliency(
     Args:
         model: the model.
         images: paths, PIL images, uint8 arrays or a preprocessed (N, C, H, W) batch.
-        target: class index or label, :class:`~.targets.Channel`, :class:`~.targets.Neuron`,
+        target: class index or label, :class:`~cnnviz_core.targets.Channel`,
+            :class:`~cnnviz_core.targets.Neuron`,
             None for the predicted class, or a list of those (one per image).
         variant: ``abs`` (max |grad| over channels), ``signed`` (sum of grad over channels)
             or ``grad_x_input`` (sum over channels of grad x input).

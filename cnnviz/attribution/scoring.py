@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnviz_core import InputError, Model
+from cnnviz_core.targets import ResolvedTarget, score_tensor
 
 from .base import Attribution
 from .integrated_gradients import gaussian_blur
 from .occlusion import fill_values
-from .targets import ResolvedTarget, score_tensor
 
 
 @dataclass

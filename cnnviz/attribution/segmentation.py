@@ -16,6 +16,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import maximum_flow
 
 from cnnviz_core import CnnvizError, Model
+from cnnviz_core.targets import TargetLike
 
 from ..render.images import upscale
 from ..render.report import (
@@ -29,7 +30,6 @@ from ..render.report import (
 )
 from .base import Images, Method
 from .saliency import saliency
-from .targets import TargetLike
 
 #: integer scale of the capacities (SciPy's max-flow takes integers)
 _CAPACITY_SCALE = 1000
@@ -112,7 +112,8 @@ def _grabcut_opencv(
     mask[fg] = cv2.GC_FGD
     mask[bg] = cv2.GC_BGD
     models = (np.zeros((1, 65)), np.zeros((1, 65)))
-    cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), mask, None, *models, iterations,
+    no_rect = (0, 0, 0, 0)  # GC_INIT_WITH_MASK reads the mask, not a rectangle
+    cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), mask, no_rect, *models, iterations,
                 cv2.GC_INIT_WITH_MASK)  # fmt: skip
     return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 

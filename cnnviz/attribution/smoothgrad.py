@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from cnnviz_core import InputError, Model
+from cnnviz_core.targets import TargetLike
 
 from .base import Attribution, Images, Method, make_attribution, prepare
-from .targets import TargetLike
 
 
 def smooth(

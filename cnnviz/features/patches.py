@@ -414,11 +414,12 @@ def projections(model: Model, result: TopPatches, mode: str = "guided") -> np.nd
     an otherwise zero image and back-propagated from the unit there; the result equals the
     projection computed on the original image, restricted to the crop.
     """
-    from ..attribution import Neuron, deconvnet, guided_backprop
+    from cnnviz_core.backward import gradients
+    from cnnviz_core.targets import Neuron
 
-    methods = {"guided": guided_backprop, "deconvnet": deconvnet}
-    if mode not in methods:
-        raise InputError(f"mode must be one of {tuple(methods)}, got {mode!r}")
+    modes = ("guided", "deconvnet")
+    if mode not in modes:
+        raise InputError(f"mode must be one of {modes}, got {mode!r}")
     c, k = result.values.shape
     height, width = result.image_size
     out = np.zeros_like(result.crops)
@@ -439,7 +440,7 @@ def projections(model: Model, result: TopPatches, mode: str = "guided") -> np.nd
             top, left, _, _ = result.field_box(r, s)
             _paste(canvas[n], result.crops[r, s], top, left)
             targets.append(Neuron(result.layer, channel, y, x))
-        maps = methods[mode](model, canvas, targets).maps
+        maps = gradients(model, model.prepare(canvas), targets, mode=mode).grads[model.input_name]
         for n, (r, s) in enumerate(part):
             if result.kind == "image":
                 out[r, s] = maps[n]

@@ -25,8 +25,8 @@ import numpy as np
 
 from cnnviz_core import InputError, Model
 from cnnviz_core.preprocess import ImageLike
+from cnnviz_core.targets import TargetLike, resolve_target, score_tensor
 
-from ..attribution.targets import TargetLike, resolve_target, score_tensor
 from .base import Progress, SynthesisResult, bridge, require_torch
 from .template import Pixels, gradient_steps, optimize
 

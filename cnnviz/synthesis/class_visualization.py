@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from cnnviz_core import Model
+from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_target
 
-from ..attribution.targets import ResolvedTarget, TargetLike, resolve_target
 from .base import (
     Progress,
     Start,

@@ -40,7 +40,8 @@ def _done(result: Any) -> None:
 
 
 def cmd_visualize_class(args: argparse.Namespace, model: Model) -> None:
-    from ..attribution.targets import Channel, Neuron
+    from cnnviz_core.targets import Channel, Neuron
+
     from .class_visualization import class_visualization
 
     channels = args.channel or [0]

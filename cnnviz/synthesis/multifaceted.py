@@ -24,8 +24,8 @@ import numpy as np
 
 from cnnviz_core import InputError, Model
 from cnnviz_core.preprocess import ImageLike
+from cnnviz_core.targets import TargetLike, resolve_target
 
-from ..attribution.targets import TargetLike, resolve_target
 from .base import Progress, SynthesisResult, pixels
 from .class_visualization import class_visualization
 

@@ -13,6 +13,15 @@ from .. import graph
 from ..errors import InputError, UnsupportedOpError
 from ..model import Model, SessionFactory
 from ..registry import VersionedRegistry
+from ..targets import (
+    ResolvedTarget,
+    Targets,
+    cotangents,
+    resolve_known,
+    resolve_targets,
+    seed_tensors,
+    seeded_scores,
+)
 from .registry import RULES, Grad, NodeCall, OpRule, backward_mode, make_call
 
 
@@ -112,13 +121,14 @@ def forward_values(
     Tensors the planned nodes read but do not make (shape sub-graphs) come from
     onnxruntime in both cases: they carry no gradient and do not depend on precision.
     Tensors whose shape alone the rules need are zero-cost placeholders unless named in
-    ``keep`` (tensor names the caller wants as values, e.g. a Grad-CAM layer).
+    ``keep``: tensor names the caller wants as values (e.g. a Grad-CAM layer, the scores),
+    tapped in the same run when the plan does not make them.
     """
     values = dict(model.constants)
     values[model.input_name] = np.asarray(batch)
     made = {o for node, _ in plan.nodes for o in node.output}
     wanted, shapes_only = plan.reads()
-    wanted += [t for t in keep if t in shapes_only]
+    wanted += [t for t in dict.fromkeys(keep) if t not in wanted]
     shapes_only = [t for t in shapes_only if t not in keep]
     if backend == "onnxruntime":
         values[model.input_name] = np.asarray(batch, np.float32)
@@ -184,43 +194,100 @@ def backward(
     return {name: grads[name] if name in grads else np.zeros_like(values[name]) for name in wrt}
 
 
+@dataclass
+class Gradients:
+    """What :func:`gradients` returns: one forward and one backward pass for a batch.
+
+    Attributes:
+        grads: the model input name and each name of ``wrt`` (as given) -> gradient, shaped
+            like its tensor.
+        scores: (N,) float64, each image's explained scalar: sum of cotangent x tensor.
+        targets: the resolved target of each image (empty when cotangents were given).
+        seeds: seeded tensor -> (N, ...) cotangent.
+        values: the forward values read (every tensor on the path, seeds and ``wrt``
+            included), keyed by tensor name.
+    """
+
+    grads: dict[str, np.ndarray]
+    scores: np.ndarray
+    targets: list[ResolvedTarget]
+    seeds: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+
+
 def gradients(
     model: Model,
     batch: np.ndarray,
-    cotangents: Mapping[str, np.ndarray],
+    target: Targets | Mapping[str, np.ndarray] = None,
     *,
     wrt: Sequence[str] = (),
     mode: str = "gradient",
     forward: str = "onnxruntime",
-) -> dict[str, np.ndarray]:
-    """Gradients of ``sum(cotangent * tensor)`` over the given tensors, w.r.t. the input and
-    any intermediate tensors, for a batch: the engine's one-call entry point.
+) -> Gradients:
+    """Scores and gradients of the targets of a batch w.r.t. the input and any intermediate
+    tensors, from one forward run and one backward pass: the engine's entry point.
 
     Args:
         model: the model.
         batch: preprocessed (N, C, H, W) input.
-        cotangents: layer name or alias -> array of that tensor's shape (e.g. a one-hot
-            class vector on the logits, or ones on one channel of a conv layer).
-        wrt: layer names whose gradients to return besides the input (keyed as given).
+        target: what to explain (see :mod:`cnnviz_core.targets`): None (the predicted
+            class, read from this same forward run), a class index or label,
+            :class:`~cnnviz_core.targets.Class` / ``Channel`` / ``Neuron``, a resolved
+            target, or a list of one per image; or explicit cotangents, a mapping from layer
+            name or alias to an array of that tensor's shape (e.g. ones on one channel).
+        wrt: layer names whose gradients to return besides the input (keyed as given); a
+            layer off the path to the targets gets zeros.
         mode: ``gradient``, ``guided`` (Springenberg et al. 2015) or ``deconvnet`` (Zeiler &
             Fergus 2014); they differ at ReLU-like ops only.
         forward: ``onnxruntime`` (float32) or ``numpy`` (the batch's dtype, e.g. float64).
 
-    Returns:
-        dict with the model input name and each name of ``wrt`` -> gradient.
+    Raises:
+        TargetError: a target out of range, or a list whose length is not the batch size.
+        InputError: a cotangent whose shape is not its tensor's, or an unknown mode.
+        UnsupportedOpError: an op on the path without a backward rule.
     """
-    plan = plan_backward(model, list(cotangents))
-    values = forward_values(model, batch, plan, forward)
+    if isinstance(target, Mapping):
+        known: list[ResolvedTarget | None] = []
+        seeded = list(dict.fromkeys(model.tensor_name(k) for k in target))
+    else:
+        known = resolve_known(model, batch, target)
+        seeded = seed_tensors(model, known)
+    plan = plan_backward(model, seeded)
+    layers = {w: model.tensor_name(w) for w in wrt}
+    values = forward_values(model, batch, plan, forward, keep=[*seeded, *layers.values()])
     dtype = values[plan.source].dtype
+    if isinstance(target, Mapping):
+        resolved: list[ResolvedTarget] = []
+        seeds = _given_cotangents(model, target, values, dtype)
+    else:
+        resolved = resolve_targets(model, batch, known, values)
+        seeds = {
+            name: seed.astype(dtype, copy=False)
+            for name, seed in cotangents(model, batch, resolved, values).items()
+        }
+    planned = set(plan.tensors)
+    on_path = [t for t in layers.values() if t in planned]
+    result = backward(plan, values, seeds, [plan.source, *on_path], mode)
+    grads = {model.input_name: result[plan.source]}
+    for w, t in layers.items():
+        grads[w] = result[t] if t in result else np.zeros_like(values[t])
+    return Gradients(grads, seeded_scores(seeds, values), resolved, seeds, values)
+
+
+def _given_cotangents(
+    model: Model,
+    cotangents: Mapping[str, np.ndarray],
+    values: Mapping[str, np.ndarray],
+    dtype: np.dtype,
+) -> dict[str, np.ndarray]:
+    """Explicit cotangents keyed by tensor name, in the forward's dtype, shapes checked."""
     seeds = {model.tensor_name(k): np.asarray(v, dtype) for k, v in cotangents.items()}
     for name, seed in seeds.items():
         if seed.shape != values[name].shape:
             raise InputError(
                 f"cotangent for {name!r} has shape {seed.shape}; the tensor is {values[name].shape}"
             )
-    targets = {w: model.tensor_name(w) for w in wrt}
-    result = backward(plan, values, seeds, [plan.source, *targets.values()], mode)
-    return {model.input_name: result[plan.source], **{w: result[t] for w, t in targets.items()}}
+    return seeds
 
 
 def _input_grads(rule: OpRule, call: NodeCall, out_grads: Sequence[Grad]) -> Sequence[Grad]:

@@ -5,6 +5,7 @@ IG completeness, SmoothGrad with no noise), and a run with torch blocked."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -154,6 +155,37 @@ def test_images_as_files_and_arrays(model: Model, sample, tmp_path: Path) -> Non
 def test_bad_targets_raise(model: Model, batch: np.ndarray, target, message: str) -> None:
     with pytest.raises(TargetError, match=message):
         saliency(model, batch, target)
+
+
+@pytest.mark.parametrize(
+    ("method", "runs"),
+    [
+        (saliency, 1),
+        (guided_backprop, 1),
+        (deconvnet, 1),
+        (gradcam, 1),
+        (cam, 1),
+        (guided_gradcam, 2),  # two backward passes, one forward each
+        (functools.partial(integrated_gradients, steps=4), 3),  # f(x), f(baseline), the path
+    ],
+    ids=["saliency", "guided", "deconvnet", "gradcam", "cam", "guided-gradcam", "ig"],
+)
+def test_predicted_class_costs_no_extra_forward(
+    model: Model, batch: np.ndarray, monkeypatch: pytest.MonkeyPatch, method, runs: int
+) -> None:
+    """target=None reads the predicted class from the technique's own forward runs."""
+    predicted = model.scores(batch).argmax(axis=1).tolist()
+    calls = []
+    run = model.run
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(model, "run", counted)
+    result = method(model, batch, None)
+    assert len(calls) == runs
+    assert [t.class_index for t in result.targets] == predicted
 
 
 def test_unknown_layer_and_misplaced_layer(model: Model, batch: np.ndarray) -> None:
@@ -310,7 +342,8 @@ def _torch_twin(model: Model, guided_relus: bool = True):
     with 2x2 max-pools after blocks 1-3, mean over H, W, linear. ReLUs are nn.ReLU modules
     (Captum's GuidedBackprop and Deconvolution hook them)."""
     torch = pytest.importorskip("torch")
-    nn = torch.nn
+    from torch import nn
+
     f = torch.nn.functional
     c = model.constants
 

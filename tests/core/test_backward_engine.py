@@ -75,7 +75,7 @@ def _fan_in_model() -> Model:
 
 def _directional_check(model: Model, batch: np.ndarray, seed_name: str, cot: np.ndarray) -> None:
     """The input gradient of sum(cot * tensor) against float64 central differences."""
-    grad = gradients(model, batch, {seed_name: cot}, forward="numpy")[model.input_name]
+    grad = gradients(model, batch, {seed_name: cot}, forward="numpy").grads[model.input_name]
     plan = plan_backward(model, [seed_name])
     tensor = model.tensor_name(seed_name)
 
@@ -127,7 +127,7 @@ def test_fan_in_sums():
     model = _fan_in_model()
     x = _batch(2, 4)
     cot = np.random.default_rng(1).standard_normal((2, 3))
-    grad = gradients(model, x, {"logits": cot}, forward="numpy")["x"]
+    grad = gradients(model, x, {"logits": cot}, forward="numpy").grads["x"]
     expected = cot[:, :, None, None] / 16 * (2 * x + 1)
     np.testing.assert_allclose(grad, expected, rtol=1e-12, atol=1e-14)
 
@@ -142,7 +142,7 @@ def test_gradient_wrt_intermediate_tensors_chains():
     model = _model(tiny_classifier())
     x = _batch(2)
     cot = np.random.default_rng(3).standard_normal((2, 4))
-    out = gradients(model, x, {"logits": cot}, wrt=["conv1", "relu1"], forward="numpy")
+    out = gradients(model, x, {"logits": cot}, wrt=["conv1", "relu1"], forward="numpy").grads
     values = forward_values(model, x, plan_backward(model, ["logits"]), "numpy")
     assert np.abs(out["relu1"]).sum() > 0
     np.testing.assert_array_equal(out["conv1"], out["relu1"] * (values["conv1"] > 0))
@@ -231,7 +231,7 @@ def test_modes_differ_only_at_relu_against_a_hand_reference(mode: str):
     d_r1 = _conv_same_backward(d_c2, w["w2"], r1.shape)
     d_c1 = _relu_back(c1, d_r1, mode)
     expected = _conv_same_backward(d_c1, w["w1"], x.shape)
-    got = gradients(model, x, {"logits": cot}, mode=mode, forward="numpy")["x"]
+    got = gradients(model, x, {"logits": cot}, mode=mode, forward="numpy").grads["x"]
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -241,7 +241,7 @@ def test_guided_is_gradient_gated_per_relu():
     x = _batch(2)
     g = np.random.default_rng(6).standard_normal((2, 6, 16, 16))
     grads = {
-        m: gradients(model, x, {"relu1": g}, wrt=["conv1"], mode=m, forward="numpy")["conv1"]
+        m: gradients(model, x, {"relu1": g}, wrt=["conv1"], mode=m, forward="numpy").grads["conv1"]
         for m in ("gradient", "guided", "deconvnet")
     }
     np.testing.assert_array_equal(grads["guided"], grads["gradient"] * (g > 0))
@@ -266,9 +266,9 @@ def test_batch_equals_single_runs(forward: str):
     model = _mixed_model()
     x = _batch(4, 8)
     cot = np.random.default_rng(8).standard_normal((4, 5))
-    together = gradients(model, x, {"prob": cot}, forward=forward)["x"]
+    together = gradients(model, x, {"prob": cot}, forward=forward).grads["x"]
     for i in range(4):
-        alone = gradients(model, x[i : i + 1], {"prob": cot[i : i + 1]}, forward=forward)["x"]
+        alone = gradients(model, x[i : i + 1], {"prob": cot[i : i + 1]}, forward=forward).grads["x"]
         np.testing.assert_allclose(together[i : i + 1], alone, rtol=1e-5, atol=1e-7)
 
 

@@ -246,7 +246,7 @@ def test_input_gradient_equals_torch_autograd(exported, name):
     rng = np.random.default_rng(1)
     batch = rng.standard_normal((3, 3, size, size)).astype(np.float32)
     seed = rng.standard_normal((3, 5)).astype(np.float32)
-    ours = gradients(model, batch, {model.output_names[0]: seed})[model.input_name]
+    ours = gradients(model, batch, {model.output_names[0]: seed}).grads[model.input_name]
     x = torch.from_numpy(batch).requires_grad_()
     (net(x) * torch.from_numpy(seed)).sum().backward()
     theirs = x.grad.numpy()
@@ -276,8 +276,8 @@ def test_real_models_match_directional_finite_differences(
     shape = forward_values(model, batch, plan)[model.tensor_name(seed_layer)].shape
     seed = rng.standard_normal(shape)
     x64 = batch.astype(np.float64)
-    grad = gradients(model, x64, {seed_layer: seed}, forward="numpy")[model.input_name]
-    grad32 = gradients(model, batch, {seed_layer: seed})[model.input_name]
+    grad = gradients(model, x64, {seed_layer: seed}, forward="numpy").grads[model.input_name]
+    grad32 = gradients(model, batch, {seed_layer: seed}).grads[model.input_name]
     # float32 forward values flip a few ReLU/max decisions of a deep real model: loose check
     assert np.linalg.norm(grad32 - grad) <= 1e-2 * np.linalg.norm(grad)
 

@@ -361,7 +361,7 @@ def test_gradients_equal_the_backward_engine(shapes_model, mode):
         .astype(F32)
     )
     tap = next(la.name for la in shapes_model.layers if la.op_type == "Relu")
-    theirs = gradients(shapes_model, batch, {out_name: seed}, wrt=[tap], mode=mode)
+    theirs = gradients(shapes_model, batch, {out_name: seed}, wrt=[tap], mode=mode).grads
     net = to_torch(shapes_model)
     x = torch.from_numpy(batch).requires_grad_()
     with relu_mode(net, mode):
