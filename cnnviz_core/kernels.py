@@ -19,13 +19,14 @@ Modes, for a ReLU-like op y = f(x) and the gradient g = dL/dy (any shape, e.g. N
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from .geometry import IntPair, Padding, Window, pair
 
 try:
     from . import _native
@@ -83,7 +84,7 @@ def relu_backward(
         The gradient w.r.t. ``x`` (``out`` when given), in the promoted float dtype of x and g
         (at least float32).
     """
-    xa, ga = _as_float_pair(x, g, mode, "relu_backward")
+    xa, ga = _as_floatpair(x, g, mode, "relu_backward")
     if _use_native(xa.dtype, backend, "relu_backward"):
         return _run_native(
             lambda xc, gc, o: _native.relu_backward(
@@ -117,7 +118,7 @@ def relu_backward_clip(
     Returns:
         The gradient w.r.t. ``x`` (``out`` when given).
     """
-    xa, ga = _as_float_pair(x, g, mode, "relu_backward_clip")
+    xa, ga = _as_floatpair(x, g, mode, "relu_backward_clip")
     if _use_native(xa.dtype, backend, "relu_backward_clip"):
         return _run_native(
             lambda xc, gc, o: _native.relu_backward_clip(
@@ -134,7 +135,7 @@ def relu_backward_reference(
     x: ArrayLike, g: ArrayLike, mode: ReluMode = "gradient", negative_slope: float = 0.0
 ) -> FloatArray:
     """NumPy reference of :func:`relu_backward` (the test oracle), in the promoted float dtype."""
-    xa, ga = _as_float_pair(x, g, mode, "relu_backward_reference")
+    xa, ga = _as_floatpair(x, g, mode, "relu_backward_reference")
     passed = None if mode == "deconvnet" else xa > 0
     return _gated_backward(mode, passed, ga, negative_slope)
 
@@ -143,7 +144,7 @@ def relu_backward_clip_reference(
     x: ArrayLike, g: ArrayLike, lo: float, hi: float, mode: ReluMode = "gradient"
 ) -> FloatArray:
     """NumPy reference of :func:`relu_backward_clip` (the test oracle)."""
-    xa, ga = _as_float_pair(x, g, mode, "relu_backward_clip_reference")
+    xa, ga = _as_floatpair(x, g, mode, "relu_backward_clip_reference")
     passed = None
     if mode != "deconvnet":
         # compare in the array's dtype, as the native kernel does with float32 bounds
@@ -154,87 +155,7 @@ def relu_backward_clip_reference(
 
 # --- Max pooling with switches, max unpooling --------------------------------------------------
 
-IntPair: TypeAlias = int | tuple[int, int]
-#: an int, (pad_h, pad_w) or ONNX-style (top, left, bottom, right)
-Padding: TypeAlias = int | tuple[int, int] | tuple[int, int, int, int]
 IndexArray: TypeAlias = NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class Window:
-    """A 2-D window: kernel, stride, pads (top, left, bottom, right) and dilation, as (h, w)."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    pads: tuple[int, int, int, int]
-    dilation: tuple[int, int]
-
-    @classmethod
-    def of(
-        cls, kernel_size: IntPair, stride: IntPair | None, padding: Padding, dilation: IntPair
-    ) -> Window:
-        """Normalizes PyTorch-style arguments; ``stride=None`` means the kernel size."""
-        kernel = _pair(kernel_size, "kernel_size")
-        return cls(
-            kernel,
-            kernel if stride is None else _pair(stride, "stride"),
-            _pads(padding),
-            _pair(dilation, "dilation"),
-        )
-
-    def output_size(self, h: int, w: int, ceil_mode: bool = False) -> tuple[int, int]:
-        """Output (Ho, Wo) on an h x w input (the PyTorch / ONNX rule)."""
-        top, left, bottom, right = self.pads
-        return (
-            window_output_size(
-                h, self.kernel[0], self.stride[0], top, bottom, self.dilation[0], ceil_mode
-            ),
-            window_output_size(
-                w, self.kernel[1], self.stride[1], left, right, self.dilation[1], ceil_mode
-            ),
-        )
-
-    def native_args(
-        self,
-    ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...], tuple[int, int]]:
-        return self.kernel, self.stride, self.pads, self.dilation
-
-
-def window_output_size(
-    size: int,
-    kernel: int,
-    stride: int,
-    pad_begin: int,
-    pad_end: int,
-    dilation: int,
-    ceil_mode: bool = False,
-) -> int:
-    """Window positions along one axis: floor (or ceil) of (size + pads - dilated kernel) /
-    stride, plus 1; in ceil mode a last window starting in the end padding is dropped.
-
-    Raises:
-        ValueError: for size < 1, kernel/stride/dilation < 1, negative pads, or a dilated kernel
-            larger than the padded input.
-    """
-    if size < 1:
-        raise ValueError(f"bad window: input size must be >= 1, got {size}")
-    if min(kernel, stride, dilation) < 1:
-        raise ValueError(
-            f"bad window: kernel, stride and dilation must be >= 1, got {kernel}, {stride}, "
-            f"{dilation}"
-        )
-    if min(pad_begin, pad_end) < 0:
-        raise ValueError(f"bad window: pads must be >= 0, got {pad_begin}, {pad_end}")
-    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
-    if span < 0:
-        raise ValueError(
-            f"bad window: dilated kernel {dilation * (kernel - 1) + 1} is larger than the padded "
-            f"input {size + pad_begin + pad_end}"
-        )
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad_begin:
-        out -= 1
-    return out
 
 
 def max_pool2d(
@@ -271,9 +192,9 @@ def max_pool2d(
         when given).
     """
     xa = _as_float_nchw(x, "max_pool2d", "x")
-    win = Window.of(kernel_size, stride, padding, dilation)
+    win = Window.of(kernel_size, stride, padding, dilation, ceil_mode)
     if out is not None or switches_out is not None:
-        shape = (*xa.shape[:2], *win.output_size(xa.shape[2], xa.shape[3], ceil_mode))
+        shape = (*xa.shape[:2], *win.output_size(xa.shape[2:]))
         if out is not None:
             _check_out(out, shape, xa.dtype)
         if switches_out is not None:
@@ -285,7 +206,7 @@ def max_pool2d(
         y, sw = _native.max_pool2d(
             _c_contiguous(xa),
             *win.native_args(),
-            ceil_mode,
+            win.ceil_mode,
             num_threads=num_threads,
             out=direct[0],
             switches_out=direct[1],
@@ -311,10 +232,10 @@ def max_pool2d_reference(
 ) -> tuple[FloatArray, IndexArray]:
     """NumPy reference of :func:`max_pool2d` (the test oracle)."""
     xa = _as_float_nchw(x, "max_pool2d_reference", "x")
-    win = Window.of(kernel_size, stride, padding, dilation)
+    win = Window.of(kernel_size, stride, padding, dilation, ceil_mode)
     n, c, h, w = xa.shape
-    ho, wo = win.output_size(h, w, ceil_mode)
-    top, left, _, _ = win.pads
+    ho, wo = win.output_size((h, w))
+    top, left = win.begins
     # Pad with -inf far enough for every window (ceil mode may reach past the end padding) and
     # track each position's flat index in the plane, -1 in the padding.
     hp = max(h + top, (ho - 1) * win.stride[0] + win.dilation[0] * (win.kernel[0] - 1) + 1)
@@ -358,7 +279,7 @@ def max_unpool2d(
     """
     ga = _as_float_nchw(g, "max_unpool2d", "g")
     sa = _as_switches(switches, ga.shape, "max_unpool2d")
-    size = _pair(output_size, "output_size")
+    size = pair(output_size, "output_size")
     if _use_native(ga.dtype, backend, "max_unpool2d"):
         return _native_into(
             lambda o: _native.max_unpool2d(
@@ -376,7 +297,7 @@ def max_unpool2d_reference(
     """NumPy reference of :func:`max_unpool2d` (the test oracle)."""
     ga = _as_float_nchw(g, "max_unpool2d_reference", "g")
     sa = _as_switches(switches, ga.shape, "max_unpool2d_reference")
-    h, w = _pair(output_size, "output_size")
+    h, w = pair(output_size, "output_size")
     n, c = ga.shape[:2]
     flat_s = sa.reshape(n * c, -1)
     if flat_s.size and (flat_s.min() < -1 or flat_s.max() >= h * w):
@@ -418,7 +339,7 @@ def im2col(
     xa = _as_float_nchw(x, "im2col", "x")
     win = Window.of(kernel_size, stride, padding, dilation)
     if _use_native(xa.dtype, backend, "im2col"):
-        ho, wo = win.output_size(*xa.shape[2:])
+        ho, wo = win.output_size(xa.shape[2:])
         shape = (xa.shape[0], xa.shape[1] * win.kernel[0] * win.kernel[1], ho * wo)
         return _native_into(
             lambda o: _native.im2col(
@@ -441,7 +362,7 @@ def im2col_reference(
     xa = _as_float_nchw(x, "im2col_reference", "x")
     win = Window.of(kernel_size, stride, padding, dilation)
     n, c, h, w = xa.shape
-    ho, wo = win.output_size(h, w)
+    ho, wo = win.output_size((h, w))
     top, left, bottom, right = win.pads
     padded = np.pad(xa, ((0, 0), (0, 0), (top, bottom), (left, right)))
     cols = np.stack([_taps(padded, win, i, j, ho, wo) for i, j in _tap_list(win)], axis=2)
@@ -472,7 +393,7 @@ def col2im(
     ca = _as_float(cols, "col2im", "cols")
     if ca.ndim != 3:
         raise ValueError(f"col2im: cols must be 3-D (N, C * kh * kw, Ho * Wo), got {ca.shape}")
-    size = _pair(output_size, "output_size")
+    size = pair(output_size, "output_size")
     win = Window.of(kernel_size, stride, padding, dilation)
     if _use_native(ca.dtype, backend, "col2im"):
         taps = win.kernel[0] * win.kernel[1]
@@ -496,9 +417,9 @@ def col2im_reference(
 ) -> FloatArray:
     """NumPy reference of :func:`col2im` (the test oracle)."""
     ca = _as_float(cols, "col2im_reference", "cols")
-    h, w = _pair(output_size, "output_size")
+    h, w = pair(output_size, "output_size")
     win = Window.of(kernel_size, stride, padding, dilation)
-    ho, wo = win.output_size(h, w)
+    ho, wo = win.output_size((h, w))
     taps = _tap_list(win)
     if ca.ndim != 3 or ca.shape[1] % len(taps) or ca.shape[2] != ho * wo:
         raise ValueError(
@@ -597,7 +518,7 @@ def _occlusion_args(
             f"{ia.shape}, got shape {fa.shape}"
         )
     pa = _index_pairs(positions, fn, "positions", "(P, 2) (top, left)")
-    win = _pair(window, "window")
+    win = pair(window, "window")
     if min(win) < 0:
         raise ValueError(f"{fn}: window must be >= 0, got {win}")
     return ia, pa, fa, win
@@ -701,7 +622,7 @@ def _crop_args(
         raise ValueError(f"{fn}: source must be 3-D (C, H, W), got shape {sa.shape}")
 
     ca = _index_pairs(corners, fn, "corners", "(B, 2) (row, column)")
-    hw = _pair(size, "size")
+    hw = pair(size, "size")
     if min(hw) < 0:
         raise ValueError(f"{fn}: size must be >= 0, got {hw}")
     inside = (
@@ -868,7 +789,7 @@ def _gated_backward(
     return local
 
 
-def _as_float_pair(x: ArrayLike, g: ArrayLike, mode: str, fn: str) -> tuple[FloatArray, FloatArray]:
+def _as_floatpair(x: ArrayLike, g: ArrayLike, mode: str, fn: str) -> tuple[FloatArray, FloatArray]:
     """Checks the mode and shapes; returns x and g as arrays of their promoted float dtype."""
     if mode not in RELU_MODES:
         raise ValueError(
@@ -932,32 +853,6 @@ def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype) -> None:
         raise ValueError(f"out must be a {dtype} array of shape {shape}, got {got}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-
-
-def _ints(value: object, name: str, lengths: tuple[int, ...] = (2,)) -> tuple[int, ...]:
-    """An int repeated ``lengths[0]`` times, or a sequence of ints of one of ``lengths``."""
-    if isinstance(value, (int, np.integer)):
-        return (operator.index(value),) * lengths[0]
-    try:
-        result = tuple(operator.index(v) for v in value)  # type: ignore[attr-defined]
-    except TypeError:
-        result = ()
-    if len(result) not in lengths:
-        counts = " or ".join(str(n) for n in lengths)
-        raise ValueError(f"{name} must be an int or {counts} ints, got {value!r}")
-    return result
-
-
-def _pair(value: object, name: str) -> tuple[int, int]:
-    h, w = _ints(value, name)
-    return h, w
-
-
-def _pads(padding: object) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right) from an int, (h, w) or 4 ints."""
-    pads = _ints(padding, "padding", (4, 2))
-    top, left, bottom, right = pads * 2 if len(pads) == 2 else pads
-    return top, left, bottom, right
 
 
 def _tap_list(win: Window) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import kernels
+from ..geometry import Window
 
 #: sessions kept per (weights, geometry); each holds its own copy of the weights
 _CACHE_SIZE = 128
@@ -23,7 +23,7 @@ _sessions: OrderedDict[tuple, tuple[np.ndarray, ort.InferenceSession]] = Ordered
 def conv_input_grad(
     dy: np.ndarray,
     w: np.ndarray,
-    win: kernels.Window,
+    win: Window,
     groups: int,
     input_hw: Sequence[int],
 ) -> np.ndarray:
@@ -74,7 +74,7 @@ def _cached(
 
 def _adjoint_session(
     w: np.ndarray,
-    win: kernels.Window,
+    win: Window,
     groups: int,
     input_hw: Sequence[int],
     output_hw: Sequence[int],
@@ -101,7 +101,7 @@ def _adjoint_session(
 
 def _conv_transpose_session(
     w: np.ndarray,
-    win: kernels.Window,
+    win: Window,
     groups: int,
     input_hw: Sequence[int],
     output_hw: Sequence[int],
