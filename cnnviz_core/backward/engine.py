@@ -23,12 +23,15 @@ class BackwardPlan:
         nodes: the nodes in topological order, each with its rule.
         source: the tensor gradients flow to (the model input by default).
         seeds: tensors where cotangents enter.
+        opset: the model's default-domain opset.
+        device: the model's device, handed to the rules (and so to the kernels).
     """
 
     nodes: tuple[tuple[onnx.NodeProto, OpRule], ...]
     source: str
     seeds: tuple[str, ...]
     opset: int
+    device: str = "cpu"
 
     @property
     def tensors(self) -> list[str]:
@@ -85,7 +88,7 @@ def plan_backward(model: Model, seeds: Sequence[str], source: str | None = None)
                 f"{label}making {node.output[0]!r}, opset {opset})"
             )
         nodes.append((node, rule))
-    return BackwardPlan(tuple(nodes), source, seed_tensors, opset)
+    return BackwardPlan(tuple(nodes), source, seed_tensors, opset, model.device)
 
 
 def forward_values(
@@ -129,7 +132,8 @@ def forward_values(
     if backend == "onnxruntime":
         return values
     for node, rule in plan.nodes:
-        call = make_call(node, [values.get(i) if i else None for i in node.input], opset=plan.opset)
+        inputs = [values.get(i) if i else None for i in node.input]
+        call = make_call(node, inputs, opset=plan.opset, device=plan.device)
         for name, value in zip(node.output, rule.forward(call)):
             values[name] = value
     return values
@@ -166,6 +170,7 @@ def backward(
             needs,
             mode,
             plan.opset,
+            plan.device,
         )
         for name, grad, need in zip(node.input, rule.vjp(call, out_grads), needs):
             if need and grad is not None:

@@ -45,6 +45,8 @@ class NodeCall:
         needs: for each input, whether the pass needs its gradient (data, not weights).
         mode: ``gradient``, ``guided`` or ``deconvnet`` (only ReLU-like rules read it).
         opset: the model's default-domain opset.
+        device: where the model runs ("cpu", "cuda", "cuda:N"): rules pass it to the kernels,
+            which run their CUDA twins on a CUDA device.
     """
 
     node: onnx.NodeProto
@@ -54,6 +56,7 @@ class NodeCall:
     needs: list[bool] = field(default_factory=list)
     mode: str = "gradient"
     opset: int = 13
+    device: str = "cpu"
 
 
 class OpRule:
@@ -111,6 +114,12 @@ def registered_rules() -> list[tuple[str, int]]:
     return sorted((op, since) for op, versions in _RULES.items() for since, _ in versions)
 
 
-def make_call(node: onnx.NodeProto, inputs: list, mode: str = "gradient", opset: int = 13):
+def make_call(
+    node: onnx.NodeProto,
+    inputs: list,
+    mode: str = "gradient",
+    opset: int = 13,
+    device: str = "cpu",
+):
     """A :class:`NodeCall` for ``node`` with these input values (attributes decoded)."""
-    return NodeCall(node, attributes(node), inputs, mode=mode, opset=opset)
+    return NodeCall(node, attributes(node), inputs, mode=mode, opset=opset, device=device)

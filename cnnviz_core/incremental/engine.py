@@ -113,7 +113,12 @@ class NaiveOcclusion:
         for start in range(0, len(positions), chunk):
             where = positions[start : start + chunk]
             x = kernels.occlusion_batch(
-                image, where, self.window, fill_arr, out=buffer[: len(where)]
+                image,
+                where,
+                self.window,
+                fill_arr,
+                out=buffer[: len(where)],
+                device=self.model.device,
             )
             parts.append(self.forward(x))
             if progress is not None:
@@ -501,7 +506,9 @@ class IncrementalOcclusion:
         region pasted in."""
         if name == self.model.input_name:
             f = fill[:, 0, 0] if fill.shape[1:] == (1, 1) else fill
-            return kernels.occlusion_batch(image, positions, self.window, f)
+            return kernels.occlusion_batch(
+                image, positions, self.window, f, device=self.model.device
+            )
         if name in plan.means:
             source, out_shape = plan.means[name]
             return self._mean(source, plan, patches, ay, ax).reshape(len(ay), *out_shape)

@@ -510,10 +510,10 @@ def _head_step(
                     raise PlanError(f"{op} that broadcasts a changed map")
             elif name and (name not in weights or not _spatial_constant(weights[name])):
                 raise PlanError(f"{op} with an operand that varies over space")
-        src = [regions[n] for n in dict.fromkeys(changed)]
+        merged = [regions[n] for n in dict.fromkeys(changed)]
         axes = (
-            _axis_union([a[0] for a in src], out_shape[1], tau),
-            _axis_union([a[1] for a in src], out_shape[2], tau),
+            _axis_union([a[0] for a in merged], out_shape[1], tau),
+            _axis_union([a[1] for a in merged], out_shape[2], tau),
         )
         return Step("merge", [node], list(dict.fromkeys(changed)), node.output[0], axes, out_shape)
     raise PlanError(f"{op} cannot be computed on crops")

@@ -44,8 +44,8 @@ BACKENDS: tuple[str, ...] = ("auto", "native", "numpy")
 
 FloatArray: TypeAlias = NDArray[np.floating]
 IndexArray: TypeAlias = NDArray[np.int64]
-#: ``launch(input_pointers, output_pointers, stream)`` enqueues one CUDA kernel
-Launch: TypeAlias = Callable[[list[int], list[int], int], None]
+#: ``launch(cuda_module, input_pointers, output_pointers, stream)`` enqueues one CUDA kernel
+Launch: TypeAlias = Callable[[Any, list[int], list[int], int], None]
 
 
 def cuda_device_count() -> int:
@@ -118,7 +118,8 @@ def cuda_run(
         device: "cuda" or "cuda:N" (the device of host-array work).
         inputs: arrays (host or device); None for an absent optional input (pointer 0).
         outputs: (shape, dtype) of each result.
-        launch: enqueues the kernel given the input and output device pointers and the stream.
+        launch: enqueues the kernel given the CUDA module, the input and output device pointers
+            and the stream.
         out: a device array for the first output (required when the inputs live on a device).
         stream: a ``cudaStream_t`` as an int, for device arrays (0 = the default stream).
 
@@ -127,16 +128,19 @@ def cuda_run(
         ``out`` itself for device work.
     """
     cuda = require_cuda(fn)
+    device_inputs = [on_device(a) for a in inputs if a is not None]
     if on_device(out):
-        launch([_pointer(a) for a in inputs], [_pointer(out)], stream)
+        if not all(device_inputs):
+            raise ValueError(f"{fn}: out is on a CUDA device, so the inputs must be too")
+        launch(cuda, [_pointer(a) for a in inputs], [_pointer(out)], stream)
         return out
-    if any(on_device(a) for a in inputs):
+    if any(device_inputs):
         raise ValueError(f"{fn}: inputs on a CUDA device need an out array on the device too")
     cuda.set_device(_device_index(device, fn))
     held = [None if a is None else cuda.DeviceBuffer.upload(c_contiguous(a)) for a in inputs]
-    results = [np.empty(s, dtype) for s, dtype in outputs]
+    results: list[np.ndarray] = [np.empty(s, dtype) for s, dtype in outputs]
     buffers = [cuda.DeviceBuffer(r.nbytes) for r in results]
-    launch([0 if b is None else b.ptr for b in held], [b.ptr for b in buffers], 0)
+    launch(cuda, [0 if b is None else b.ptr for b in held], [b.ptr for b in buffers], 0)
     for buffer, result in zip(buffers, results):
         buffer.download(result)
     return results[0] if len(results) == 1 else results

@@ -12,7 +12,6 @@ from ._dispatch import (
     Backend,
     FloatArray,
     _native,
-    _native_cuda,
     as_float,
     c_contiguous,
     cuda_run,
@@ -54,7 +53,7 @@ def gram(
             device,
             [features],
             [],
-            lambda i, o, s: _native_cuda.gram(i[0], o[0], b, c, n, float(norm), s),
+            lambda cuda, i, o, s: cuda.gram(i[0], o[0], b, c, n, float(norm), s),
             out=out,
             stream=stream,
         )
@@ -81,7 +80,7 @@ def gram(
             device,
             [f3],
             [((b, c, c), np.float32)],
-            lambda i, o, s: _native_cuda.gram(i[0], o[0], b, c, n, float(norm), s),
+            lambda cuda, i, o, s: cuda.gram(i[0], o[0], b, c, n, float(norm), s),
         ).reshape(shape),
     )
 
@@ -125,9 +124,7 @@ def gram_backward(
             device,
             [features, grad],
             [],
-            lambda i, o, s: _native_cuda.gram_backward(
-                i[0], i[1], o[0], b, c, n, float(norm), 0, s
-            ),
+            lambda cuda, i, o, s: cuda.gram_backward(i[0], i[1], o[0], b, c, n, float(norm), 0, s),
             out=out,
             stream=stream,
         )
@@ -161,9 +158,7 @@ def gram_backward(
             device,
             [f3, g3],
             [(f3.shape, np.float32)],
-            lambda i, o, s: _native_cuda.gram_backward(
-                i[0], i[1], o[0], b, c, n, float(norm), 0, s
-            ),
+            lambda cuda, i, o, s: cuda.gram_backward(i[0], i[1], o[0], b, c, n, float(norm), 0, s),
         ).reshape(fa.shape),
     )
 

@@ -11,7 +11,6 @@ from ._dispatch import (
     Backend,
     FloatArray,
     _native,
-    _native_cuda,
     as_float,
     as_float_nchw,
     c_contiguous,
@@ -64,7 +63,7 @@ def im2col(
             device,
             [xa],
             [(shape, np.float32)],
-            lambda i, o, s: _native_cuda.im2col(i[0], o[0], n, c, h, w, *win.native_args(), s),
+            lambda cuda, i, o, s: cuda.im2col(i[0], o[0], n, c, h, w, *win.native_args(), s),
         ),
     )
 
@@ -133,7 +132,7 @@ def col2im(
             device,
             [_checked_cols(ca, win, size)],
             [((n, c, h, w), np.float32)],
-            lambda i, o, s: _native_cuda.col2im(i[0], o[0], n, c, h, w, *win.native_args(), s),
+            lambda cuda, i, o, s: cuda.col2im(i[0], o[0], n, c, h, w, *win.native_args(), s),
         ),
     )
 

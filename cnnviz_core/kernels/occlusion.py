@@ -14,7 +14,6 @@ from ._dispatch import (
     FloatArray,
     IndexArray,
     _native,
-    _native_cuda,
     c_contiguous,
     cuda_run,
     index_pairs,
@@ -78,7 +77,7 @@ def occlusion_batch(
             device,
             [ia, pa, fa],
             [(shape, np.float32)],
-            lambda i, o, s: _native_cuda.occlusion_batch(
+            lambda cuda, i, o, s: cuda.occlusion_batch(
                 i[0], c, h, w, i[1], len(pa), win[0], win[1], i[2], kind, o[0], s
             ),
         ),

@@ -11,7 +11,6 @@ from ._dispatch import (
     FloatArray,
     IndexArray,
     _native,
-    _native_cuda,
     as_float_nchw,
     c_contiguous,
     check_out,
@@ -71,7 +70,7 @@ def max_pool2d(
             device,
             [xa],
             [(shape, np.float32), (shape, np.int64)],
-            lambda i, o, s: _native_cuda.max_pool2d(
+            lambda cuda, i, o, s: cuda.max_pool2d(
                 i[0], o[0], o[1], n * c, h, w, *win.native_args(), win.ceil_mode, s
             ),
         )
@@ -170,7 +169,7 @@ def max_unpool2d(
             device,
             [ga, sa],
             [(shape, np.float32)],
-            lambda i, o, s: _native_cuda.max_unpool2d(
+            lambda cuda, i, o, s: cuda.max_unpool2d(
                 i[0], i[1], o[0], n * c, ho * wo, size[0], size[1], s
             ),
         ),

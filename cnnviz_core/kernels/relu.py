@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._dispatch import Backend, FloatArray, _native, _native_cuda, c_contiguous, cuda_run, run
+from ._dispatch import Backend, FloatArray, _native, c_contiguous, cuda_run, run
 
 ReluMode = Literal["gradient", "guided", "deconvnet"]
 #: valid ``mode`` values
@@ -68,7 +68,7 @@ def relu_backward(
             device,
             [xa, ga],
             [(xa.shape, np.float32)],
-            lambda i, o, s: _native_cuda.relu_backward(
+            lambda cuda, i, o, s: cuda.relu_backward(
                 i[0], i[1], o[0], xa.size, mode, negative_slope, s
             ),
         ),
@@ -114,7 +114,7 @@ def relu_backward_clip(
             device,
             [xa, ga],
             [(xa.shape, np.float32)],
-            lambda i, o, s: _native_cuda.relu_backward_clip(
+            lambda cuda, i, o, s: cuda.relu_backward_clip(
                 i[0], i[1], o[0], xa.size, lo, hi, mode, s
             ),
         ),

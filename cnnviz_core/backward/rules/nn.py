@@ -28,7 +28,9 @@ class Conv(OpRule):
         w_groups = w.reshape(groups, c_out // groups, -1)
         parts = []
         for w_g, x_g in zip(w_groups, np.split(x, groups, axis=1)):
-            cols = kernels.im2col(x_g, win.kernel, win.stride, win.pads, win.dilation)
+            cols = kernels.im2col(
+                x_g, win.kernel, win.stride, win.pads, win.dilation, device=call.device
+            )
             parts.append(np.matmul(w_g, cols))
         ho, wo = win.output_size(x.shape[2:])
         y = np.concatenate(parts, axis=1).reshape(n, c_out, ho, wo)
@@ -131,12 +133,14 @@ class MaxPool(OpRule):
         assert dy is not None
         x = x.astype(dy.dtype, copy=False)
         _, switches = self._pool(call, x)
-        return [kernels.max_unpool2d(dy, switches, x.shape[2:])]
+        return [kernels.max_unpool2d(dy, switches, x.shape[2:], device=call.device)]
 
     @staticmethod
     def _pool(call: NodeCall, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], x.shape[2:])
-        return kernels.max_pool2d(x, win.kernel, win.stride, win.pads, win.dilation, win.ceil_mode)
+        return kernels.max_pool2d(
+            x, win.kernel, win.stride, win.pads, win.dilation, win.ceil_mode, device=call.device
+        )
 
 
 @register_rule("AveragePool")
