@@ -82,8 +82,7 @@ def _adjoint_session(
     """A stride-1 convolution's adjoint is itself a convolution (flipped kernels, in and out
     channels swapped per group, pads (K-1)d - p), which onnxruntime runs about 3x faster
     than a ConvTranspose here; other strides use ConvTranspose."""
-    k_eff = [win.dilation[a] * (win.kernel[a] - 1) for a in range(2)]
-    pads = [k_eff[a % 2] - p for a, p in enumerate(win.pads)]
+    pads = [win.span(a % 2) - 1 - p for a, p in enumerate(win.pads)]
     if win.stride != (1, 1) or min(pads) < 0:
         return _conv_transpose_session(w, win, groups, input_hw, output_hw)
     c_out, c_in_group = w.shape[:2]
@@ -106,22 +105,13 @@ def _conv_transpose_session(
     input_hw: Sequence[int],
     output_hw: Sequence[int],
 ) -> ort.InferenceSession:
-    top, left, bottom, right = win.pads
-    pads = [top, left, bottom, right]
-    natural = [
-        (output_hw[a] - 1) * win.stride[a]
-        - pads[a]
-        - pads[a + 2]
-        + win.dilation[a] * (win.kernel[a] - 1)
-        + 1
-        for a in range(2)
-    ]
+    natural = win.transposed_output_size(output_hw)
     node = helper.make_node(
         "ConvTranspose",
         ["dy", "w"],
         ["dx"],
         strides=list(win.stride),
-        pads=pads,
+        pads=list(win.pads),
         dilations=list(win.dilation),
         group=groups,
         output_padding=[input_hw[a] - natural[a] for a in range(2)],
