@@ -1,13 +1,32 @@
-"""CUDA kernels of cnnviz on raw device pointers (private: use :mod:`cnnviz_core.kernels`).
+"""CUDA kernels of cnnviz on raw device pointers (private: use :mod:`cnnviz_core.kernels`);
+:class:`DeviceBuffer` carries host arrays to the device and back.
 
 Pointers are device addresses of float32 buffers of ``n`` elements (e.g. ``tensor.data_ptr()``);
 ``stream`` is a ``cudaStream_t`` as an int (0 = default stream). Calls enqueue work and return
 without synchronizing: keep the buffers alive until the stream has run it.
 """
 
+from typing import Any
+
+from numpy.typing import NDArray
+
 __version__: str
 
 def device_count() -> int: ...
+def set_device(index: int) -> None: ...
+
+class DeviceBuffer:
+    """Device memory of ``nbytes`` bytes, freed with the object."""
+
+    def __init__(self, nbytes: int) -> None: ...
+    @staticmethod
+    def upload(array: NDArray[Any]) -> DeviceBuffer: ...
+    def download(self, array: NDArray[Any]) -> None: ...
+    @property
+    def ptr(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+
 def relu_backward(
     x_ptr: int,
     g_ptr: int,

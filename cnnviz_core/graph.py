@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from onnx import numpy_helper
 from onnx.external_data_helper import load_external_data_for_model
 
 from .errors import ModelLoadError
+from .geometry import Window, needs_input_size
 
 #: protobuf cannot serialize a message this large (ONNX shape inference serializes the model)
 _PROTOBUF_LIMIT = 1 << 31
@@ -296,39 +296,33 @@ class ReceptiveField:
 IDENTITY_FIELD = ReceptiveField((1, 1), (1, 1), (0, 0))
 
 
-def same_pads(in_size: int, k_eff: int, stride: int, mode: str) -> int:
-    """Leading pad of ONNX auto_pad SAME_UPPER / SAME_LOWER along one axis."""
-    out = math.ceil(in_size / stride)
-    total = max((out - 1) * stride + k_eff - in_size, 0)
-    return total // 2 if mode == "SAME_UPPER" else total - total // 2
-
-
-def _window_field(
-    node: onnx.NodeProto, field: ReceptiveField, in_shape: Shape | None, weights: dict
-) -> ReceptiveField | None:
+def node_window(
+    node: onnx.NodeProto, spatial: Sequence[int] | None, weights: dict[str, np.ndarray]
+) -> Window | None:
+    """The 2-D sliding window of a Conv / pooling node (kernel from ``kernel_shape`` or the
+    Conv's constant weights), or None when it is not 2-D or its SAME pads need an input size
+    that is unknown."""
     attrs = attributes(node)
     kernel = attrs.get("kernel_shape")
     if kernel is None and node.op_type == "Conv" and node.input[1] in weights:
         kernel = list(weights[node.input[1]].shape[2:])
     if kernel is None or len(kernel) != 2:
         return None
-    strides = attrs.get("strides", [1, 1])
-    dilations = attrs.get("dilations", [1, 1])
-    pads = attrs.get("pads", [0, 0, 0, 0])
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    size, stride, offset = [], [], []
-    for axis in range(2):
-        k_eff = dilations[axis] * (kernel[axis] - 1) + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            in_size = in_shape[2 + axis] if in_shape and len(in_shape) == 4 else None
-            if not isinstance(in_size, int):
-                return None
-            pad = same_pads(in_size, k_eff, strides[axis], auto_pad)
-        else:
-            pad = pads[axis] if auto_pad == "NOTSET" else 0
-        size.append(field.size[axis] + (k_eff - 1) * field.stride[axis])
-        offset.append(field.offset[axis] - pad * field.stride[axis])
-        stride.append(field.stride[axis] * strides[axis])
+    known = spatial is not None and all(isinstance(n, int) for n in spatial)
+    if needs_input_size(attrs) and not known:
+        return None
+    return Window.from_onnx(attrs, kernel, spatial if known else None)
+
+
+def _window_field(
+    node: onnx.NodeProto, field: ReceptiveField, in_shape: Shape | None, weights: dict
+) -> ReceptiveField | None:
+    win = node_window(node, in_shape[2:] if in_shape and len(in_shape) == 4 else None, weights)
+    if win is None:
+        return None
+    size = [field.size[a] + (win.span(a) - 1) * field.stride[a] for a in range(2)]
+    offset = [field.offset[a] - win.begins[a] * field.stride[a] for a in range(2)]
+    stride = [field.stride[a] * win.stride[a] for a in range(2)]
     return ReceptiveField((size[0], size[1]), (stride[0], stride[1]), (offset[0], offset[1]))
 
 

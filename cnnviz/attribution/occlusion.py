@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from cnnviz_core import InputError, Model, UnsupportedOpError
+from cnnviz_core.geometry import occlusion_window
 from cnnviz_core.incremental import IncrementalOcclusion, NaiveOcclusion, OcclusionScorer
 from cnnviz_core.model import to_probabilities
 from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_target, score_tensor
@@ -57,17 +58,6 @@ DEFAULT_BATCH = 128
 Progress = Callable[[int, int], None]
 
 
-def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    """An (h, w) pair from an int or a pair of ints."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value), int(value)
-    try:
-        a, b = value  # type: ignore[misc]
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be an int or a pair (h, w); got {value!r}") from None
-
-
 def window_positions(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]):
     """Top rows and left columns of the windows (Captum's count: ``ceil((H-h)/s) + 1``)."""
     axes = []
@@ -85,13 +75,8 @@ def window_grid(
     Raises:
         InputError: a window larger than the image or not positive, a stride < 1.
     """
-    h, w = size
-    win, step = pair(window, "window"), pair(stride, "stride")
-    if min(win) < 1 or win[0] > h or win[1] > w:
-        raise InputError(f"window {win} must be at least 1 and fit the {h}x{w} image")
-    if min(step) < 1:
-        raise InputError(f"stride must be >= 1 on both axes; got {step}")
-    tops, lefts = window_positions((h, w), win, step)
+    win, step = occlusion_window(size, window, stride)
+    tops, lefts = window_positions(size, win, step)
     return win, step, tops, lefts
 
 

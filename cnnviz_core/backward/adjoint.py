@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import kernels
+from ..geometry import Window
 from ..model import SessionFactory
 
 #: sessions kept per (factory, weights, geometry); each holds its own copy of the weights
@@ -27,7 +27,7 @@ _sessions: OrderedDict[tuple, tuple[np.ndarray, ort.InferenceSession]] = Ordered
 def conv_input_grad(
     dy: np.ndarray,
     w: np.ndarray,
-    win: kernels.Window,
+    win: Window,
     groups: int,
     input_hw: Sequence[int],
     sessions: SessionFactory,
@@ -82,7 +82,7 @@ def _cached(
 
 def _adjoint_session(
     w: np.ndarray,
-    win: kernels.Window,
+    win: Window,
     groups: int,
     input_hw: Sequence[int],
     output_hw: Sequence[int],
@@ -91,8 +91,7 @@ def _adjoint_session(
     """A stride-1 convolution's adjoint is itself a convolution (flipped kernels, in and out
     channels swapped per group, pads (K-1)d - p), which onnxruntime runs about 3x faster
     than a ConvTranspose here; other strides use ConvTranspose."""
-    k_eff = [win.dilation[a] * (win.kernel[a] - 1) for a in range(2)]
-    pads = [k_eff[a % 2] - p for a, p in enumerate(win.pads)]
+    pads = [win.span(a % 2) - 1 - p for a, p in enumerate(win.pads)]
     if win.stride != (1, 1) or min(pads) < 0:
         return _conv_transpose_session(w, win, groups, input_hw, output_hw, sessions)
     c_out, c_in_group = w.shape[:2]
@@ -110,28 +109,19 @@ def _adjoint_session(
 
 def _conv_transpose_session(
     w: np.ndarray,
-    win: kernels.Window,
+    win: Window,
     groups: int,
     input_hw: Sequence[int],
     output_hw: Sequence[int],
     sessions: SessionFactory,
 ) -> ort.InferenceSession:
-    top, left, bottom, right = win.pads
-    pads = [top, left, bottom, right]
-    natural = [
-        (output_hw[a] - 1) * win.stride[a]
-        - pads[a]
-        - pads[a + 2]
-        + win.dilation[a] * (win.kernel[a] - 1)
-        + 1
-        for a in range(2)
-    ]
+    natural = win.transposed_output_size(output_hw)
     node = helper.make_node(
         "ConvTranspose",
         ["dy", "w"],
         ["dx"],
         strides=list(win.stride),
-        pads=pads,
+        pads=list(win.pads),
         dilations=list(win.dilation),
         group=groups,
         output_padding=[input_hw[a] - natural[a] for a in range(2)],

@@ -44,6 +44,11 @@ class BackwardPlan:
     sessions: SessionFactory
 
     @property
+    def device(self) -> str:
+        """Where the model runs (the factory's device): rules hand it to the kernels."""
+        return self.sessions.device
+
+    @property
     def tensors(self) -> list[str]:
         """Every tensor the planned rules touch (by value or by shape)."""
         values, shapes = self.reads()
@@ -150,7 +155,8 @@ def forward_values(
     if backend == "onnxruntime":
         return values
     for node, rule in plan.nodes:
-        call = make_call(node, [values.get(i) if i else None for i in node.input], opset=plan.opset)
+        inputs = [values.get(i) if i else None for i in node.input]
+        call = make_call(node, inputs, opset=plan.opset, sessions=plan.sessions)
         for name, value in zip(node.output, rule.forward(call)):
             values[name] = value
     return values

@@ -60,6 +60,7 @@ class NodeCall:
         sessions: makes the onnxruntime sessions a VJP runs (float32 adjoints): the model's
             factory in a backward pass, so they run on its device; CPU for a call made
             outside one.
+            Rules hand its device to the kernels, which run their CUDA twins on a GPU.
     """
 
     node: onnx.NodeProto
@@ -70,6 +71,11 @@ class NodeCall:
     mode: Mode = "gradient"
     opset: int = 13
     sessions: SessionFactory = field(default_factory=SessionFactory)
+
+    @property
+    def device(self) -> str:
+        """Where the model runs (the factory's device): rules hand it to the kernels."""
+        return self.sessions.device
 
 
 class OpRule:
@@ -125,7 +131,18 @@ def registered_rules() -> list[tuple[str, int]]:
 
 
 def make_call(
-    node: onnx.NodeProto, inputs: list, mode: Mode = "gradient", opset: int = 13
+    node: onnx.NodeProto,
+    inputs: list,
+    mode: Mode = "gradient",
+    opset: int = 13,
+    sessions: SessionFactory | None = None,
 ) -> NodeCall:
     """A :class:`NodeCall` for ``node`` with these input values (attributes decoded)."""
-    return NodeCall(node, attributes(node), inputs, mode=mode, opset=opset)
+    return NodeCall(
+        node,
+        attributes(node),
+        inputs,
+        mode=mode,
+        opset=opset,
+        sessions=sessions or SessionFactory(),
+    )

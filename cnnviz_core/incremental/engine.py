@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from .. import graph, kernels
 from ..errors import InputError, UnsupportedOpError
+from ..geometry import pair
 from ..model import Model
 from .plan import Plan, Step, build_plan, rest_model, static_types, step_model
 
@@ -43,13 +44,6 @@ class OcclusionScorer(Protocol):
         fill: np.ndarray,
         batch_size: int | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
-
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    a, b = value  # type: ignore[misc]
-    return int(a), int(b)
 
 
 def _check_positions(positions: np.ndarray) -> np.ndarray:
@@ -88,7 +82,7 @@ class NaiveOcclusion:
 
     def __init__(self, model: Model, window: int | Sequence[int], taps: Sequence[str] = ()) -> None:
         self.model = model
-        self.window = _pair(window)
+        self.window = pair(window, "window")
         self.score_name = model.score_tensor
         self.taps = [model.tensor_name(t) for t in taps]
         self.outputs = list(dict.fromkeys([self.score_name, *self.taps]))
@@ -119,7 +113,12 @@ class NaiveOcclusion:
         for start in range(0, len(positions), chunk):
             where = positions[start : start + chunk]
             x = kernels.occlusion_batch(
-                image, where, self.window, fill_arr, out=buffer[: len(where)]
+                image,
+                where,
+                self.window,
+                fill_arr,
+                out=buffer[: len(where)],
+                device=self.model.device,
             )
             parts.append(self.forward(x))
             if progress is not None:
@@ -183,7 +182,7 @@ class IncrementalOcclusion:
         if tau is not None and not 0 < tau <= 1:
             raise InputError(f"tau must be in (0, 1] or None; got {tau}")
         self.model = model
-        self.window = _pair(window)
+        self.window = pair(window, "window")
         self.threshold = float(threshold)
         self.tau = tau
         self.strict = strict
@@ -354,9 +353,11 @@ class IncrementalOcclusion:
         if padded is None:
             g = step.geometry
             assert g is not None
+            base = self._base[step.inputs[0]]
+            ends = g.covering_ends(base.shape[1:])
             padded = np.pad(
-                self._base[step.inputs[0]],
-                ((0, 0), (g.pad_begin[0], g.pad_end[0]), (g.pad_begin[1], g.pad_end[1])),
+                base,
+                ((0, 0), (g.begins[0], ends[0]), (g.begins[1], ends[1])),
                 constant_values=step.pad_value,
             )
             self._derived[key] = padded
@@ -436,11 +437,11 @@ class IncrementalOcclusion:
                 assert g is not None
                 name = step.inputs[0]
                 src_axes = plan.regions[name]
-                hc = (ny - 1) * g.stride[0] + g.k_eff(0)
-                wc = (nx - 1) * g.stride[1] + g.k_eff(1)
+                hc = (ny - 1) * g.stride[0] + g.span(0)
+                wc = (nx - 1) * g.stride[1] + g.span(1)
                 cy, cx = sy * g.stride[0], sx * g.stride[1]  # padded coordinates
-                py = src_axes[0].start[ay] + g.pad_begin[0] - cy
-                px = src_axes[1].start[ax] + g.pad_begin[1] - cx
+                py = src_axes[0].start[ay] + g.begins[0] - cy
+                px = src_axes[1].start[ax] + g.begins[1] - cx
                 feeds = {
                     "x0": _crops(
                         self._padded_input(step),
@@ -505,7 +506,9 @@ class IncrementalOcclusion:
         region pasted in."""
         if name == self.model.input_name:
             f = fill[:, 0, 0] if fill.shape[1:] == (1, 1) else fill
-            return kernels.occlusion_batch(image, positions, self.window, f)
+            return kernels.occlusion_batch(
+                image, positions, self.window, f, device=self.model.device
+            )
         if name in plan.means:
             source, out_shape = plan.means[name]
             return self._mean(source, plan, patches, ay, ax).reshape(len(ay), *out_shape)
@@ -570,7 +573,7 @@ def _input_patches(
     return out
 
 
-def _average_divisor(step: Step, in_hw: tuple[int, int]) -> np.ndarray:
+def _average_divisor(step: Step, in_hw: tuple[int, ...]) -> np.ndarray:
     """(Ho, Wo) factors turning the crop's ``sum / (kh * kw)`` into the op's average: the
     ONNX divisor counts the pads only with count_include_pad, never the ceil-mode overhang."""
     g = step.geometry
@@ -578,15 +581,13 @@ def _average_divisor(step: Step, in_hw: tuple[int, int]) -> np.ndarray:
     attrs = graph.attributes(step.nodes[0])
     include = bool(attrs.get("count_include_pad", 0))
     h, w = in_hw
-    declared = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
-    if attrs.get("auto_pad", "NOTSET") != "NOTSET":
-        declared = [g.pad_begin[0], g.pad_begin[1], g.pad_end[0], g.pad_end[1]]
-    ones = np.zeros((h + g.pad_begin[0] + g.pad_end[0], w + g.pad_begin[1] + g.pad_end[1]))
+    (top, left), (bottom, right) = g.begins, g.ends
+    padded_h, padded_w = g.padded_size(in_hw)
+    ones = np.zeros((padded_h, padded_w))
     if include:
-        y0, x0 = g.pad_begin[0] - declared[0], g.pad_begin[1] - declared[1]
-        ones[y0 : g.pad_begin[0] + h + declared[2], x0 : g.pad_begin[1] + w + declared[3]] = 1
+        ones[: top + h + bottom, : left + w + right] = 1
     else:
-        ones[g.pad_begin[0] : g.pad_begin[0] + h, g.pad_begin[1] : g.pad_begin[1] + w] = 1
+        ones[top : top + h, left : left + w] = 1
     ho, wo = step.shape[1:]
     kh, kw = g.kernel
     sums = np.empty((ho, wo))

@@ -31,6 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import graph
+from ..geometry import Window
 
 #: elementwise ops with one changed input whose constants broadcast over space
 UNARY_OPS = frozenset(
@@ -73,20 +74,6 @@ class Axis:
 
 
 @dataclass
-class Geometry:
-    """A sliding window op along both axes (pads already resolved from auto_pad)."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    pad_begin: tuple[int, int]
-    pad_end: tuple[int, int]  # enough for every output window (ceil mode included)
-
-    def k_eff(self, axis: int) -> int:
-        return self.dilation[axis] * (self.kernel[axis] - 1) + 1
-
-
-@dataclass
 class Step:
     """One unit of incremental work: a head node (window op, unary or merge) and the chain of
     unary nodes fused after it, run as one small onnxruntime session on crops."""
@@ -97,7 +84,7 @@ class Step:
     output: str  # the tensor the chain produces
     axes: tuple[Axis, Axis]
     shape: tuple[int, ...]  # (C, H, W) of the output
-    geometry: Geometry | None = None
+    geometry: Window | None = None  # window steps: the op's window
     pad_value: float = 0.0
     flops_full: int = 0  # per image for the whole map (Conv heads)
     flops_region: int = 0  # per window for the computed region
@@ -141,8 +128,8 @@ class PlanError(Exception):
     """Internal: a node cannot be planned incrementally (the message says why)."""
 
 
-def _axis_window(inp: Axis, g: Geometry, axis: int, out_extent: int, tau: float | None) -> Axis:
-    k, s, pb = g.k_eff(axis), g.stride[axis], g.pad_begin[axis]
+def _axis_window(inp: Axis, g: Window, axis: int, out_extent: int, tau: float | None) -> Axis:
+    k, s, pb = g.span(axis), g.stride[axis], g.begins[axis]
     lo = -(-(inp.start + pb - k + 1) // s)  # ceil division
     hi = (inp.start + inp.size - 1 + pb) // s
     lo, hi = np.maximum(lo, 0), np.minimum(hi, out_extent - 1)
@@ -167,50 +154,6 @@ def _axis_union(axes: list[Axis], extent: int, tau: float | None) -> Axis:
     lo = np.min([a.start for a in axes], axis=0)
     hi = np.max([a.start + a.size - 1 for a in axes], axis=0)
     return _fit(lo, hi, extent, tau)
-
-
-def window_geometry(
-    node: onnx.NodeProto,
-    in_hw: tuple[int, int],
-    out_hw: tuple[int, int],
-    weights: dict[str, np.ndarray],
-) -> Geometry:
-    """Kernel, stride, dilation and pads of a Conv / MaxPool / AveragePool node, with the end
-    pad grown so that every output's window lies inside the padded map (ceil mode)."""
-    attrs = graph.attributes(node)
-    kernel = attrs.get("kernel_shape")
-    if kernel is None and node.op_type == "Conv" and node.input[1] in weights:
-        kernel = list(weights[node.input[1]].shape[2:])
-    if kernel is None or len(kernel) != 2:
-        raise PlanError("not a 2-D sliding window")
-    strides = attrs.get("strides", [1, 1])
-    dilations = attrs.get("dilations", [1, 1])
-    pads = attrs.get("pads", [0, 0, 0, 0])
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    begin, end = [], []
-    for axis in range(2):
-        k_eff = dilations[axis] * (kernel[axis] - 1) + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            pb = graph.same_pads(in_hw[axis], k_eff, strides[axis], auto_pad)
-            total = max(
-                (math.ceil(in_hw[axis] / strides[axis]) - 1) * strides[axis] + k_eff - in_hw[axis],
-                0,
-            )
-            pe = total - pb
-        elif auto_pad == "VALID":
-            pb = pe = 0
-        else:
-            pb, pe = int(pads[axis]), int(pads[axis + 2])
-        need = (out_hw[axis] - 1) * strides[axis] + k_eff - pb - in_hw[axis]
-        begin.append(pb)
-        end.append(max(pe, need))
-    return Geometry(
-        (int(kernel[0]), int(kernel[1])),
-        (int(strides[0]), int(strides[1])),
-        (int(dilations[0]), int(dilations[1])),
-        (begin[0], begin[1]),
-        (end[0], end[1]),
-    )
 
 
 def conv_flops(node: onnx.NodeProto, weights: dict[str, np.ndarray], pixels: int) -> int:
@@ -541,7 +484,9 @@ def _head_step(
             raise PlanError("MaxPool with indices")
         if op == "AveragePool" and any(d != 1 for d in attrs.get("dilations", [1, 1])):
             raise PlanError("dilated AveragePool")
-        g = window_geometry(node, in_shape[1:], out_shape[1:], weights)
+        g = graph.node_window(node, in_shape[1:], weights)
+        if g is None:
+            raise PlanError("not a 2-D sliding window")
         src = regions[changed[0]]
         axes = (
             _axis_window(src[0], g, 0, out_shape[1], tau),
@@ -565,10 +510,10 @@ def _head_step(
                     raise PlanError(f"{op} that broadcasts a changed map")
             elif name and (name not in weights or not _spatial_constant(weights[name])):
                 raise PlanError(f"{op} with an operand that varies over space")
-        src = [regions[n] for n in dict.fromkeys(changed)]
+        merged = [regions[n] for n in dict.fromkeys(changed)]
         axes = (
-            _axis_union([a[0] for a in src], out_shape[1], tau),
-            _axis_union([a[1] for a in src], out_shape[2], tau),
+            _axis_union([a[0] for a in merged], out_shape[1], tau),
+            _axis_union([a[1] for a in merged], out_shape[2], tau),
         )
         return Step("merge", [node], list(dict.fromkeys(changed)), node.output[0], axes, out_shape)
     raise PlanError(f"{op} cannot be computed on crops")

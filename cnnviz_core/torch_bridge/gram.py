@@ -9,10 +9,10 @@ Using Convolutional Neural Networks").
     loss.backward()                  # dL/dF = (dG + dG^T) F / norm, by the native kernel
 
 Forward and backward run :func:`cnnviz_core.kernels.gram` / :func:`~cnnviz_core.kernels.
-gram_backward` (C++, zero-copy on the tensors' memory) for CPU float32 tensors, the CUDA
-kernels of :mod:`cnnviz_core._native_cuda` (on the tensors' device pointers and the current
-stream) for CUDA float32 tensors when cnnviz was built with CUDA, and ``torch.bmm`` for every
-other dtype or device (float64 included, so gradcheck runs on the same formulas).
+gram_backward` for CPU float32 tensors (C++, zero-copy on the tensors' memory) and CUDA float32
+tensors (the CUDA kernels on the tensors' memory and the current stream, when cnnviz was built
+with CUDA), and ``torch.bmm`` for every other dtype or device (float64 included, so gradcheck
+runs on the same formulas).
 """
 
 from __future__ import annotations
@@ -124,29 +124,17 @@ class _Gram(torch.autograd.Function):
 
 
 def _cuda_gram(flat: torch.Tensor, norm: float) -> torch.Tensor:
-    n, c, length = flat.shape
+    n, c, _ = flat.shape
     out = torch.empty((n, c, c), dtype=flat.dtype, device=flat.device)
     with torch.cuda.device(flat.device):
         stream = torch.cuda.current_stream(flat.device).cuda_stream
-        kernels._native_cuda.gram(flat.data_ptr(), out.data_ptr(), n, c, length, norm, stream)
-    return out
+        return kernels.gram(flat, norm, out=out, device=str(flat.device), stream=stream)
 
 
 def _cuda_gram_backward(flat: torch.Tensor, grad: torch.Tensor, norm: float) -> torch.Tensor:
-    n, c, length = flat.shape
     out = torch.empty_like(flat)
-    workspace = torch.empty((n, c, c), dtype=flat.dtype, device=flat.device)
     with torch.cuda.device(flat.device):
         stream = torch.cuda.current_stream(flat.device).cuda_stream
-        kernels._native_cuda.gram_backward(
-            flat.data_ptr(),
-            grad.data_ptr(),
-            out.data_ptr(),
-            n,
-            c,
-            length,
-            norm,
-            workspace.data_ptr(),
-            stream,
+        return kernels.gram_backward(
+            flat, grad, norm, out=out, device=str(flat.device), stream=stream
         )
-    return out

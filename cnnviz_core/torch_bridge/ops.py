@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from ..backward.registry import Mode, NodeCall, rule_for
 from ..backward.rules.common import pad_maps, reshape_target, slice_index
-from ..backward.rules.nn import AveragePool, PoolGeometry
+from ..backward.rules.nn import AveragePool
 from ..errors import UnsupportedOpError
+from ..geometry import Window
 from ..registry import VersionedRegistry
 
 Tensor = torch.Tensor
@@ -159,15 +160,17 @@ def _spatial_pad(x: Tensor, begins: Sequence[int], ends: Sequence[int], value: f
     return F.pad(x, spec, value=value)
 
 
-def _geometry(call: OpCall, spatial: Sequence[int], kernel: Sequence[int]) -> PoolGeometry:
-    """The window geometry of a conv / pool node for an input size, worked out once per size
-    (it is pure Python: recomputing it every call cost ~10% of a small model's forward)."""
+def _geometry(
+    call: OpCall, spatial: Sequence[int], kernel: Sequence[int]
+) -> tuple[Window, tuple[int, ...], tuple[int, ...]]:
+    """The window of a conv / pool node for an input size, its output size and padded extent,
+    worked out once per size (pure Python: recomputing it every call cost ~10% of a small
+    model's forward)."""
     key = ("geometry", tuple(spatial), tuple(kernel))
     geo = call.cache.get(key)
     if geo is None:
-        geo = call.cache[key] = PoolGeometry.of(
-            {**call.attrs, "kernel_shape": list(kernel)}, spatial
-        )
+        win = Window.from_onnx(call.attrs, kernel, spatial)
+        geo = call.cache[key] = (win, win.output_size(spatial), win.padded_size(spatial))
     return geo
 
 
@@ -387,61 +390,38 @@ def conv(call: OpCall, args: Args) -> list[Tensor]:
     key = ("conv", x.shape[2:], w.shape[2:])
     plan = call.cache.get(key)
     if plan is None:  # per input size: the torch call's arguments and any asymmetric padding
-        geo = _geometry(call, x.shape[2:], w.shape[2:])
-        symmetric = geo.begins == geo.ends
+        win = _geometry(call, x.shape[2:], w.shape[2:])[0]
+        symmetric = win.begins == win.ends
         plan = call.cache[key] = (
             _functional("conv", x.ndim - 2),
-            None if symmetric else (geo.begins, geo.ends),
+            None if symmetric else (win.begins, win.ends),
             (
-                geo.strides,
-                geo.begins if symmetric else 0,
-                geo.dilations,
+                win.stride,
+                win.begins if symmetric else 0,
+                win.dilation,
                 call.attrs.get("group", 1),
             ),
         )
     fn, pads, options = plan
     if pads is not None:
-        begins, ends = pads
-        x = _spatial_pad(x, begins, ends, 0.0)
+        x = _spatial_pad(x, pads[0], pads[1], 0.0)
     return [fn(x, w, b, *options)]
 
 
 @register_op("ConvTranspose")
 def conv_transpose(call: OpCall, args: Args) -> list[Tensor]:
     """Transposed convolution: the full (unpadded) result, then cropped (pads) or extended
-    with zeros (output_padding, or an output_shape past it) to the ONNX output, then the bias.
-    With ``output_shape`` (or SAME auto_pad) the total padding is split as the spec says: the
-    extra pixel of an odd total at the end for SAME_UPPER, at the start otherwise."""
+    with zeros (output_padding, or an output_shape past it) to the ONNX output, then the bias;
+    the pads (output_shape / SAME split included) come from :meth:`Window.from_onnx_transpose`."""
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
     k = x.ndim - 2
-    a = call.attrs
-    strides = list(a.get("strides", [1] * k))
-    dilations = list(a.get("dilations", [1] * k))
-    adj = list(a.get("output_padding", [0] * k))
+    win = Window.from_onnx_transpose(call.attrs, w.shape[2:], x.shape[2:])
+    adjust = list(call.attrs.get("output_padding", [0] * k))
     fn = _functional("conv_transpose", k)
-    raw = fn(x, w, None, strides, 0, 0, a.get("group", 1), dilations)
-    full = raw.shape[2:]
-    auto_pad = a.get("auto_pad", "NOTSET")
-    begins, sizes = [], []
-    for i in range(k):
-        natural = full[i] + adj[i]
-        if "output_shape" in a or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            if "output_shape" in a:
-                out = int(list(a["output_shape"])[-k:][i])
-            else:
-                out = x.shape[2 + i] * strides[i]
-            total = max(natural - out, 0)
-            begins.append(total // 2 if auto_pad == "SAME_UPPER" else total - total // 2)
-            sizes.append(out)
-        else:
-            pads = list(a.get("pads", [0] * (2 * k)))
-            if auto_pad == "VALID":
-                pads = [0] * (2 * k)
-            begins.append(pads[i])
-            sizes.append(natural - pads[i] - pads[i + k])
-    ends = [size + begin - n for size, begin, n in zip(sizes, begins, full)]
-    y = _spatial_pad(raw, [-v for v in begins], ends, 0.0)
+    raw = fn(x, w, None, win.stride, 0, 0, call.attrs.get("group", 1), win.dilation)
+    # the full result lacks output_padding: the end pad left to crop is end - output_padding
+    y = _spatial_pad(raw, [-v for v in win.begins], [a - e for a, e in zip(adjust, win.ends)], 0.0)
     if b is not None:
         y = y + b.reshape(1, -1, *([1] * k))
     return [y]
@@ -481,9 +461,9 @@ def max_pool(call: OpCall, args: Args) -> list[Tensor]:
     key = ("max_pool", spatial)
     plan = call.cache.get(key)
     if plan is None:  # per input size: padding, the torch call's arguments, the crop
-        geo = _geometry(call, spatial, call.attrs["kernel_shape"])
-        ends = [p - n - b for p, n, b in zip(geo.padded, spatial, geo.begins)]
-        crop = (..., *(slice(0, o) for o in geo.out))
+        win, out, padded = _geometry(call, spatial, call.attrs["kernel_shape"])
+        ends = [p - n - b for p, n, b in zip(padded, spatial, win.begins)]
+        crop = (..., *(slice(0, o) for o in out))
         want_indices = len(call.node.output) > 1 and bool(call.node.output[1])
         _functional("max_pool", x.ndim - 2)  # the rank check
         # without indices the torch op itself (F.max_poolNd's dispatch wrapper costs ~4 us)
@@ -493,25 +473,23 @@ def max_pool(call: OpCall, args: Args) -> list[Tensor]:
             else getattr(torch, f"max_pool{x.ndim - 2}d")
         )
         plan = call.cache[key] = (
-            geo,
-            (geo.begins, ends),
+            (win.begins, padded[1], out),
+            (win.begins, ends),
             fn,
             want_indices,
-            (geo.kernel, geo.strides, 0, geo.dilations),
+            (win.kernel, win.stride, 0, win.dilation),
             crop,
         )
-    geo, pads, fn, want_indices, options, crop = plan
-    begins, ends = pads
-    padded = _spatial_pad(x, begins, ends, -math.inf)
-    result = fn(padded, *options)
+    (begins, padded_w, out), pads, fn, want_indices, options, crop = plan
+    result = fn(_spatial_pad(x, pads[0], pads[1], -math.inf), *options)
     if not want_indices:  # crop only when needed: a no-op slice still adds an autograd node
-        return [result if result.shape[2:] == geo.out else result[crop]]
+        return [result if result.shape[2:] == out else result[crop]]
     y, flat = result[0][crop], result[1][crop]
     if x.ndim != 4:
         raise UnsupportedOpError("MaxPool: Indices are supported for 2-D pooling only")
     n, c, h, w = x.shape
-    row = flat // geo.padded[1] - geo.begins[0]
-    col = flat % geo.padded[1] - geo.begins[1]
+    row = flat // padded_w - begins[0]
+    col = flat % padded_w - begins[1]
     index = col * h + row if call.attrs.get("storage_order", 0) else row * w + col
     planes = (torch.arange(n * c, device=x.device) * (h * w)).reshape(n, c, 1, 1)
     return [y, index + planes]
@@ -525,19 +503,19 @@ def average_pool(call: OpCall, args: Args) -> list[Tensor]:
     spatial = tuple(x.shape[2:])
     key = ("count", spatial, x.dtype, x.device)
     if key not in call.cache:
-        geo, count = AveragePool._geometry(call.rule_call(args), spatial, np.dtype(np.float64))
-        call.cache[key] = (geo, torch.from_numpy(count).to(x.dtype).to(x.device))
-    geo, count = call.cache[key]
-    ends = [p - n - b for p, n, b in zip(geo.padded, spatial, geo.begins)]
-    padded = _spatial_pad(x, geo.begins, ends, 0.0)
-    if all(d == 1 for d in geo.dilations) and x.ndim in (3, 4, 5):
+        win, count = AveragePool._geometry(call.rule_call(args), spatial, np.dtype(np.float64))
+        ends = win.covering_ends(spatial)
+        call.cache[key] = (win, ends, torch.from_numpy(count).to(x.dtype).to(x.device))
+    win, ends, count = call.cache[key]
+    out = tuple(count.shape)
+    padded = _spatial_pad(x, win.begins, ends, 0.0)
+    if all(d == 1 for d in win.dilation) and x.ndim in (3, 4, 5):
         pool = _functional("avg_pool", x.ndim - 2)
-        total = pool(padded, geo.kernel, geo.strides, 0) * math.prod(geo.kernel)
-        crop = (Ellipsis, *[slice(0, o) for o in geo.out])
+        total = pool(padded, win.kernel, win.stride, 0) * math.prod(win.kernel)
+        crop = (Ellipsis, *[slice(0, o) for o in out])
         total = total[crop]
     else:
-        windows = [(Ellipsis, *tap) for tap in geo.taps()]
-        total = sum(padded[window] for window in windows)
+        total = sum(padded[tap] for tap in win.taps(out))
     return [total / count]
 
 

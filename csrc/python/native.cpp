@@ -35,6 +35,25 @@ Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim(
 
 std::string shape_str(const py::array& a) { return shape_str(shape_of(a)); }
 
+/// The elements of a checked array (see checked()), for a kernel.
+template <class T>
+const T* readable(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+template <class T>
+T* writable(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+
+/// Whether `out` and `in` share memory; `in` itself counts only unless `same_allowed` (an
+/// elementwise kernel may write in place).
+bool overlaps(const py::array& out, const py::array& in, bool same_allowed) {
+  const auto* o = static_cast<const char*>(out.data());
+  const auto* p = static_cast<const char*>(in.data());
+  if (same_allowed && p == o) return false;
+  return out.nbytes() > 0 && p < o + out.nbytes() && o < p + in.nbytes();
+}
+
 /// Returns `obj` as an array after checking that it is a C-contiguous ndarray of T (float32 or
 /// int64) in native byte order.
 template <class T>
@@ -92,15 +111,10 @@ Buffers prepare(const py::object& x_obj, const py::object& g_obj, const py::obje
   check_same_shape(b.x, b.out, fn, "x", "out");
   if (!b.out.writeable()) throw py::value_error(std::string(fn) + ": out is read-only");
   // Elementwise kernels may write in place, but not into a shifted view of an input.
-  const auto* o = static_cast<const char*>(b.out.data());
-  const py::ssize_t bytes = b.out.nbytes();
-  for (const py::array* in : {&b.x, &b.g}) {
-    const auto* p = static_cast<const char*>(in->data());
-    if (bytes > 0 && p != o && p < o + bytes && o < p + bytes) {
-      throw py::value_error(std::string(fn) +
-                            ": out partially overlaps an input; pass the input itself or a "
-                            "separate buffer");
-    }
+  if (overlaps(b.out, b.x, true) || overlaps(b.out, b.g, true)) {
+    throw py::value_error(std::string(fn) +
+                          ": out partially overlaps an input; pass the input itself or a "
+                          "separate buffer");
   }
   return b;
 }
@@ -109,9 +123,9 @@ py::array relu_backward(const py::object& x, const py::object& g, const std::str
                         float negative_slope, const py::object& out, int num_threads) {
   const cnnviz::ReluMode m = cnnviz::parse_relu_mode(mode);
   Buffers b = prepare(x, g, out, "relu_backward");
-  const auto* xp = static_cast<const float*>(b.x.data());
-  const auto* gp = static_cast<const float*>(b.g.data());
-  auto* op = static_cast<float*>(b.out.mutable_data());
+  const auto* xp = readable<float>(b.x);
+  const auto* gp = readable<float>(b.g);
+  auto* op = writable<float>(b.out);
   const std::int64_t n = b.x.size();
   {
     py::gil_scoped_release release;
@@ -124,9 +138,9 @@ py::array relu_backward_clip(const py::object& x, const py::object& g, float lo,
                              const std::string& mode, const py::object& out, int num_threads) {
   const cnnviz::ReluMode m = cnnviz::parse_relu_mode(mode);
   Buffers b = prepare(x, g, out, "relu_backward_clip");
-  const auto* xp = static_cast<const float*>(b.x.data());
-  const auto* gp = static_cast<const float*>(b.g.data());
-  auto* op = static_cast<float*>(b.out.mutable_data());
+  const auto* xp = readable<float>(b.x);
+  const auto* gp = readable<float>(b.g);
+  auto* op = writable<float>(b.out);
   const std::int64_t n = b.x.size();
   {
     py::gil_scoped_release release;
@@ -155,10 +169,8 @@ py::array output(const py::object& out_obj, const Shape& shape, const char* fn,
                           shape_str(out));
   }
   if (!out.writeable()) throw py::value_error(std::string(fn) + ": out is read-only");
-  const auto* o = static_cast<const char*>(out.data());
   for (const py::array* in : inputs) {
-    const auto* p = static_cast<const char*>(in->data());
-    if (out.nbytes() > 0 && p < o + out.nbytes() && o < p + in->nbytes()) {
+    if (overlaps(out, *in, false)) {
       throw py::value_error(std::string(fn) + ": out must not overlap an input");
     }
   }
@@ -179,9 +191,9 @@ py::tuple max_pool2d(const py::object& x_obj, const cnnviz::python::Pair& kernel
                     static_cast<py::ssize_t>(o.w)};
   py::array y = output<float>(out_obj, shape, fn, {&x});
   py::array switches = output<std::int64_t>(switches_obj, shape, fn, {&x, &y});
-  const auto* xp = static_cast<const float*>(x.data());
-  auto* yp = static_cast<float*>(y.mutable_data());
-  auto* sp = static_cast<std::int64_t*>(switches.mutable_data());
+  const auto* xp = readable<float>(x);
+  auto* yp = writable<float>(y);
+  auto* sp = writable<std::int64_t>(switches);
   {
     py::gil_scoped_release release;
     cnnviz::max_pool2d(xp, yp, sp, n * c, h, w, win, ceil_mode, num_threads);
@@ -204,9 +216,9 @@ py::array max_unpool2d(const py::object& g_obj, const py::object& switches_obj,
   }
   py::array out = output<float>(out_obj, {g.shape(0), g.shape(1), h, w}, fn, {&g, &switches});
   const std::int64_t planes = g.shape(0) * g.shape(1), pooled = g.shape(2) * g.shape(3);
-  const auto* gp = static_cast<const float*>(g.data());
-  const auto* sp = static_cast<const std::int64_t*>(switches.data());
-  auto* op = static_cast<float*>(out.mutable_data());
+  const auto* gp = readable<float>(g);
+  const auto* sp = readable<std::int64_t>(switches);
+  auto* op = writable<float>(out);
   {
     py::gil_scoped_release release;
     cnnviz::max_unpool2d(gp, sp, op, planes, pooled, h, w, num_threads);
@@ -224,8 +236,8 @@ py::array im2col(const py::object& x_obj, const cnnviz::python::Pair& kernel,
   const std::int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
   const cnnviz::Extent2d o = cnnviz::window_output_extent(h, w, win, false);
   py::array out = output<float>(out_obj, {n, c * kernel[0] * kernel[1], o.h * o.w}, fn, {&x});
-  const auto* xp = static_cast<const float*>(x.data());
-  auto* op = static_cast<float*>(out.mutable_data());
+  const auto* xp = readable<float>(x);
+  auto* op = writable<float>(out);
   {
     py::gil_scoped_release release;
     cnnviz::im2col(xp, op, n, c, h, w, win, num_threads);
@@ -251,8 +263,8 @@ py::array col2im(const py::object& cols_obj, const cnnviz::python::Pair& output_
   }
   const std::int64_t n = cols.shape(0), c = cols.shape(1) / taps;
   py::array out = output<float>(out_obj, {n, c, h, w}, fn, {&cols});
-  const auto* cp = static_cast<const float*>(cols.data());
-  auto* op = static_cast<float*>(out.mutable_data());
+  const auto* cp = readable<float>(cols);
+  auto* op = writable<float>(out);
   {
     py::gil_scoped_release release;
     cnnviz::col2im(cp, op, n, c, h, w, win, num_threads);
@@ -291,10 +303,10 @@ py::array occlusion_batch(const py::object& image_obj, const py::object& positio
   }
   const std::int64_t count = positions.shape(0);
   py::array out = output<float>(out_obj, {count, c, h, w}, fn, {&image, &positions, &fill});
-  const auto* ip = static_cast<const float*>(image.data());
-  const auto* pp = static_cast<const std::int64_t*>(positions.data());
-  const auto* fp = static_cast<const float*>(fill.data());
-  auto* op = static_cast<float*>(out.mutable_data());
+  const auto* ip = readable<float>(image);
+  const auto* pp = readable<std::int64_t>(positions);
+  const auto* fp = readable<float>(fill);
+  auto* op = writable<float>(out);
   {
     py::gil_scoped_release release;
     cnnviz::occlusion_batch(ip, c, h, w, pp, count, window[0], window[1], fp, kind, op,
@@ -344,16 +356,16 @@ py::array crop_batch(const py::object& source_obj, const py::object& corners_obj
       throw py::value_error(std::string(fn) + ": offsets must have one row per crop (" +
                             std::to_string(count) + "), got " + shape_str(offsets));
     }
-    pp = static_cast<const float*>(patch.data());
-    fp = static_cast<const std::int64_t*>(offsets.data());
+    pp = readable<float>(patch);
+    fp = readable<std::int64_t>(offsets);
     ph = patch.shape(2);
     pw = patch.shape(3);
   }
   py::array out = output<float>(out_obj, {count, c, size[0], size[1]}, fn,
                                 {&source, &corners, &patch, &offsets});
-  const auto* sp = static_cast<const float*>(source.data());
-  const auto* cp = static_cast<const std::int64_t*>(corners.data());
-  auto* op = static_cast<float*>(out.mutable_data());
+  const auto* sp = readable<float>(source);
+  const auto* cp = readable<std::int64_t>(corners);
+  auto* op = writable<float>(out);
   {
     py::gil_scoped_release release;  // std::invalid_argument reaches Python as ValueError
     cnnviz::crop_batch(sp, c, source.shape(1), source.shape(2), cp, count, size[0], size[1], pp,
@@ -369,8 +381,8 @@ py::array gram(const py::object& features_obj, float norm, const py::object& out
   check_ndim(f, 3, fn, "features", "(B, C, N)");
   const std::int64_t b = f.shape(0), c = f.shape(1), n = f.shape(2);
   py::array out = output<float>(out_obj, {b, c, c}, fn, {&f});
-  const auto* fp = static_cast<const float*>(f.data());
-  auto* op = static_cast<float*>(out.mutable_data());
+  const auto* fp = readable<float>(f);
+  auto* op = writable<float>(out);
   {
     py::gil_scoped_release release;
     cnnviz::gram(fp, op, b, c, n, norm, num_threads);
@@ -391,9 +403,9 @@ py::array gram_backward(const py::object& features_obj, const py::object& grad_o
                           shape_str(g));
   }
   py::array out = output<float>(out_obj, {b, c, n}, fn, {&f, &g});
-  const auto* fp = static_cast<const float*>(f.data());
-  const auto* gp = static_cast<const float*>(g.data());
-  auto* op = static_cast<float*>(out.mutable_data());
+  const auto* fp = readable<float>(f);
+  const auto* gp = readable<float>(g);
+  auto* op = writable<float>(out);
   {
     py::gil_scoped_release release;
     cnnviz::gram_backward(fp, gp, op, b, c, n, norm, num_threads);
@@ -443,10 +455,10 @@ py::array texture_distances(const py::object& sample_obj, const py::object& quer
   TextureArgs a = texture_args(sample_obj, queries_obj, weights_obj, fn);
   py::array out = output<float>(out_obj, {a.batch, a.h - a.kh + 1, a.w - a.kw + 1}, fn,
                                 {&a.sample, &a.queries, &a.weights});
-  const auto* sp = static_cast<const float*>(a.sample.data());
-  const auto* qp = static_cast<const float*>(a.queries.data());
-  const auto* wp = static_cast<const float*>(a.weights.data());
-  auto* op = static_cast<float*>(out.mutable_data());
+  const auto* sp = readable<float>(a.sample);
+  const auto* qp = readable<float>(a.queries);
+  const auto* wp = readable<float>(a.weights);
+  auto* op = writable<float>(out);
   {
     py::gil_scoped_release release;
     cnnviz::texture_distances(sp, a.c, a.h, a.w, qp, wp, a.batch, a.kh, a.kw, op, num_threads);
@@ -465,10 +477,10 @@ py::tuple texture_match(const py::object& sample_obj, const py::object& queries_
                           shape_str(Shape{a.queries.shape(0)}) + ", got " + shape_str(uniforms));
   }
   std::vector<cnnviz::TextureMatch> picks(static_cast<std::size_t>(a.batch));
-  const auto* sp = static_cast<const float*>(a.sample.data());
-  const auto* qp = static_cast<const float*>(a.queries.data());
-  const auto* wp = static_cast<const float*>(a.weights.data());
-  const auto* up = static_cast<const double*>(uniforms.data());
+  const auto* sp = readable<float>(a.sample);
+  const auto* qp = readable<float>(a.queries);
+  const auto* wp = readable<float>(a.weights);
+  const auto* up = readable<double>(uniforms);
   {
     py::gil_scoped_release release;
     cnnviz::texture_match(sp, a.c, a.h, a.w, qp, wp, a.batch, a.kh, a.kw, epsilon, up,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnviz_core import kernels
 from cnnviz_core.backward import adjoint
 from cnnviz_core.backward.rules.nn import Conv
+from cnnviz_core.geometry import Window
 from cnnviz_core.model import SessionFactory
 
 
@@ -28,8 +28,8 @@ from cnnviz_core.model import SessionFactory
 )
 def test_conv_input_grad_matches_reference(c_in, c_out, hw, kernel, stride, pads, dilation, groups):
     rng = np.random.default_rng(0)
-    win = kernels.Window.of(kernel, stride, pads, dilation)
-    ho, wo = win.output_size(*hw)
+    win = Window.of(kernel, stride, pads, dilation)
+    ho, wo = win.output_size(hw)
     w = rng.standard_normal((c_out, c_in // groups, *kernel)).astype(np.float32)
     dy = rng.standard_normal((3, c_out, ho, wo)).astype(np.float32)
     ours = adjoint.conv_input_grad(dy, w, win, groups, hw, SessionFactory())

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cnnviz_core import _native, kernels
+from cnnviz_core.geometry import Window
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -142,11 +143,11 @@ def test_errors():
 
 
 def test_cuda_im2col_col2im_match_reference():
-    cuda = kernels._native_cuda
-    if cuda is None or cuda.device_count() == 0 or not torch.cuda.is_available():
+    cuda = pytest.importorskip("cnnviz_core._native_cuda", reason="built without CUDA")
+    if cuda.device_count() == 0 or not torch.cuda.is_available():
         pytest.skip("needs the CUDA kernels, a CUDA device and a CUDA torch")
     shape, k, s, p, d = CASES[3]
-    window = kernels.Window.of(k, s, p, d)
+    window = Window.of(k, s, p, d)
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     cols_ref = kernels.im2col_reference(x, k, s, p, d)
     stream = torch.cuda.current_stream().cuda_stream

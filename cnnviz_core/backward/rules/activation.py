@@ -30,7 +30,11 @@ class LeakyRelu(OpRule):
         x, dy = call.inputs[0], grads[0]
         assert dy is not None
         alpha = float(call.attrs.get("alpha", 0.01))
-        return [kernels.relu_backward(x.astype(dy.dtype, copy=False), dy, call.mode, alpha)]
+        return [
+            kernels.relu_backward(
+                x.astype(dy.dtype, copy=False), dy, call.mode, alpha, device=call.device
+            )
+        ]
 
 
 @register_rule("PRelu")
@@ -76,7 +80,9 @@ class _Clip(OpRule):
         x, dy = call.inputs[0], grads[0]
         assert dy is not None
         lo, hi = self.bounds(call)
-        dx = kernels.relu_backward_clip(x.astype(dy.dtype, copy=False), dy, lo, hi, call.mode)
+        dx = kernels.relu_backward_clip(
+            x.astype(dy.dtype, copy=False), dy, lo, hi, call.mode, device=call.device
+        )
         return [dx, None, None][: len(call.inputs)]
 
 

@@ -27,7 +27,9 @@ class Relu(OpRule):
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
         y, dy = call.outputs[0], grads[0]
         assert dy is not None
-        return [kernels.relu_backward(y.astype(dy.dtype, copy=False), dy, call.mode)]
+        return [
+            kernels.relu_backward(y.astype(dy.dtype, copy=False), dy, call.mode, device=call.device)
+        ]
 
 
 @register_rule("Add")

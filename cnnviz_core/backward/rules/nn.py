@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from ... import kernels
 from ...errors import UnsupportedOpError
-from ...graph import same_pads
+from ...geometry import Window
 from .. import adjoint
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
-
-
-def window(attrs: dict, hw: Sequence[int], kernel: Sequence[int]) -> kernels.Window:
-    """The sliding window of a Conv / pooling node on an (H, W) input, auto_pad resolved."""
-    strides = attrs.get("strides", [1, 1])
-    dilations = attrs.get("dilations", [1, 1])
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pads = [0, 0, 0, 0]
-        for axis in range(2):
-            k_eff = dilations[axis] * (kernel[axis] - 1) + 1
-            total = max((-(-hw[axis] // strides[axis]) - 1) * strides[axis] + k_eff - hw[axis], 0)
-            begin = same_pads(hw[axis], k_eff, strides[axis], auto_pad)
-            pads[axis], pads[axis + 2] = begin, total - begin
-    elif auto_pad == "VALID":
-        pads = [0, 0, 0, 0]
-    else:
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-    return kernels.Window.of(tuple(kernel), tuple(strides), tuple(pads), tuple(dilations))
 
 
 @register_rule("Conv")
@@ -43,15 +23,17 @@ class Conv(OpRule):
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x, w = call.inputs[0], call.inputs[1]
         b = call.inputs[2] if len(call.inputs) > 2 else None
-        win = window(call.attrs, x.shape[2:], w.shape[2:])
+        win = Window.from_onnx(call.attrs, w.shape[2:], x.shape[2:])
         groups = call.attrs.get("group", 1)
         n, c_out = x.shape[0], w.shape[0]
         w_groups = w.reshape(groups, c_out // groups, -1)
         parts = []
         for w_g, x_g in zip(w_groups, np.split(x, groups, axis=1)):
-            cols = kernels.im2col(x_g, win.kernel, win.stride, win.pads, win.dilation)
+            cols = kernels.im2col(
+                x_g, win.kernel, win.stride, win.pads, win.dilation, device=call.device
+            )
             parts.append(np.matmul(w_g, cols))
-        ho, wo = win.output_size(*x.shape[2:])
+        ho, wo = win.output_size(x.shape[2:])
         y = np.concatenate(parts, axis=1).reshape(n, c_out, ho, wo)
         return [y + b.reshape(1, -1, 1, 1) if b is not None else y]
 
@@ -61,7 +43,7 @@ class Conv(OpRule):
         assert dy is not None
         out: list[Grad] = [None] * len(call.inputs)
         if call.needs[0]:
-            win = window(call.attrs, x.shape[2:], w.shape[2:])
+            win = Window.from_onnx(call.attrs, w.shape[2:], x.shape[2:])
             groups = call.attrs.get("group", 1)
             if dy.dtype == np.float32:
                 out[0] = adjoint.conv_input_grad(dy, w, win, groups, x.shape[2:], call.sessions)
@@ -71,7 +53,7 @@ class Conv(OpRule):
 
     @staticmethod
     def input_grad(
-        dy: np.ndarray, w: np.ndarray, win: kernels.Window, groups: int, hw: Sequence[int]
+        dy: np.ndarray, w: np.ndarray, win: Window, groups: int, hw: Sequence[int]
     ) -> np.ndarray:
         """dL/dx = col2im(W^T dy) per group: the NumPy reference (any float dtype)."""
         n, c_out = dy.shape[:2]
@@ -142,7 +124,7 @@ class MaxPool(OpRule):
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x = call.inputs[0]
-        y, switches = kernels.max_pool2d(x, *self._window_args(call, x))
+        y, switches = self._pool(call, x)
         if len(call.node.output) < 2 or not call.node.output[1]:
             return [y.astype(x.dtype, copy=False)]
         n, c, h, w = x.shape
@@ -155,77 +137,15 @@ class MaxPool(OpRule):
         x, dy = call.inputs[0], grads[0]
         assert dy is not None
         x = x.astype(dy.dtype, copy=False)
-        _, switches = kernels.max_pool2d(x, *self._window_args(call, x))
-        return [kernels.max_unpool2d(dy, switches, x.shape[2:])]
+        _, switches = self._pool(call, x)
+        return [kernels.max_unpool2d(dy, switches, x.shape[2:], device=call.device)]
 
     @staticmethod
-    def _window_args(call: NodeCall, x: np.ndarray) -> tuple:
-        win = window(call.attrs, x.shape[2:], call.attrs["kernel_shape"])
-        return win.kernel, win.stride, win.pads, win.dilation, bool(call.attrs.get("ceil_mode", 0))
-
-
-@dataclass(frozen=True)
-class PoolGeometry:
-    """An N-D pooling window (any number of spatial axes), auto_pad and ceil_mode resolved.
-
-    Attributes:
-        kernel, strides, dilations: per spatial axis.
-        begins, ends: the pads before and after each spatial axis.
-        out: output size per spatial axis.
-        padded: the padded extent every window fits in (ceil_mode may reach past the pads).
-    """
-
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    dilations: tuple[int, ...]
-    begins: tuple[int, ...]
-    ends: tuple[int, ...]
-    out: tuple[int, ...]
-    padded: tuple[int, ...]
-
-    @classmethod
-    def of(cls, attrs: dict, spatial: Sequence[int]) -> PoolGeometry:
-        k = len(spatial)
-        kernel = [int(v) for v in attrs["kernel_shape"]]
-        strides = [int(v) for v in attrs.get("strides", [1] * k)]
-        dilations = [int(v) for v in attrs.get("dilations", [1] * k)]
-        auto_pad = attrs.get("auto_pad", "NOTSET")
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            begins, ends = [], []
-            for n, kk, s, d in zip(spatial, kernel, strides, dilations):
-                k_eff = d * (kk - 1) + 1
-                total = max((-(-n // s) - 1) * s + k_eff - n, 0)
-                begins.append(same_pads(n, k_eff, s, auto_pad))
-                ends.append(total - begins[-1])
-        elif auto_pad == "VALID":
-            begins, ends = [0] * k, [0] * k
-        else:
-            pads = [int(v) for v in attrs.get("pads", [0] * (2 * k))]
-            begins, ends = pads[:k], pads[k:]
-        ceil = bool(attrs.get("ceil_mode", 0))
-        out = [
-            kernels.window_output_size(n, kk, s, b, e, d, ceil)
-            for n, kk, s, b, e, d in zip(spatial, kernel, strides, begins, ends, dilations)
-        ]
-        padded = [
-            max(n + b + e, (o - 1) * s + d * (kk - 1) + 1)
-            for n, b, e, o, s, d, kk in zip(spatial, begins, ends, out, strides, dilations, kernel)
-        ]
-        return cls(*(tuple(v) for v in (kernel, strides, dilations, begins, ends, out, padded)))
-
-    def taps(self) -> list[tuple[slice, ...]]:
-        """For each kernel tap, the strided slice of the padded extent it reads."""
-        return [
-            tuple(
-                slice(t * d, t * d + (o - 1) * s + 1, s)
-                for t, d, s, o in zip(tap, self.dilations, self.strides, self.out)
-            )
-            for tap in np.ndindex(*self.kernel)
-        ]
-
-    def inside(self, spatial: Sequence[int]) -> tuple[slice, ...]:
-        """Where the input sits in the padded extent."""
-        return tuple(slice(b, b + n) for b, n in zip(self.begins, spatial))
+    def _pool(call: NodeCall, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], x.shape[2:])
+        return kernels.max_pool2d(
+            x, win.kernel, win.stride, win.pads, win.dilation, win.ceil_mode, device=call.device
+        )
 
 
 @register_rule("AveragePool")
@@ -238,38 +158,38 @@ class AveragePool(OpRule):
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x = call.inputs[0]
-        geo, count = self._geometry(call, x.shape[2:], x.dtype)
-        padded = np.zeros((*x.shape[:2], *geo.padded), x.dtype)
-        inside = (..., *geo.inside(x.shape[2:]))  # a named index: mypy misreads a[(..., *t)]
-        padded[inside] = x
-        total = np.zeros((*x.shape[:2], *geo.out), x.dtype)
-        for tap in geo.taps():
-            tap_index = (..., *tap)
-            total += padded[tap_index]
+        win, count = self._geometry(call, x.shape[2:], x.dtype)
+        out = win.output_size(x.shape[2:])
+        padded = np.zeros((*x.shape[:2], *win.padded_size(x.shape[2:])), x.dtype)
+        padded[win.inside(x.shape[2:])] = x
+        total = np.zeros((*x.shape[:2], *out), x.dtype)
+        for tap in win.taps(out):
+            total += padded[tap]
         return [(total / count).astype(x.dtype, copy=False)]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
         x, dy = call.inputs[0], grads[0]
         assert dy is not None
-        geo, count = self._geometry(call, x.shape[2:], dy.dtype)
+        win, count = self._geometry(call, x.shape[2:], dy.dtype)
         spread = dy / count
-        padded = np.zeros((*x.shape[:2], *geo.padded), spread.dtype)
-        for tap in geo.taps():
-            tap_index = (..., *tap)
-            padded[tap_index] += spread
-        inside = (..., *geo.inside(x.shape[2:]))
-        return [padded[inside].copy()]
+        padded = np.zeros((*x.shape[:2], *win.padded_size(x.shape[2:])), spread.dtype)
+        for tap in win.taps(dy.shape[2:]):
+            padded[tap] += spread
+        return [padded[win.inside(x.shape[2:])].copy()]
 
     @staticmethod
-    def _geometry(call: NodeCall, spatial: Sequence[int], dtype: np.dtype) -> tuple:
-        geo = PoolGeometry.of(call.attrs, spatial)
-        mask = np.zeros(geo.padded, dtype)
+    def _geometry(
+        call: NodeCall, spatial: Sequence[int], dtype: np.dtype
+    ) -> tuple[Window, np.ndarray]:
+        """The node's window and the divisor of each output (taps counted per ONNX)."""
+        win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], spatial)
+        mask = np.zeros(win.padded_size(spatial), dtype)
         if call.attrs.get("count_include_pad", 0):
-            mask[tuple(slice(0, n + b + e) for n, b, e in zip(spatial, geo.begins, geo.ends))] = 1
+            mask[tuple(slice(0, n + b + e) for n, b, e in zip(spatial, win.begins, win.ends))] = 1
         else:
-            mask[geo.inside(spatial)] = 1
-        count = sum(mask[tap] for tap in geo.taps())
-        return geo, count
+            mask[win.inside(spatial)] = 1
+        count = sum(mask[tap] for tap in win.taps(win.output_size(spatial)))
+        return win, np.asarray(count)
 
 
 @register_rule("GlobalAveragePool")
