@@ -13,7 +13,12 @@ export CNNVIZ_REQUIRE_CHROMIUM=1
 
 # The CPU wheel of torch first, so the extra's range does not pull a CUDA build.
 "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q -e ".[torch,test,segmentation,distributed]"
+"$PY" -m pip install -q -e ".[torch,test,segmentation,distributed,lint]"
+
+# Lint, format and types: both packages, tests and benchmarks (zero findings, no blanket ignores).
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+"$PY" -m mypy cnnviz cnnviz_core
 
 # Python tests, from the installed (editable) package with its built extension.
 "$PY" -m pytest -p no:cacheprovider tests
