@@ -82,7 +82,7 @@ def run(quick: bool = False) -> list[dict]:
         import torch
     except ImportError:
         return [{"note": "torch is needed to export the benchmark networks"}]
-    from cnnviz.attribution.occlusion import window_positions
+    from cnnviz.attribution.perturbation import window_positions
     from cnnviz.attribution.scoring import approximation_error, deletion
     from cnnviz_core.incremental import IncrementalOcclusion
     from cnnviz_core.torch_bridge.precision import Bf16Occlusion
@@ -162,6 +162,6 @@ def run(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     import sys
 
-    from run import print_table
+    from table import print_table
 
     print_table(run(quick="--quick" in sys.argv))

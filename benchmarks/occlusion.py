@@ -136,6 +136,6 @@ def run(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     import sys
 
-    from run import print_table
+    from table import print_table
 
     print_table(run(quick="--quick" in sys.argv))
