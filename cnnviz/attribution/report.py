@@ -132,12 +132,12 @@ def true_class_section(ctx: ReportContext, page: Page) -> Section | None:
     layer = options.get("layer")
     maps: dict[str, Attribution | CnnvizError] = {}
     compared: tuple[tuple[str, Method], ...] = (("gradcam", gradcam), ("saliency", saliency))
-    for name, method in compared:
+    for key, technique in compared:
         try:
-            kwargs = {"layer": layer} if layer and name == "gradcam" else {}
-            maps[name] = method(ctx.model, both, wanted, **kwargs)
+            kwargs = {"layer": layer} if layer and key == "gradcam" else {}
+            maps[key] = technique(ctx.model, both, wanted, **kwargs)
         except CnnvizError as exc:
-            maps[name] = exc
+            maps[key] = exc
     rows = []
     k = len(wrong)
     for row, (i, _truth) in enumerate(wrong):
@@ -146,7 +146,7 @@ def true_class_section(ctx: ReportContext, page: Page) -> Section | None:
             Markup(escape(name)),
             _picture(page, ctx.pixels[i], f"in-{i}", name, ""),
         ]
-        for method, result in maps.items():
+        for key, result in maps.items():
             for col, which in ((row, "predicted"), (row + k, "true")):
                 if isinstance(result, CnnvizError):
                     cells.append(_error(result))
@@ -156,8 +156,8 @@ def true_class_section(ctx: ReportContext, page: Page) -> Section | None:
                     _picture(
                         page,
                         result.render(col),
-                        f"{method}-{which}-{i}",
-                        f"{title(method)} of {name} for the {which} {label}",
+                        f"{key}-{which}-{i}",
+                        f"{title(key)} of {name} for the {which} {label}",
                         f"{which}: {label}",
                     )
                 )

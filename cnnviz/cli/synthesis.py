@@ -187,31 +187,39 @@ def cmd_texture(args: argparse.Namespace) -> None:
     """``cnnviz texture``: Efros-Leung (no model) or Gram-matrix synthesis (needs --model)."""
     output_folder(args)
     stem = Path(args.sample).stem
-    size = tuple(args.size) if args.size else None
+    size = (args.size[0], args.size[1]) if args.size else None
     if args.method == "efros-leung":
-        sample = load_image(Path(args.sample))
-        if args.crop:  # the search costs O(sample area) per pixel: grow from a small crop
-            h, w = sample.shape[:2]
-            side_h, side_w = min(args.crop, h), min(args.crop, w)
-            top, left = (h - side_h) // 2, (w - side_w) // 2
-            sample = sample[top : top + side_h, left : left + side_w]
-        result = efros_leung(
-            sample,
-            size or (128, 128),
-            window=args.window,
-            order=args.order,
-            epsilon=args.epsilon,
-            seed=args.seed,
-            progress=steps_progress("texture"),
-        )
-        path = save_png(result.image, args.out / f"{stem}-efros-leung-{args.order}.png")
-        print(
-            f"efros-leung ({args.order}, window {args.window}): {result.pixels} pixels in "
-            f"{result.seconds:.2f} s ({result.pixels_per_second:.0f} pixels/s), mean match "
-            f"distance {float(np.nanmean(result.distances)):.4g} -> {path}"
-        )
-        _done(result)
-        return
+        _efros_leung_texture(args, stem, size)
+    else:
+        _gram_texture(args, stem, size)
+
+
+def _efros_leung_texture(args: argparse.Namespace, stem: str, size: tuple[int, int] | None) -> None:
+    sample = load_image(Path(args.sample))
+    if args.crop:  # the search costs O(sample area) per pixel: grow from a small crop
+        h, w = sample.shape[:2]
+        side_h, side_w = min(args.crop, h), min(args.crop, w)
+        top, left = (h - side_h) // 2, (w - side_w) // 2
+        sample = sample[top : top + side_h, left : left + side_w]
+    result = efros_leung(
+        sample,
+        size or (128, 128),
+        window=args.window,
+        order=args.order,
+        epsilon=args.epsilon,
+        seed=args.seed,
+        progress=steps_progress("texture"),
+    )
+    path = save_png(result.image, args.out / f"{stem}-efros-leung-{args.order}.png")
+    print(
+        f"efros-leung ({args.order}, window {args.window}): {result.pixels} pixels in "
+        f"{result.seconds:.2f} s ({result.pixels_per_second:.0f} pixels/s), mean match "
+        f"distance {float(np.nanmean(result.distances)):.4g} -> {path}"
+    )
+    _done(result)
+
+
+def _gram_texture(args: argparse.Namespace, stem: str, size: tuple[int, int] | None) -> None:
     result = gram_texture(
         open_model(args),
         Path(args.sample),
