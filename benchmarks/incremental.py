@@ -58,8 +58,9 @@ def _naive_seconds(model, x: np.ndarray, positions: np.ndarray, subset: int | No
     if subset is not None and subset < len(positions):
         pick = positions[np.linspace(0, len(positions) - 1, subset).astype(np.int64)]
     scorer = NaiveOcclusion(model, WINDOW)
-    scorer.scores(x[0], pick[:2], 0.0)  # warm-up
-    _, best = best_within(lambda: scorer.scores(x[0], pick, 0.0), min_runs=1)
+    zeros = np.asarray(0.0, np.float32)  # the fill (a 0-d array: as the number 0.0)
+    scorer.scores(x[0], pick[:2], zeros)  # warm-up
+    _, best = best_within(lambda: scorer.scores(x[0], pick, zeros), min_runs=1)
     return best * len(positions) / len(pick)
 
 
@@ -82,9 +83,9 @@ def run(quick: bool = False) -> list[dict]:
         import torch
     except ImportError:
         return [{"note": "torch is needed to export the benchmark networks"}]
-    from cnnviz.attribution.occlusion import window_positions
+    from cnnviz.attribution.perturbation import window_positions
     from cnnviz.attribution.scoring import approximation_error, deletion
-    from cnnviz_core.incremental import IncrementalOcclusion
+    from cnnviz_core.incremental import IncrementalOcclusion, NaiveOcclusion
     from cnnviz_core.torch_bridge.precision import Bf16Occlusion
 
     torch.set_num_threads(2)
@@ -112,11 +113,12 @@ def run(quick: bool = False) -> list[dict]:
         flops_exact = exact_scorer.stats["flops_ratio"]
         auc_exact = float(deletion(model, exact, x, steps=8).auc.mean())
 
-        modes = []
+        modes: list[tuple[str, IncrementalOcclusion | NaiveOcclusion, int]] = []
         tau_scorer = IncrementalOcclusion(model, WINDOW, tau=TAU)
         tau_scorer.plan(tuple(x.shape[1:]), positions)
         bf16_scorer = Bf16Occlusion(model, WINDOW)
-        bf16_scorer.scores(x[0], positions[:2], 0.0)  # warm-up (and the conversion is done)
+        zeros = np.asarray(0.0, np.float32)
+        bf16_scorer.scores(x[0], positions[:2], zeros)  # warm-up (and the conversion is done)
         modes.append((f"approx: tau={TAU}", tau_scorer, 0))
         modes.append((f"approx: drill-down (levels {LEVELS}, top {REFINE:.0%})", exact_scorer,
                       LEVELS))  # fmt: skip
@@ -162,6 +164,6 @@ def run(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     import sys
 
-    from run import print_table
+    from table import print_table
 
     print_table(run(quick="--quick" in sys.argv))

@@ -83,6 +83,7 @@ def run(quick: bool = False) -> list[dict]:
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     proto = _export(torch, net)
@@ -136,6 +137,6 @@ def run(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     import sys
 
-    from run import print_table
+    from table import print_table
 
     print_table(run(quick="--quick" in sys.argv))

@@ -24,6 +24,7 @@ import features
 import forward
 import kernels
 import occlusion
+from table import RESULTS, print_table, write_json
 
 SUITES = {
     "forward": forward.run,
@@ -38,25 +39,6 @@ SUITES = {
     "texture": __import__("texture").run,
     "fast_style": __import__("fast_style").run,
 }
-RESULTS = Path(__file__).parent / "results"
-
-
-def print_table(rows: list[dict]) -> None:
-    if not rows:
-        return
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 def main() -> None:
@@ -64,33 +46,27 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help="default: all")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
-    report = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "processor": platform.processor(),
-        },
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "suites": {},
+    machine = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor(),
     }
+    when = time.strftime("%Y-%m-%dT%H:%M:%S")
+    suites: dict[str, list[dict]] = {}
     for name in args.suites or list(SUITES):
         print(f"\n== {name} ==")
         rows = SUITES[name](quick=args.quick)
         print_table(rows)
-        report["suites"][name] = rows
-    RESULTS.mkdir(exist_ok=True)
+        suites[name] = rows
+    report = {"machine": machine, "time": when, "suites": suites}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    _write_json(RESULTS / f"bench-{stamp}.json", report)
+    write_json(RESULTS / f"bench-{stamp}.json", report)
     # latest.json keeps the newest run of every suite, so running one suite keeps the others
     latest_path = RESULTS / "latest.json"
     latest = json.loads(latest_path.read_text()) if latest_path.exists() else {"suites": {}}
-    for name, rows in report["suites"].items():
-        latest["suites"][name] = {
-            "machine": report["machine"],
-            "time": report["time"],
-            "rows": rows,
-        }
-    _write_json(latest_path, latest)
+    for name, rows in suites.items():
+        latest["suites"][name] = {"machine": machine, "time": when, "rows": rows}
+    write_json(latest_path, latest)
     print(f"\nwritten to {RESULTS / 'latest.json'}")
 
 

@@ -105,13 +105,13 @@ class Attribution:
 
 
 class Method(Protocol):
-    """What every technique is: ``method(model, images, target=None, **options)``."""
+    """What every technique is: ``method(model, images, target=None, **options)``; the
+    options are each technique's own keyword parameters (its
+    :class:`~.methods.MethodSpec` lists those :func:`~.methods.explain` passes)."""
 
     __name__: str
 
-    def __call__(
-        self, model: Model, images: Images, target: Any = None, **options: Any
-    ) -> Attribution: ...
+    def __call__(self, model: Model, images: Images, target: Any = None) -> Attribution: ...
 
 
 def prepare(model: Model, images: Images, target: Any) -> tuple[np.ndarray, list[ResolvedTarget]]:

@@ -34,16 +34,16 @@ from cnnviz_core.model import to_probabilities
 from cnnviz_core.targets import ResolvedTarget, TargetLike, score_tensor
 
 from .base import Attribution, Images, make_attribution, prepare
-from .occlusion import (
-    OUTPUTS,
+from .occlusion import OUTPUTS, occlusion, occlusion_scorer
+from .perturbation import (
+    Progress,
     cover_average,
+    fill_label,
     fill_values,
-    occlusion_scorer,
     target_values,
     window_grid,
 )
-
-Progress = Callable[[int, int], None]
+from .scoring import approximation_error
 
 
 def lattice(n: int, step: int) -> np.ndarray:
@@ -139,7 +139,7 @@ def _value(logits: np.ndarray, taps: dict[str, np.ndarray], target: ResolvedTarg
         if output == "probability":
             return (np.exp(logits) if already else to_probabilities(logits, False))[:, k]
         return logits[:, k]
-    return target_values(logits, taps, target)
+    return target_values(taps, target)
 
 
 class _Counter:
@@ -266,7 +266,7 @@ def drilldown(
     options = {
         "window": win,
         "stride": step,
-        "fill": fill if isinstance(fill, (str, int, float)) else "array",
+        "fill": fill_label(fill),
         "output": output,
         "approximation": "drilldown",
         "levels": int(levels),
@@ -287,9 +287,6 @@ def drilldown(
         metrics=metrics,
     )  # fmt: skip
     if reference is not False:
-        from .occlusion import occlusion
-        from .scoring import approximation_error
-
         exact = reference
         if exact is True:
             exact = occlusion(model, batch, targets, window=win, stride=step,

@@ -18,6 +18,7 @@ from cnnviz_core.backward import gradients
 from cnnviz_core.targets import TargetLike, target_scores
 
 from .base import Attribution, Images, make_attribution
+from .perturbation import gaussian_blur
 
 BASELINES = ("zeros", "black", "blur")
 
@@ -39,25 +40,6 @@ def make_baseline(
         sigma = blur_sigma if blur_sigma is not None else max(batch.shape[2:]) / 16
         return gaussian_blur(batch, sigma)
     raise InputError(f"unknown baseline {baseline!r}; choose one of {BASELINES} or an array")
-
-
-def gaussian_blur(batch: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of (N, C, H, W) with reflected edges."""
-    if sigma <= 0:
-        return batch.copy()
-    radius = int(np.ceil(3 * sigma))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps = (taps / taps.sum()).astype(np.float32)
-    out = batch.astype(np.float32)
-    for axis in (2, 3):
-        pad = [(0, 0)] * 4
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="reflect" if out.shape[axis] > radius else "edge")
-        size = out.shape[axis]
-        out = sum(
-            taps[k] * np.take(padded, np.arange(k, k + size), axis=axis) for k in range(len(taps))
-        )
-    return out.astype(np.float32)
 
 
 def integrated_gradients(

@@ -12,16 +12,15 @@ is its segment's coefficient. Shape convention: (N, C, H, W).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from cnnviz_core import InputError, Model
-from cnnviz_core.targets import ResolvedTarget, TargetLike, score_tensor
+from cnnviz_core.targets import TargetLike
 
 from .base import Attribution, Images, make_attribution, prepare
-from .occlusion import fill_values
+from .perturbation import Progress, fill_label, fill_values, perturbed_scores
 
 SEGMENTATIONS = ("slic", "grid")
 
@@ -116,23 +115,6 @@ def weighted_ridge(
     return surrogate.coef_, float(surrogate.intercept_), fit
 
 
-def _scores(model: Model, x: np.ndarray, target: ResolvedTarget, scores_name: str) -> np.ndarray:
-    """The explained score per row: class probability, or the channel mean / neuron value."""
-    if target.kind == "class":
-        out = model.run(x, taps=[scores_name], outputs=False)[scores_name].reshape(len(x), -1)
-        already = model.outputs_probabilities and scores_name == model.output_names[0]
-        if not already:
-            out = out.astype(np.float64)
-            out = np.exp(out - out.max(axis=1, keepdims=True))
-            out /= out.sum(axis=1, keepdims=True)
-        return out[:, target.index[0]].astype(np.float64)
-    value = model.run(x, taps=[target.tensor], outputs=False)[target.tensor]
-    if target.kind == "channel":
-        plane = value[:, target.index[0]]
-        return plane.reshape(len(x), -1).mean(axis=1, dtype=np.float64)
-    return value[(slice(None), *target.index)].astype(np.float64).reshape(len(x))
-
-
 def lime(
     model: Model,
     images: Images,
@@ -149,7 +131,7 @@ def lime(
     top: int = 5,
     seed: int = 0,
     batch_size: int = 128,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Attribution:
     """LIME maps, (N, H, W): the surrogate's coefficient of each pixel's segment (signed).
 
@@ -167,7 +149,7 @@ def lime(
         alpha: ridge regularisation (scikit-learn ``Ridge(alpha)``, LIME's 1.0).
         fill: what replaces an "off" segment: ``mean`` (per-channel mean, default),
             ``grey``, ``zeros``, ``blur``, a number or an array (see
-            :func:`~.occlusion.fill_values`).
+            :func:`~.perturbation.fill_values`).
         top: how many positive segments ``extras["top"]`` shows.
         seed: seed of the random masks (the same masks for every image).
         batch_size: perturbed images per onnxruntime call.
@@ -190,7 +172,6 @@ def lime(
     n, _, h, w = batch.shape
     fills = fill_values(model, batch, fill)
     pixels = model.preprocess.invert(batch)
-    scores_name = score_tensor(model)
     labels = np.stack(
         [superpixels(pixels[i], segments, compactness, segmentation) for i in range(n)]
     )
@@ -210,7 +191,7 @@ def lime(
             on = masks[start : start + batch_size]
             keep_px = np.tensordot(on, one_hot, axes=1) > 0.5  # (b, H, W)
             x = np.where(keep_px[:, None], batch[i][None], fill_i[None]).astype(batch.dtype)
-            y[start : start + len(on)] = _scores(model, x, targets[i], scores_name)
+            y[start : start + len(on)] = perturbed_scores(model, x, targets[i])
             done += len(on)
             if progress is not None:
                 progress(done, total)
@@ -229,7 +210,7 @@ def lime(
         "samples": samples,
         "kernel_width": kernel_width,
         "alpha": alpha,
-        "fill": fill if isinstance(fill, (str, int, float)) else "array",
+        "fill": fill_label(fill),
         "seed": seed,
     }
     return make_attribution(

@@ -29,23 +29,28 @@ Memory stays bounded whatever the number of positions. Shape convention: (N, C, 
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cnnviz_core import InputError, Model, UnsupportedOpError
-from cnnviz_core.geometry import occlusion_window
 from cnnviz_core.incremental import IncrementalOcclusion, NaiveOcclusion, OcclusionScorer
 from cnnviz_core.model import to_probabilities
-from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_target, score_tensor
+from cnnviz_core.targets import TargetLike, resolve_target, score_tensor
 
 from .base import Attribution, Images, make_attribution, prepare
-from .integrated_gradients import gaussian_blur
+from .perturbation import (
+    Progress,
+    cover_average,
+    fill_label,
+    fill_values,
+    target_values,
+    window_grid,
+)
+from .scoring import approximation_error
 
-FILLS = ("grey", "zeros", "mean", "blur")
 OUTPUTS = ("probability", "logit")
 ENGINES = ("auto", "naive", "incremental")
 #: the precisions the occluded forwards may run in (bf16: approximate, through torch)
@@ -54,81 +59,6 @@ PRECISIONS = ("fp32", "bf16")
 AUTO_MAX_FLOP_SHARE = 0.8
 #: largest occluded batch per onnxruntime call by default (also bounded by model.max_batch)
 DEFAULT_BATCH = 128
-
-Progress = Callable[[int, int], None]
-
-
-def window_positions(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]):
-    """Top rows and left columns of the windows (Captum's count: ``ceil((H-h)/s) + 1``)."""
-    axes = []
-    for n, w, s in zip(size, window, stride):
-        count = math.ceil((n - w) / s) + 1
-        axes.append(np.arange(count, dtype=np.int64) * s)
-    return axes[0], axes[1]
-
-
-def window_grid(
-    size: tuple[int, int], window: int | Sequence[int], stride: int | Sequence[int]
-) -> tuple[tuple[int, int], tuple[int, int], np.ndarray, np.ndarray]:
-    """The checked (window, stride) pairs and the window tops and lefts for an image size.
-
-    Raises:
-        InputError: a window larger than the image or not positive, a stride < 1.
-    """
-    win, step = occlusion_window(size, window, stride)
-    tops, lefts = window_positions(size, win, step)
-    return win, step, tops, lefts
-
-
-def fill_values(
-    model: Model, batch: np.ndarray, fill: Any, blur_sigma: float | None = None
-) -> np.ndarray:
-    """Per image, the fill as a (C,) vector or a (C, H, W) image: ``grey`` (pixel value 128,
-    preprocessed), ``zeros`` (zero in the preprocessed space), ``mean`` (each image's
-    per-channel mean), ``blur`` (a Gaussian-blurred copy, sigma = side / 16 by default), a
-    number (preprocessed space), or an array of shape (C,), (C, H, W) or (N, C, H, W).
-
-    Returns:
-        (N, C) or (N, C, H, W) float32.
-    """
-    n, c, h, w = batch.shape
-    if isinstance(fill, str):
-        if fill == "grey":
-            grey = model.prepare([np.full((h, w, 3), 128, np.uint8)])[0]
-            return np.repeat(grey.mean(axis=(1, 2))[None], n, axis=0).astype(np.float32)
-        if fill == "zeros":
-            return np.zeros((n, c), np.float32)
-        if fill == "mean":
-            return batch.mean(axis=(2, 3), dtype=np.float64).astype(np.float32)
-        if fill == "blur":
-            sigma = blur_sigma if blur_sigma is not None else max(h, w) / 16
-            return gaussian_blur(batch, sigma)
-        raise InputError(f"unknown fill {fill!r}; choose one of {FILLS}, a number or an array")
-    if isinstance(fill, (int, float, np.number)) and not isinstance(fill, bool):
-        return np.full((n, c), float(fill), np.float32)
-    array = np.asarray(fill, dtype=np.float32)
-    if array.shape == (c,):
-        return np.repeat(array[None], n, axis=0)
-    if array.shape == (c, h, w):
-        return np.repeat(array[None], n, axis=0)
-    if array.shape == (n, c, h, w):
-        return array
-    raise InputError(
-        f"fill array must have shape ({c},), ({c}, {h}, {w}) or ({n}, {c}, {h}, {w}) for this "
-        f"batch; got {array.shape}"
-    )
-
-
-def target_values(
-    scores: np.ndarray, taps: dict[str, np.ndarray], target: ResolvedTarget
-) -> np.ndarray:
-    """The explained value per row for a channel target (the channel's mean) or a neuron
-    target (its value)."""
-    value = taps[target.tensor]
-    if target.kind == "channel":
-        plane = value[:, target.index[0]]
-        return plane.reshape(len(plane), -1).mean(axis=1, dtype=np.float64)
-    return value[(slice(None), *target.index)].astype(np.float64).reshape(len(value))
 
 
 def occlusion(
@@ -161,7 +91,7 @@ def occlusion(
         window: (h, w) of the occluding window, or an int for a square.
         stride: (sy, sx) between window positions, or an int.
         fill: ``grey`` (pixel 128), ``zeros``, ``mean`` (per-channel mean), ``blur`` or a
-            number / array (see :func:`fill_values`).
+            number / array (see :func:`~.perturbation.fill_values`).
         output: for class targets, the map shows the ``logit`` drop (default: it does not
             saturate on confident predictions) or the ``probability`` drop (Zeiler &
             Fergus); both are in ``extras``. Channel and neuron targets
@@ -209,7 +139,10 @@ def occlusion(
     extra_classes = [resolve_target(model, k, batch) for k in classes]
     scores_name = score_tensor(model)
     feature = model.tensor_name(feature_layer) if feature_layer is not None else None
-    taps = sorted({t.tensor for t in targets if t.kind != "class"} | ({feature} - {None}))
+    tapped = {t.tensor for t in targets if t.kind != "class"}
+    if feature is not None:
+        tapped.add(feature)
+    taps = sorted(tapped)
     chunk = max(1, min(batch_size or DEFAULT_BATCH, model.max_batch))
     positions = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
     ph, pw = len(tops), len(lefts)
@@ -277,7 +210,7 @@ def occlusion(
             logit_grid[i] = logits[:, k]
             prob_grid[i] = probs[:, k]
         else:
-            value_grid[i] = target_values(logits, out, t)
+            value_grid[i] = target_values(out, t)
         for j, e in enumerate(extra_classes):
             chosen = probs if output == "probability" else logits
             extra_grid[i, j] = chosen[:, e.index[0]]
@@ -301,7 +234,7 @@ def occlusion(
             prob_maps[i], logit_maps[i] = average(pdrop), average(ldrop)
             drop = pdrop if output == "probability" else ldrop
         else:
-            drop = target_values(base_logits[i : i + 1], _row(base_taps, i), t)[0] - value_grid[i]
+            drop = target_values(_row(base_taps, i), t)[0] - value_grid[i]
         maps[i] = average(drop)
         grid_drop[i] = drop.reshape(ph, pw)
     extras: dict[str, np.ndarray] = {
@@ -323,7 +256,7 @@ def occlusion(
     options = {
         "window": win,
         "stride": step,
-        "fill": fill if isinstance(fill, (str, int, float)) else "array",
+        "fill": fill_label(fill),
         "output": output,
         "feature_layer": feature_layer,
         "engine": "naive" if isinstance(scorer, NaiveOcclusion) else "incremental",
@@ -354,8 +287,6 @@ def occlusion(
         metrics=metrics,
     )
     if reference is not False:
-        from .scoring import approximation_error
-
         exact = reference
         if exact is True:
             exact = occlusion(model, batch, targets, window=win, stride=step, fill=fill,
@@ -425,22 +356,6 @@ def occlusion_scorer(
     return NaiveOcclusion(model, window, taps)
 
 
-def cover_average(
-    drops: np.ndarray,
-    starts: tuple[np.ndarray, np.ndarray],
-    window: tuple[int, int],
-    size: tuple[int, int],
-) -> np.ndarray:
-    """(..., Ph, Pw) drops per window -> (..., H, W) float32: each pixel's mean over the
-    windows (clipped at the edges) that cover it, as Captum averages."""
-    rows, cols = (
-        ((np.arange(n) >= s[:, None]) & (np.arange(n) < s[:, None] + w)).astype(np.float64)
-        for s, w, n in zip(starts, window, size)
-    )
-    count = rows.sum(axis=0)[:, None] * cols.sum(axis=0)[None, :]
-    return (rows.T @ drops @ cols / np.maximum(count, 1)).astype(np.float32)
-
-
 def _probabilities(logits: np.ndarray, already: bool) -> np.ndarray:
     return np.exp(logits) if already else to_probabilities(logits, False)
 
@@ -449,16 +364,4 @@ def _row(values: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     return {k: v[i : i + 1] for k, v in values.items()}
 
 
-__all__ = [
-    "ENGINES",
-    "FILLS",
-    "OUTPUTS",
-    "PRECISIONS",
-    "cover_average",
-    "fill_values",
-    "occlusion",
-    "occlusion_scorer",
-    "target_values",
-    "window_grid",
-    "window_positions",
-]
+__all__ = ["ENGINES", "OUTPUTS", "PRECISIONS", "occlusion", "occlusion_scorer"]

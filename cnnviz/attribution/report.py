@@ -8,7 +8,7 @@ which :mod:`cnnviz.attribution` does explicitly).
   is known, the maps of the predicted and of the true class side by side.
 
 Options, under ``ctx.options["attribution"]``: ``methods`` (names of
-:data:`~cnnviz.attribution.METHODS`), ``target``, ``layer`` (for the CAM family),
+:data:`~.methods.REGISTRY`), ``target``, ``layer`` (for the CAM family),
 ``results`` (name -> precomputed :class:`~.base.Attribution` for this batch), and
 ``true_labels`` (one class index or label, or None, per image; also read from
 ``ctx.options["true_labels"]``).
@@ -25,21 +25,16 @@ from cnnviz_core import CnnvizError
 from ..render.images import upscale
 from ..render.report import MIN_DISPLAY_SIDE, Markup, Page, ReportContext, Section, escape
 from ..render.report import register_section as _register
-from .base import Attribution
+from .base import Attribution, Method
+from .cam import gradcam
+from .lime import lime, show_top
+from .methods import method_spec, title
+from .occlusion import occlusion
+from .quality import quality_table
+from .saliency import saliency
+from .scoring import energy_inside
 
 DEFAULT_METHODS = ("saliency", "guided", "gradcam")
-TITLES = {
-    "saliency": "saliency",
-    "guided": "guided backprop",
-    "deconvnet": "deconvnet",
-    "cam": "CAM",
-    "gradcam": "Grad-CAM",
-    "guided-gradcam": "Guided Grad-CAM",
-    "smoothgrad": "SmoothGrad",
-    "ig": "Integrated Gradients",
-    "occlusion": "occlusion",
-    "lime": "LIME",
-}
 
 
 def _options(ctx: ReportContext) -> dict[str, Any]:
@@ -47,11 +42,11 @@ def _options(ctx: ReportContext) -> dict[str, Any]:
 
 
 def _explain(ctx: ReportContext, name: str, target: Any) -> Attribution:
-    from . import LAYER_METHODS, METHODS
-
-    options = _options(ctx)
-    kwargs = {"layer": options["layer"]} if options.get("layer") and name in LAYER_METHODS else {}
-    return METHODS[name](ctx.model, ctx.batch, target, **kwargs)
+    """One method's maps; the report's ``layer`` goes to the methods that take one."""
+    spec = method_spec(name)
+    layer = _options(ctx).get("layer")
+    kwargs = {"layer": layer} if layer and "layer" in spec.options else {}
+    return spec.function(ctx.model, ctx.batch, target, **kwargs)
 
 
 def _picture(page: Page, array: np.ndarray, name: str, alt: str, caption: str) -> Markup:
@@ -91,18 +86,17 @@ def attribution_section(ctx: ReportContext, page: Page) -> Section | None:
             if isinstance(result, CnnvizError):
                 cells.append(_error(result))
                 continue
-            title = TITLES.get(name, name)
             cells.append(
                 _picture(
                     page,
                     result.render(i),
                     f"{name}-{i}",
-                    f"{title} of {image_name} for {result.targets[i].label}",
+                    f"{title(name)} of {image_name} for {result.targets[i].label}",
                     result.targets[i].label,
                 )
             )
         rows.append([Markup(escape(image_name)), *cells])
-    headers = ["image", "input", *(TITLES.get(m, m) for m in methods)]
+    headers = ["image", "input", *(title(m) for m in methods)]
     note = (
         '<p class="muted">Target: the predicted class unless one was given. Heat maps: '
         "bright = strong evidence for the target (Grad-CAM: normalised to the image's own "
@@ -135,16 +129,15 @@ def true_class_section(ctx: ReportContext, page: Page) -> Section | None:
     batch = ctx.batch[index]
     wanted = [int(predicted[i]) for i in index] + [t for _, t in wrong]
     both = np.concatenate([batch, batch])
-    from . import gradcam, saliency
-
     layer = options.get("layer")
     maps: dict[str, Attribution | CnnvizError] = {}
-    for name, method in (("gradcam", gradcam), ("saliency", saliency)):
+    compared: tuple[tuple[str, Method], ...] = (("gradcam", gradcam), ("saliency", saliency))
+    for key, technique in compared:
         try:
-            kwargs = {"layer": layer} if layer and name == "gradcam" else {}
-            maps[name] = method(ctx.model, both, wanted, **kwargs)
+            kwargs = {"layer": layer} if layer and key == "gradcam" else {}
+            maps[key] = technique(ctx.model, both, wanted, **kwargs)
         except CnnvizError as exc:
-            maps[name] = exc
+            maps[key] = exc
     rows = []
     k = len(wrong)
     for row, (i, _truth) in enumerate(wrong):
@@ -153,7 +146,7 @@ def true_class_section(ctx: ReportContext, page: Page) -> Section | None:
             Markup(escape(name)),
             _picture(page, ctx.pixels[i], f"in-{i}", name, ""),
         ]
-        for method, result in maps.items():
+        for key, result in maps.items():
             for col, which in ((row, "predicted"), (row + k, "true")):
                 if isinstance(result, CnnvizError):
                     cells.append(_error(result))
@@ -163,8 +156,8 @@ def true_class_section(ctx: ReportContext, page: Page) -> Section | None:
                     _picture(
                         page,
                         result.render(col),
-                        f"{method}-{which}-{i}",
-                        f"{TITLES[method]} of {name} for the {which} {label}",
+                        f"{key}-{which}-{i}",
+                        f"{title(key)} of {name} for the {which} {label}",
                         f"{which}: {label}",
                     )
                 )
@@ -201,7 +194,6 @@ def quality_section(ctx: ReportContext, page: Page) -> Section | None:
         return None
     if wanted is True:
         from ..data import make_shapes
-        from .scoring import quality_table
 
         held = make_shapes(8, seed=2, size=ctx.model.input_shape[1])
         rows = quality_table(ctx.model, held.images, held.masks)
@@ -231,9 +223,6 @@ def confounded_section(ctx: ReportContext, page: Page) -> Section | None:
 
     from ..data import make_shapes
     from ..data.confounded import SNOW_CLASS, confounded_model_path, on_snow
-    from .lime import lime, show_top
-    from .occlusion import occlusion
-    from .scoring import energy_inside
 
     plain = make_shapes(20, seed=31)  # the images of the test's assertion
     keep = np.flatnonzero(plain.labels != SNOW_CLASS)[:8]

@@ -20,11 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnviz_core import InputError, Model
-from cnnviz_core.targets import ResolvedTarget, score_tensor
 
 from .base import Attribution
-from .integrated_gradients import gaussian_blur
-from .occlusion import fill_values
+from .perturbation import fill_values, gaussian_blur, perturbed_scores
 
 
 @dataclass
@@ -48,20 +46,6 @@ def _ranking(attribution: Attribution) -> np.ndarray:
     return np.argsort(-heat, axis=1, kind="stable")
 
 
-def _target_scores(model: Model, x: np.ndarray, target: ResolvedTarget) -> np.ndarray:
-    name = score_tensor(model) if target.kind == "class" else target.tensor
-    value = model.run(x, taps=[name], outputs=False)[name]
-    if target.kind == "class":
-        logits = value.reshape(len(x), -1).astype(np.float64)
-        if model.outputs_probabilities and name == model.output_names[0]:
-            return logits[:, target.index[0]]
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True))[:, target.index[0]]
-    if target.kind == "channel":
-        return value[:, target.index[0]].reshape(len(x), -1).mean(axis=1, dtype=np.float64)
-    return value[(slice(None), *target.index)].astype(np.float64).reshape(len(x))
-
-
 def _curves(
     model: Model, attribution: Attribution, batch: np.ndarray, start: np.ndarray,
     end: np.ndarray, steps: int,
@@ -82,7 +66,7 @@ def _curves(
         rank[order[i]] = np.arange(h * w)
         moved = rank.reshape(1, h, w) < counts[:, None, None]  # (steps + 1, H, W)
         x = np.where(moved[:, None], end[i][None], start[i][None]).astype(batch.dtype)
-        scores[i] = _target_scores(model, x, attribution.targets[i])
+        scores[i] = perturbed_scores(model, x, attribution.targets[i])
     fractions = counts / (h * w)
     auc = ((scores[:, 1:] + scores[:, :-1]) * 0.5 * np.diff(fractions)).sum(axis=1)
     return Curves(fractions, scores, auc)
@@ -94,7 +78,7 @@ def deletion(
 ) -> Curves:  # fmt: skip
     """Deletion curves: the most important pixels first replaced by ``fill`` (``zeros`` in
     the preprocessed space, ``grey``, ``mean``, ``blur``, a number or an array; see
-    :func:`~.occlusion.fill_values`).
+    :func:`~.perturbation.fill_values`).
 
     Args:
         model: the model the attribution explains.
@@ -233,53 +217,12 @@ def approximation_error(
     return result
 
 
-#: methods the quality table scores, by their name in :data:`~cnnviz.attribution.METHODS`
-QUALITY_METHODS = ("occlusion", "lime", "saliency", "guided", "gradcam", "ig", "smoothgrad")
-
-
-def quality_table(
-    model: Model,
-    images: np.ndarray,
-    masks: np.ndarray,
-    methods: tuple[str, ...] = QUALITY_METHODS,
-    *,
-    steps: int = 16,
-) -> list[dict[str, object]]:
-    """Score each method on one held-out batch (its predicted class): deletion and
-    insertion AUC, pointing game, energy inside the mask, and seconds per image."""
-    import time
-
-    from . import METHODS
-    from .report import TITLES
-
-    batch = model.prepare(images)
-    rows: list[dict[str, object]] = []
-    for name in methods:
-        start = time.perf_counter()
-        result = METHODS[name](model, batch, None)
-        seconds = (time.perf_counter() - start) / len(batch)
-        scores = score(model, result, masks, batch, steps=steps)
-        rows.append(
-            {
-                "method": TITLES.get(name, name),
-                "deletion AUC (lower better)": round(scores["deletion_auc"], 3),
-                "insertion AUC (higher better)": round(scores["insertion_auc"], 3),
-                "pointing game": round(scores["pointing_game"], 3),
-                "energy inside mask": round(scores["energy_inside"], 3),
-                "s / image": round(seconds, 4),
-            }
-        )
-    return rows
-
-
 __all__ = [
-    "QUALITY_METHODS",
     "Curves",
     "approximation_error",
     "deletion",
     "energy_inside",
     "insertion",
     "pointing_game",
-    "quality_table",
     "score",
 ]

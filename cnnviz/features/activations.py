@@ -66,7 +66,7 @@ def signed_unit(maps: np.ndarray) -> np.ndarray:
 
 def feature_map_grid(
     maps: np.ndarray,
-    channels: Sequence[int] | None = None,
+    channels: Sequence[int] | np.ndarray | None = None,
     *,
     min_side: int = 48,
     columns: int | None = None,
@@ -138,7 +138,7 @@ def signed_and_rectified(model: Model, image: object, layer: str) -> tuple[np.nd
 def signed_pairs_grid(
     pre: np.ndarray,
     post: np.ndarray,
-    channels: Sequence[int] | None = None,
+    channels: Sequence[int] | np.ndarray | None = None,
     *,
     min_side: int = 48,
 ) -> np.ndarray:

@@ -204,7 +204,9 @@ def _arrow(draw: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float
     draw.polygon(head, fill=(0, 0, 0))
 
 
-def pca_axes_arrows(result: PCAResult, scale: float = 2.0) -> list[tuple[np.ndarray, ...]]:
+def pca_axes_arrows(
+    result: PCAResult, scale: float = 2.0
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """Arrows of the first two principal axes in PCA coordinates: from the mean (origin),
     ``scale`` standard deviations long, labelled with their share of the variance."""
     arrows = []

@@ -43,6 +43,7 @@ class OcclusionScorer(Protocol):
         positions: np.ndarray,
         fill: np.ndarray,
         batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
 
 

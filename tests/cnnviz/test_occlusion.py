@@ -8,7 +8,7 @@ import pytest
 
 from cnnviz import load_model
 from cnnviz.attribution import Channel, occlusion
-from cnnviz.attribution.occlusion import fill_values, window_positions
+from cnnviz.attribution.perturbation import fill_values, window_positions
 from cnnviz.data import make_shapes
 from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError
 

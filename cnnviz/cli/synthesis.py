@@ -1,37 +1,44 @@
-"""The synthesis ``cnnviz`` subcommands (``visualize-class``, ``invert``, ``dream``,
-``fool``, ``stylize``, ``train-style``, ``texture``, ``style``): argument parsing and thin
-calls into :mod:`cnnviz.synthesis`. :mod:`cnnviz.cli` adds them with :func:`add_commands`
-(this module never imports the CLI or torch)."""
+"""The synthesis commands: ``visualize-class``, ``invert``, ``dream``, ``fool``,
+``stylize``, ``train-style``, ``texture`` and ``style``: argument parsing and thin calls
+into :mod:`cnnviz.synthesis` (importing this module never imports torch)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnviz_core import Model
+from cnnviz_core.preprocess import load_image
+from cnnviz_core.targets import Channel, Neuron
 
-from ..render.images import save_png, upscale
-
-
-def _progress(name: str) -> Callable[[int, int, float], None]:
-    def report(step: int, total: int, loss: float) -> None:
-        end = "\n" if step == total else ""
-        print(f"\r{name}: step {step}/{total}  loss {loss:.4g}", end=end, file=sys.stderr)
-
-    return report
+from ..render.images import save_png
+from ..synthesis import (
+    class_visualization,
+    dream,
+    efros_leung,
+    fool,
+    gram_texture,
+    invert_layers,
+    load_style_network,
+    style_transfer,
+    stylize,
+)
+from .common import (
+    model_arguments,
+    open_model,
+    output_folder,
+    save_enlarged,
+    steps_progress,
+    with_model,
+)
 
 
 def _start(value: str) -> Any:
     return value if value in ("zeros", "noise") else Path(value)
-
-
-def _save(image: Any, path: Path) -> Path:
-    return save_png(upscale(image, min_side=256), path)
 
 
 def _done(result: Any) -> None:
@@ -40,10 +47,6 @@ def _done(result: Any) -> None:
 
 
 def cmd_visualize_class(args: argparse.Namespace, model: Model) -> None:
-    from cnnviz_core.targets import Channel, Neuron
-
-    from .class_visualization import class_visualization
-
     channels = args.channel or [0]
     if args.layer is not None:
         if args.y is not None and args.x is not None:
@@ -59,10 +62,10 @@ def cmd_visualize_class(args: argparse.Namespace, model: Model) -> None:
         octaves=args.octaves,
         start=_start(args.start),
         seed=args.seed,
-        progress=_progress("visualize-class"),
+        progress=steps_progress("visualize-class"),
     )
     for i, label in enumerate(result.labels):
-        path = _save(result.images[i], args.out / f"class-{i}.png")
+        path = save_enlarged(result.images[i], args.out / f"class-{i}.png")
         extra = ""
         if "probability" in result.metrics:
             extra = f", probability {result.metrics['probability'][i]:.3f}"
@@ -71,8 +74,6 @@ def cmd_visualize_class(args: argparse.Namespace, model: Model) -> None:
 
 
 def cmd_invert(args: argparse.Namespace, model: Model) -> None:
-    from .inversion import invert_layers
-
     results = invert_layers(
         model,
         args.image,
@@ -81,10 +82,10 @@ def cmd_invert(args: argparse.Namespace, model: Model) -> None:
         optimizer=args.optimizer,
         tv=args.tv,
         seed=args.seed,
-        progress=_progress("invert"),
+        progress=steps_progress("invert"),
     )
     for r in results:
-        path = _save(r.image, args.out / f"invert-{r.options['layer']}.png")
+        path = save_enlarged(r.image, args.out / f"invert-{r.options['layer']}.png")
         print(
             f"{r.options['layer']}: PSNR {r.metrics['psnr'][0]:.2f} dB, feature error "
             f"{r.metrics['feature_error'][0]:.3f} -> {path}"
@@ -93,8 +94,6 @@ def cmd_invert(args: argparse.Namespace, model: Model) -> None:
 
 
 def cmd_dream(args: argparse.Namespace, model: Model) -> None:
-    from .deepdream import dream
-
     result = dream(
         model,
         args.image,
@@ -103,9 +102,9 @@ def cmd_dream(args: argparse.Namespace, model: Model) -> None:
         octaves=args.octaves,
         lr=args.lr,
         seed=args.seed,
-        progress=_progress("dream"),
+        progress=steps_progress("dream"),
     )
-    path = _save(result.image, args.out / f"dream-{args.layer}.png")
+    path = save_enlarged(result.image, args.out / f"dream-{args.layer}.png")
     m = result.metrics
     print(
         f"{args.layer}: activation norm {m['norm_before'][0]:.2f} -> "
@@ -115,8 +114,6 @@ def cmd_dream(args: argparse.Namespace, model: Model) -> None:
 
 
 def cmd_fool(args: argparse.Namespace, model: Model) -> None:
-    from .adversarial import fool
-
     result = fool(
         model,
         args.image,
@@ -126,13 +123,13 @@ def cmd_fool(args: argparse.Namespace, model: Model) -> None:
         random_start=args.random_start,
         magnify=args.magnify,
         seed=args.seed,
-        progress=_progress("fool"),
+        progress=steps_progress("fool"),
     )
     m = result.metrics
     stem = Path(args.image).stem
-    path = _save(result.image, args.out / f"{stem}-adversarial.png")
+    path = save_enlarged(result.image, args.out / f"{stem}-adversarial.png")
     save_png(result.image, args.out / f"{stem}-adversarial-exact.png")
-    diff = _save(result.difference[0], args.out / f"{stem}-difference.png")
+    diff = save_enlarged(result.difference[0], args.out / f"{stem}-difference.png")
     print(
         f"{result.labels[0]}: {'fooled' if m['success'][0] else 'NOT fooled'} after "
         f"{m['steps'][0]} steps, L-inf {m['linf'][0]:.0f}/255, L2 {m['l2'][0]:.1f}, "
@@ -143,9 +140,7 @@ def cmd_fool(args: argparse.Namespace, model: Model) -> None:
 
 
 def cmd_stylize(args: argparse.Namespace) -> None:
-    from .fast_style_network import load_style_network, stylize
-
-    args.out.mkdir(parents=True, exist_ok=True)
+    output_folder(args)
     network = load_style_network(
         args.network,
         channel_order=args.channel_order,
@@ -158,11 +153,9 @@ def cmd_stylize(args: argparse.Namespace) -> None:
         print(f"{image} -> {path}")
 
 
-def cmd_train_style(
-    args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]
-) -> None:
+def cmd_train_style(args: argparse.Namespace) -> None:
     """``cnnviz train-style``: train a fast style network and write it as ONNX."""
-    from .train_fast_style import train_style
+    from ..synthesis.train_fast_style import train_style  # not public in cnnviz.synthesis
 
     network = train_style(
         open_model(args),
@@ -180,7 +173,7 @@ def cmd_train_style(
         style_layers=args.style_layer or None,
         content_layer=args.content_layer,
         seed=args.seed,
-        progress=_progress("train-style"),
+        progress=steps_progress("train-style"),
         out=args.out,
     )
     last = network.card["losses"]["last"]
@@ -190,43 +183,43 @@ def cmd_train_style(
         print("interrupted: saved the network trained so far", file=sys.stderr)
 
 
-def cmd_texture(
-    args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]
-) -> None:
+def cmd_texture(args: argparse.Namespace) -> None:
     """``cnnviz texture``: Efros-Leung (no model) or Gram-matrix synthesis (needs --model)."""
-    args.out.mkdir(parents=True, exist_ok=True)
+    output_folder(args)
     stem = Path(args.sample).stem
-    size = tuple(args.size) if args.size else None
+    size = (args.size[0], args.size[1]) if args.size else None
     if args.method == "efros-leung":
-        from cnnviz_core.preprocess import load_image
+        _efros_leung_texture(args, stem, size)
+    else:
+        _gram_texture(args, stem, size)
 
-        from .efros_leung import efros_leung
 
-        sample = load_image(Path(args.sample))
-        if args.crop:  # the search costs O(sample area) per pixel: grow from a small crop
-            h, w = sample.shape[:2]
-            side_h, side_w = min(args.crop, h), min(args.crop, w)
-            top, left = (h - side_h) // 2, (w - side_w) // 2
-            sample = sample[top : top + side_h, left : left + side_w]
-        result = efros_leung(
-            sample,
-            size or (128, 128),
-            window=args.window,
-            order=args.order,
-            epsilon=args.epsilon,
-            seed=args.seed,
-            progress=_progress("texture"),
-        )
-        path = save_png(result.image, args.out / f"{stem}-efros-leung-{args.order}.png")
-        print(
-            f"efros-leung ({args.order}, window {args.window}): {result.pixels} pixels in "
-            f"{result.seconds:.2f} s ({result.pixels_per_second:.0f} pixels/s), mean match "
-            f"distance {float(np.nanmean(result.distances)):.4g} -> {path}"
-        )
-        _done(result)
-        return
-    from .texture import gram_texture
+def _efros_leung_texture(args: argparse.Namespace, stem: str, size: tuple[int, int] | None) -> None:
+    sample = load_image(Path(args.sample))
+    if args.crop:  # the search costs O(sample area) per pixel: grow from a small crop
+        h, w = sample.shape[:2]
+        side_h, side_w = min(args.crop, h), min(args.crop, w)
+        top, left = (h - side_h) // 2, (w - side_w) // 2
+        sample = sample[top : top + side_h, left : left + side_w]
+    result = efros_leung(
+        sample,
+        size or (128, 128),
+        window=args.window,
+        order=args.order,
+        epsilon=args.epsilon,
+        seed=args.seed,
+        progress=steps_progress("texture"),
+    )
+    path = save_png(result.image, args.out / f"{stem}-efros-leung-{args.order}.png")
+    print(
+        f"efros-leung ({args.order}, window {args.window}): {result.pixels} pixels in "
+        f"{result.seconds:.2f} s ({result.pixels_per_second:.0f} pixels/s), mean match "
+        f"distance {float(np.nanmean(result.distances)):.4g} -> {path}"
+    )
+    _done(result)
 
+
+def _gram_texture(args: argparse.Namespace, stem: str, size: tuple[int, int] | None) -> None:
     result = gram_texture(
         open_model(args),
         Path(args.sample),
@@ -236,7 +229,7 @@ def cmd_texture(
         optimizer=args.optimizer,
         steps=args.steps,
         seed=args.seed,
-        progress=_progress("texture"),
+        progress=steps_progress("texture"),
     )
     path = save_png(result.image, args.out / f"{stem}-gram.png")
     m = result.metrics
@@ -247,13 +240,10 @@ def cmd_texture(
     _done(result)
 
 
-def cmd_style(args: argparse.Namespace, open_model: Callable[[argparse.Namespace], Model]) -> None:
+def cmd_style(args: argparse.Namespace, model: Model) -> None:
     """``cnnviz style``: Gatys style transfer of CONTENT in the style of STYLE."""
-    from .gatys_transfer import style_transfer
-
-    args.out.mkdir(parents=True, exist_ok=True)
     result = style_transfer(
-        open_model(args),
+        model,
         Path(args.content),
         Path(args.style),
         content_layer=args.content_layer,
@@ -267,7 +257,7 @@ def cmd_style(args: argparse.Namespace, open_model: Callable[[argparse.Namespace
         size=args.size,
         style_size=args.style_size,
         seed=args.seed,
-        progress=_progress("style"),
+        progress=steps_progress("style"),
         device=args.device,
     )
     path = save_png(
@@ -281,19 +271,8 @@ def cmd_style(args: argparse.Namespace, open_model: Callable[[argparse.Namespace
     _done(result)
 
 
-def add_commands(
-    commands: Any,
-    model_arguments: Callable[[argparse.ArgumentParser], None],
-    open_model: Callable[[argparse.Namespace], Model],
-) -> None:
-    """Add the synthesis subcommands to the ``cnnviz`` parser's subparsers."""
-
-    def bind(fn: Callable[[argparse.Namespace, Model], None]) -> Callable:
-        def run(args: argparse.Namespace) -> None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            fn(args, open_model(args))
-
-        return run
+def add_commands(commands: Any) -> None:
+    """Add the synthesis commands to the ``cnnviz`` parser's subparsers."""
 
     def common(p: argparse.ArgumentParser, steps: int) -> None:
         model_arguments(p)
@@ -322,7 +301,7 @@ def add_commands(
     p.add_argument("--x", type=int, help="with --y: one neuron of the channel")
     p.add_argument("--octaves", type=int, default=1, help="coarse-to-fine octaves (1)")
     p.add_argument("--start", default="zeros", help="zeros, noise or an image file")
-    p.set_defaults(run=bind(cmd_visualize_class))
+    p.set_defaults(run=with_model(cmd_visualize_class))
 
     p = commands.add_parser("invert", help="reconstruct an image from a layer's features")
     common(p, 60)
@@ -336,7 +315,7 @@ def add_commands(
     )
     p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     p.add_argument("--tv", type=float, default=0.01, help="total-variation weight (0.01)")
-    p.set_defaults(run=bind(cmd_invert))
+    p.set_defaults(run=with_model(cmd_invert))
 
     p = commands.add_parser("dream", help="DeepDream: amplify what a layer sees")
     common(p, 10)
@@ -344,7 +323,7 @@ def add_commands(
     p.add_argument("--layer", required=True, metavar="NAME", help="layer to amplify")
     p.add_argument("--octaves", type=int, default=3, help="octaves (3)")
     p.add_argument("--lr", type=float, default=0.01, help="step, fraction of range (0.01)")
-    p.set_defaults(run=bind(cmd_dream))
+    p.set_defaults(run=with_model(cmd_dream))
 
     p = commands.add_parser("fool", help="adversarial image predicted as a chosen class")
     common(p, 100)
@@ -353,7 +332,7 @@ def add_commands(
     p.add_argument("--epsilon", type=float, default=8.0, help="L-inf budget, 0-255 levels (8)")
     p.add_argument("--random-start", action="store_true", help="PGD random start")
     p.add_argument("--magnify", type=float, default=10.0, help="difference picture factor")
-    p.set_defaults(run=bind(cmd_fool))
+    p.set_defaults(run=with_model(cmd_fool))
 
     p = commands.add_parser(
         "stylize",
@@ -411,7 +390,7 @@ def add_commands(
     p.add_argument("--style-layer", action="append", default=[], metavar="NAME")
     p.add_argument("--content-layer", metavar="NAME")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    p.set_defaults(run=lambda args: cmd_train_style(args, open_model), labels=None)
+    p.set_defaults(run=cmd_train_style)
 
     p = commands.add_parser(
         "texture",
@@ -444,7 +423,7 @@ def add_commands(
         "--layer", action="append", default=[], metavar="NAME", help="gram: style layer (repeat)"
     )
     p.add_argument("--sample-size", type=int, help="gram: sample's longer side (model input)")
-    p.set_defaults(run=lambda args: cmd_texture(args, open_model), labels=None)
+    p.set_defaults(run=cmd_texture)
 
     p = commands.add_parser(
         "style",
@@ -471,4 +450,7 @@ def add_commands(
     p.add_argument("--content-layer", metavar="NAME", help="default: see cnnviz.synthesis.style")
     p.add_argument("--style-layer", action="append", default=[], metavar="NAME", help="repeat")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    p.set_defaults(run=lambda args: cmd_style(args, open_model), labels=None)
+    p.set_defaults(run=with_model(cmd_style))
+
+
+__all__ = ["add_commands"]

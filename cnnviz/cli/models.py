@@ -1,57 +1,21 @@
-"""The ``cnnviz`` command: thin calls into the Python API.
-
-Errors a user can cause print one line (no traceback) and exit with status 1; Ctrl-C exits
-with 130 and leaves no half-written output under its final name.
-"""
+"""The model commands: ``demo``, ``layers``, ``predict`` and ``report``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from cnnviz_core import CnnvizError, Model
-from cnnviz_core.preprocess import PRESETS
-
-from .features.commands import add_commands as add_feature_commands
-from .models import SHIPPED, load_model
-from .render.report import build_report
-from .synthesis.commands import add_commands as add_synthesis_commands
-
-EXAMPLES = """\
-examples:
-  cnnviz demo --out demo/                       report on the shipped 'shapes' model
-  cnnviz layers shapes                          list the layers you can name elsewhere
-  cnnviz predict squeezenet.onnx cat.jpg --preset caffe --labels synset_words.txt
-  cnnviz report model.onnx a.jpg b.png --out report/
-  cnnviz explain shapes star.png --method gradcam --target star --out explain/
-"""
-
-
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "model",
-        help=f"an .onnx file, or the name of a shipped model ({', '.join(SHIPPED)})",
-    )
-    parser.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="preprocessing convention (default: the model card's, else RGB scaled to 0-1)",
-    )
-    parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-
-
-def _open(args: argparse.Namespace) -> Model:
-    return load_model(args.model, preprocess=args.preset, labels=args.labels, device=args.device)
+from ..models import load_model
+from ..render.report import build_report
+from .common import model_arguments, open_model
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
-    model = _open(args)
+    model = open_model(args)
     chosen = [model.layer(name) for name in args.layer] if args.layer else model.layers
     if args.json:
         print(json.dumps([dataclasses.asdict(layer) for layer in chosen], indent=1))
@@ -75,7 +39,7 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    model = _open(args)
+    model = open_model(args)
     wanted = [model.class_index(c) for c in args.classes]
     batch = model.prepare(args.images)
     probabilities = model.probabilities(batch)
@@ -110,13 +74,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    model = _open(args)
+    model = open_model(args)
     path = build_report(model, args.images, args.out, top_k=args.top)
     print(f"report written to {path}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .data import CLASSES, make_shapes
+    from ..data import CLASSES, make_shapes
 
     model = load_model("shapes")
     sample = make_shapes(4 * len(CLASSES), seed=args.seed)
@@ -138,32 +102,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"report written to {path}")
 
 
-def cmd_explain(args: argparse.Namespace) -> None:
-    from .attribution import explain
-    from .render.images import save_png
-
-    model = _open(args)
-    result = explain(
-        model, args.images, args.method, args.target, layer=args.layer, precision=args.precision
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(args.images):
-        path = save_png(result.render(i), args.out / f"{Path(image).stem}-{args.method}.png")
-        print(f"{image}: {result.targets[i].label} -> {path}")
-    for key, value in result.metrics.items():
-        print(f"{key}: {value}")
-    options = {"methods": [args.method], "results": {args.method: result}, "layer": args.layer}
-    path = build_report(
-        model,
-        args.images,
-        args.out,
-        sections=["model", "predictions", "attribution"],
-        options={"attribution": options},
-        title=f"cnnviz explain: {model.name}, {args.method}",
-    )
-    print(f"report written to {path}")
-
-
 def _pair(values: Sequence[int]) -> str:
     return str(values[0]) if values[0] == values[1] else f"{values[0]}x{values[1]}"
 
@@ -176,15 +114,8 @@ def _print_table(rows: list[list[str]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cnnviz",
-        description="See what a CNN exported to ONNX learned and why it decides as it does.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(commands: Any) -> None:
+    """Add the model commands to the ``cnnviz`` parser's subparsers."""
     demo = commands.add_parser(
         "demo",
         help="write a report on the shipped shapes model (start here)",
@@ -201,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every layer: the name to type in other commands, the operator, "
         "the output shape and the receptive field in input pixels.",
     )
-    _model_arguments(layers)
+    model_arguments(layers)
     layers.add_argument(
         "--layer",
         action="append",
@@ -217,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="top-k classes for images",
         description="Print the top-k classes and probabilities for each image.",
     )
-    _model_arguments(predict)
+    model_arguments(predict)
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     predict.add_argument("--top", type=int, default=5, help="how many classes (5)")
     predict.add_argument(
@@ -237,61 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write OUT/report.html (images beside it in OUT/images/) with the model "
         "card, the layer table and the predictions for the images.",
     )
-    _model_arguments(report)
+    model_arguments(report)
     report.add_argument("images", nargs="+", help="image files")
     report.add_argument("--out", type=Path, required=True, help="output folder")
     report.add_argument("--top", type=int, default=5, help="classes shown per image (5)")
     report.set_defaults(run=cmd_report)
 
-    from .attribution import METHODS
 
-    explain = commands.add_parser(
-        "explain",
-        help="attribution maps: which pixels drive a class (saliency, Grad-CAM...)",
-        description="Explain each image's prediction (or --target) with one technique: "
-        "writes OUT/<image>-<method>.png and OUT/report.html.",
-    )
-    _model_arguments(explain)
-    explain.add_argument("images", nargs="+", help="image files")
-    explain.add_argument(
-        "--method", choices=list(METHODS), default="gradcam", help="technique (gradcam)"
-    )
-    explain.add_argument(
-        "--target", metavar="CLASS", help="class index or label (default: the predicted class)"
-    )
-    explain.add_argument(
-        "--layer",
-        metavar="NAME",
-        help="layer for cam, gradcam, guided-gradcam (default: last conv)",
-    )
-    explain.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        help="occlusion-drilldown: run the occluded forwards in bf16 (approximate; needs torch)",
-    )
-    explain.add_argument("--out", type=Path, required=True, help="output folder")
-    explain.set_defaults(run=cmd_explain)
-
-    add_feature_commands(commands, _model_arguments, _open)
-    add_synthesis_commands(commands, _model_arguments, _open)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except CnnvizError as exc:
-        print(f"cnnviz: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("cnnviz: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # the reader (e.g. `head`) went away: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["add_commands", "cmd_demo", "cmd_layers", "cmd_predict", "cmd_report"]

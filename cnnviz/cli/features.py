@@ -1,13 +1,9 @@
-"""The feature tools' ``cnnviz`` subcommands (``filters``, ``activations``, ``embed``,
-``neighbors``, ``project``, ``top-patches``): argument parsing and thin calls into
-:mod:`cnnviz.features`. :mod:`cnnviz.cli` adds them with :func:`add_commands` (this module
-never imports the CLI)."""
+"""The feature commands: ``filters``, ``activations``, ``embed``, ``neighbors``, ``project``
+and ``top-patches``: argument parsing and thin calls into :mod:`cnnviz.features`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +11,37 @@ import numpy as np
 
 from cnnviz_core import InputError, Model
 
+from ..data import iter_shapes
+from ..features import (
+    Embeddings,
+    channel_overlay,
+    conv_filters,
+    conv_layers,
+    extract,
+    feature_map_grid,
+    high_frequency_energy,
+    image_grid,
+    iter_chunks,
+    knn_accuracy,
+    nearest_neighbors,
+    neighbor_rows,
+    pca,
+    pca_axes_arrows,
+    projections,
+    render_filters,
+    render_top_patches,
+    scatter,
+    signed_and_rectified,
+    signed_pairs_grid,
+    strongest_channels,
+    top_images,
+    top_patches,
+    tsne,
+)
+from ..features.activations import pre_activation
+from ..features.neighbors import pixel_features
 from ..render.images import save_png, upscale
-
-log = logging.getLogger(__name__)
+from .common import images_progress, model_arguments, with_model
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,37 +56,27 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _dataset(args: argparse.Namespace) -> tuple[Any, int | None]:
     if args.shapes is not None:
-        from ..data import iter_shapes
-
         return iter_shapes(args.shapes, args.seed, batch=args.batch), args.shapes
     return args.data, None
 
 
-def _progress(done: int, total: int | None) -> None:
-    log.info("%d/%s images", done, total if total is not None else "?")
-
-
 def _pixels(model: Model, source: Any, count: int | None = None) -> np.ndarray:
-    from .sources import iter_chunks
-
     parts = [model.preprocess.invert(chunk.batch) for chunk in iter_chunks(model, source)]
     return np.concatenate(parts)[:count]
 
 
 def cmd_filters(args: argparse.Namespace, model: Model) -> None:
-    from . import filters
-
-    names = args.layer or filters.conv_layers(model)[:1]
+    names = args.layer or conv_layers(model)[:1]
     bgr = model.preprocess.channel_order == "BGR"
     for name in names:
-        weights = filters.conv_filters(model, name)
+        weights = conv_filters(model, name)
         for norm in ("filter", "joint"):
             path = save_png(
-                filters.render_filters(weights, norm, bgr=bgr),
+                render_filters(weights, norm, bgr=bgr),
                 args.out / f"filters-{weights.layer}-{norm}.png",
             )
             print(f"{weights.layer} ({norm} normalisation) -> {path}")
-        score = filters.high_frequency_energy(weights.weights)
+        score = high_frequency_energy(weights.weights)
         worst = np.argsort(-score)[:5]
         print(
             f"  high-frequency energy: mean {score.mean():.3f}, noisiest filters "
@@ -71,31 +85,27 @@ def cmd_filters(args: argparse.Namespace, model: Model) -> None:
 
 
 def cmd_activations(args: argparse.Namespace, model: Model) -> None:
-    from . import activations as act
-
     batch = model.prepare(args.images)
     maps = model.run(batch, taps=[args.layer], outputs=False)[args.layer]
     if maps.ndim != 4:
         raise InputError(f"layer {args.layer!r} has no feature maps (shape {maps.shape})")
     pixels = model.preprocess.invert(batch)
-    pair = act.pre_activation(model, args.layer)
+    pair = pre_activation(model, args.layer)
     for i, image in enumerate(args.images):
         stem = Path(image).stem
-        top = act.strongest_channels(maps[i], k=args.top, by=args.by)
-        save_png(act.feature_map_grid(maps[i]), args.out / f"{stem}-maps.png")
-        save_png(act.feature_map_grid(maps[i], top), args.out / f"{stem}-strongest.png")
-        over = act.channel_overlay(upscale(pixels[i], min_side=256), maps[i][top[0]])
+        top = strongest_channels(maps[i], k=args.top, by=args.by)
+        save_png(feature_map_grid(maps[i]), args.out / f"{stem}-maps.png")
+        save_png(feature_map_grid(maps[i], top), args.out / f"{stem}-strongest.png")
+        over = channel_overlay(upscale(pixels[i], min_side=256), maps[i][top[0]])
         save_png(over, args.out / f"{stem}-overlay.png")
         if pair is not None:
-            pre, post = act.signed_and_rectified(model, batch[i : i + 1], args.layer)
-            save_png(act.signed_pairs_grid(pre, post, top), args.out / f"{stem}-signed.png")
+            pre, post = signed_and_rectified(model, batch[i : i + 1], args.layer)
+            save_png(signed_pairs_grid(pre, post, top), args.out / f"{stem}-signed.png")
         print(f"{image}: strongest channels by {args.by}: {', '.join(map(str, top))}")
     print(f"pictures written to {args.out}")
 
 
 def cmd_embed(args: argparse.Namespace, model: Model) -> None:
-    from .embeddings import extract
-
     source, _ = _dataset(args)
     emb = extract(
         model,
@@ -104,25 +114,21 @@ def cmd_embed(args: argparse.Namespace, model: Model) -> None:
         pooling=args.pooling,
         batch_size=args.batch,
         predictions=True,
-        progress=_progress,
+        progress=images_progress,
     )
     path = emb.save(args.out)
     print(f"{len(emb)} x {emb.features.shape[1]} features of {args.layer} -> {path}")
 
 
 def _load_or_extract(args: argparse.Namespace, model: Model) -> Any:
-    from .embeddings import Embeddings, extract
-
     if args.embeddings is not None:
         return Embeddings.load(args.embeddings)
     source, _ = _dataset(args)
     return extract(model, source, args.layer, pooling=args.pooling, batch_size=args.batch,
-                   predictions=True, progress=_progress)  # fmt: skip
+                   predictions=True, progress=images_progress)  # fmt: skip
 
 
 def cmd_neighbors(args: argparse.Namespace, model: Model) -> None:
-    from .neighbors import knn_accuracy, nearest_neighbors, neighbor_rows, pixel_features
-
     source, _ = _dataset(args)
     emb = _load_or_extract(args, model)
     pixels = _pixels(model, source, len(emb))
@@ -145,8 +151,6 @@ def cmd_neighbors(args: argparse.Namespace, model: Model) -> None:
 
 
 def cmd_project(args: argparse.Namespace, model: Model) -> None:
-    from .projection import image_grid, pca, pca_axes_arrows, scatter, tsne
-
     source, _ = _dataset(args)
     emb = _load_or_extract(args, model)
     pixels = _pixels(model, source, len(emb))
@@ -164,16 +168,14 @@ def cmd_project(args: argparse.Namespace, model: Model) -> None:
 
 
 def cmd_top_patches(args: argparse.Namespace, model: Model) -> None:
-    from .patches import projections, render_top_patches, top_images, top_patches
-
     source, _ = _dataset(args)
     channels = args.channel or None
     if args.whole_images:
         result = top_images(model, source, args.layer, args.k, channels=channels,
-                            batch_size=args.batch, progress=_progress)  # fmt: skip
+                            batch_size=args.batch, progress=images_progress)  # fmt: skip
     else:
         result = top_patches(model, source, args.layer, args.k, channels=channels,
-                             batch_size=args.batch, progress=_progress)  # fmt: skip
+                             batch_size=args.batch, progress=images_progress)  # fmt: skip
     projected = None if args.projection == "none" else projections(model, result, args.projection)
     path = save_png(
         render_top_patches(model, result, projected=projected), args.out / "top-patches.png"
@@ -187,27 +189,14 @@ def cmd_top_patches(args: argparse.Namespace, model: Model) -> None:
     print(f"{len(result.channels)} channels x {result.k} {what} -> {path}")
 
 
-def add_commands(
-    commands: Any,
-    model_arguments: Callable[[argparse.ArgumentParser], None],
-    open_model: Callable[[argparse.Namespace], Model],
-) -> None:
-    """Add the feature subcommands to the ``cnnviz`` parser's subparsers."""
-
-    def bind(fn: Callable[[argparse.Namespace, Model], None]) -> Callable:
-        def run(args: argparse.Namespace) -> None:
-            if getattr(args, "out", None) is not None and args.out.suffix != ".npz":
-                args.out.mkdir(parents=True, exist_ok=True)
-            fn(args, open_model(args))
-
-        return run
-
+def add_commands(commands: Any) -> None:
+    """Add the feature commands to the ``cnnviz`` parser's subparsers."""
     p = commands.add_parser("filters", help="pictures of Conv filters and their smoothness")
     model_arguments(p)
     p.add_argument("--layer", action="append", default=[], metavar="NAME",
                    help="Conv layer (repeatable; default the first)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.set_defaults(run=bind(cmd_filters))
+    p.set_defaults(run=with_model(cmd_filters))
 
     p = commands.add_parser("activations", help="feature maps of a layer for images")
     model_arguments(p)
@@ -216,7 +205,7 @@ def add_commands(
     p.add_argument("--top", type=int, default=16, help="strongest channels shown (16)")
     p.add_argument("--by", choices=["mean", "max"], default="mean", help="channel ranking")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.set_defaults(run=bind(cmd_activations))
+    p.set_defaults(run=with_model(cmd_activations))
 
     def features_arguments(parser: argparse.ArgumentParser) -> None:
         model_arguments(parser)
@@ -227,7 +216,7 @@ def add_commands(
     p = commands.add_parser("embed", help="features of a data set at a layer, saved as .npz")
     features_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="output .npz file")
-    p.set_defaults(run=bind(cmd_embed))
+    p.set_defaults(run=with_model(cmd_embed))
 
     for name, fn, text in (
         ("neighbors", cmd_neighbors, "nearest neighbours in feature vs pixel space"),
@@ -244,7 +233,7 @@ def add_commands(
         else:
             p.add_argument("--tsne", action="store_true", help="also t-SNE and its image grid")
             p.add_argument("--backend", choices=["auto", "sklearn", "opentsne"], default="auto")
-        p.set_defaults(run=bind(fn))
+        p.set_defaults(run=with_model(fn))
 
     p = commands.add_parser("top-patches", help="maximally activating patches of a layer")
     model_arguments(p)
@@ -256,4 +245,7 @@ def add_commands(
     p.add_argument("--projection", choices=["guided", "deconvnet", "none"], default="none")
     p.add_argument("--list", type=int, default=8, help="channels listed on stdout (8)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.set_defaults(run=bind(cmd_top_patches))
+    p.set_defaults(run=with_model(cmd_top_patches))
+
+
+__all__ = ["add_commands"]

@@ -1,0 +1,148 @@
+"""What every ``cnnviz`` command shares: the model arguments and opening the model, the
+output folder, progress on stderr, enlarged pictures, and running a command: a user's error
+is one line in the command's own terms (library parameters become flags) with exit status 1,
+Ctrl-C exits with 130 (every file is written atomically: see :mod:`cnnviz.output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cnnviz_core import CnnvizError, Model
+from cnnviz_core.preprocess import PRESETS
+
+from ..models import SHIPPED, load_model
+from ..render.images import save_png, upscale
+
+log = logging.getLogger(__name__)
+
+#: an ``--out`` with one of these suffixes names a file, any other a folder
+FILE_SUFFIXES = (".npz", ".onnx")
+
+Command = Callable[[argparse.Namespace], None]
+
+
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model a command runs: a file or a shipped name, its preprocessing, labels and
+    device."""
+    parser.add_argument(
+        "model",
+        help=f"an .onnx file, or the name of a shipped model ({', '.join(SHIPPED)})",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="preprocessing convention (default: the model card's, else RGB scaled to 0-1)",
+    )
+    parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+
+
+def open_model(args: argparse.Namespace) -> Model:
+    """The model named by the command's arguments (:func:`model_arguments`)."""
+    return load_model(
+        args.model, preprocess=args.preset, labels=getattr(args, "labels", None), device=args.device
+    )
+
+
+def output_folder(args: argparse.Namespace) -> None:
+    """Create the ``--out`` folder, when the command has one and it names no file."""
+    out = getattr(args, "out", None)
+    if out is not None and out.suffix not in FILE_SUFFIXES:
+        out.mkdir(parents=True, exist_ok=True)
+
+
+def with_model(fn: Callable[[argparse.Namespace, Model], None]) -> Command:
+    """A command ``fn(args, model)`` run with its output folder made and its model opened."""
+
+    def run(args: argparse.Namespace) -> None:
+        output_folder(args)
+        fn(args, open_model(args))
+
+    return run
+
+
+def images_progress(done: int, total: int | None) -> None:
+    """``progress(done, total)`` of the data-set tools, logged."""
+    log.info("%d/%s images", done, total if total is not None else "?")
+
+
+def steps_progress(name: str) -> Callable[[int, int, float], None]:
+    """``progress(step, total, loss)`` of an optimization, one updated line on stderr."""
+
+    def report(step: int, total: int, loss: float) -> None:
+        end = "\n" if step == total else ""
+        print(f"\r{name}: step {step}/{total}  loss {loss:.4g}", end=end, file=sys.stderr)
+
+    return report
+
+
+def save_enlarged(image: np.ndarray, path: Path) -> Path:
+    """Save a picture as PNG (atomically), enlarged by an integer factor to at least 256
+    pixels a side."""
+    return save_png(upscale(image, min_side=256), path)
+
+
+def flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Library parameter name -> the flag of ``command`` that sets it (``layer`` ->
+    ``--layer``, ``classes`` -> ``--class``)."""
+    for action in parser._actions:  # argparse keeps its subcommands nowhere public
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices[command]
+            return {a.dest: a.option_strings[-1] for a in sub._actions if a.option_strings}
+    return {}
+
+
+def in_flags(message: str, names: dict[str, str]) -> str:
+    """A library message in the command's terms: ``layer= applies to ...`` -> ``--layer
+    applies to ...``, ``precision='bf16'`` -> ``--precision 'bf16'``."""
+    if not names:
+        return message
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")=\s?")
+
+    def flag(match: re.Match[str]) -> str:
+        return names[match.group(1)] + " "
+
+    return pattern.sub(flag, message).rstrip()
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the parsed command; returns the exit status (0, 1 for a user's error, 130 for
+    Ctrl-C)."""
+    try:
+        args.run(args)
+    except CnnvizError as exc:
+        message = in_flags(str(exc), flags(parser, args.command))
+        print(f"cnnviz: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cnnviz: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader (e.g. `head`) went away: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 0
+
+
+__all__ = [
+    "FILE_SUFFIXES",
+    "Command",
+    "flags",
+    "images_progress",
+    "in_flags",
+    "model_arguments",
+    "open_model",
+    "output_folder",
+    "run",
+    "save_enlarged",
+    "steps_progress",
+    "with_model",
+]
