@@ -114,11 +114,13 @@ class SessionFactory:
         object.__setattr__(self, "providers", providers)
         object.__setattr__(self, "provider_options", options)
 
-    def __call__(self, proto: onnx.ModelProto, *, spin: bool = True) -> ort.InferenceSession:
+    def __call__(
+        self, proto: onnx.ModelProto | bytes, *, spin: bool = True
+    ) -> ort.InferenceSession:
         """A session running ``proto`` on the device.
 
         Args:
-            proto: the model to run.
+            proto: the model to run (or its serialized bytes).
             spin: let idle intra-op threads spin; pass False for sessions whose runs alternate
                 with NumPy / native work or with many other small sessions (spinning threads
                 would steal the cores).
@@ -135,7 +137,7 @@ class SessionFactory:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(
-                proto.SerializeToString(),
+                proto if isinstance(proto, bytes) else proto.SerializeToString(),
                 options,
                 providers=self.providers,
                 provider_options=self.provider_options,

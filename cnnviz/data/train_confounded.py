@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from cnnviz.data import train_shapes as ts
 from cnnviz.data.confounded import SNOW_CLASS, make_confounded, on_snow
 from cnnviz.data.shapes import CLASSES, make_shapes
+from cnnviz_core.model import SessionFactory
 
 log = logging.getLogger("cnnviz.data.train_confounded")
 NAME = "shapes_confounded"
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     train_seconds = time.perf_counter() - t0
     model = ts.fold_batchnorm(model.eval())
     proto = ts.export(model)
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = SessionFactory(name="shapes_confounded")(proto)
     with torch.no_grad():
         expected = model(torch.from_numpy(ts.preprocess(held.images[:64]))).numpy()
     err = float(np.abs(ts._ort_logits(session, held.images[:64]) - expected).max())

@@ -30,7 +30,7 @@ import onnxruntime as ort
 
 from cnnviz.data.shapes import CLASSES, make_shapes
 from cnnviz.output import atomic_write_bytes, atomic_write_text
-from cnnviz_core.model import CARD_KEY
+from cnnviz_core.model import CARD_KEY, SessionFactory
 
 if TYPE_CHECKING:
     import torch
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     model = fold_batchnorm(model.eval())
     proto = export(model)
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = SessionFactory(name="shapes")(proto)
     probe = held.images[:64]
     with torch.no_grad():
         expected = model(torch.from_numpy(preprocess(probe))).numpy()

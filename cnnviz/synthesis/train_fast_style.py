@@ -47,7 +47,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 from cnnviz_core import InputError, Model, ModelLoadError
-from cnnviz_core.model import CARD_KEY
+from cnnviz_core.model import CARD_KEY, SessionFactory
 from cnnviz_core.preprocess import ImageLike, as_image_list, load_image
 
 from ..data.train_shapes import quiet_export
@@ -266,10 +266,8 @@ def _dynamo_export(net: Any) -> onnx.ModelProto:
 def _export_error(net: Any, data: bytes, torch: Any) -> float:
     """Largest |onnxruntime - torch| of the exported bytes on a probe batch (inf when the
     shapes differ)."""
-    import onnxruntime as ort
-
     probe = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(1))
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    session = SessionFactory(name="style network")(data)
     ours = session.run(None, {"pixels": probe.numpy()})[0]
     with torch.no_grad():
         reference = net.eval()(probe).numpy()
