@@ -95,6 +95,22 @@ class ResolvedTarget:
             ) from None
         return seed(self.index, tuple(shape))
 
+    def values(self, tensor: np.ndarray) -> np.ndarray:
+        """(B,) float64: the explained value of each row of a batch of this target's tensor
+        (the seed's dot product with it): the channel's mean, the neuron's value, the class
+        score; kinds without a fast path take the seed's dot product."""
+        rows = len(tensor)
+        if self.kind == "channel":
+            plane = tensor[:, self.index[0]]
+            return plane.reshape(rows, -1).mean(axis=1, dtype=np.float64)
+        if self.kind == "neuron":
+            element: tuple[slice | int, ...] = (slice(None), *self.index)
+            return tensor[element].astype(np.float64).reshape(rows)
+        if self.kind == "class":
+            return tensor.reshape(rows, -1)[:, self.index[0]].astype(np.float64)
+        seed = self.cotangent(tensor.shape[1:]).reshape(-1).astype(np.float64)
+        return tensor.reshape(rows, -1).astype(np.float64) @ seed
+
 
 #: one target for every image of a batch, or a list of one per image
 Targets = TargetLike | ResolvedTarget | Sequence[TargetLike | ResolvedTarget]

@@ -40,7 +40,6 @@ from .perturbation import (
     cover_average,
     fill_label,
     fill_values,
-    target_values,
     window_grid,
 )
 from .scoring import approximation_error
@@ -139,7 +138,7 @@ def _value(logits: np.ndarray, taps: dict[str, np.ndarray], target: ResolvedTarg
         if output == "probability":
             return (np.exp(logits) if already else to_probabilities(logits, False))[:, k]
         return logits[:, k]
-    return target_values(taps, target)
+    return target.values(taps[target.tensor])
 
 
 class _Counter:

@@ -46,7 +46,6 @@ from .perturbation import (
     cover_average,
     fill_label,
     fill_values,
-    target_values,
     window_grid,
 )
 from .scoring import approximation_error
@@ -210,7 +209,7 @@ def occlusion(
             logit_grid[i] = logits[:, k]
             prob_grid[i] = probs[:, k]
         else:
-            value_grid[i] = target_values(out, t)
+            value_grid[i] = t.values(out[t.tensor])
         for j, e in enumerate(extra_classes):
             chosen = probs if output == "probability" else logits
             extra_grid[i, j] = chosen[:, e.index[0]]
@@ -234,7 +233,7 @@ def occlusion(
             prob_maps[i], logit_maps[i] = average(pdrop), average(ldrop)
             drop = pdrop if output == "probability" else ldrop
         else:
-            drop = target_values(_row(base_taps, i), t)[0] - value_grid[i]
+            drop = t.values(_row(base_taps, i)[t.tensor])[0] - value_grid[i]
         maps[i] = average(drop)
         grid_drop[i] = drop.reshape(ph, pw)
     extras: dict[str, np.ndarray] = {

@@ -129,22 +129,11 @@ def cover_average(
     return (rows.T @ drops @ cols / np.maximum(count, 1)).astype(np.float32)
 
 
-def target_values(taps: dict[str, np.ndarray], target: ResolvedTarget) -> np.ndarray:
-    """(B,) float64, the explained value per row of a channel target (the channel's mean) or
-    a neuron target (its value), read from the tapped tensors."""
-    value = taps[target.tensor]
-    if target.kind == "channel":
-        plane = value[:, target.index[0]]
-        return plane.reshape(len(plane), -1).mean(axis=1, dtype=np.float64)
-    index: tuple[Any, ...] = (slice(None), *target.index)
-    return value[index].astype(np.float64).reshape(len(value))
-
-
 def perturbed_scores(model: Model, x: np.ndarray, target: ResolvedTarget) -> np.ndarray:
     """(B,) float64, the explained score of a batch of (perturbed) images: the class
     probability for a class target, the channel's mean or the neuron's value otherwise."""
     if target.kind != "class":
-        return target_values(model.run(x, taps=[target.tensor], outputs=False), target)
+        return target.values(model.run(x, taps=[target.tensor], outputs=False)[target.tensor])
     name = score_tensor(model)
     scores = model.run(x, taps=[name], outputs=False)[name].reshape(len(x), -1)
     scores = scores.astype(np.float64)
@@ -162,7 +151,6 @@ __all__ = [
     "fill_values",
     "gaussian_blur",
     "perturbed_scores",
-    "target_values",
     "window_grid",
     "window_positions",
 ]

@@ -260,3 +260,21 @@ def test_a_new_target_form_plugs_in(model: Model, batch, monkeypatch) -> None:
     expected = relu2[:, 4, 1:5, 2:7].astype(np.float64).mean(axis=(1, 2))
     np.testing.assert_allclose(result.scores, expected, rtol=1e-5)
     assert result.grads["x"].any()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [Class(3), Channel("relu2", 2), Neuron("conv2", 1, 2, 5), Box("relu2", 4, 1, 2, 5, 7)],
+    ids=["class", "channel", "neuron", "box"],
+)
+def test_values_equal_the_seed_dot_product(model: Model, batch, target, monkeypatch) -> None:
+    """A target's value on a batch (what perturbation methods score) is its seed's dot product
+    with the tensor, row by row: the fast paths and the generic one agree with the seeds."""
+    monkeypatch.setitem(SEEDS, "box", box_mean)
+    resolved = resolve_targets(model, batch, target)[0]
+    tensor = model.run(batch, taps=[resolved.tensor], outputs=False)[resolved.tensor]
+    seed = resolved.cotangent(tensor.shape[1:]).astype(np.float64)
+    expected = (tensor.astype(np.float64) * seed).reshape(len(tensor), -1).sum(axis=1)
+    got = resolved.values(tensor)
+    assert got.dtype == np.float64 and got.shape == (len(batch),)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
