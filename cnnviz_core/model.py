@@ -269,12 +269,32 @@ class Model:
             raise UnknownLayerError(name, self._aliases) from None
 
     def tensor_shape(self, name: str, batch: int) -> tuple[int, ...] | None:
-        """Static shape of a tensor of the image path for a batch of ``batch`` images, or
-        None when shape inference left a non-batch dimension unknown."""
-        shape = self._types.get(self.tensor_name(name), (0, None))[1]
+        """Static shape of a tensor for a batch of ``batch`` images (dimension 0 of a tensor
+        of the image path is the batch; a tensor that does not depend on the input, such as
+        a weight computed in the graph, keeps its own shape), or None when shape inference
+        left a dimension unknown."""
+        tensor = self.tensor_name(name)
+        shape = self._types.get(tensor, (0, None))[1]
+        if tensor not in self._input_dependent:
+            return tuple(shape) if shape and all(isinstance(d, int) for d in shape) else None
         if not shape or not all(isinstance(d, int) for d in shape[1:]):
             return None
         return (batch, *shape[1:])
+
+    def depends_on_input(self, name: str) -> bool:
+        """Whether a tensor (name or alias) is computed from the image input (its values or
+        its shape): False for constants and for weights computed in the graph, which are the
+        same for every image and have no batch axis."""
+        return self._aliases.get(name, name) in self._input_dependent
+
+    @functools.cached_property
+    def _input_dependent(self) -> frozenset[str]:
+        """Tensors of the runnable graph reached from the input (through Shape ops too)."""
+        reached = {self.input_name}
+        for node in self.runnable.graph.node:
+            if any(i in reached for i in node.input if i):
+                reached.update(o for o in node.output if o)
+        return frozenset(reached)
 
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else f"class {index}"
@@ -308,7 +328,8 @@ class Model:
 
         Returns:
             dict from each output name and each tap as given to its float32 array with
-            the batch as first axis.
+            the batch as first axis (a tap that does not depend on the input, such as a
+            computed weight, comes as it is, from the first chunk when the batch is split).
         """
         plan = self._plans.get((tuple(taps), outputs)) or self._plan(tuple(taps), outputs)
         if not plan.fetch:
@@ -319,7 +340,10 @@ class Model:
             values = plan.session.run(plan.fetch, {feed: batch})
         else:
             parts = [plan.session.run(plan.fetch, {feed: chunk}) for chunk in self._chunks(batch)]
-            values = [np.concatenate(column) for column in zip(*parts)]
+            values = [
+                np.concatenate(column) if self.depends_on_input(name) else column[0]
+                for name, column in zip(plan.fetch, zip(*parts))
+            ]
         return {key: _as_float32(values[i]) for key, i in plan.results}
 
     def scores(self, batch: np.ndarray) -> np.ndarray:

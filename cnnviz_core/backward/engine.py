@@ -123,18 +123,22 @@ def forward_values(
     """Values of every tensor the plan reads: from onnxruntime taps (float32), or computed by
     the rules' NumPy forwards in the batch's own dtype (``numpy``; float64 for checks).
 
-    Tensors the planned nodes read but do not make (shape sub-graphs) come from
-    onnxruntime in both cases: they carry no gradient and do not depend on precision.
-    Tensors whose shape alone the rules need are zero-cost placeholders unless named in
-    ``keep``: tensor names the caller wants as values (e.g. a Grad-CAM layer, the scores),
-    tapped in the same run when the plan does not make them.
+    Tensors the planned nodes read but do not make (shape sub-graphs, weights computed in
+    the graph such as a standardized or dequantized Conv weight) come from onnxruntime in
+    both cases: they carry no gradient and do not depend on precision. Tensors that do not
+    depend on the input are always values (fetched once, with no batch axis); tensors of
+    the image path whose shape alone the rules need are zero-cost placeholders unless named
+    in ``keep``: tensor names the caller wants as values (e.g. a Grad-CAM layer, the
+    scores), tapped in the same run when the plan does not make them.
     """
     values = dict(model.constants)
     values[model.input_name] = np.asarray(batch)
     made = {o for node, _ in plan.nodes for o in node.output}
     wanted, shapes_only = plan.reads()
     wanted += [t for t in dict.fromkeys(keep) if t not in wanted]
-    shapes_only = [t for t in shapes_only if t not in keep]
+    computed = [t for t in shapes_only if t not in values and not model.depends_on_input(t)]
+    wanted += computed  # computed weights: their values, not a batch-shaped stand-in
+    shapes_only = [t for t in shapes_only if t not in keep and t not in computed]
     if backend == "onnxruntime":
         values[model.input_name] = np.asarray(batch, np.float32)
         placeholders = {}

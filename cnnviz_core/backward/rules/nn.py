@@ -18,7 +18,7 @@ from .common import unbroadcast
 class Conv(OpRule):
     """y = W * x (+ b), grouped; dx = col2im(W^T dy) per group (one GEMM + one col2im)."""
 
-    reads_inputs = reads_outputs = False  # the weights (constants) and x's shape
+    reads_inputs = reads_outputs = False  # x's shape; weights are values (constant or computed)
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
         x, w = call.inputs[0], call.inputs[1]
