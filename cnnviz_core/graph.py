@@ -224,8 +224,11 @@ def make_batch_symbolic(model: onnx.ModelProto, input_name: str) -> onnx.ModelPr
 
     Rewrites the input and output batch dims to ``N``, drops the (now stale) intermediate
     shapes, and turns constant Reshape targets that hard-code the batch as 1 into 0 ("copy
-    this dim from the input"). Returns None when the input's batch is already symbolic or
-    larger than 1. The caller must check the result (see ``Model``) and fall back to a loop.
+    this dim from the input"). A Reshape with ``allowzero=1`` (what torch's dynamo exporter
+    writes for ``x.reshape(1, -1)``) is rewritten too when its target has no 0: there the
+    attribute changes nothing, so it is dropped before the 0 goes in. Returns None when the
+    input's batch is already symbolic or larger than 1. The caller must check the result
+    (see ``Model``) and fall back to a loop.
     """
     graph = model.graph
     inp = next(i for i in graph.input if i.name == input_name)
@@ -249,11 +252,15 @@ def make_batch_symbolic(model: onnx.ModelProto, input_name: str) -> onnx.ModelPr
     for node in graph.node:
         if node.op_type != "Reshape" or node.output[0] not in on_data or len(node.input) < 2:
             continue
-        if attributes(node).get("allowzero", 0):
-            continue
         target = consts.get(node.input[1])
         if target is None or target.ndim != 1 or target.size == 0 or target[0] != 1:
             continue
+        if attributes(node).get("allowzero", 0):
+            if (target == 0).any():
+                continue  # a real zero-sized dim: 0 cannot mean "copy" here
+            kept = [a for a in node.attribute if a.name != "allowzero"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
         fixed = target.copy()
         fixed[0] = 0  # copy the batch dim of the data input
         name = f"{node.input[1]}__cnnviz_batch"

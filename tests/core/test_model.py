@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -97,10 +99,35 @@ def test_reshape_that_hard_codes_batch_one_is_rewritten():
     np.testing.assert_allclose(model.run(batch)["y"], np.concatenate(single), rtol=1e-5, atol=1e-5)
 
 
-def test_unbatchable_model_falls_back_to_a_loop_with_one_warning():
-    proto = _reshape_model(allowzero=1)  # 0 would mean a zero dim: cannot be rewritten
+def test_reshape_allowzero_without_a_zero_is_rewritten():
+    proto = _reshape_model(allowzero=1)  # as dynamo writes x.reshape(1, -1)
+    model = Model(proto.SerializeToString())
+    assert model.batched
+    batch = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    single = [reference_run(proto, batch[i : i + 1], ["y"])[0] for i in range(3)]
+    np.testing.assert_allclose(model.run(batch)["y"], np.concatenate(single), rtol=1e-5, atol=1e-5)
+
+
+def _computed_target_model() -> onnx.ModelProto:
+    """Fixed batch 1 whose Reshape target [1, -1] is computed (a Concat), so not rewritten."""
+    proto = _reshape_model(allowzero=0)
+    graph = proto.graph
+    graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(np.array([1], np.int64), "one"),
+            onnx.numpy_helper.from_array(np.array([-1], np.int64), "rest"),
+        ]
+    )
+    graph.node.insert(0, helper.make_node("Concat", ["one", "rest"], ["computed"], axis=0))
+    graph.node[2].input[1] = "computed"
+    return proto
+
+
+def test_unbatchable_model_falls_back_to_a_loop_with_one_warning(capfd):
+    proto = _computed_target_model()
     with pytest.warns(RuntimeWarning, match="one at a time"):
         model = Model(proto.SerializeToString())
+    assert capfd.readouterr().err == ""  # the failing probe run prints nothing
     assert not model.batched and model.max_batch == 1
     batch = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
     single = [reference_run(proto, batch[i : i + 1], ["y"])[0] for i in range(3)]
@@ -254,3 +281,35 @@ def test_shape_inference_failure_warns_with_the_reason(monkeypatch):
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", failing)
     with pytest.warns(RuntimeWarning, match="shape inference failed.*boom"):
         assert graph.infer_shapes(proto) is proto
+
+
+@pytest.mark.torch
+def test_dynamo_fixed_batch_export_runs_batched_silently(tmp_path, capfd):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+
+    class Flattening(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).reshape(1, -1))
+
+    torch.manual_seed(0)
+    net = Flattening().eval()
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's own notices
+        torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(path), dynamo=True, verbose=False)
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = Model(path, preprocess=Preprocess(scale=1.0))
+    assert capfd.readouterr().err == ""
+    assert model.batched and model.max_batch > 1
+    batch = RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        single = [net(torch.from_numpy(batch[i : i + 1])).numpy() for i in range(4)]
+    np.testing.assert_allclose(model.scores(batch), np.concatenate(single), rtol=1e-5, atol=1e-5)
