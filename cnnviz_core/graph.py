@@ -47,6 +47,21 @@ RESHAPE_OPS = frozenset(
     {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast"}
 )
 
+#: ops of QOperator-format quantized models (integer kernels, onnxruntime's QLinear* /
+#: *Integer ops and their com.microsoft twins); QDQ models use Quantize/DequantizeLinear
+QOPERATOR_OPS = frozenset(
+    {
+        "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd",
+        "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat",
+        "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax", "QLinearReduceMean",
+        "QLinearWhere", "QLinearConvTranspose", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat", "QAttention",
+    }
+)  # fmt: skip
+
+#: the ops of a QDQ-quantized model's image path (fake quantization around float ops)
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
 #: sliding-window ops (kernel, stride, pads, dilation)
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
 

@@ -281,6 +281,17 @@ class Model:
             return None
         return (batch, *shape[1:])
 
+    @functools.cached_property
+    def quantization(self) -> str | None:
+        """How the image path is quantized: ``qdq`` (QuantizeLinear / DequantizeLinear around
+        float ops: gradients pass them as straight-through estimates, an approximation that
+        results state), ``qoperator`` (integer ops such as QLinearConv: no gradients; export
+        QDQ instead), or None for a float model."""
+        ops = {node.op_type for node in graph.data_nodes(self.runnable, self.input_name)}
+        if ops & graph.QOPERATOR_OPS:
+            return "qoperator"
+        return "qdq" if ops & graph.QDQ_OPS else None
+
     def depends_on_input(self, name: str) -> bool:
         """Whether a tensor (name or alias) is computed from the image input (its values or
         its shape): False for constants and for weights computed in the graph, which are the

@@ -155,8 +155,10 @@ def make_attribution(
     batch: np.ndarray,
     **fields: Any,
 ) -> Attribution:
-    """An :class:`Attribution` with float32 maps and the batch's display images."""
-    return Attribution(
+    """An :class:`Attribution` with float32 maps and the batch's display images; for a
+    QDQ-quantized model, ``metrics["straight_through"]`` is True: its gradients pass
+    Quantize/DequantizeLinear as straight-through estimates (see ``Model.quantization``)."""
+    attribution = Attribution(
         np.ascontiguousarray(maps, np.float32),
         method,
         list(targets),
@@ -164,6 +166,9 @@ def make_attribution(
         display_images(model, batch),
         **fields,
     )
+    if model.quantization == "qdq":
+        attribution.metrics["straight_through"] = True
+    return attribution
 
 
 __all__ = [

@@ -105,9 +105,18 @@ def plan_backward(
         rule = rules.get(node.op_type, opset)
         if rule is None:
             label = f"{node.name!r} " if node.name else ""
+            hint = ""
+            if node.op_type in graph.QOPERATOR_OPS:
+                hint = (
+                    ": it is an integer op of a QOperator-format quantized model, which has no "
+                    "gradient; quantize in QDQ format instead (onnxruntime.quantization."
+                    "quantize_static(..., quant_format=QuantFormat.QDQ)), whose gradients pass "
+                    "Quantize/DequantizeLinear as straight-through estimates, or explain the "
+                    "float model"
+                )
             raise UnsupportedOpError(
                 f"the backward pass has no rule for ONNX op {node.op_type!r} (node "
-                f"{label}making {node.output[0]!r}, opset {opset})"
+                f"{label}making {node.output[0]!r}, opset {opset}){hint}"
             )
         nodes.append((node, rule))
     return BackwardPlan(tuple(nodes), source, seed_tensors, opset, model.session_factory)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..backward.registry import Mode, NodeCall, rule_for
 from ..backward.rules.common import pad_maps, reshape_target, slice_index
 from ..backward.rules.nn import AveragePool
+from ..backward.rules.quantization import quantized_type
 from ..errors import UnsupportedOpError
 from ..geometry import Window
 from ..registry import VersionedRegistry
@@ -378,6 +379,52 @@ def cast(call: OpCall, args: Args) -> list[Tensor]:
     if x.is_floating_point() and target.is_floating_point:
         return [x.to(torch.promote_types(x.dtype, target))]
     return [x.to(target)]
+
+
+# --------------------------------------------------------------------------- QDQ quantization
+
+
+def _quantization_params(call: OpCall, args: Args, ndim: int) -> tuple[Tensor, Tensor]:
+    """(scale, zero point) of a Quantize/DequantizeLinear node, shaped along ``axis``."""
+    axis = call.attrs.get("axis", 1)
+
+    def shaped(t: Tensor) -> Tensor:
+        if t.dim() == 0:
+            return t
+        shape = [1] * ndim
+        shape[axis % ndim] = t.numel()
+        return t.reshape(shape)
+
+    zero_point = args[2] if len(args) > 2 and args[2] is not None else torch.zeros(())
+    return shaped(args[1]), shaped(zero_point)
+
+
+@register_op("QuantizeLinear")
+def quantize_linear(call: OpCall, args: Args) -> list[Tensor]:
+    """Fake quantization: the integer values in x's float type, with the backward rule's
+    straight-through gradient (1 / scale where nothing is clipped, else 0)."""
+    x = args[0]
+    dtype = quantized_type(
+        call.consts[2] if len(call.consts) > 2 else None,
+        call.attrs.get("output_dtype", 0),
+        call.node.name,
+    )
+    info = np.iinfo(dtype)
+    scale, zero_point = _quantization_params(call, args, x.dim())
+    scaled = x / scale.to(x.dtype)
+    rounded = torch.round(scaled.detach()) + zero_point.to(x.dtype)
+    inside = (rounded >= info.min) & (rounded <= info.max)
+    straight = (scaled - scaled.detach()) * inside.to(x.dtype)
+    return [rounded.clamp(info.min, info.max) + straight]
+
+
+@register_op("DequantizeLinear")
+def dequantize_linear(call: OpCall, args: Args) -> list[Tensor]:
+    """(x - zero_point) * scale, for integer constants (weights) and fake-quantized floats."""
+    x = args[0]
+    scale, zero_point = _quantization_params(call, args, x.dim())
+    dtype = x.dtype if x.is_floating_point() else scale.dtype
+    return [(x.to(dtype) - zero_point.to(dtype)) * scale.to(dtype)]
 
 
 # --------------------------------------------------------------------------- CNN layers

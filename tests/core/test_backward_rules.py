@@ -434,6 +434,15 @@ CASES = [
     Case("Resize", 19, "half-pixel-symmetric",
          lambda g: [g.n(1, 2, 3, 4), None, f32(1, 1, 2, 1.5)],
          {"mode": "linear", "coordinate_transformation_mode": "half_pixel_symmetric"}),
+    # ---------------------------------------------------------------- QDQ (forward only here:
+    # the straight-through backward is checked in test_quantized.py)
+    Case("QuantizeLinear", 19, "per-channel",
+         lambda g: [g.n(2, 3, 4, scale=3.0), f32(0.02, 0.05, 0.1), np.array([0, -5, 7], np.int8)],
+         {"axis": 1}, data=(), outputs=(TensorProto.INT8,)),
+    Case("DequantizeLinear", 19, "per-channel",
+         lambda g: [g.rng.integers(-128, 128, (2, 3, 4)).astype(np.int8), f32(0.02, 0.05, 0.1),
+                    np.array([0, -5, 7], np.int8)],
+         {"axis": 1}, data=()),
 ]
 # fmt: on
 
