@@ -126,12 +126,16 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def dims(type_proto: onnx.TypeProto) -> Shape | None:
-    """Shape of a tensor type: ints for known dims, names for symbolic ones, None if unknown."""
+    """Shape of a tensor type: ints for known dims, names for symbolic ones, None if unknown
+    (a negative value, as Paddle exports write -1 for a free dim, is unknown too)."""
     tensor = type_proto.tensor_type
     if not tensor.HasField("shape"):
         return None
     return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+        (d.dim_value if d.dim_value >= 0 else None)
+        if d.HasField("dim_value")
+        else (d.dim_param or None)
+        for d in tensor.shape.dim
     )
 
 

