@@ -203,3 +203,19 @@ def test_per_channel_rules_match_onnxruntime():
         _call("DequantizeLinear", [q, scale, zp], axis=1), [dy]
     )
     np.testing.assert_allclose(dq, dy * scale.reshape(1, 3, 1, 1), rtol=1e-6)
+
+
+@pytest.mark.torch
+def test_dequantized_weights_are_fetched_values_and_reuse_adjoint_sessions(exported):
+    from cnnviz_core.backward import adjoint
+
+    _, _, qdq_path, _ = exported
+    model = load(qdq_path)
+    conv = next(n for n in model.runnable.graph.node if n.op_type == "Conv")
+    assert conv.input[1] not in model.constants and not model.depends_on_input(conv.input[1])
+    batch = np.random.default_rng(5).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    first = gradients(model, batch).grads[model.input_name]
+    before = adjoint.cached_sessions()
+    again = gradients(model, batch).grads[model.input_name]
+    np.testing.assert_array_equal(again, first)
+    assert adjoint.cached_sessions() == before
