@@ -51,15 +51,23 @@ class WeightNormConv(nn.Module):
         return y @ (self.fc_v / self.fc_v.norm()).t()
 
 
-def export(net: nn.Module, size: int, path) -> Model:
+def export(net: nn.Module, size: int, path, dynamo: bool = True) -> Model:
+    """Exported with a dynamic batch; the legacy exporter without constant folding keeps a
+    weight computation that dynamo folds (weight norm) in the graph."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, size, size)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's own notices
-        torch.onnx.export(
-            net, (x,), str(path), dynamo=True, verbose=False,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-        )  # fmt: skip
+        warnings.simplefilter("ignore")  # the exporters' own notices
+        if dynamo:
+            torch.onnx.export(
+                net, (x,), str(path), dynamo=True, verbose=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+            )  # fmt: skip
+        else:
+            torch.onnx.export(
+                net, (x,), str(path), dynamo=False, do_constant_folding=False, opset_version=17,
+                input_names=["x"], dynamic_axes={"x": {0: "batch"}},
+            )  # fmt: skip
     return Model(path, preprocess=Preprocess(scale=1.0))
 
 
@@ -67,8 +75,15 @@ def export(net: nn.Module, size: int, path) -> Model:
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("computed")
     torch.manual_seed(0)
-    nets = {"standardized": StandardizedConv().eval(), "weightnorm": WeightNormConv().eval()}
-    return {name: (net, export(net, 16, folder / f"{name}.onnx")) for name, net in nets.items()}
+    standardized, weightnorm = StandardizedConv().eval(), WeightNormConv().eval()
+    models = {
+        "standardized": (standardized, export(standardized, 16, folder / "standardized.onnx")),
+        "weightnorm": (weightnorm, export(weightnorm, 16, folder / "wn.onnx", dynamo=False)),
+    }
+    for _, model in models.values():  # the weights are computed in the graph, not folded
+        layers = [n for n in model.runnable.graph.node if n.op_type in ("Conv", "MatMul")]
+        assert layers and all(n.input[1] not in model.constants for n in layers)
+    return models
 
 
 def torch_input_grad(net: nn.Module, batch: np.ndarray, seed: np.ndarray) -> np.ndarray:
@@ -79,7 +94,7 @@ def torch_input_grad(net: nn.Module, batch: np.ndarray, seed: np.ndarray) -> np.
 
 @pytest.mark.torch
 @pytest.mark.parametrize("name", ["standardized", "weightnorm"])
-@pytest.mark.parametrize("n", [1, 2, 64])  # 64: the batch equals the output channels
+@pytest.mark.parametrize("n", [1, 2, 8, 64])  # batch = output channels (64 and 8)
 def test_input_gradient_equals_torch_autograd(models, name, n):
     net, model = models[name]
     rng = np.random.default_rng(n)
