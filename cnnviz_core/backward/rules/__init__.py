@@ -1,5 +1,14 @@
 """The backward pass's op rules, grouped by kind; importing this package registers them."""
 
-from . import activation, elementwise, nn, resize, shape
+from . import activation, einsum, elementwise, gather, nn, normalization, resize, shape
 
-__all__ = ["activation", "elementwise", "nn", "resize", "shape"]
+__all__ = [
+    "activation",
+    "einsum",
+    "elementwise",
+    "gather",
+    "nn",
+    "normalization",
+    "resize",
+    "shape",
+]
