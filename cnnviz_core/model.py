@@ -270,10 +270,13 @@ class Model:
 
     def tensor_shape(self, name: str, batch: int) -> tuple[int, ...] | None:
         """Static shape of a tensor of the image path for a batch of ``batch`` images, or
-        None when shape inference left a non-batch dimension unknown."""
+        None when shape inference left a non-batch dimension unknown or the tensor's dimension
+        0 is not the input's batch dimension (tokens of several patches per image, weights)."""
         shape = self._types.get(self.tensor_name(name), (0, None))[1]
         if not shape or not all(isinstance(d, int) for d in shape[1:]):
             return None
+        if shape[0] != self._types[self.input_name][1][0]:
+            return None  # dimension 0 is not the batch (e.g. images x patches of a ViT block)
         return (batch, *shape[1:])
 
     def label(self, index: int) -> str:
