@@ -275,7 +275,7 @@ class Model:
         shape = self._types.get(self.tensor_name(name), (0, None))[1]
         if not shape or not all(isinstance(d, int) for d in shape[1:]):
             return None
-        if shape[0] != self._types[self.input_name][1][0]:
+        if shape[0] != (self._types[self.input_name][1] or (None,))[0]:
             return None  # dimension 0 is not the batch (e.g. images x patches of a ViT block)
         return (batch, *shape[1:])
 

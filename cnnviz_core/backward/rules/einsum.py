@@ -50,9 +50,7 @@ def einsum_terms(
         if ranks[-1] < 0 or (_ELLIPSIS not in term and named != len(shape)):
             raise refuse(f"term {term!r} does not match an operand of rank {len(shape)}")
     ellipsis = "".join(free[: max(ranks, default=0)])
-    spelled = [
-        t.replace(_ELLIPSIS, ellipsis[len(ellipsis) - r :]) for t, r in zip(terms, ranks)
-    ]
+    spelled = [t.replace(_ELLIPSIS, ellipsis[len(ellipsis) - r :]) for t, r in zip(terms, ranks)]
     if arrow:
         output = right.replace(_ELLIPSIS, ellipsis)
     else:

@@ -70,7 +70,7 @@ class ScatterND(OpRule):
         return [y]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
-        (data, indices, updates), dy = call.inputs, grads[0]
+        (_, indices, updates), dy = call.inputs, grads[0]
         assert dy is not None
         index = nd_index(dy.shape, indices)
         out: list[Grad] = [None, None, None]
