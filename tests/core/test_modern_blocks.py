@@ -3,9 +3,12 @@ GELU MLP, layer scale, residual) and a MobileViT-style block (GroupNorm, patches
 tokens, multi-head attention with batched MatMul + Softmax, MLP, folded back), written as
 torch modules, exported with the dynamo exporter (opset 20) and, for the ConvNeXt block, with
 the legacy exporter at opset 17 (LayerNormalization, the Erf form of GELU, a Shape-driven
-flatten). Each is checked: onnxruntime forward = torch; input gradient = torch autograd (the
-float32 engine within 3x torch's own float32-vs-float64 error, the float64 ``forward="numpy"``
-path within 1e-6); Grad-CAM and guided backprop run; occlusion ``auto`` = ``naive``."""
+flatten), and a one-block ViT (class token expanded to the batch, scaled dot-product
+attention) with both exporters.
+
+Each is checked: onnxruntime forward = torch; input gradient = torch autograd (the float32
+engine within 3x torch's own float32-vs-float64 error, the float64 ``forward="numpy"`` path
+within 1e-6); Grad-CAM and guided backprop run; occlusion ``auto`` = ``naive``."""
 
 from __future__ import annotations
 
@@ -93,11 +96,41 @@ class MobileViTNet(nn.Module):
         return self.head(self.block(self.stem(x)))
 
 
+class ViTTiny(nn.Module):
+    """Dosovitskiy et al. 2021, one block: 4x4 patches, class token expanded to the batch
+    (a Shape-driven Expand), position embedding, pre-norm attention through
+    ``F.scaled_dot_product_attention``, GELU MLP, the class token's features to the head."""
+
+    def __init__(self, c: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.patch = nn.Conv2d(3, c, 4, 4)
+        self.cls = nn.Parameter(torch.randn(1, 1, c) * 0.5)
+        self.pos = nn.Parameter(torch.randn(1, (SIZE // 4) ** 2 + 1, c) * 0.1)
+        self.norm1, self.qkv, self.proj = nn.LayerNorm(c), nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.norm2, self.norm = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.mlp = nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Linear(2 * c, c))
+        self.head = nn.Linear(c, CLASSES)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1) + self.pos
+        n, length, c = t.shape
+        qkv = self.qkv(self.norm1(t)).reshape(n, length, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = nn.functional.scaled_dot_product_attention(q, k, v)
+        t = t + self.proj(a.transpose(1, 2).reshape(n, length, c))
+        t = t + self.mlp(self.norm2(t))
+        return self.head(self.norm(t)[:, 0])
+
+
 #: name -> (module maker, exporter: "dynamo" or a legacy opset)
 BLOCKS = {
     "convnext-dynamo": (ConvNeXtNet, "dynamo"),
     "convnext-legacy17": (ConvNeXtNet, 17),
     "mobilevit-dynamo": (MobileViTNet, "dynamo"),
+    "vit-dynamo": (ViTTiny, "dynamo"),
+    "vit-legacy17": (ViTTiny, 17),
 }
 
 
