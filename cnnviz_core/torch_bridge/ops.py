@@ -988,3 +988,22 @@ def einsum(call: OpCall, args: Args) -> list[Tensor]:
         call.attrs["equation"], [tuple(a.shape) for a in operands], call.node.name
     )
     return [torch.einsum(",".join(terms) + "->" + output, *operands)]
+
+
+def _predicate(fn: Callable[..., Tensor]) -> OpFn:
+    def apply(call: OpCall, args: Args) -> list[Tensor]:
+        if len(args) == 1:
+            return [fn(args[0])]
+        return [fn(*_same_device(args[0], args[1]))]
+
+    return apply
+
+
+register_op("Equal", since=11)(_predicate(torch.eq))
+register_op("Greater", since=9)(_predicate(torch.gt))
+register_op("Less", since=9)(_predicate(torch.lt))
+register_op("GreaterOrEqual", since=12)(_predicate(torch.ge))
+register_op("LessOrEqual", since=12)(_predicate(torch.le))
+register_op("Not")(_predicate(torch.logical_not))
+register_op("And", since=7)(_predicate(torch.logical_and))
+register_op("Or", since=7)(_predicate(torch.logical_or))

@@ -505,6 +505,20 @@ CASES = [
          torch=lambda a, b: torch_mod().einsum("bij,jk", a, b)),
     Case("Einsum", 12, "reduce", lambda g: [g.n(2, 3, 4)], {"equation": "bij->bj"},
          torch=lambda a: a.sum(1)),
+    Case("Equal", 13, "broadcast", lambda g: [g.rng.integers(0, 3, (2, 3)).astype(float),
+                                              np.array([1.0, 0.0, 2.0])],
+         data=(), outputs=(B,)),
+    Case("Greater", 13, "broadcast", lambda g: [g.n(2, 3), g.n(3)], data=(), outputs=(B,)),
+    Case("Less", 13, "broadcast", lambda g: [g.n(2, 3), g.n(2, 1)], data=(), outputs=(B,)),
+    Case("GreaterOrEqual", 16, "plain", lambda g: [g.n(2, 3), np.array(0.0)], data=(),
+         outputs=(B,)),
+    Case("LessOrEqual", 16, "plain", lambda g: [g.n(2, 3), np.array(0.0)], data=(),
+         outputs=(B,)),
+    Case("Not", 1, "plain", lambda g: [g.rng.random((2, 3)) > 0.5], data=(), outputs=(B,)),
+    Case("And", 7, "broadcast", lambda g: [g.rng.random((2, 3)) > 0.5, g.rng.random(3) > 0.5],
+         data=(), outputs=(B,)),
+    Case("Or", 7, "broadcast", lambda g: [g.rng.random((2, 3)) > 0.5, g.rng.random(3) > 0.5],
+         data=(), outputs=(B,)),
 ]
 # fmt: on
 

@@ -124,10 +124,30 @@ class ViTTiny(nn.Module):
         return self.head(self.norm(t)[:, 0])
 
 
+class CSPMishNet(nn.Module):
+    """A CSP-style stage (Wang et al. 2020; YOLOv4's Mish backbone): the channels split, one
+    half through conv + Mish + conv with a leaky gate written as ``torch.where`` on the data
+    (comparison ops on the path), Softplus, concatenated back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 2, 1)
+        self.a = nn.Conv2d(4, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, CLASSES))
+
+    def forward(self, x):
+        left, right = nn.functional.mish(self.stem(x)).chunk(2, 1)
+        y = self.b(nn.functional.mish(self.a(right)))
+        y = torch.where((y > 0) & (y < 2), y, 0.1 * y)
+        return self.head(torch.cat([left, nn.functional.softplus(y)], 1))
+
+
 #: name -> (module maker, exporter: "dynamo" or a legacy opset)
 BLOCKS = {
     "convnext-dynamo": (ConvNeXtNet, "dynamo"),
     "convnext-legacy17": (ConvNeXtNet, 17),
+    "csp-mish-dynamo": (CSPMishNet, "dynamo"),
     "mobilevit-dynamo": (MobileViTNet, "dynamo"),
     "vit-dynamo": (ViTTiny, "dynamo"),
     "vit-legacy17": (ViTTiny, 17),

@@ -329,6 +329,21 @@ def _case(name: str, rng: np.random.Generator) -> tuple[list, dict, list, int]:
         ]
         w["tokens"] = np.array([0, 12, 4], i64)
         return nodes, w, [2, 3, 4, 4], 13
+    if name == "where_from_the_image":  # a custom leaky activation: the mask is data
+        w = {"zero": np.array(0.0, F32), "slope": np.array(0.2, F32), "one": np.array(1.0, F32)}
+        nodes = [
+            n("Greater", ["x", "zero"], ["pos"]),
+            n("LessOrEqual", ["x", "one"], ["small"]),
+            n("And", ["pos", "small"], ["inside"]),
+            n("Not", ["inside"], ["outside"]),
+            n("Less", ["x", "one"], ["below"]),
+            n("GreaterOrEqual", ["x", "zero"], ["above"]),
+            n("Equal", ["below", "above"], ["middle"]),
+            n("Or", ["outside", "middle"], ["keep"]),
+            n("Mul", ["x", "slope"], ["leak"]),
+            n("Where", ["keep", "x", "leak"], ["y"]),
+        ]
+        return nodes, w, [2, 3, 4, 4], 16
     raise KeyError(name)
 
 
@@ -341,7 +356,7 @@ CASES = [
     "lrn", "softmax_opset11_flattens", "activations", "split_gather_concat",
     "dynamic_shape_subgraph", "layer_norm_channels_last", "layer_norm_stats", "group_norm_18",
     "group_norm_21", "smooth_activations", "gather_scatter_nd", "where_expand_tile",
-    "einsum_attention",
+    "einsum_attention", "where_from_the_image",
 ]  # fmt: skip
 
 

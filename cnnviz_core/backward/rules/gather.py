@@ -153,3 +153,29 @@ class Tile(OpRule):
         split = [n for r, d in zip(np.ravel(repeats), shape) for n in (int(r), d)]
         summed = dy.reshape(split).sum(axis=tuple(range(0, 2 * len(shape), 2)))
         return [summed.reshape(shape), None]
+
+
+class _Predicate(OpRule):
+    """A comparison or logic op: a boolean output (a Where's condition computed from the image,
+    a mask) that carries no gradient; its inputs get none."""
+
+    fn = staticmethod(np.equal)
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        return [np.asarray(self.fn(*call.inputs))]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        return [None] * len(call.inputs)
+
+
+for _op, _since, _fn in (
+    ("Equal", 11, np.equal),
+    ("Greater", 9, np.greater),
+    ("Less", 9, np.less),
+    ("GreaterOrEqual", 12, np.greater_equal),
+    ("LessOrEqual", 12, np.less_equal),
+    ("Not", 1, np.logical_not),
+    ("And", 7, np.logical_and),
+    ("Or", 7, np.logical_or),
+):
+    register_rule(_op, since=_since)(type(_op, (_Predicate,), {"fn": staticmethod(_fn)}))
