@@ -298,16 +298,19 @@ class Model:
             raise UnknownLayerError(name, self._aliases) from None
 
     def tensor_shape(self, name: str, batch: int) -> tuple[int, ...] | None:
-        """Static shape of a tensor for a batch of ``batch`` images (dimension 0 of a tensor
-        of the image path is the batch; a tensor that does not depend on the input, such as
-        a weight computed in the graph, keeps its own shape), or None when shape inference
-        left a dimension unknown."""
+        """Static shape of a tensor for a batch of ``batch`` images: dimension 0 of a tensor of
+        the image path is the batch; a tensor that does not depend on the input (a weight
+        computed in the graph) keeps its own shape. None when shape inference left a dimension
+        unknown, or when dimension 0 of an image-path tensor is not the input's batch dimension
+        (tokens of several patches per image)."""
         tensor = self.tensor_name(name)
         shape = self._types.get(tensor, (0, None))[1]
         if tensor not in self._input_dependent:
             return tuple(shape) if shape and all(isinstance(d, int) for d in shape) else None
         if not shape or not all(isinstance(d, int) for d in shape[1:]):
             return None
+        if shape[0] != (self._types[self.input_name][1] or (None,))[0]:
+            return None  # dimension 0 is not the batch (e.g. images x patches of a ViT block)
         return (batch, *shape[1:])
 
     @functools.cached_property

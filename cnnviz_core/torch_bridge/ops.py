@@ -909,3 +909,148 @@ def range_(call: OpCall, args: Args) -> list[Tensor]:
     start, limit, delta = (call.array(args, i) for i in range(3))
     assert start is not None and limit is not None and delta is not None
     return [as_tensor(np.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype))]
+
+
+# ------------------------------------------------------- modern CNN and attention-block ops
+
+
+@register_op("LayerNormalization", since=17)
+def layer_normalization(call: OpCall, args: Args) -> list[Tensor]:
+    """Over the axes ``axis`` .. rank - 1; the optional Mean and InvStdDev outputs when asked."""
+    x, scale = _same_device(args[0], args[1])
+    bias = args[2] if len(args) > 2 else None
+    bias = None if bias is None else bias.to(x.device)
+    axis = call.attrs.get("axis", -1) % x.ndim
+    eps = float(call.attrs.get("epsilon", 1e-5))
+    wanted = len([o for o in call.node.output if o])
+    normalized = tuple(x.shape[axis:])
+    if wanted == 1 and tuple(scale.shape) == normalized:
+        return [F.layer_norm(x, normalized, scale, bias, eps)]
+    dims = tuple(range(axis, x.ndim))
+    mean = x.mean(dims, keepdim=True)
+    inv_std = torch.rsqrt((x - mean).square().mean(dims, keepdim=True) + eps)
+    y = (x - mean) * inv_std * scale
+    if bias is not None:
+        y = y + bias
+    return [y, mean, inv_std][: len(call.node.output)]
+
+
+def _group_norm(per_group: bool) -> OpFn:
+    def apply(call: OpCall, args: Args) -> list[Tensor]:
+        x, scale = _same_device(args[0], args[1])
+        bias = args[2].to(x.device)
+        groups = int(call.attrs["num_groups"])
+        if per_group:  # GroupNormalization-18: one scale and bias per group
+            scale = scale.repeat_interleave(x.shape[1] // groups)
+            bias = bias.repeat_interleave(x.shape[1] // groups)
+        return [F.group_norm(x, groups, scale, bias, float(call.attrs.get("epsilon", 1e-5)))]
+
+    return apply
+
+
+register_op("GroupNormalization", since=18)(_group_norm(per_group=True))
+register_op("GroupNormalization", since=21)(_group_norm(per_group=False))
+
+
+@register_op("Gelu", since=20)
+def gelu(call: OpCall, args: Args) -> list[Tensor]:
+    return [F.gelu(args[0], approximate=call.attrs.get("approximate", "none"))]
+
+
+register_op("Erf", since=9)(_unary(torch.erf))
+register_op("Softplus")(_unary(F.softplus))
+register_op("Mish", since=18)(_unary(F.mish))
+
+
+def _nd_index(call: OpCall, args: Args, shape: Sequence[int], batch_dims: int) -> tuple:
+    """GatherND / ScatterND indices as a tuple of long tensors on the data's device (from the
+    backward rule's helper; cached per data shape when the indices are constants)."""
+    from ..backward.rules.gather import nd_index
+
+    constant = len(call.consts) > 1 and call.consts[1] is not None
+    key = ("nd_index", tuple(shape), args[0].device)
+    if constant and key in call.cache:
+        return call.cache[key]
+    indices = call.array(args, 1)
+    assert indices is not None
+    index = tuple(
+        torch.from_numpy(np.ascontiguousarray(part)).to(args[0].device)
+        for part in nd_index(shape, indices, batch_dims)
+    )
+    if constant:
+        call.cache[key] = index
+    return index
+
+
+@register_op("GatherND", since=11)
+def gather_nd(call: OpCall, args: Args) -> list[Tensor]:
+    x = args[0]
+    return [x[_nd_index(call, args, x.shape, call.attrs.get("batch_dims", 0))]]
+
+
+@register_op("ScatterND", since=11)
+def scatter_nd(call: OpCall, args: Args) -> list[Tensor]:
+    data, updates = _same_device(args[0], args[2])
+    reduction = call.attrs.get("reduction", "none")
+    if reduction not in ("none", "add"):
+        raise UnsupportedOpError(
+            f"ScatterND node {call.node.name!r} with reduction={reduction!r}: the bridge covers "
+            "reduction 'none' and 'add'"
+        )
+    index = _nd_index(call, args, data.shape, 0)
+    return [data.index_put(index, updates.to(data.dtype), accumulate=reduction == "add")]
+
+
+@register_op("Where", since=9)
+def where(call: OpCall, args: Args) -> list[Tensor]:
+    x, y = _same_device(args[1], args[2])
+    condition = args[0].to(device=x.device, dtype=torch.bool)
+    return [torch.where(condition, x, y)]
+
+
+@register_op("Expand", since=8)
+def expand(call: OpCall, args: Args) -> list[Tensor]:
+    x = args[0]
+    shape = call.ints(args, 1)
+    assert shape is not None
+    return [x.expand(np.broadcast_shapes(tuple(x.shape), tuple(shape)))]
+
+
+@register_op("Tile", since=6)
+def tile(call: OpCall, args: Args) -> list[Tensor]:
+    repeats = call.ints(args, 1)
+    assert repeats is not None
+    return [args[0].repeat(*repeats)]
+
+
+@register_op("Einsum", since=12)
+def einsum(call: OpCall, args: Args) -> list[Tensor]:
+    """torch.einsum with the backward rule's reading of the equation (ellipsis spelled out,
+    implicit output made explicit), so both cover the same equations."""
+    from ..backward.rules.einsum import einsum_terms
+
+    device = next((a.device for a in args if a.device.type != "cpu"), args[0].device)
+    operands = [a.to(device) for a in args]
+    terms, output = einsum_terms(
+        call.attrs["equation"], [tuple(a.shape) for a in operands], call.node.name
+    )
+    return [torch.einsum(",".join(terms) + "->" + output, *operands)]
+
+
+def _predicate(fn: Callable[..., Tensor]) -> OpFn:
+    def apply(call: OpCall, args: Args) -> list[Tensor]:
+        if len(args) == 1:
+            return [fn(args[0])]
+        return [fn(*_same_device(args[0], args[1]))]
+
+    return apply
+
+
+register_op("Equal", since=11)(_predicate(torch.eq))
+register_op("Greater", since=9)(_predicate(torch.gt))
+register_op("Less", since=9)(_predicate(torch.lt))
+register_op("GreaterOrEqual", since=12)(_predicate(torch.ge))
+register_op("LessOrEqual", since=12)(_predicate(torch.le))
+register_op("Not")(_predicate(torch.logical_not))
+register_op("And", since=7)(_predicate(torch.logical_and))
+register_op("Or", since=7)(_predicate(torch.logical_or))

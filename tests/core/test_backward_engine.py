@@ -97,7 +97,7 @@ def _directional_check(model: Model, batch: np.ndarray, seed_name: str, cot: np.
 def test_unsupported_op_is_named_before_any_work(monkeypatch):
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["conv"], "conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Erf", ["conv"], ["erf"], "my_erf"),
+        helper.make_node("Hardmax", ["conv"], ["erf"], "my_hardmax"),
         helper.make_node("GlobalAveragePool", ["erf"], ["gap"], "gap"),
         helper.make_node("Flatten", ["gap"], ["logits"], "flat"),
     ]
@@ -108,9 +108,9 @@ def test_unsupported_op_is_named_before_any_work(monkeypatch):
         raise AssertionError("the forward ran before the plan was checked")
 
     monkeypatch.setattr(model, "run", no_forward)
-    with pytest.raises(UnsupportedOpError, match=r"'Erf'.*'my_erf'"):
+    with pytest.raises(UnsupportedOpError, match=r"'Hardmax'.*'my_hardmax'"):
         plan_backward(model, ["logits"])
-    with pytest.raises(UnsupportedOpError, match="Erf"):
+    with pytest.raises(UnsupportedOpError, match="Hardmax"):
         gradients(model, _batch(1, 8), {"logits": np.ones((1, 2))})
 
 

@@ -109,6 +109,18 @@ def _softmax_torch(axis: int, coerce: bool, log: bool = False):
     return fn
 
 
+def _layer_norm_stats_torch(dims: tuple[int, ...], eps: float):
+    """LayerNormalization's three outputs (y, Mean, InvStdDev) in torch."""
+
+    def fn(x, w):
+        mean = x.mean(dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dims, keepdim=True)
+        inv = (var + eps).rsqrt()
+        return [(x - mean) * inv * w, mean, inv]
+
+    return fn
+
+
 # fmt: off
 CASES = [
     # ---------------------------------------------------------------- Conv
@@ -443,6 +455,79 @@ CASES = [
          lambda g: [g.rng.integers(-128, 128, (2, 3, 4)).astype(np.int8), f32(0.02, 0.05, 0.1),
                     np.array([0, -5, 7], np.int8)],
          {"axis": 1}, data=()),
+    # ---------------------------------------------------------------- modern CNN ops
+    Case("LayerNormalization", 17, "last-axis", lambda g: [g.n(2, 3, 4, 5), g.n(5), g.n(5)],
+         data=(0, 1, 2), torch=lambda x, w, b: tf().layer_norm(x, (5,), w, b, 1e-5)),
+    Case("LayerNormalization", 17, "axis2-stats", lambda g: [g.n(2, 3, 4, 5), g.n(4, 5)],
+         {"axis": 2, "epsilon": 2**-10}, data=(0, 1), outputs=(F, F, F),
+         torch=_layer_norm_stats_torch((2, 3), 2**-10)),
+    Case("LayerNormalization", 18, "axis-neg3-no-bias", lambda g: [g.n(2, 3, 4, 2), g.n(3, 4, 2)],
+         {"axis": -3}, torch=lambda x, w: tf().layer_norm(x, (3, 4, 2), w, None, 1e-5)),
+    Case("GroupNormalization", 18, "scale-per-group",
+         lambda g: [g.n(2, 6, 3, 3), g.n(3), g.n(3)], {"num_groups": 3}, data=(0, 1, 2),
+         torch=lambda x, s, b: tf().group_norm(
+             x, 3, s.repeat_interleave(2), b.repeat_interleave(2), 1e-5)),
+    Case("GroupNormalization", 21, "scale-per-channel",
+         lambda g: [g.n(2, 6, 4, 2), g.n(6), g.n(6)], {"num_groups": 2, "epsilon": 2**-10},
+         data=(0, 1, 2), torch=lambda x, s, b: tf().group_norm(x, 2, s, b, 2**-10)),
+    Case("InstanceNormalization", 13, "plain", lambda g: [g.n(2, 3, 4, 5), g.n(3), g.n(3)],
+         data=(0, 1, 2), torch=lambda x, s, b: tf().instance_norm(x, weight=s, bias=b)),
+    Case("Erf", 13, "plain", lambda g: [g.n(2, 3, 4, scale=1.5)],
+         torch=lambda x: torch_mod().erf(x)),
+    Case("Gelu", 20, "exact", lambda g: [g.n(2, 3, 4, scale=2)], torch=lambda x: tf().gelu(x)),
+    Case("Gelu", 20, "tanh", lambda g: [g.n(2, 3, 4, scale=2)], {"approximate": "tanh"},
+         torch=lambda x: tf().gelu(x, approximate="tanh")),
+    Case("Softplus", 13, "plain", lambda g: [g.n(2, 3, 4, scale=3)],
+         torch=lambda x: tf().softplus(x)),
+    Case("Mish", 18, "plain", lambda g: [g.n(2, 3, 4, scale=3)], torch=lambda x: tf().mish(x)),
+    Case("GatherND", 13, "pairs-repeated", lambda g: [g.n(2, 3, 4), i64(0, 1, 1, 2, 0, 1)
+                                                      .reshape(3, 2)],
+         torch=lambda x, i: x[i[:, 0], i[:, 1]]),
+    Case("GatherND", 12, "full-negative", lambda g: [g.n(3, 4), i64(-1, 0, 1, -2).reshape(2, 2)],
+         torch=lambda x, i: x[i[:, 0] % 3, i[:, 1] % 4]),
+    Case("GatherND", 13, "batch-dims1", lambda g: [g.n(2, 3, 4), i64(2, 0, 1, 1).reshape(2, 2, 1)],
+         {"batch_dims": 1},
+         torch=lambda x, i: torch_mod().stack([x[b, i[b, :, 0]] for b in range(2)])),
+    Case("ScatterND", 13, "rows", lambda g: [g.n(4, 3), i64(1, 3).reshape(2, 1), g.n(2, 3)],
+         data=(0, 2), torch=lambda x, i, u: x.index_put((i[:, 0],), u)),
+    Case("ScatterND", 16, "add-repeated",
+         lambda g: [g.n(3, 4), i64(0, 1, 0, 1, 2, 3).reshape(3, 2), g.n(3)],
+         {"reduction": "add"}, data=(0, 2),
+         torch=lambda x, i, u: x.index_put((i[:, 0], i[:, 1]), u, accumulate=True)),
+    Case("Where", 16, "broadcast", lambda g: [g.rng.random((3, 4)) > 0.5, g.n(2, 3, 4),
+                                              g.n(3, 1)],
+         data=(1, 2), torch=lambda c, a, b: torch_mod().where(c, a, b)),
+    Case("Expand", 13, "grow", lambda g: [g.n(3, 1), i64(2, 1, 4)],
+         torch=lambda x, s: x.expand(2, 3, 4)),
+    Case("Expand", 13, "both-ways", lambda g: [g.n(2, 1, 4), i64(3, 1)],
+         torch=lambda x, s: x.expand(2, 3, 4)),
+    Case("Tile", 13, "plain", lambda g: [g.n(2, 3, 1), i64(2, 1, 3)],
+         torch=lambda x, r: x.repeat(2, 1, 3)),
+    Case("Einsum", 12, "attention-scores", lambda g: [g.n(2, 2, 3, 4), g.n(2, 2, 5, 4)],
+         {"equation": "bhid,bhjd->bhij"}, data=(0, 1),
+         torch=lambda a, b: torch_mod().einsum("bhid,bhjd->bhij", a, b)),
+    Case("Einsum", 12, "ellipsis-matmul", lambda g: [g.n(2, 3, 4), g.n(4, 5)],
+         {"equation": "...ij, jk -> ...ik"}, data=(0, 1),
+         torch=lambda a, b: torch_mod().einsum("...ij,jk->...ik", a, b)),
+    Case("Einsum", 12, "implicit-summed", lambda g: [g.n(2, 3, 4), g.n(4, 5)],
+         {"equation": "bij,jk"}, data=(0, 1),
+         torch=lambda a, b: torch_mod().einsum("bij,jk", a, b)),
+    Case("Einsum", 12, "reduce", lambda g: [g.n(2, 3, 4)], {"equation": "bij->bj"},
+         torch=lambda a: a.sum(1)),
+    Case("Equal", 13, "broadcast", lambda g: [g.rng.integers(0, 3, (2, 3)).astype(float),
+                                              np.array([1.0, 0.0, 2.0])],
+         data=(), outputs=(B,)),
+    Case("Greater", 13, "broadcast", lambda g: [g.n(2, 3), g.n(3)], data=(), outputs=(B,)),
+    Case("Less", 13, "broadcast", lambda g: [g.n(2, 3), g.n(2, 1)], data=(), outputs=(B,)),
+    Case("GreaterOrEqual", 16, "plain", lambda g: [g.n(2, 3), np.array(0.0)], data=(),
+         outputs=(B,)),
+    Case("LessOrEqual", 16, "plain", lambda g: [g.n(2, 3), np.array(0.0)], data=(),
+         outputs=(B,)),
+    Case("Not", 1, "plain", lambda g: [g.rng.random((2, 3)) > 0.5], data=(), outputs=(B,)),
+    Case("And", 7, "broadcast", lambda g: [g.rng.random((2, 3)) > 0.5, g.rng.random(3) > 0.5],
+         data=(), outputs=(B,)),
+    Case("Or", 7, "broadcast", lambda g: [g.rng.random((2, 3)) > 0.5, g.rng.random(3) > 0.5],
+         data=(), outputs=(B,)),
 ]
 # fmt: on
 
@@ -615,3 +700,22 @@ def test_modes_do_not_change_other_ops(case: Case, mode: str):
     _, gradient = _vjp(case, values)
     _, other = _vjp(case, values, mode=mode)
     np.testing.assert_array_equal(gradient[0], other[0])
+
+
+@pytest.mark.parametrize(
+    ("equation", "shapes", "why"),
+    [
+        ("ii->i", [(3, 3)], "repeated index"),
+        ("ij,ij->ij", [(3, 1), (3, 4)], "sizes"),
+        ("ijk->ij", [(3, 4)], "rank"),
+    ],
+)
+def test_einsum_outside_the_covered_forms_names_the_equation(equation, shapes, why):
+    from cnnviz_core import UnsupportedOpError
+
+    node = helper.make_node("Einsum", [f"in{i}" for i in range(len(shapes))], ["out0"],
+                            name="my_einsum", equation=equation)  # fmt: skip
+    values = [np.ones(s) for s in shapes]
+    call = make_call(node, values, opset=12)
+    with pytest.raises(UnsupportedOpError, match=rf"my_einsum.*{equation!r}.*{why}"):
+        rule_for("Einsum", 12).forward(call)

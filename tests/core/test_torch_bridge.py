@@ -94,10 +94,10 @@ def test_import_without_torch_and_the_install_hint(tmp_path):
 def test_unsupported_op_is_named_at_conversion():
     nodes = [
         helper.make_node("Relu", ["x"], ["r"], name="act"),
-        helper.make_node("Erf", ["r"], ["y"], name="the_erf"),
+        helper.make_node("Hardmax", ["r"], ["y"], name="the_hardmax"),
     ]
     model = _model(make_graph_model(nodes, {}, ["N", 3, 4, 4], "y", opset=13))
-    with pytest.raises(UnsupportedOpError, match=r"'Erf'.*the_erf"):
+    with pytest.raises(UnsupportedOpError, match=r"'Hardmax'.*the_hardmax"):
         to_torch(model)
     # a tap short of the unsupported node still converts and runs
     net = to_torch(model, outputs=["r"])
@@ -249,6 +249,101 @@ def _case(name: str, rng: np.random.Generator) -> tuple[list, dict, list, int]:
             n("Unsqueeze", ["p", "zero"], ["y"]),
         ]  # fmt: skip
         return nodes, w, [2, 3, 4, 4], 13
+    if name == "layer_norm_channels_last":  # ConvNeXt: Transpose -> LayerNorm -> Transpose
+        w = {"s": _w(rng, 3) + 1, "b": _w(rng, 3)}
+        nodes = [
+            n("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+            n("LayerNormalization", ["t", "s", "b"], ["ln"], epsilon=1e-6),
+            n("Transpose", ["ln"], ["y"], perm=[0, 3, 1, 2]),
+        ]
+        return nodes, w, [2, 3, 5, 6], 17
+    if name == "layer_norm_stats":
+        w = {"s": _w(rng, 5, 6) + 1}
+        nodes = [
+            n("LayerNormalization", ["x", "s"], ["ln", "mean", "inv"], axis=2),
+            n("Mul", ["ln", "mean"], ["a"]),
+            n("Add", ["a", "inv"], ["y"]),
+        ]
+        return nodes, w, [2, 3, 5, 6], 18
+    if name == "group_norm_18":
+        w = {"s": _w(rng, 3) + 1, "b": _w(rng, 3)}
+        nodes = [
+            n("Concat", ["x", "x", "x"], ["x9"], axis=1),
+            n("GroupNormalization", ["x9", "s", "b"], ["y"], num_groups=3),
+        ]
+        return nodes, w, [2, 3, 3, 5], 18
+    if name == "group_norm_21":
+        w = {"s": _w(rng, 6) + 1, "b": _w(rng, 6)}
+        nodes = [
+            n("Concat", ["x", "x"], ["x6"], axis=1),
+            n("GroupNormalization", ["x6", "s", "b"], ["y"], num_groups=2, epsilon=1e-3),
+        ]
+        return nodes, w, [2, 3, 3, 5], 21
+    if name == "smooth_activations":
+        nodes = [
+            n("Erf", ["x"], ["a"]),
+            n("Gelu", ["x"], ["b"]),
+            n("Gelu", ["x"], ["c"], approximate="tanh"),
+            n("Softplus", ["x"], ["d"]),
+            n("Mish", ["x"], ["e"]),
+            n("Sum", ["a", "b", "c", "d", "e"], ["y"]),
+        ]
+        return nodes, {}, [2, 3, 5, 5], 20
+    if name == "gather_scatter_nd":
+        w = {
+            "gi": np.array([[0, 1], [1, -1], [0, 1]], i64),
+            "si": np.array([[1, 0], [0, 1]], i64),
+            "bi": np.array([[[1], [0]], [[2], [2]]], i64),
+        }
+        nodes = [
+            n("GatherND", ["x", "gi"], ["g"]),  # (N=2, 3, 4, 4) -> (3, 4, 4)
+            n("Slice", ["g", "zero", "two", "zero"], ["g2"]),
+            n("ScatterND", ["x", "si", "g2"], ["s"]),
+            n("GatherND", ["s", "bi"], ["b"], batch_dims=1),  # (2, 2, 4, 4)
+            n("ScatterND", ["b", "si", "g2"], ["y"], reduction="add"),
+        ]
+        w |= {"zero": np.array([0], i64), "two": np.array([2], i64)}
+        return nodes, w, [2, 3, 4, 4], 18
+    if name == "where_expand_tile":
+        w = {
+            "cond": rng.random((1, 3, 1, 4)) > 0.5,
+            "other": _w(rng, 4),
+            "shape": np.array([3, 1, 1, 1], i64),
+            "reps": np.array([1, 2, 1, 3], i64),
+        }
+        nodes = [
+            n("Where", ["cond", "x", "other"], ["a"]),
+            n("Expand", ["a", "shape"], ["b"]),  # batch 2 against 3: broadcast both ways
+            n("Tile", ["b", "reps"], ["y"]),
+        ]
+        return nodes, w, [1, 3, 4, 4], 16
+    if name == "einsum_attention":
+        w = {"wq": _w(rng, 4, 4), "wk": _w(rng, 4, 4), "axes": np.array([1], i64)}
+        nodes = [
+            n("Reshape", ["x", "tokens"], ["t"]),  # (N, 3, 4, 4) -> (N, 12, 4): tokens
+            n("Einsum", ["t", "wq"], ["q"], equation="btc,cd->btd"),
+            n("Einsum", ["t", "wk"], ["k"], equation="...c, cd"),
+            n("Einsum", ["q", "k"], ["scores"], equation="bid,bjd->bij"),
+            n("Softmax", ["scores"], ["attn"], axis=-1),
+            n("Einsum", ["attn", "t"], ["y"], equation="bij,bjc->bic"),
+        ]
+        w["tokens"] = np.array([0, 12, 4], i64)
+        return nodes, w, [2, 3, 4, 4], 13
+    if name == "where_from_the_image":  # a custom leaky activation: the mask is data
+        w = {"zero": np.array(0.0, F32), "slope": np.array(0.2, F32), "one": np.array(1.0, F32)}
+        nodes = [
+            n("Greater", ["x", "zero"], ["pos"]),
+            n("LessOrEqual", ["x", "one"], ["small"]),
+            n("And", ["pos", "small"], ["inside"]),
+            n("Not", ["inside"], ["outside"]),
+            n("Less", ["x", "one"], ["below"]),
+            n("GreaterOrEqual", ["x", "zero"], ["above"]),
+            n("Equal", ["below", "above"], ["middle"]),
+            n("Or", ["outside", "middle"], ["keep"]),
+            n("Mul", ["x", "slope"], ["leak"]),
+            n("Where", ["keep", "x", "leak"], ["y"]),
+        ]
+        return nodes, w, [2, 3, 4, 4], 16
     raise KeyError(name)
 
 
@@ -259,7 +354,9 @@ CASES = [
     "pad_constant_opset2", "slice_negative_steps", "average_pool_ceil_exclude_pad",
     "average_pool_include_pad", "max_pool_same_upper", "max_pool_dilated_pads", "max_pool_ceil",
     "lrn", "softmax_opset11_flattens", "activations", "split_gather_concat",
-    "dynamic_shape_subgraph",
+    "dynamic_shape_subgraph", "layer_norm_channels_last", "layer_norm_stats", "group_norm_18",
+    "group_norm_21", "smooth_activations", "gather_scatter_nd", "where_expand_tile",
+    "einsum_attention", "where_from_the_image",
 ]  # fmt: skip
 
 

@@ -194,3 +194,103 @@ class LogSoftmax(_SoftmaxBase):
 @register_rule("LogSoftmax", since=13)
 class LogSoftmax13(_SoftmaxBase):
     log = True
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function element-wise in ``x``'s dtype (SciPy's, which comes with
+    scikit-learn; NumPy has none)."""
+    from scipy.special import erf as scipy_erf  # type: ignore[import-untyped]  # no stubs
+
+    return np.asarray(scipy_erf(x)).astype(x.dtype, copy=False)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) without overflow for large |x|."""
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+class _Smooth(OpRule):
+    """A smooth activation y = f(x) whose derivative is written with x alone (the output is
+    not fetched); one true gradient in every backward mode."""
+
+    reads_outputs = False
+
+    def fn(self, x: np.ndarray, call: NodeCall) -> np.ndarray:
+        raise NotImplementedError
+
+    def derivative(self, x: np.ndarray, call: NodeCall) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, call: NodeCall) -> list[np.ndarray]:
+        x = call.inputs[0]
+        return [np.asarray(self.fn(x, call)).astype(x.dtype, copy=False)]
+
+    def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        dy = grads[0]
+        assert dy is not None
+        x = call.inputs[0].astype(dy.dtype, copy=False)
+        return [(dy * self.derivative(x, call)).astype(dy.dtype, copy=False)]
+
+
+@register_rule("Erf", since=9)
+class Erf(_Smooth):
+    """erf(x); d/dx = 2 / sqrt(pi) exp(-x^2) (the exact GELU of the opset-17 exporters)."""
+
+    def fn(self, x, call):
+        return erf(x)
+
+    def derivative(self, x, call):
+        return 2 / np.sqrt(np.pi) * np.exp(-x * x)
+
+
+#: sqrt(2 / pi) and the cubic coefficient of GELU's tanh approximation
+_GELU_TANH_SCALE, _GELU_TANH_CUBIC = float(np.sqrt(2 / np.pi)), 0.044715
+
+
+@register_rule("Gelu", since=20)
+class Gelu(_Smooth):
+    """GELU (Hendrycks & Gimpel 2016): x Phi(x) (``approximate="none"``) or its tanh form
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (``"tanh"``)."""
+
+    def fn(self, x, call):
+        if self._tanh(call):
+            return 0.5 * x * (1 + np.tanh(_GELU_TANH_SCALE * (x + _GELU_TANH_CUBIC * x**3)))
+        return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+    def derivative(self, x, call):
+        if self._tanh(call):
+            t = np.tanh(_GELU_TANH_SCALE * (x + _GELU_TANH_CUBIC * x**3))
+            inner = _GELU_TANH_SCALE * (1 + 3 * _GELU_TANH_CUBIC * x * x)
+            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner
+        return 0.5 * (1 + erf(x / np.sqrt(2))) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+    @staticmethod
+    def _tanh(call: NodeCall) -> bool:
+        approximate = call.attrs.get("approximate", "none")
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"Gelu node {call.node.name!r}: unknown approximate={approximate!r}")
+        return approximate == "tanh"
+
+
+@register_rule("Softplus")
+class Softplus(_Smooth):
+    """log(1 + exp(x)); d/dx = sigmoid(x)."""
+
+    def fn(self, x, call):
+        return np.logaddexp(0, x)
+
+    def derivative(self, x, call):
+        return _sigmoid(x)
+
+
+@register_rule("Mish", since=18)
+class Mish(_Smooth):
+    """Mish (Misra 2019, CSP/YOLOv4 backbones): x tanh(softplus(x)); d/dx = tanh(sp) +
+    x (1 - tanh(sp)^2) sigmoid(x)."""
+
+    def fn(self, x, call):
+        return x * np.tanh(np.logaddexp(0, x))
+
+    def derivative(self, x, call):
+        t = np.tanh(np.logaddexp(0, x))
+        return t + x * (1 - t * t) * _sigmoid(x)
