@@ -120,7 +120,7 @@ class Downstream:
         if self._base_session is None:
             exposed = graph.expose(self.model.runnable, fetch, self.model._types)
             self._base_session = self.model.session_factory(exposed, spin=False)
-        values = {}
+        values: dict[str, list[np.ndarray]] = {}
         for rows in _chunks(len(batch), self.model.max_batch):
             got = self._base_session.run(fetch, {self.model.input_name: batch[rows]})
             for name, value in zip(fetch, got):

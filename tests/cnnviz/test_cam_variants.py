@@ -28,7 +28,10 @@ from cnnviz.attribution.cam_variants import (
 from cnnviz_core import Model, Preprocess
 from cnnviz_core.downstream import Downstream
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
+pytest.importorskip("onnxscript")  # the dynamo exporter
+import torch
+
 pytestmark = pytest.mark.torch
 
 SIZE = 20
@@ -99,7 +102,7 @@ def torch_float64(net, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     float64 autograd."""
     double = Net().double().eval()
     double.load_state_dict(net.state_dict())
-    kept = {}
+    kept: dict[str, torch.Tensor] = {}
     hook = double.explained.register_forward_hook(lambda m, i, o: kept.setdefault("a", o))
     try:
         scores = double(torch.from_numpy(batch).double())
