@@ -96,7 +96,8 @@ class Downstream:
         self.proto.ir_version = proto.ir_version
         self._session: ort.InferenceSession | None = None
         self._base_session: ort.InferenceSession | None = None
-        per_row = sum(self._row_bytes(o) for node in nodes for o in node.output if o)
+        fed = [self.start, *self.side]  # the fed copies count too
+        per_row = sum(self._row_bytes(o) for o in [*fed, *(o for n in nodes for o in n.output)])
         self.max_batch = max(1, model.memory_budget // max(per_row, 1))
 
     @classmethod

@@ -238,13 +238,19 @@ def scorecam(
         tensors = sorted({t.tensor for t in targets})
         scores = np.zeros((n, k), np.float64)
         total = n * k
-        for begin in range(0, total, model.max_batch):
-            rows = np.arange(begin, min(begin + model.max_batch, total))
+        step = min(model.max_batch, total)
+        buffer = np.empty((step, *batch.shape[1:]), batch.dtype)  # reused: no page faults
+        for begin in range(0, total, step):
+            rows = np.arange(begin, min(begin + step, total))
             image, channel = rows // k, rows % k
-            masked = batch[image] * bilinear_resize(masks[image, channel], size)[:, None]
+            upsampled = bilinear_resize(masks[image, channel], size)[:, None]
+            masked = buffer[: len(rows)]
+            # rows are sorted by image: one slice of the chunk per image
+            spans = [(i, slice(*np.searchsorted(image, [i, i + 1]))) for i in np.unique(image)]
+            for i, mine in spans:
+                np.multiply(upsampled[mine], batch[i], out=masked[mine])
             values = model.run(masked, taps=tensors, outputs=False)
-            for i in np.unique(image):
-                mine = image == i
+            for i, mine in spans:
                 t = targets[i]
                 scores[i, channel[mine]] = t.values(values[t.tensor][mine])
         scores -= scores.max(axis=1, keepdims=True)
