@@ -19,7 +19,10 @@ applies the ReLU and normalises. ``g`` is the gradient of the target w.r.t. ``A`
 - :func:`ablationcam`: Ablation-CAM (Desai & Ramaswamy 2020), ``w_k = (y - y_k) / y`` with
   ``y_k`` the target score when channel ``k`` of the layer is zeroed; the ablated copies of
   the layer's activations run through the rest of the graph only
-  (:class:`~cnnviz_core.downstream.Downstream`), batched to the memory budget.
+  (:class:`~cnnviz_core.downstream.Downstream`), batched to the memory budget;
+- :func:`fullgrad`: FullGrad (Srinivas & Fleuret 2019), not a one-layer map: the input
+  gradient x input plus every conv layer's bias gradient (gradient at its output x its
+  bias), each ``|.|``, min-max normalised per image, upsampled and summed over channels.
 
 Every function: ``method(model, images, target=None, *, layer=None, relu=True,
 normalize=True) -> Attribution`` with (N, H, W) maps (see :func:`~.cam.gradcam`).
@@ -31,12 +34,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cnnviz_core import Model
+from cnnviz_core import Model, backward
 from cnnviz_core.downstream import Downstream
 from cnnviz_core.targets import ResolvedTarget, TargetLike
 
-from .base import Attribution, Images, bilinear_resize
-from .cam import WeightFn, class_activation_map, default_layer
+from .base import Attribution, Images, bilinear_resize, make_attribution
+from .cam import WeightFn, class_activation_map, default_layer, normalize_maps
 
 
 def _variant(
@@ -307,11 +310,77 @@ def ablationcam(
     )
 
 
+# -------------------------------------------------------------------------- FullGrad
+
+
+def conv_biases(model: Model) -> dict[str, np.ndarray]:
+    """Each Conv's output tensor -> its constant bias (K,), in graph order (convs without a
+    bias have no bias gradient)."""
+    constants = model.constants
+    return {
+        node.output[0]: constants[node.input[2]].astype(np.float32)
+        for node in model.runnable.graph.node
+        if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in constants
+    }
+
+
+def fullgrad_part(values: np.ndarray) -> np.ndarray:
+    """FullGrad's post-processing of one (N, C, h, w) term: ``|.|``, then min-max over each
+    image's (C, h, w) (a constant term gives 0)."""
+    flat = np.abs(values.astype(np.float64)).reshape(len(values), -1)
+    low = flat.min(axis=1, keepdims=True)
+    span = flat.max(axis=1, keepdims=True) - low
+    return np.divide(flat - low, span, out=np.zeros_like(flat), where=span > 0).reshape(
+        values.shape
+    )
+
+
+def fullgrad(
+    model: Model,
+    images: Images,
+    target: TargetLike | list = None,
+    *,
+    normalize: bool = True,
+) -> Attribution:
+    """FullGrad (Srinivas & Fleuret 2019, "Full-Gradient Representation for Neural Network
+    Visualization"): one backward pass for the input and every conv output.
+
+    Returns:
+        (N, H, W) maps (min-max to [0, 1] when ``normalize``), extras ``input_term`` and
+        ``bias_terms`` (N, H, W) before the final normalisation.
+    """
+    batch = model.prepare(images)
+    biases = conv_biases(model)
+    result = backward.gradients(model, batch, target, wrt=list(biases))
+    size = batch.shape[2:]
+    inputs = fullgrad_part(result.grads[model.input_name] * batch).sum(axis=1)
+    bias_terms = np.zeros((len(batch), *size), np.float64)
+    for name, bias in biases.items():
+        part = fullgrad_part(result.grads[name] * bias[None, :, None, None]).sum(axis=1)
+        bias_terms += bilinear_resize(part.astype(np.float32), size)
+    maps = inputs + bias_terms
+    if normalize:
+        maps = normalize_maps(maps)
+    return make_attribution(
+        maps,
+        "fullgrad",
+        result.targets,
+        {"normalize": normalize, "conv_layers": len(biases)},
+        model,
+        batch,
+        extras={
+            "input_term": inputs.astype(np.float32),
+            "bias_terms": bias_terms.astype(np.float32),
+        },
+    )
+
+
 __all__ = [
     "ablationcam",
     "channel_masks",
     "eigencam",
     "eigencam_weights",
+    "fullgrad",
     "gradcam_pp",
     "gradcam_pp_weights",
     "hirescam",

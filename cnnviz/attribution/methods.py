@@ -16,7 +16,16 @@ from cnnviz_core import InputError, Model
 
 from .base import Attribution, Images, Method
 from .cam import cam, gradcam, guided_gradcam
-from .cam_variants import ablationcam, eigencam, gradcam_pp, hirescam, layercam, scorecam, xgradcam
+from .cam_variants import (
+    ablationcam,
+    eigencam,
+    fullgrad,
+    gradcam_pp,
+    hirescam,
+    layercam,
+    scorecam,
+    xgradcam,
+)
 from .drilldown import drilldown
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
@@ -152,6 +161,13 @@ SPECS: tuple[MethodSpec, ...] = (
         "cam",
         ablationcam,
         frozenset({"layer"}),
+    ),
+    MethodSpec(
+        "fullgrad",
+        "FullGrad",
+        'Srinivas & Fleuret 2019, "Full-Gradient Representation for Neural Network Visualization"',
+        "gradient",
+        fullgrad,
     ),
     MethodSpec(
         "smoothgrad",

@@ -19,6 +19,7 @@ from cnnviz.attribution import METHODS, REGISTRY, Channel
 from cnnviz.attribution.cam_variants import (
     ablationcam,
     eigencam,
+    fullgrad,
     gradcam_pp,
     hirescam,
     layercam,
@@ -211,6 +212,40 @@ def test_ablationcam_is_the_score_drop(net, model: Model, batch: np.ndarray) -> 
         weights[:, k] = (y - ablated) / y
     expected = reference_map(weights, a)
     np.testing.assert_allclose(ours_at_layer(ablationcam, model, batch), expected, atol=1e-5)
+
+
+def test_fullgrad_is_input_and_bias_gradients(net, model: Model, batch: np.ndarray) -> None:
+    """Srinivas & Fleuret 2019: psi(grad_x * x) + sum over convs of psi(grad_z * b), psi =
+    |.|, min-max per image over (C, h, w), bilinear upsampling (torch's, half-pixel),
+    channel sum; the total min-max normalised."""
+    double = Net().double().eval()
+    double.load_state_dict(net.state_dict())
+    convs = [double.conv1, double.conv2, double.conv3]
+    outputs: list[torch.Tensor] = []
+    hooks = [c.register_forward_hook(lambda m, i, o: outputs.append(o)) for c in convs]
+    x = torch.from_numpy(batch).double().requires_grad_(True)
+    try:
+        chosen = double(x)[torch.arange(3), torch.tensor(CLASSES)]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    grads = torch.autograd.grad(chosen.sum(), [x, *outputs])
+
+    def psi(term: torch.Tensor) -> torch.Tensor:
+        flat = term.abs().flatten(1)
+        flat = flat - flat.min(dim=1, keepdim=True).values
+        flat = flat / flat.max(dim=1, keepdim=True).values
+        return flat.view_as(term)
+
+    total = psi(grads[0] * x).sum(dim=1)
+    for conv, grad in zip(convs, grads[1:]):
+        part = psi(grad * conv.bias[None, :, None, None]).sum(dim=1, keepdim=True)
+        up = torch.nn.functional.interpolate(part, (SIZE, SIZE), mode="bilinear")
+        total = total + up[:, 0]
+    expected = normalized(total.detach().numpy())
+    result = fullgrad(model, batch, CLASSES)
+    assert result.options["conv_layers"] == 3
+    np.testing.assert_allclose(result.maps, expected, atol=1e-5)
 
 
 # ------------------------------------------------------------------- the engine part
