@@ -239,7 +239,8 @@ def test_fullgrad_is_input_and_bias_gradients(net, model: Model, batch: np.ndarr
 
     total = psi(grads[0] * x).sum(dim=1)
     for conv, grad in zip(convs, grads[1:]):
-        part = psi(grad * conv.bias[None, :, None, None]).sum(dim=1, keepdim=True)
+        bias = conv.state_dict()["bias"]
+        part = psi(grad * bias[None, :, None, None]).sum(dim=1, keepdim=True)
         up = torch.nn.functional.interpolate(part, (SIZE, SIZE), mode="bilinear")
         total = total + up[:, 0]
     expected = normalized(total.detach().numpy())
