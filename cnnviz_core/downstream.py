@@ -39,6 +39,7 @@ class Downstream:
         start: the cut's tensor name.
         outputs: the asked tensors that depend on ``start`` (the others are unaffected by
             any change of it: :meth:`base` gives their value).
+        asked: every asked tensor (graph names).
         side: the other tensors the sub-model reads, taken from the original image.
         max_batch: rows per sub-model run under the model's memory budget.
     """
@@ -59,7 +60,8 @@ class Downstream:
         initializers = {i.name: i for i in proto.graph.initializer}
         needed: dict[int, onnx.NodeProto] = {}
         side: list[str] = []
-        stack = [o for o in self.outputs if o != self.start]
+        stack_outputs = [o for o in self.outputs if o != self.start]  # start: passed through
+        stack = list(stack_outputs)
         seen: set[str] = set()
         while stack:
             name = stack.pop()
@@ -89,7 +91,7 @@ class Downstream:
             nodes,
             "downstream",
             inputs,
-            [helper.make_tensor_value_info(o, types[o][0], None) for o in self.outputs],
+            [helper.make_tensor_value_info(o, types[o][0], None) for o in stack_outputs],
             [initializers[n] for n in sorted(used) if n in initializers],
         )
         self.proto = helper.make_model(sub, opset_imports=list(proto.opset_import))
@@ -98,7 +100,8 @@ class Downstream:
         self._base_session: ort.InferenceSession | None = None
         fed = [self.start, *self.side]  # the fed copies count too
         per_row = sum(self._row_bytes(o) for o in [*fed, *(o for n in nodes for o in n.output)])
-        self.max_batch = max(1, model.memory_budget // max(per_row, 1))
+        # a model that runs one image at a time keeps its fixed batch after the cut too
+        self.max_batch = max(1, model.memory_budget // max(per_row, 1)) if model.batched else 1
 
     @classmethod
     def of(cls, model: Model, start: str, outputs: Sequence[str]) -> Downstream:
@@ -144,15 +147,16 @@ class Downstream:
                     f"Downstream.run needs base[{name!r}] with one image (from base(image)); "
                     f"got {None if name not in base else base[name].shape}"
                 )
-        if self._session is None:
-            self._session = self.model.session_factory(self.proto, spin=False)
         fetch = [o for o in self.outputs if o != self.start]
+        if self._session is None and fetch:
+            self._session = self.model.session_factory(self.proto, spin=False)
         parts: dict[str, list[np.ndarray]] = {o: [] for o in fetch}
         for rows in _chunks(len(start), self.max_batch):
             chunk = np.ascontiguousarray(start[rows])
             feeds = {self.start: chunk}
             feeds.update({s: np.repeat(base[s], len(chunk), axis=0) for s in self.side})
-            for name, value in zip(fetch, self._session.run(fetch, feeds) if fetch else ()):
+            got = self._session.run(fetch, feeds) if self._session is not None else []
+            for name, value in zip(fetch, got):
                 parts[name].append(value)
         out = {name: np.concatenate(values) for name, values in parts.items()}
         if self.start in self.outputs:
