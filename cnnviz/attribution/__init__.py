@@ -29,7 +29,16 @@ from cnnviz_core.targets import (
 from . import report, segmentation  # their report sections register on import (explicitly)
 from .base import Attribution, Images, Method
 from .cam import cam, class_activation_map, default_layer, find_cam_head, gradcam, guided_gradcam
-from .cam_variants import ablationcam, eigencam, gradcam_pp, hirescam, layercam, scorecam, xgradcam
+from .cam_variants import (
+    ablationcam,
+    eigencam,
+    fullgrad,
+    gradcam_pp,
+    hirescam,
+    layercam,
+    scorecam,
+    xgradcam,
+)
 from .drilldown import drilldown
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
@@ -60,6 +69,7 @@ __all__ = [
     "eigencam",
     "explain",
     "find_cam_head",
+    "fullgrad",
     "gradcam",
     "gradcam_pp",
     "guided_backprop",
