@@ -29,6 +29,16 @@ from cnnviz_core.targets import (
 from . import report, segmentation  # their report sections register on import (explicitly)
 from .base import Attribution, Images, Method
 from .cam import cam, class_activation_map, default_layer, find_cam_head, gradcam, guided_gradcam
+from .cam_variants import (
+    ablationcam,
+    eigencam,
+    fullgrad,
+    gradcam_pp,
+    hirescam,
+    layercam,
+    scorecam,
+    xgradcam,
+)
 from .drilldown import drilldown
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
@@ -50,23 +60,31 @@ __all__ = [
     "MethodSpec",
     "Neuron",
     "ResolvedTarget",
+    "ablationcam",
     "cam",
     "class_activation_map",
     "deconvnet",
     "default_layer",
     "drilldown",
+    "eigencam",
     "explain",
     "find_cam_head",
+    "fullgrad",
     "gradcam",
+    "gradcam_pp",
     "guided_backprop",
     "guided_gradcam",
+    "hirescam",
     "integrated_gradients",
+    "layercam",
     "lime",
     "occlusion",
     "report",
     "resolve_targets",
     "saliency",
     "score_tensor",
+    "scorecam",
     "segmentation",
     "smooth",
+    "xgradcam",
 ]

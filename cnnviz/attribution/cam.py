@@ -13,7 +13,9 @@ pytorch-grad-cam does). Each variant supplies only its channel weights ``w``:
   channel alone;
 - :func:`gradcam`: Grad-CAM (Selvaraju et al. 2017): the spatial mean of the gradient of
   the target w.r.t. each channel, on any conv layer;
-- :func:`guided_gradcam`: Guided Grad-CAM, guided backprop x upsampled Grad-CAM.
+- :func:`guided_gradcam`: Guided Grad-CAM, guided backprop x upsampled Grad-CAM;
+- :mod:`.cam_variants`: Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Eigen-CAM, Score-CAM and
+  Ablation-CAM on this template.
 
 For a GAP + linear head, CAM and Grad-CAM at the pooled layer are equal up to a positive
 factor (1 / (h w)), hence equal after normalisation.
@@ -44,8 +46,8 @@ from cnnviz_core.targets import (
 from .base import Attribution, Images, bilinear_resize, make_attribution
 from .guided import guided_backprop
 
-#: channel weights of a variant: (activations (N, K, h, w), gradients or None, targets)
-#: -> (N, K)
+#: the weights of a variant: (activations (N, K, h, w), gradients or None, targets) ->
+#: (N, K) channel weights, or (N, K, h, w) element-wise ones (LayerCAM, HiResCAM)
 WeightFn = Callable[[np.ndarray, np.ndarray | None, Sequence[ResolvedTarget]], np.ndarray]
 
 
@@ -87,7 +89,7 @@ def class_activation_map(
     Returns:
         An :class:`~.base.Attribution` with (N, H, W) maps in [0, 1] (when
         ``normalize``), extras ``layer_maps`` (N, h, w) before upsampling and
-        ``weights`` (N, K).
+        ``weights`` (N, K) or (N, K, h, w).
     """
     batch = model.prepare(images)
     tensor = model.tensor_name(layer)
@@ -107,7 +109,10 @@ def class_activation_map(
             f"{activations.shape}"
         )
     w = np.asarray(weights(activations, grads, targets), np.float32)
-    low = np.einsum("nk,nkhw->nhw", w, activations, optimize=True)
+    if w.shape == activations.shape:  # element-wise weights
+        low = np.einsum("nkhw,nkhw->nhw", w, activations, optimize=True)
+    else:
+        low = np.einsum("nk,nkhw->nhw", w, activations, optimize=True)
     if relu:
         low = np.maximum(low, 0)
     maps = bilinear_resize(low, batch.shape[2:])

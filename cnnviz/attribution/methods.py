@@ -16,6 +16,16 @@ from cnnviz_core import InputError, Model
 
 from .base import Attribution, Images, Method
 from .cam import cam, gradcam, guided_gradcam
+from .cam_variants import (
+    ablationcam,
+    eigencam,
+    fullgrad,
+    gradcam_pp,
+    hirescam,
+    layercam,
+    scorecam,
+    xgradcam,
+)
 from .drilldown import drilldown
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
@@ -89,6 +99,75 @@ SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("gradcam", "Grad-CAM", _GRADCAM, "cam", gradcam, frozenset({"layer"})),
     MethodSpec(
         "guided-gradcam", "Guided Grad-CAM", _GRADCAM, "cam", guided_gradcam, frozenset({"layer"})
+    ),
+    MethodSpec(
+        "gradcam++",
+        "Grad-CAM++",
+        'Chattopadhyay et al. 2018, "Grad-CAM++: Improved Visual Explanations for Deep '
+        'Convolutional Networks"',
+        "cam",
+        gradcam_pp,
+        frozenset({"layer"}),
+    ),
+    MethodSpec(
+        "xgradcam",
+        "XGrad-CAM",
+        'Fu et al. 2020, "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation '
+        'of CNNs"',
+        "cam",
+        xgradcam,
+        frozenset({"layer"}),
+    ),
+    MethodSpec(
+        "layercam",
+        "LayerCAM",
+        'Jiang et al. 2021, "LayerCAM: Exploring Hierarchical Class Activation Maps for '
+        'Localization"',
+        "cam",
+        layercam,
+        frozenset({"layer"}),
+    ),
+    MethodSpec(
+        "hirescam",
+        "HiResCAM",
+        'Draelos & Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful explanations of '
+        'convolutional neural networks"',
+        "cam",
+        hirescam,
+        frozenset({"layer"}),
+    ),
+    MethodSpec(
+        "eigencam",
+        "Eigen-CAM",
+        'Muhammad & Yeasin 2020, "Eigen-CAM: Class Activation Map using Principal Components"',
+        "cam",
+        eigencam,
+        frozenset({"layer"}),
+    ),
+    MethodSpec(
+        "scorecam",
+        "Score-CAM",
+        'Wang et al. 2020, "Score-CAM: Score-Weighted Visual Explanations for Convolutional '
+        'Neural Networks"',
+        "cam",
+        scorecam,
+        frozenset({"layer"}),
+    ),
+    MethodSpec(
+        "ablationcam",
+        "Ablation-CAM",
+        'Desai & Ramaswamy 2020, "Ablation-CAM: Visual Explanations for Deep Convolutional '
+        'Network via Gradient-free Localization"',
+        "cam",
+        ablationcam,
+        frozenset({"layer"}),
+    ),
+    MethodSpec(
+        "fullgrad",
+        "FullGrad",
+        'Srinivas & Fleuret 2019, "Full-Gradient Representation for Neural Network Visualization"',
+        "gradient",
+        fullgrad,
     ),
     MethodSpec(
         "smoothgrad",
