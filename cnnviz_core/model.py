@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -24,6 +25,9 @@ from .errors import DeviceError, InputError, ModelLoadError, UnknownLayerError
 from .graph import ReceptiveField, Shape
 from .labels import load_labels, resolve_class
 from .preprocess import ImageLike, Preprocess, preset
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .check import CheckReport
 
 #: default bound on the activations one forward chunk may hold (bytes)
 DEFAULT_MEMORY_BUDGET = 1 << 30
@@ -282,6 +286,14 @@ class Model:
     def class_index(self, target: int | str) -> int:
         """Index of a class given as index or label name (checked against the model)."""
         return resolve_class(target, self.labels, self.num_classes)
+
+    def check(self, **options: Any) -> CheckReport:
+        """The doctor's report on this model: layout, batching, where preprocessing and labels
+        came from, op support, and a gradient self-test (options: see
+        :func:`cnnviz_core.check.check`)."""
+        from .check import check  # the check module imports the backward pass, which imports us
+
+        return check(self, **options)
 
     # ------------------------------------------------------------------------------ run
 
