@@ -188,6 +188,7 @@ class CheckReport:
             come from.
         ops: one entry per op type, graph order of first appearance.
         missing_rules: ``op (node)`` of each node on the gradient path without a backward rule.
+        missing_ops: their op types, once each.
         incremental: incremental occlusion at the preprocessing size: where it switches to a
             full computation and why (None: it runs on crops to the end).
         gradient_test: the self-test (None when not run).
@@ -206,6 +207,7 @@ class CheckReport:
     unused_label_keys: tuple[str, ...]
     ops: tuple[OpSupport, ...]
     missing_rules: tuple[str, ...]
+    missing_ops: tuple[str, ...]
     incremental: str | None
     gradient_test: GradientTest | None
     problems: tuple[str, ...] = field(default=())
@@ -256,22 +258,19 @@ def check(
     opset = _opset(model.proto)
     image_path = graph.data_nodes(model.runnable, model.input_name)
     gradient_path = _gradient_path(model, image_path)
-    missing = tuple(
-        f"{node.op_type} ({node.name or node.output[0]})"
-        for node in gradient_path
-        if rule_for(node.op_type, opset) is None
-    )
+    unsupported = [node for node in gradient_path if rule_for(node.op_type, opset) is None]
+    missing = tuple(f"{node.op_type} ({node.name or node.output[0]})" for node in unsupported)
     ops = _op_table(model, opset, image_path, gradient_path)
     problems: list[str] = []
     if missing:
         problems.append(
-            f"no backward rule for {', '.join(missing)}: gradient methods cannot run "
+            f"no backward rule for {_by_op(unsupported)}: gradient methods cannot run "
             "(perturbation methods can)"
         )
     test: GradientTest | None = None
     if gradient_test:
         if missing:
-            test = GradientTest("skipped", "no backward rule for " + ", ".join(missing))
+            test = GradientTest("skipped", f"no backward rule for {_by_op(unsupported)}")
         else:
             test = gradient_self_test(model, image=image, directions=directions, seed=seed)
             if test.status == FAIL:
@@ -290,6 +289,7 @@ def check(
         unused_label_keys=unused,
         ops=ops,
         missing_rules=missing,
+        missing_ops=tuple(dict.fromkeys(node.op_type for node in unsupported)),
         incremental=_incremental_summary(model),
         gradient_test=test,
         problems=tuple(problems),
@@ -526,6 +526,17 @@ def _flips(
 
 def _opset(proto: onnx.ModelProto) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+
+
+def _by_op(nodes: list[onnx.NodeProto]) -> str:
+    """``Op (node 'a')``, ``Op (node 'a' and 3 more)``, ... one entry per op type."""
+    names: dict[str, list[str]] = {}
+    for node in nodes:
+        names.setdefault(node.op_type, []).append(node.name or node.output[0])
+    return ", ".join(
+        f"{op} (node {first[0]!r}" + (f" and {len(first) - 1} more)" if len(first) > 1 else ")")
+        for op, first in names.items()
+    )
 
 
 def _gradient_path(model: Model, image_path: list[onnx.NodeProto]) -> list[onnx.NodeProto]:

@@ -169,7 +169,8 @@ def _method_verdict(name: str, report: CheckReport, cam_layer: str | None) -> di
     if backward and not report.gradients_supported:
         reason = (
             f"--method {name} needs gradients, and the backward pass has no rule for "
-            f"{', '.join(report.missing_rules)}; use a perturbation method (occlusion, lime)"
+            f"{', '.join(report.missing_ops)} (first node: {report.missing_rules[0]}); "
+            "use a perturbation method (occlusion, lime)"
         )
     elif spec.family == "cam" and cam_layer is None:
         reason = f"--method {name} finds no default layer; name one with --layer in explain"
@@ -244,6 +245,10 @@ def _print_check(
                     ]
                 )
             _print_table(rows)
+    if report.problems:
+        print()
+        for problem in report.problems:
+            print(f"problem: {problem}")
     if method is not None:
         print()
         print(f"--method {method['name']}: " + ("ok" if method["ok"] else "CANNOT RUN"))

@@ -70,7 +70,8 @@ def rounding_model() -> Model:
 
 def test_an_op_without_a_rule_is_reported_and_the_self_test_skipped():
     report = rounding_model().check()
-    assert report.missing_rules == ("Round (round)",) and not report.gradients_supported
+    assert report.missing_rules == ("Round (round)",) and report.missing_ops == ("Round",)
+    assert not report.gradients_supported
     ops = {op.op_type: op for op in report.ops}
     assert not ops["Round"].backward and ops["Round"].on_gradient_path
     assert ops["Round"].incremental == "blocks"
