@@ -189,10 +189,10 @@ def _print_check(
         "rewritten": "batches in one call (fixed batch made symbolic)",
         "loop": "one image at a time (the batch dimension could not be made symbolic)",
     }[report.batching]
-    labels = sources["labels"]
+    labels = f"{sources['labels']}; {report.num_classes} classes"
     if report.unused_label_keys:
         keys = ", ".join(repr(k) for k in report.unused_label_keys)
-        labels += f"; metadata {keys} holds {report.num_classes} names (pass them with --labels)"
+        labels += f"; metadata {keys}: {report.num_classes} names, unused (give them with --labels)"
     rows = [
         ["input", f"{layout.input_name!r} {shape} {layout.layout}{symbolic}"],
         ["batching", batching],
@@ -202,7 +202,7 @@ def _print_check(
             f"{p['channel_order']}, scale {p['scale']:.4g}, mean {_floats(p['mean'])}, "
             f"std {_floats(p['std'])}, resize {p['resize']}",
         ],
-        ["labels", f"{labels} ({report.num_classes} classes)"],
+        ["labels", labels],
         ["CAM layer", cam_note],
         ["incremental", report.incremental or "crops to the end"],
     ]
