@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -287,13 +287,22 @@ class Model:
         """Index of a class given as index or label name (checked against the model)."""
         return resolve_class(target, self.labels, self.num_classes)
 
-    def check(self, **options: Any) -> CheckReport:
+    def check(
+        self,
+        *,
+        image: ImageLike | np.ndarray | None = None,
+        directions: int = 3,
+        seed: int = 0,
+        gradient_test: bool = True,
+    ) -> CheckReport:
         """The doctor's report on this model: layout, batching, where preprocessing and labels
-        came from, op support, and a gradient self-test (options: see
-        :func:`cnnviz_core.check.check`)."""
+        came from, op support, and a gradient self-test on ``image`` (default: seeded noise)
+        along ``directions`` directions (see :func:`cnnviz_core.check.check`)."""
         from .check import check  # the check module imports the backward pass, which imports us
 
-        return check(self, **options)
+        return check(
+            self, image=image, directions=directions, seed=seed, gradient_test=gradient_test
+        )
 
     # ------------------------------------------------------------------------------ run
 
