@@ -405,7 +405,7 @@ def _verdict(results: list[Direction]) -> tuple[str, str]:
             f"(relative; allowed {TOLERANCE_FLOAT32:g}) with no near-tie to explain it"
         )
     if all(d.status == FLIP for d in results):
-        return FLIP, "every direction crossed a near-tie gate: try another --seed or image"
+        return FLIP, "every direction crossed a near-tie gate: try another seed or image"
     return PASS, ""
 
 
