@@ -1,4 +1,4 @@
-"""The model commands: ``demo``, ``layers``, ``predict`` and ``report``."""
+"""The model commands: ``demo``, ``layers``, ``predict``, ``check`` and ``report``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnviz_core import CnnvizError
+from cnnviz_core.check import CheckReport
+from cnnviz_core.preprocess import Preprocess, preset
+
+from ..attribution import REGISTRY, default_layer
 from ..models import load_model
 from ..render.report import build_report
 from .common import model_arguments, open_model
@@ -102,6 +107,170 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"report written to {path}")
 
 
+#: CAM-family methods that need no backward pass (the others do)
+_FORWARD_CAMS = frozenset({"cam"})
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    """The doctor: the engine's report on the model plus the toolkit's lines (CAM layer,
+    the method asked for); exits 1 with one line when what was asked cannot work."""
+    if args.size:
+        base = preset(args.preset) if args.preset else Preprocess()
+        args.preset = None
+        model = load_model(
+            args.model,
+            preprocess=base.replace(size=args.size),
+            labels=args.labels,
+            device=args.device,
+        )
+    else:
+        model = open_model(args)
+    image = args.image
+    report = model.check(
+        image=image,
+        directions=args.directions,
+        seed=args.seed,
+        gradient_test=not args.no_gradient_test,
+    )
+    try:
+        cam_layer: str | None = default_layer(model)
+        cam_note = str(cam_layer)
+    except CnnvizError as exc:
+        cam_layer, cam_note = None, f"none found ({exc})"
+    sources = {
+        "preprocess": f"--preset {args.preset}" if args.preset else report.preprocess_source,
+        "labels": f"--labels {args.labels}" if args.labels else report.labels_source,
+    }
+    test = report.gradient_test
+    reasons = (
+        [f"gradient self-test failed: {test.reason}"] if test and test.status == "fail" else []
+    )
+    method = _method_verdict(args.method, report, cam_layer) if args.method else None
+    if method is not None and method["reason"]:
+        reasons.append(method["reason"])
+    if args.json:
+        data = report.to_dict()
+        data["preprocess_source"], data["labels_source"] = sources["preprocess"], sources["labels"]
+        data["cam_layer"] = cam_layer
+        data["method"] = method
+        data["ok"] = not reasons
+        print(json.dumps(data, indent=1))
+    else:
+        _print_check(report, sources, cam_note, method)
+    if reasons:
+        raise CnnvizError(reasons[0])
+
+
+def _method_verdict(name: str, report: CheckReport, cam_layer: str | None) -> dict[str, Any]:
+    """Whether the method asked for can run: {"name", "ok", "reason"}."""
+    spec = REGISTRY[name]
+    backward = spec.family == "gradient" or (spec.family == "cam" and name not in _FORWARD_CAMS)
+    reason = ""
+    if backward and not report.gradients_supported:
+        reason = (
+            f"--method {name} needs gradients, and the backward pass has no rule for "
+            f"{', '.join(report.missing_ops)} (first node: {report.missing_rules[0]}); "
+            "use a perturbation method (occlusion, lime)"
+        )
+    elif spec.family == "cam" and cam_layer is None:
+        reason = f"--method {name} finds no default layer; name one with --layer in explain"
+    return {"name": name, "ok": not reason, "reason": reason}
+
+
+def _print_check(
+    report: CheckReport, sources: dict[str, str], cam_note: str, method: dict[str, Any] | None
+) -> None:
+    layout = report.layout
+    p = report.preprocess
+    shape = "x".join(str(d) for d in layout.shape)
+    symbolic = f"; symbolic {', '.join(layout.symbolic)}" if layout.symbolic else ""
+    batching = {
+        "symbolic": "batches in one call (batch dimension symbolic)",
+        "rewritten": "batches in one call (fixed batch made symbolic)",
+        "loop": "one image at a time (the batch dimension could not be made symbolic)",
+    }[report.batching]
+    labels = f"{sources['labels']}; {report.num_classes} classes"
+    if report.unused_label_keys:
+        keys = ", ".join(repr(k) for k in report.unused_label_keys)
+        labels += f"; metadata {keys}: {report.num_classes} names, unused (give them with --labels)"
+    rows = [
+        ["input", f"{layout.input_name!r} {shape} {layout.layout}{symbolic}"],
+        ["batching", batching],
+        [
+            "preprocess",
+            f"{sources['preprocess']}: {'x'.join(map(str, layout.size[1:]))} "
+            f"{p['channel_order']}, scale {p['scale']:.4g}, mean {_floats(p['mean'])}, "
+            f"std {_floats(p['std'])}, resize {p['resize']}",
+        ],
+        ["labels", labels],
+        ["CAM layer", cam_note],
+        ["incremental", report.incremental or "crops to the end"],
+    ]
+    print(f"{report.model} (opset {report.opset})")
+    for key, value in rows:
+        print(f"  {key:<12} {value}")
+    print()
+    table = [["op", "count", "backward", "torch bridge", "incremental occlusion"]]
+    for op in report.ops:
+        backward = ("yes" if op.backward else "MISSING") if op.on_gradient_path else "-"
+        bridge = "torch not installed" if op.bridge is None else "yes" if op.bridge else "no"
+        table.append([op.op_type, str(op.count), backward, bridge, op.incremental])
+    _print_table(table)
+    test = report.gradient_test
+    if test is not None:
+        print()
+        if test.status == "skipped":
+            print(f"gradient self-test: skipped ({test.reason})")
+        else:
+            error = (
+                "" if test.forward_error is None else f", forward error {test.forward_error:.1e}"
+            )
+            print(
+                f"gradient self-test ({test.input} input, seed {test.seed}, random cotangent "
+                f"on {test.target!r}{error}): {test.status.upper()}"
+                + (f": {test.reason}" if test.reason else "")
+            )
+            rows = [["direction", "finite difference", "float32 error", "float64 error", "status"]]
+            for k, d in enumerate(test.directions):
+                flips = "; ".join(
+                    f"{f.op_type} {f.node!r} x{f.elements} ({f.between})" for f in d.flips
+                )
+                rows.append(
+                    [
+                        f"{k} {d.kind}",
+                        f"{d.finite_difference:.6g}",
+                        f"{d.error32:.1e}",
+                        f"{d.error64:.1e}",
+                        d.status + (f": {flips}" if flips else ""),
+                    ]
+                )
+            _print_table(rows)
+    if report.problems:
+        print()
+        for problem in report.problems:
+            print(f"problem: {problem}")
+    if method is not None:
+        print()
+        print(f"--method {method['name']}: " + ("ok" if method["ok"] else "CANNOT RUN"))
+
+
+def _floats(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``HxW`` (or one number for a square) -> (H, W)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"size must be HxW (e.g. 48x192); got {text!r}")
+    return parts[0], parts[1]
+
+
 def _pair(values: Sequence[int]) -> str:
     return str(values[0]) if values[0] == values[1] else f"{values[0]}x{values[1]}"
 
@@ -162,6 +331,36 @@ def add_commands(commands: Any) -> None:
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(run=cmd_predict)
 
+    check = commands.add_parser(
+        "check",
+        help="what cnnviz can do with a model, and a gradient self-test on it",
+        description="The doctor: input layout and batching, where preprocessing and labels "
+        "came from, each op with or without a backward rule / torch bridge op / incremental "
+        "occlusion, the default CAM layer, and a gradient self-test (float32 gradient against "
+        "float64 central differences; near-tie gate flips are reported as flips). Exits 1 "
+        "with one line when the self-test fails or --method cannot run on the model.",
+    )
+    model_arguments(check)
+    check.add_argument(
+        "--method",
+        choices=list(REGISTRY),
+        help="also say whether this method can run (exit 1 when it cannot)",
+    )
+    check.add_argument(
+        "--size",
+        type=_size,
+        metavar="HxW",
+        help="input size for a model that accepts any size (e.g. 48x192)",
+    )
+    check.add_argument("--image", metavar="FILE", help="self-test input (default: noise)")
+    check.add_argument("--directions", type=int, default=3, help="directions of the self-test (3)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the self-test (0)")
+    check.add_argument(
+        "--no-gradient-test", action="store_true", help="skip the gradient self-test"
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(run=cmd_check)
+
     report = commands.add_parser(
         "report",
         help="write an HTML report for a model and images",
@@ -175,4 +374,4 @@ def add_commands(commands: Any) -> None:
     report.set_defaults(run=cmd_report)
 
 
-__all__ = ["add_commands", "cmd_demo", "cmd_layers", "cmd_predict", "cmd_report"]
+__all__ = ["add_commands", "cmd_check", "cmd_demo", "cmd_layers", "cmd_predict", "cmd_report"]
