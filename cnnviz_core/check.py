@@ -33,6 +33,8 @@ from .backward import forward_values, gradients, plan_backward, rule_for
 from .errors import CnnvizError
 from .geometry import Window
 from .incremental import plan as incremental_plan
+from .labels import parse_names
+from .model import CARD_KEY
 from .preprocess import PRESETS, ImageLike, Preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -666,39 +668,17 @@ def _preprocess_source(model: Model) -> str:
     return "given"
 
 
-def _label_list(value: str) -> list[str] | None:
-    """A metadata value read as class names: a JSON list or one name per line."""
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, list):
-        return [str(v) for v in parsed]
-    lines = value.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines if len(lines) > 1 else None
-
-
 def _labels_source(model: Model) -> tuple[str, tuple[str, ...]]:
-    """Where the labels came from, and metadata keys that hold one name per class unused."""
-    candidates = {
-        prop.key: _label_list(prop.value)
-        for prop in model.proto.metadata_props
-        if prop.key != "cnnviz.card"
-    }
-    if model.labels is None:
-        source = "none (classes show as 'class N')"
-    elif model.card.get("classes") is not None and list(model.card["classes"]) == model.labels:
-        source = "model card"
-    else:
-        key = next((k for k, names in candidates.items() if names == model.labels), None)
-        source = f"metadata key {key!r}" if key is not None else "given"
-    n = model.num_classes
+    """Where the labels came from (as the model recorded it), and metadata keys that hold one
+    name per class but were not used."""
+    source = model.labels_source or "none (classes show as 'class N')"
     unused = tuple(
-        key
-        for key, names in candidates.items()
-        if names is not None and len(names) == n and names != model.labels
+        prop.key
+        for prop in model.proto.metadata_props
+        if prop.key != CARD_KEY
+        and (names := parse_names(prop.value)) is not None
+        and len(names) == model.num_classes
+        and names != model.labels
     )
     return source, unused
 

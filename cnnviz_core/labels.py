@@ -47,14 +47,15 @@ def labels_from_metadata(
     """
     for key in METADATA_LABEL_KEYS:
         value = metadata.get(key)
-        names = _parse_names(value) if value else None
+        names = parse_names(value) if value else None
         if names and (not num_classes or len(names) == num_classes):
             return names, key
     return None
 
 
-def _parse_names(text: str) -> list[str] | None:
-    """Names from a JSON / Python list or index -> name dict, else from lines."""
+def parse_names(text: str) -> list[str] | None:
+    """Class names from a metadata value: a JSON / Python list, an index -> name dict, or
+    one name per line; None when the value is none of these."""
     parsed: object = None
     try:
         parsed = json.loads(text)

@@ -176,8 +176,8 @@ class Model:
         proto: the ONNX model as loaded; ``runnable`` is the graph onnxruntime runs (its
             batch made symbolic when the export fixed it to 1).
         batched: whether batches run in one call (else one image at a time).
-        labels_source: where the class names came from (``argument``, ``metadata 'KEY'``
-            for the model card or a metadata key such as Paddle's ``character``), or None.
+        labels_source: where the class names came from: ``given``, ``model card``,
+            ``metadata key 'KEY'`` (such as Paddle's ``character``), or None.
         max_batch: images per onnxruntime call under ``memory_budget``.
     """
 
@@ -601,14 +601,14 @@ class Model:
         self.labels = None  # num_classes reads it while this runs
         self.labels_source: str | None = None
         if given is not None:
-            labels, self.labels_source = load_labels(given), "argument"
+            labels, self.labels_source = load_labels(given), "given"
         elif self.card.get("classes") is not None:
-            labels, self.labels_source = self.card["classes"], f"metadata {CARD_KEY!r}"
+            labels, self.labels_source = self.card["classes"], "model card"
         else:
             metadata = {prop.key: prop.value for prop in self.proto.metadata_props}
             found = labels_from_metadata(metadata, self.num_classes)
             if found is not None:
-                labels, self.labels_source = found[0], f"metadata {found[1]!r}"
+                labels, self.labels_source = found[0], f"metadata key {found[1]!r}"
         if labels is not None and self.num_classes and len(labels) != self.num_classes:
             raise InputError(
                 f"{len(labels)} class labels given but model {self.name!r} has "

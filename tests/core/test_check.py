@@ -46,13 +46,15 @@ def test_fixed_batch_is_reported_rewritten_and_sources_default():
 
 def test_preset_and_metadata_labels_are_traced():
     proto = tiny_classifier()
-    helper.set_model_props(proto, {"character": "a\nb\nc\nd"})
+    helper.set_model_props(proto, {"character": "a\nb\nc\nd", "vocab": "p\nq\nr\ns"})
     model = Model(proto.SerializeToString(), preprocess="imagenet")
     report = model.check(gradient_test=False)
     assert report.preprocess_source == "preset 'imagenet'"
-    assert report.labels_source.startswith("none") and report.unused_label_keys == ("character",)
+    # Paddle's key labels the classes; another key with one name per class is offered
+    assert report.labels_source == "metadata key 'character'"
+    assert report.unused_label_keys == ("vocab",)
     model = Model(proto.SerializeToString(), labels=["a", "b", "c", "d"])
-    assert model.check(gradient_test=False).labels_source == "metadata key 'character'"
+    assert model.check(gradient_test=False).labels_source == "given"
 
 
 def rounding_model() -> Model:

