@@ -145,11 +145,11 @@ def kernel_shap(
     coefficients = np.full((n, int(counts.max(initial=0))), np.nan, np.float32)
     deltas, sums, efficiency, intercepts = [], [], [], []
     total, done = n * samples, 0
+    buffer = np.empty((min(step, samples), *batch.shape[1:]), np.float32)  # reused
     for i in range(n):
         coalitions = shapley_coalitions(int(counts[i]), samples, seed)
         keep = coalitions.astype(bool)
         y = np.empty(len(coalitions), np.float64)
-        buffer = np.empty((min(step, len(keep)), *batch.shape[1:]), np.float32)
         for start in range(0, len(keep), step):
             on = keep[start : start + step][:, labels[i]]  # (b, H, W)
             x = blend(batch[i], fills[i], on, out=buffer[: len(on)])

@@ -78,9 +78,15 @@ def _interpolation(n_in: int, n_out: int) -> np.ndarray:
     return matrix
 
 
-def upsample_masks(grids: np.ndarray, shifts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def upsample_masks(
+    grids: np.ndarray,
+    shifts: np.ndarray,
+    size: tuple[int, int],
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """(B, gh, gw) grids and (B, 2) shifts -> (B, H, W) float32 masks in [0, 1]: each grid
-    upsampled to ``(g + 1) * ceil(size / g)`` a side and cropped at its shift."""
+    upsampled to ``(g + 1) * ceil(size / g)`` a side and cropped at its shift (into ``out``,
+    a (B, H, W) float32 buffer, when given)."""
     _, gh, gw = grids.shape
     height, width = size
     cell = (math.ceil(height / gh), math.ceil(width / gw))
@@ -88,7 +94,7 @@ def upsample_masks(grids: np.ndarray, shifts: np.ndarray, size: tuple[int, int])
     up_cols = _interpolation(gw, (gw + 1) * cell[1])  # (UW, gw)
     rows = up_rows[shifts[:, :1] + np.arange(height)]  # (B, H, gh)
     cols = up_cols[shifts[:, 1:] + np.arange(width)]  # (B, W, gw)
-    return np.matmul(np.matmul(rows, grids.astype(np.float32)), cols.transpose(0, 2, 1))
+    return np.matmul(np.matmul(rows, grids.astype(np.float32)), cols.transpose(0, 2, 1), out=out)
 
 
 def rise_masks(
@@ -145,15 +151,21 @@ def rise(
     grids, shifts = mask_grids(masks, (h, w), cells, p, seed)
     fills = fill_values(model, batch, fill)
     step = min(chunk_size(model, batch_size), masks)
-    buffer = np.empty((step, c, h, w), np.float32)
+    # buffers reused chunk to chunk (fresh large arrays cost page faults every time)
+    images = np.empty((step, c, h, w), np.float32)
+    planes = np.empty((step, h, w), np.float32)
+    flat = np.empty((step, h * w), np.float64)
     saliency = np.zeros((n, h * w), np.float64)
     done, total = 0, n * masks
     for start in range(0, masks, step):
-        chunk = upsample_masks(grids[start : start + step], shifts[start : start + step], (h, w))
-        flat = chunk.reshape(len(chunk), -1).astype(np.float64)
+        b = min(step, masks - start)
+        chunk = upsample_masks(
+            grids[start : start + b], shifts[start : start + b], (h, w), out=planes[:b]
+        )
+        np.copyto(flat[:b], chunk.reshape(b, -1))
         for i in range(n):
-            x = blend(batch[i], fills[i], chunk, out=buffer[: len(chunk)])
-            saliency[i] += perturbed_scores(model, x, targets[i]) @ flat
+            x = blend(batch[i], fills[i], chunk, out=images[:b])
+            saliency[i] += perturbed_scores(model, x, targets[i]) @ flat[:b]
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
