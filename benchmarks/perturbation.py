@@ -3,7 +3,8 @@
 scored in chunks of the engine's memory budget) vs the raw onnxruntime forward of as many
 images at the same batch size (the floor: overhead %), and KernelSHAP vs Captum's
 ``KernelShap`` on the same torch model in the same run, fed the same superpixels, fill and
-coalitions (so the maps must agree too).
+coalitions (so the maps must agree too; KernelSHAP explains the class logit, a Neuron target,
+since a random network's probabilities barely move and float32 noise would swamp them).
 
 Timing: interleaved best-of-N (``timing.interleaved_best``); the superpixels are cut once
 beforehand and given to both KernelSHAPs (Captum takes a feature mask)."""
@@ -29,6 +30,7 @@ def run(quick: bool = False) -> list[dict]:
     from cnnviz.attribution.perturbation import segment_batch
     from cnnviz.attribution.rise import rise
     from cnnviz_core import Model
+    from cnnviz_core.targets import Neuron
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -37,6 +39,7 @@ def run(quick: bool = False) -> list[dict]:
     model = Model(proto, name="resnet18-like", preprocess="imagenet")
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     target = int(model.scores(x).argmax())
+    logit = Neuron(model.output_names[0], target)
     masks, samples, rounds = (128, 128, 1) if quick else (1000, 500, 3)
     batch = min(model.max_batch, masks, samples)  # the chunk our methods use by default
     labels = segment_batch(model, x, 49, 10.0, "slic")[0]
@@ -59,13 +62,13 @@ def run(quick: bool = False) -> list[dict]:
         results["rise"] = rise(model, x, target, masks=masks)
 
     def ours_kernel_shap() -> None:
-        results["ours"] = kernel_shap(model, x, target, segments=labels, samples=samples, fill=0.0)
+        results["ours"] = kernel_shap(model, x, logit, segments=labels, samples=samples, fill=0.0)
 
     def drawn(original, **kwargs):
         for row in coalitions:
             yield torch.from_numpy(row[None].astype(np.int64))
 
-    captum = KernelShap(lambda inputs: torch.softmax(net(inputs), dim=1))
+    captum = KernelShap(net)
     captum.perturb_func = drawn  # the same coalitions as ours
     mask = torch.from_numpy(labels)[None, None].expand(1, 3, 224, 224)
 
