@@ -193,7 +193,7 @@ def test_rise_is_the_same_alone_in_a_batch_and_in_any_chunks(exported, batch) ->
     calls = []
     both = rise(model, batch, masks=64, cells=3, batch_size=10,
                 progress=lambda done, total: calls.append((done, total)))  # fmt: skip
-    alone = rise(model, batch[1:], both.targets[1], masks=64, cells=3)
+    alone = rise(model, batch[1:], both.targets[1].as_target(), masks=64, cells=3)
     np.testing.assert_allclose(alone.maps[0], both.maps[1], rtol=1e-5, atol=1e-7)
     assert calls[-1] == (128, 128) and len(calls) == 2 * 7
     assert both.method == "rise" and not both.signed and both.maps.shape == (2, SIZE, SIZE)
