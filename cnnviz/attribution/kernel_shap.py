@@ -144,7 +144,8 @@ def kernel_shap(
     maps = np.zeros((n, h, w), np.float32)
     coefficients = np.full((n, int(counts.max(initial=0))), np.nan, np.float32)
     deltas, sums, efficiency, intercepts = [], [], [], []
-    total, done = n * samples, 0
+    done = 0
+    total = sum(samples if count > 1 else min(samples, 2) for count in counts)
     buffer = np.empty((min(step, samples), *batch.shape[1:]), np.float32)  # reused
     for i in range(n):
         coalitions = shapley_coalitions(int(counts[i]), samples, seed)

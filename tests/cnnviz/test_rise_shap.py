@@ -335,6 +335,17 @@ def test_kernel_shap_segments_batching_and_errors() -> None:
                           segments=a.extras["segments"][0] * 10 + 5)  # fmt: skip
     np.testing.assert_allclose(shifted.maps, a.maps, rtol=1e-6, atol=1e-9)
     assert a.signed and a.method == "kernelshap" and a.options["segments"] == 9
+    calls = []
+    whole = kernel_shap(
+        model,
+        image,
+        Neuron("score", 0),
+        segments=np.zeros((24, 24), np.int64),
+        samples=40,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls[-1] == (2, 2)  # one segment: only all-on and all-off exist
+    np.testing.assert_allclose(whole.maps[0], whole.metrics["delta"][0], rtol=1e-6)
     with pytest.raises(InputError, match="samples >= 2"):
         kernel_shap(model, image, Neuron("score", 0), samples=1)
     with pytest.raises(InputError, match="segments must be"):
