@@ -38,6 +38,7 @@ SUITES = {
     "incremental": __import__("incremental").run,
     "texture": __import__("texture").run,
     "fast_style": __import__("fast_style").run,
+    "perturbation": __import__("perturbation").run,
 }
 
 

@@ -1,13 +1,14 @@
 """LIME for images (Ribeiro, Singh & Guestrin 2016, "Why Should I Trust You?": Explaining
 the Predictions of Any Classifier).
 
-The image is cut into superpixels (a SLIC-like k-means on (y, x, L, a, b), Achanta et al.
-2012, NumPy Lloyd iterations; or a regular grid). Random on/off masks over the segments
-(deterministic by ``seed``; the first sample keeps every segment) give perturbed images,
-segments "off" replaced by a fill. The model scores them in batches and a ridge regression
-(scikit-learn's ``Ridge``), weighted by an exponential kernel on the cosine distance of each
-mask to the all-on mask, is fitted from masks to the target's score. Each pixel's map value
-is its segment's coefficient. Shape convention: (N, C, H, W).
+The image is cut into superpixels (:func:`~.perturbation.superpixels`: a SLIC-like k-means
+on (y, x, L, a, b), Achanta et al. 2012, NumPy Lloyd iterations; or a regular grid).
+Random on/off masks over the segments (deterministic by ``seed``; the first sample keeps
+every segment) give perturbed images, segments "off" replaced by a fill. The model scores
+them in batches and a ridge regression (scikit-learn's ``Ridge``), weighted by an
+exponential kernel on the cosine distance of each mask to the all-on mask, is fitted from
+masks to the target's score. Each pixel's map value is its segment's coefficient.
+Shape convention: (N, C, H, W).
 """
 
 from __future__ import annotations
@@ -20,71 +21,14 @@ from cnnviz_core import InputError, Model
 from cnnviz_core.targets import TargetLike
 
 from .base import Attribution, Images, make_attribution, prepare
-from .perturbation import Progress, fill_label, fill_values, perturbed_scores
-
-SEGMENTATIONS = ("slic", "grid")
-
-
-def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """CIE L*a*b* (D65) of uint8 / 0-255 sRGB (..., 3), float64."""
-    c = np.asarray(rgb, np.float64) / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
-         [0.0193339, 0.1191920, 0.9503041]]
-    )  # fmt: skip
-    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack(
-        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
-        axis=-1,
-    )
-
-
-def superpixels(
-    image: np.ndarray, n_segments: int = 50, compactness: float = 10.0, method: str = "slic"
-) -> np.ndarray:
-    """Segment one (H, W, 3) uint8 image; returns (H, W) int64 labels 0..K-1.
-
-    ``slic``: k-means (10 Lloyd iterations in NumPy, started from the grid cells, so
-    deterministic) on (y, x) scaled by ``compactness / S`` (S = sqrt(H W / k), the grid step,
-    as in SLIC's distance) and L*a*b*.
-    ``grid``: a regular grid of about ``n_segments`` cells.
-    """
-    h, w = image.shape[:2]
-    side = max(1, round(float(np.sqrt(n_segments))))
-    gy = np.minimum(np.arange(h) * side // h, side - 1)
-    gx = np.minimum(np.arange(w) * side // w, side - 1)
-    grid = gy[:, None] * side + gx[None, :]
-    if method == "grid":
-        return _relabel(grid)
-    if method != "slic":
-        raise InputError(f"unknown segmentation {method!r}; choose one of {SEGMENTATIONS}")
-    step = np.sqrt(h * w / side**2)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    scale = compactness / step
-    features = np.concatenate(
-        [np.stack([yy * scale, xx * scale], -1), rgb_to_lab(image[..., :3])], axis=-1
-    ).reshape(-1, 5)
-    labels = grid.reshape(-1)
-    for _ in range(10):  # Lloyd iterations from the grid cells (deterministic)
-        sums = np.zeros((side * side, 5))
-        np.add.at(sums, labels, features)
-        sizes = np.bincount(labels, minlength=side * side)
-        alive = sizes > 0
-        centres = sums[alive] / sizes[alive, None]
-        d2 = (features**2).sum(1)[:, None] - 2 * features @ centres.T + (centres**2).sum(1)[None, :]
-        new = d2.argmin(axis=1)
-        if np.array_equal(new, labels):
-            break
-        labels = new
-    labels = labels.reshape(h, w)
-    return _relabel(labels)
-
-
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    _, inverse = np.unique(labels, return_inverse=True)
-    return inverse.reshape(labels.shape).astype(np.int64)
+from .perturbation import (
+    SEGMENTATIONS,
+    Progress,
+    fill_label,
+    fill_values,
+    perturbed_scores,
+    segment_batch,
+)
 
 
 def sample_masks(k: int, samples: int, seed: int, keep: float = 0.5) -> np.ndarray:
@@ -171,10 +115,7 @@ def lime(
     batch, targets = prepare(model, images, target)
     n, _, h, w = batch.shape
     fills = fill_values(model, batch, fill)
-    pixels = model.preprocess.invert(batch)
-    labels = np.stack(
-        [superpixels(pixels[i], segments, compactness, segmentation) for i in range(n)]
-    )
+    labels = segment_batch(model, batch, segments, compactness, segmentation)
     counts = labels.reshape(n, -1).max(axis=1) + 1
     maps = np.zeros((n, h, w), np.float32)
     top_masks = np.zeros((n, h, w), bool)
@@ -235,12 +176,9 @@ def show_top(result: Attribution, i: int, dim: float = 0.25) -> np.ndarray:
 
 
 __all__ = [
-    "SEGMENTATIONS",
     "kernel_weights",
     "lime",
-    "rgb_to_lab",
     "sample_masks",
     "show_top",
-    "superpixels",
     "weighted_ridge",
 ]

@@ -27,10 +27,13 @@ from .cam_variants import (
     xgradcam,
 )
 from .drilldown import drilldown
+from .gradient_shap import gradient_shap
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
+from .kernel_shap import kernel_shap
 from .lime import lime
 from .occlusion import occlusion
+from .rise import rise
 from .saliency import saliency
 from .smoothgrad import smooth
 
@@ -70,6 +73,7 @@ class MethodSpec:
 
 _ZEILER_FERGUS = 'Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks"'
 _GRADCAM = 'Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks"'
+_SHAP = 'Lundberg & Lee 2017, "A Unified Approach to Interpreting Model Predictions"'
 
 #: every technique, in the order the CLI lists them
 SPECS: tuple[MethodSpec, ...] = (
@@ -207,6 +211,17 @@ SPECS: tuple[MethodSpec, ...] = (
         "perturbation",
         lime,
     ),
+    # RISE, KernelSHAP, GradientSHAP (issue 17)
+    MethodSpec(
+        "rise",
+        "RISE",
+        'Petsiuk, Das & Saenko 2018, "RISE: Randomized Input Sampling for Explanation of '
+        'Black-box Models"',
+        "perturbation",
+        rise,
+    ),
+    MethodSpec("kernelshap", "KernelSHAP", _SHAP, "perturbation", kernel_shap),
+    MethodSpec("gradientshap", "GradientSHAP", _SHAP, "gradient", gradient_shap),
 )
 
 #: spec by name

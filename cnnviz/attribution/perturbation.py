@@ -1,7 +1,9 @@
 """Perturbation utilities shared by the techniques that change the input and watch the target
-(occlusion, drill-down, LIME, Integrated Gradients' blurred baseline, the deletion /
-insertion scores): fill values, Gaussian blur, the sliding-window grid and its averaging
-back onto pixels, and the explained score of a batch of perturbed copies.
+(occlusion, drill-down, LIME, KernelSHAP, RISE, Integrated Gradients' blurred baseline, the
+deletion / insertion scores): fill values, Gaussian blur, the sliding-window grid and its
+averaging back onto pixels, superpixels (LIME's and KernelSHAP's features), how many
+perturbed images go through one forward, and the explained score of a batch of perturbed
+copies.
 
 Shape convention: (N, C, H, W) batches, (N, H, W) maps.
 """
@@ -20,6 +22,9 @@ from cnnviz_core.targets import ResolvedTarget, score_tensor
 
 #: the named fills (besides a number or an array)
 FILLS = ("grey", "zeros", "mean", "blur")
+
+#: how an image can be cut into superpixels (see :func:`superpixels`)
+SEGMENTATIONS = ("slic", "grid")
 
 #: ``progress(done, total)``: called after each batch of perturbed images
 Progress = Callable[[int, int], None]
@@ -129,6 +134,120 @@ def cover_average(
     return (rows.T @ drops @ cols / np.maximum(count, 1)).astype(np.float32)
 
 
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* (D65) of uint8 / 0-255 sRGB (..., 3), float64."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = np.array(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+         [0.0193339, 0.1191920, 0.9503041]]
+    )  # fmt: skip
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
+        axis=-1,
+    )
+
+
+def superpixels(
+    image: np.ndarray, n_segments: int = 50, compactness: float = 10.0, method: str = "slic"
+) -> np.ndarray:
+    """Segment one (H, W, 3) uint8 image; returns (H, W) int64 labels 0..K-1.
+
+    ``slic``: k-means (10 Lloyd iterations in NumPy, started from the grid cells, so
+    deterministic) on (y, x) scaled by ``compactness / S`` (S = sqrt(H W / k), the grid step,
+    as in SLIC's distance) and L*a*b*.
+    ``grid``: a regular grid of about ``n_segments`` cells.
+    """
+    h, w = image.shape[:2]
+    side = max(1, round(float(np.sqrt(n_segments))))
+    gy = np.minimum(np.arange(h) * side // h, side - 1)
+    gx = np.minimum(np.arange(w) * side // w, side - 1)
+    grid = gy[:, None] * side + gx[None, :]
+    if method == "grid":
+        return _relabel(grid)
+    if method != "slic":
+        raise InputError(f"unknown segmentation {method!r}; choose one of {SEGMENTATIONS}")
+    step = np.sqrt(h * w / side**2)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    scale = compactness / step
+    features = np.concatenate(
+        [np.stack([yy * scale, xx * scale], -1), rgb_to_lab(image[..., :3])], axis=-1
+    ).reshape(-1, 5)
+    labels = grid.reshape(-1)
+    for _ in range(10):  # Lloyd iterations from the grid cells (deterministic)
+        sums = np.zeros((side * side, 5))
+        np.add.at(sums, labels, features)
+        sizes = np.bincount(labels, minlength=side * side)
+        alive = sizes > 0
+        centres = sums[alive] / sizes[alive, None]
+        d2 = (features**2).sum(1)[:, None] - 2 * features @ centres.T + (centres**2).sum(1)[None, :]
+        new = d2.argmin(axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    labels = labels.reshape(h, w)
+    return _relabel(labels)
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.int64)
+
+
+def segment_batch(
+    model: Model, batch: np.ndarray, segments: int, compactness: float, method: str
+) -> np.ndarray:
+    """(N, H, W) int64 superpixel labels of each image of a preprocessed batch, cut on the
+    images as the model sees them (see :func:`superpixels`)."""
+    if method not in SEGMENTATIONS:
+        raise InputError(f"unknown segmentation {method!r}; choose one of {SEGMENTATIONS}")
+    pixels = model.preprocess.invert(batch)
+    labels = [superpixels(image, segments, compactness, method) for image in pixels]
+    return np.stack(labels) if labels else np.zeros((0, *batch.shape[2:]), np.int64)
+
+
+def chunk_size(model: Model, batch_size: int | None) -> int:
+    """Perturbed images per forward: ``batch_size``, or None for the model's memory budget
+    (:attr:`Model.max_batch`, the most images one onnxruntime call runs).
+
+    Raises:
+        InputError: ``batch_size`` < 1.
+    """
+    if batch_size is None:
+        return max(1, int(model.max_batch))
+    if batch_size < 1:
+        raise InputError(
+            f"batch_size must be >= 1 (or None for the model's budget); got {batch_size}"
+        )
+    return int(batch_size)
+
+
+def blend(
+    image: np.ndarray, fill: np.ndarray, masks: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Masked copies of one image, (B, C, H, W) float32: the image where a mask is 1, the
+    fill where it is 0, and ``fill + m (image - fill)`` between (soft masks).
+
+    Args:
+        image: (C, H, W).
+        fill: (C,) or (C, H, W) (one row of :func:`fill_values`).
+        masks: (B, H, W) in [0, 1]; bool masks pick exactly (no rounding).
+        out: a (B, C, H, W) float32 buffer to write into (hot loops reuse one).
+    """
+    fill = fill[:, None, None] if fill.ndim == 1 else fill
+    shape = (len(masks), *image.shape)
+    x = np.empty(shape, np.float32) if out is None else out
+    if masks.dtype == bool:
+        x[...] = fill
+        np.copyto(x, image, where=masks[:, None])
+        return x
+    np.multiply(masks[:, None], (image - fill)[None], out=x)
+    x += fill
+    return x
+
+
 def perturbed_scores(model: Model, x: np.ndarray, target: ResolvedTarget) -> np.ndarray:
     """(B,) float64, the explained score of a batch of (perturbed) images: the class
     probability for a class target, the channel's mean or the neuron's value otherwise."""
@@ -145,12 +264,18 @@ def perturbed_scores(model: Model, x: np.ndarray, target: ResolvedTarget) -> np.
 
 __all__ = [
     "FILLS",
+    "SEGMENTATIONS",
     "Progress",
+    "blend",
+    "chunk_size",
     "cover_average",
     "fill_label",
     "fill_values",
     "gaussian_blur",
     "perturbed_scores",
+    "rgb_to_lab",
+    "segment_batch",
+    "superpixels",
     "window_grid",
     "window_positions",
 ]

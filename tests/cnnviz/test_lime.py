@@ -9,7 +9,8 @@ from onnx import helper
 
 from cnnviz import load_model
 from cnnviz.attribution import Channel, lime
-from cnnviz.attribution.lime import kernel_weights, rgb_to_lab, sample_masks, show_top, superpixels
+from cnnviz.attribution.lime import kernel_weights, sample_masks, show_top
+from cnnviz.attribution.perturbation import rgb_to_lab, superpixels
 from cnnviz.data import make_shapes
 from cnnviz_core import InputError, Model, TargetError
 from tests.conftest import make_graph_model
