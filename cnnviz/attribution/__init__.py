@@ -40,11 +40,14 @@ from .cam_variants import (
     xgradcam,
 )
 from .drilldown import drilldown
+from .gradient_shap import gradient_shap
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
+from .kernel_shap import kernel_shap
 from .lime import lime
 from .methods import METHODS, REGISTRY, SPECS, MethodSpec, explain
 from .occlusion import occlusion
+from .rise import rise
 from .saliency import saliency
 from .smoothgrad import smooth
 
@@ -72,15 +75,18 @@ __all__ = [
     "fullgrad",
     "gradcam",
     "gradcam_pp",
+    "gradient_shap",
     "guided_backprop",
     "guided_gradcam",
     "hirescam",
     "integrated_gradients",
+    "kernel_shap",
     "layercam",
     "lime",
     "occlusion",
     "report",
     "resolve_targets",
+    "rise",
     "saliency",
     "score_tensor",
     "scorecam",
