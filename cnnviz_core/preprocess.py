@@ -66,6 +66,13 @@ class Preprocess:
     def channels(self) -> int:
         return 1 if self.channel_order == "L" else 3
 
+    @property
+    def span(self) -> np.ndarray:
+        """Per channel (C,) float32: how far apart the model inputs of pixel values 0 and
+        255 lie (the input range: 255 for Caffe's BGR 0-255, 1 for 0-1, about 4.4 for
+        ImageNet mean/std)."""
+        return np.abs(255.0 * self.scale / np.asarray(self.std, np.float64)).astype(np.float32)
+
     def replace(self, **changes: Any) -> Preprocess:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
