@@ -75,14 +75,60 @@ def images_progress(done: int, total: int | None) -> None:
     log.info("%d/%s images", done, total if total is not None else "?")
 
 
+#: plain progress lines (stderr not a terminal): about this many per run
+LOG_LINES = 10
+
+
 def steps_progress(name: str) -> Callable[[int, int, float], None]:
-    """``progress(step, total, loss)`` of an optimization, one updated line on stderr."""
+    """``progress(step, total, loss)`` of an optimization on stderr: one line updated in
+    place (``\\r``) on a terminal; in a log file or pipe, plain lines about every tenth of
+    the run (and the first and last step), never carriage returns."""
+    terminal = sys.stderr.isatty()
 
     def report(step: int, total: int, loss: float) -> None:
-        end = "\n" if step == total else ""
-        print(f"\r{name}: step {step}/{total}  loss {loss:.4g}", end=end, file=sys.stderr)
+        line = f"{name}: step {step}/{total}  loss {loss:.4g}"
+        if terminal:
+            print(f"\r{line}", end="\n" if step == total else "", file=sys.stderr)
+            return
+        every = max(1, total // LOG_LINES)
+        if step == 1 or step == total or step % every == 0:
+            print(line, file=sys.stderr, flush=True)
 
     return report
+
+
+def partial_suffix(args: argparse.Namespace, interrupted: bool) -> str:
+    """The file-name suffix of a synthesis result: ``""`` when the run finished,
+    ``"-partial"`` when Ctrl-C stopped it and ``--keep-partial`` was given; otherwise
+    KeyboardInterrupt (the command exits 130 and writes nothing that looks complete)."""
+    if not interrupted:
+        return ""
+    if getattr(args, "keep_partial", False):
+        return "-partial"
+    print(
+        "interrupted before the end: nothing written (--keep-partial writes the best result "
+        "so far, named *-partial)",
+        file=sys.stderr,
+    )
+    raise KeyboardInterrupt
+
+
+def keep_partial_argument(parser: argparse.ArgumentParser) -> None:
+    """``--keep-partial``: on Ctrl-C, write the result so far under a ``-partial`` name
+    (the command still exits 130)."""
+    parser.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="on Ctrl-C, write the result so far as *-partial files (exit status still 130)",
+    )
+
+
+def safe_name(name: str) -> str:
+    """``name`` usable as one file name: path separators and other characters that are
+    not letters, digits, ``.``, ``-`` or ``_`` become ``_`` (``fire2/squeeze1x1_1`` ->
+    ``fire2_squeeze1x1_1``), so a layer name never makes a subfolder."""
+    cleaned = re.sub(r"[^\w.\-]+", "_", name).strip("._")
+    return cleaned or "_"
 
 
 def save_enlarged(image: np.ndarray, path: Path) -> Path:
@@ -138,10 +184,13 @@ __all__ = [
     "flags",
     "images_progress",
     "in_flags",
+    "keep_partial_argument",
     "model_arguments",
     "open_model",
     "output_folder",
+    "partial_suffix",
     "run",
+    "safe_name",
     "save_enlarged",
     "steps_progress",
     "with_model",

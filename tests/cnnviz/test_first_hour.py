@@ -94,3 +94,76 @@ def test_smoothgrad_noise_is_a_fraction_of_the_input_range(
     noise = np.concatenate(seen) - clean
     span = 255.0 if preset == "caffe" else 1.0
     assert noise.std() == pytest.approx(0.1 * span, rel=0.15)
+
+
+# ------------------------------------------------------- 3. Ctrl-C in synthesis commands
+
+
+def _shapes_picture(tmp_path: Path) -> Path:
+    from cnnviz.models import load_model
+    from cnnviz.render.images import save_png
+    from cnnviz.synthesis.base import pixels, start_batch
+
+    model = load_model("shapes")
+    return save_png(pixels(model, start_batch(model, "noise", 1, 3))[0], tmp_path / "in.png")
+
+
+def _synthesis_argv(command: str, tmp_path: Path) -> list[str]:
+    picture = str(_shapes_picture(tmp_path))
+    out = str(tmp_path / "out")
+    return {
+        "visualize-class": ["visualize-class", "shapes", "--target", "star", "--steps", "20"],
+        "invert": ["invert", "shapes", picture, "--layer", "relu", "--steps", "20"],
+        "style": ["style", picture, picture, "--steps", "20", "--size", "32"],
+        "train-style": ["train-style", picture, "--content", picture, "--steps", "20",
+                        "--size", "32", "--batch", "1", "--width", "4", "--blocks", "1",
+                        "--out", str(tmp_path / "out" / "net.onnx")],  # fmt: skip
+    }[command] + ([] if command == "train-style" else ["--out", out])
+
+
+@pytest.mark.parametrize("command", ["visualize-class", "invert", "style", "train-style"])
+@pytest.mark.parametrize("keep", [False, True])
+def test_ctrl_c_in_synthesis_exits_130_without_complete_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, command: str,
+    keep: bool,
+) -> None:  # fmt: skip
+    """Before: exit 0 and files named as complete results ("kept the best image so far")."""
+    import cnnviz.cli.synthesis as cli_synthesis
+    from cnnviz.cli import main
+
+    def interrupting(name: str):
+        def progress(step: int, total: int, loss: float) -> None:
+            if step == 2:
+                raise KeyboardInterrupt
+
+        return progress
+
+    monkeypatch.setattr(cli_synthesis, "steps_progress", interrupting)
+    argv = _synthesis_argv(command, tmp_path) + (["--keep-partial"] if keep else [])
+    (tmp_path / "out").mkdir(exist_ok=True)
+    assert main(argv) == 130
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    if keep:
+        assert written and all("-partial" in name for name in written), written
+    else:
+        assert written == []
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_visualize_class_needs_a_target_or_an_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before: every class, silently (1000 of them on an ImageNet model)."""
+    from cnnviz.cli import main
+    from cnnviz.models import load_model
+
+    out = tmp_path / "out"
+    assert main(["visualize-class", "shapes", "--steps", "2", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--target" in err and "--image" in err and "Traceback" not in err
+    picture = _shapes_picture(tmp_path)
+    argv = ["visualize-class", "shapes", "--image", str(picture), "--steps", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    predicted = load_model("shapes").predict([picture], k=1)[0][0]
+    assert predicted.label in capsys.readouterr().out
+    assert [p.name for p in out.iterdir()] == ["class-0.png"]
