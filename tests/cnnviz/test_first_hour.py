@@ -167,3 +167,50 @@ def test_visualize_class_needs_a_target_or_an_image(
     predicted = load_model("shapes").predict([picture], k=1)[0][0]
     assert predicted.label in capsys.readouterr().out
     assert [p.name for p in out.iterdir()] == ["class-0.png"]
+
+
+# ------------------------------------------------------ 4. 16-bit greyscale and alpha
+
+
+def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    """Before: every value above 255 became 255 (the picture nearly white)."""
+    from PIL import Image
+
+    from cnnviz_core import load_image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as saved:
+        assert saved.mode.startswith("I")
+    loaded = load_image(path)
+    expected = np.rint(ramp / 257.0).astype(np.uint8)
+    assert loaded.shape == (64, 64, 3)
+    np.testing.assert_array_equal(loaded[..., 0], expected)
+    np.testing.assert_array_equal(load_image(ramp)[..., 1], expected)
+
+
+def test_alpha_is_composited_on_the_background_with_a_warning(tmp_path: Path) -> None:
+    """Before: the alpha channel was dropped (transparent black stayed black)."""
+    from PIL import Image
+
+    from cnnviz_core import load_image
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:4, :, 3] = 255  # top half opaque red-ish, bottom half fully transparent
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    with pytest.warns(UserWarning, match="transparent"):
+        loaded = load_image(path)
+    np.testing.assert_array_equal(loaded[0, 0], [200, 0, 0])
+    np.testing.assert_array_equal(loaded[7, 7], [255, 255, 255])
+    with pytest.warns(UserWarning, match="transparent"):
+        np.testing.assert_array_equal(load_image(rgba), loaded)
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(load_image(opaque)[7, 7], [200, 0, 0])
