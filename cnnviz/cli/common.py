@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +47,76 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_model(args: argparse.Namespace) -> Model:
-    """The model named by the command's arguments (:func:`model_arguments`)."""
-    return load_model(
+    """The model named by the command's arguments (:func:`model_arguments`); without
+    ``--preset`` and without a model card, a warning on stderr names the preset the graph
+    suggests (:func:`preset_hint`), and a 1000-class model without labels gets a note."""
+    model = load_model(
         args.model, preprocess=args.preset, labels=getattr(args, "labels", None), device=args.device
+    )
+    if args.preset is None and not model.card.get("preprocess"):
+        hint = preset_hint(model)
+        if hint is not None:
+            print(f"cnnviz: warning: {hint}", file=sys.stderr)
+    if not model.labels and model.num_classes == 1000 and getattr(args, "labels", 0) is None:
+        print(
+            "cnnviz: note: 1000 classes and no labels: give --labels FILE (ImageNet class "
+            "names, one per line, e.g. synset_words.txt) to see class names",
+            file=sys.stderr,
+        )
+    return model
+
+
+#: per-channel mean constants (0-255 scale) a graph that normalizes its own input carries
+_BGR_MEANS = ((104.0, 117.0, 123.0), (103.939, 116.779, 123.68))
+_IMAGENET_MEAN_01 = (0.485, 0.456, 0.406)
+
+
+def _carries(values: np.ndarray, wanted: Sequence[float], tolerance: float) -> bool:
+    flat = np.abs(np.asarray(values, np.float64).reshape(-1))
+    return flat.size == len(wanted) and bool(np.allclose(flat, wanted, atol=tolerance))
+
+
+def preset_hint(model: Model) -> str | None:
+    """What the graph suggests about its preprocessing when no preset was given, as a
+    sentence naming the preset (None: no hint). Hints: a Caffe2 export (input ``data_0``,
+    producer ``onnx-caffe2``: BGR 0-255 minus the mean, ``caffe``), BGR or RGB mean
+    constants on the 0-255 scale or an ``ImageScaler`` (the graph subtracts the mean
+    itself: ``bgr255``/``rgb255``), ImageNet's 0-1 mean (``rgb01``), Windows ML's
+    ``NominalRange_0_255`` metadata (``rgb255``/``grey255``)."""
+    proto = model.proto
+    producer = (proto.producer_name or "").lower()
+    grey = model.channels == 1
+    guess: tuple[str, str] | None = None
+    if model.input_name == "data_0" or "caffe" in producer:
+        guess = ("caffe", f"input {model.input_name!r}, producer {proto.producer_name!r}: a "
+                 "Caffe/Caffe2 export, which takes BGR 0-255 minus the mean")  # fmt: skip
+    elif any(node.op_type == "ImageScaler" for node in proto.graph.node):
+        guess = ("bgr255", "the graph starts with an ImageScaler (it subtracts the mean "
+                 "itself), the convention of BGR 0-255 Windows ML models")  # fmt: skip
+    else:
+        for name, value in model.constants.items():
+            if any(_carries(value, mean, 1.5) for mean in _BGR_MEANS):
+                guess = ("bgr255", f"the constant {name!r} holds the BGR ImageNet mean on "
+                         "the 0-255 scale: the graph subtracts it from BGR 0-255 pixels")  # fmt: skip
+                break
+            if any(_carries(value, mean[::-1], 1.5) for mean in _BGR_MEANS):
+                guess = ("rgb255", f"the constant {name!r} holds the RGB ImageNet mean on "
+                         "the 0-255 scale: the graph subtracts it from RGB 0-255 pixels")  # fmt: skip
+                break
+            if _carries(value, _IMAGENET_MEAN_01, 0.01):
+                guess = ("rgb01", f"the constant {name!r} holds the ImageNet mean on the 0-1 "
+                         "scale: the graph normalizes RGB 0-1 pixels itself")  # fmt: skip
+                break
+    if guess is None:
+        metadata = {p.key: p.value for p in proto.metadata_props}
+        if "255" in metadata.get("Image.NominalPixelRange", ""):
+            guess = ("grey255" if grey else "rgb255", "the metadata says NominalRange_0_255")
+    if guess is None:
+        return None
+    name, why = guess
+    return (
+        f"no --preset and no model card: using {model.preprocess.channel_order} "
+        f"scaled by {model.preprocess.scale:.4g}, but {why}; try --preset {name}"
     )
 
 
@@ -160,6 +227,24 @@ def in_flags(message: str, names: dict[str, str]) -> str:
     return pattern.sub(flag, message).rstrip()
 
 
+def version_line() -> str:
+    """``cnnviz X (onnxruntime Y, numpy Z, torch W|no torch)``: what ``--version`` prints."""
+    import importlib.metadata
+
+    import onnxruntime
+
+    from .. import __version__
+
+    try:
+        torch = f"torch {importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError:
+        torch = "no torch"
+    return (
+        f"cnnviz {__version__} (onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
+        f"{torch})"
+    )
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run the parsed command; returns the exit status (0, 1 for a user's error, 130 for
     Ctrl-C)."""
@@ -189,9 +274,11 @@ __all__ = [
     "open_model",
     "output_folder",
     "partial_suffix",
+    "preset_hint",
     "run",
     "safe_name",
     "save_enlarged",
     "steps_progress",
+    "version_line",
     "with_model",
 ]

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnviz_core import CnnvizError, InputError, Model
+
 from ..models import load_model
 from ..render.report import build_report
 from .common import model_arguments, open_model
@@ -38,8 +40,27 @@ def cmd_layers(args: argparse.Namespace) -> None:
     _print_table(table)
 
 
+def _check_classifier(model: Model) -> None:
+    """InputError unless the first output holds class scores (N, classes) or
+    (N, classes, 1, 1): an image-to-image network (a style network) is no classifier."""
+    name = model.output_names[0]
+    try:
+        shape = model.layer(name).shape
+    except CnnvizError:
+        return  # the output is not in the layer table: nothing to judge it by
+    spatial = [d for d in (shape or ())[2:] if not (isinstance(d, int) and d == 1)]
+    if spatial:
+        dims = "x".join(str(d) for d in shape or ())
+        raise InputError(
+            f"{model.name} is not a classifier: its output {name!r} is {dims} (an image or "
+            "feature map, not one score per class); predict needs class scores (for a style "
+            "network use `cnnviz stylize`)"
+        )
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     model = open_model(args)
+    _check_classifier(model)
     wanted = [model.class_index(c) for c in args.classes]
     batch = model.prepare(args.images)
     probabilities = model.probabilities(batch)

@@ -61,7 +61,7 @@ def test_class_visualization_on_caffe_preset_is_not_flat(squeezenet: Model) -> N
 def tiny_model(tmp_path: Path, preset: str) -> Model:
     import onnx
 
-    from tests.conftest import tiny_classifier
+    from conftest import tiny_classifier
 
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_classifier(), path)
@@ -214,3 +214,143 @@ def test_alpha_is_composited_on_the_background_with_a_warning(tmp_path: Path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(load_image(opaque)[7, 7], [200, 0, 0])
+
+
+# ------------------------------------------------ 5. preprocessing hints from the graph
+
+
+def test_no_preset_warns_with_the_likely_preset(
+    shared_data: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before: RGB 0-1 silently ("class 669" for every photo)."""
+    from cnnviz.cli import main
+
+    photo = shared_data / "photos" / "both.png"
+    models = shared_data / "models"
+    assert main(["predict", str(models / "squeezenet1.1_fp32.onnx"), str(photo)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "--preset caffe" in err and "data_0" in err
+    assert "--labels" in err
+    argv = ["predict", str(models / "squeezenet1.1_fp32.onnx"), str(photo), "--preset", "caffe"]
+    assert main(argv) == 0
+    assert "warning" not in capsys.readouterr().err
+    main(["layers", str(models / "mnist_cntk.onnx")])
+    assert "--preset grey255" in capsys.readouterr().err
+
+
+def test_mean_constants_in_the_graph_suggest_a_preset(tmp_path: Path) -> None:
+    import argparse
+
+    import onnx
+    from onnx import helper
+
+    from cnnviz.cli.common import open_model
+    from conftest import make_graph_model, tiny_classifier
+
+    base = tiny_classifier()
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["centred"], "sub")]
+    for node in base.graph.node:
+        node.input[:] = ["centred" if i == "x" else i for i in node.input]
+        nodes.append(node)
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in base.graph.initializer}
+    weights["mean"] = np.array([103.939, 116.779, 123.68], np.float32).reshape(1, 3, 1, 1)
+    path = tmp_path / "bgr.onnx"
+    onnx.save(make_graph_model(nodes, weights, ["N", 3, 16, 16], "logits"), path)
+    from cnnviz.cli.common import preset_hint
+
+    args = argparse.Namespace(model=str(path), preset=None, labels=None, device="cpu")
+    hint = preset_hint(open_model(args))
+    assert hint is not None and "--preset bgr255" in hint and "'mean'" in hint
+
+
+# --------------------------------------------------------------- 7. fool's main output
+
+
+def test_fool_main_output_is_the_exact_adversarial_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before: OUT/<image>-adversarial.png was an upscale that need not fool the model."""
+    from cnnviz.cli import main
+    from cnnviz.models import load_model
+
+    picture = _shapes_picture(tmp_path)
+    model = load_model("shapes")
+    predicted = model.predict([picture], k=2)[0]
+    target = predicted[1].label
+    out = tmp_path / "out"
+    argv = ["fool", "shapes", str(picture), "--target", target, "--steps", "40"]
+    assert main([*argv, "--epsilon", "32", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    main_output = out / "in-adversarial.png"
+    assert str(main_output) in stdout and "fools the model" in stdout
+    assert "fooled" in stdout and "NOT fooled" not in stdout
+    assert model.predict([main_output], k=1)[0][0].label == target
+    from PIL import Image
+
+    with Image.open(main_output) as saved:
+        assert saved.size == model.input_shape[1:][::-1]
+
+
+# ------------------------------------------------- 9. names, --version, progress, predict
+
+
+def test_layer_names_with_slashes_make_no_subfolders() -> None:
+    from cnnviz.cli.common import safe_name
+
+    assert safe_name("fire2/squeeze1x1_1") == "fire2_squeeze1x1_1"
+    assert safe_name("../a b:c") == "a_b_c"
+    assert "/" not in safe_name("/") and safe_name("/")
+
+
+def test_invert_with_a_slashed_layer_writes_one_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cnnviz.cli.synthesis as cli_synthesis
+    from cnnviz.cli import main
+    from cnnviz.synthesis.base import SynthesisResult
+
+    def fake_invert_layers(model, image, layers, **options):  # noqa: ANN001, ANN003
+        picture = np.zeros((1, 8, 8, 3), np.uint8)
+        metrics = {"psnr": [20.0], "feature_error": [0.1]}
+        options = {"layer": "fire2/squeeze1x1_1"}
+        return [SynthesisResult("inversion", picture, picture, [], metrics, 1, options=options)]
+
+    monkeypatch.setattr(cli_synthesis, "invert_layers", fake_invert_layers)
+    out = tmp_path / "out"
+    picture = _shapes_picture(tmp_path)
+    assert main(["invert", "shapes", str(picture), "--steps", "1", "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["invert-fire2_squeeze1x1_1.png"]
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    import cnnviz
+    from cnnviz.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert f"cnnviz {cnnviz.__version__}" in capsys.readouterr().out
+
+
+def test_progress_in_a_log_has_no_carriage_returns(capsys: pytest.CaptureFixture) -> None:
+    from cnnviz.cli.common import steps_progress
+
+    report = steps_progress("invert")
+    for step in range(1, 101):
+        report(step, 100, 1.0 / step)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert 5 <= len(lines) <= 12 and lines[-1].startswith("invert: step 100/100")
+
+
+def test_predict_on_a_style_network_says_it_is_no_classifier(
+    shared_data: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before: "class 1273297"."""
+    from cnnviz.cli import main
+
+    argv = ["predict", str(shared_data / "models" / "fns_candy.onnx")]
+    assert main([*argv, str(shared_data / "photos" / "both.png"), "--preset", "bgr255"]) == 1
+    err = capsys.readouterr().err
+    assert "not a classifier" in err and "stylize" in err and "Traceback" not in err
