@@ -18,6 +18,7 @@ from cnnviz_core import InputError, Model
 from cnnviz_core.targets import TargetLike
 
 from .base import Attribution, Images, Method, make_attribution, prepare
+from .saliency import saliency
 
 
 def smooth(
@@ -93,3 +94,23 @@ def smooth(
     smoothed.__name__ = f"smooth_{name}"
     smoothed.__qualname__ = smoothed.__name__
     return smoothed
+
+
+def smoothgrad(
+    model: Model,
+    images: Images,
+    target: TargetLike | list = None,
+    *,
+    samples: int = 25,
+    sigma: float = 0.15,
+    seed: int = 0,
+) -> Attribution:
+    """SmoothGrad of the saliency map: :func:`smooth` (``n=samples``) of
+    :func:`~.saliency.saliency`, the technique as the registry and ``cnnviz explain`` run it.
+
+    Args:
+        samples: noisy copies per image (25).
+        sigma: noise standard deviation as a fraction of the input range (0.15).
+        seed: seed of the noise.
+    """
+    return smooth(saliency, n=samples, sigma=sigma, seed=seed)(model, images, target)

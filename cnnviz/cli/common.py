@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnviz_core import CnnvizError, Model
+from cnnviz_core import CnnvizError, InputError, Model
 from cnnviz_core.preprocess import PRESETS
 
 from ..models import SHIPPED, load_model
@@ -121,10 +121,24 @@ def preset_hint(model: Model) -> str | None:
 
 
 def output_folder(args: argparse.Namespace) -> None:
-    """Create the ``--out`` folder, when the command has one and it names no file."""
+    """Create the ``--out`` folder, when the command has one and it names no file; an
+    ``--out`` that is an existing file where a folder is wanted (or a folder where a file
+    is) is an InputError naming the flag, not a traceback."""
     out = getattr(args, "out", None)
-    if out is not None and out.suffix not in FILE_SUFFIXES:
+    if out is None:
+        return
+    if out.suffix in FILE_SUFFIXES:
+        if out.is_dir():
+            raise InputError(f"out= {str(out)!r} is a folder; give a file name ({out.suffix})")
+        return
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            f"out= {str(out)!r} is an existing file; give a folder (created when missing)"
+        )
+    try:
         out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"out= cannot create the folder {str(out)!r}: {exc.strerror}") from exc
 
 
 def with_model(fn: Callable[[argparse.Namespace, Model], None]) -> Command:
@@ -257,6 +271,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except KeyboardInterrupt:
         print("cnnviz: interrupted", file=sys.stderr)
         return 130
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # an output path the command could not use: one line, as any user's error
+        target = exc.filename2 or exc.filename  # a rename: the final name, not the temporary
+        print(f"cnnviz: error: cannot write {str(target)!r}: {exc.strerror}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # the reader (e.g. `head`) went away: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -13,7 +13,7 @@ from cnnviz_core import CnnvizError, InputError, Model
 
 from ..models import load_model
 from ..render.report import build_report
-from .common import model_arguments, open_model
+from .common import model_arguments, open_model, output_folder
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
@@ -95,6 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    output_folder(args)
     model = open_model(args)
     path = build_report(model, args.images, args.out, top_k=args.top)
     print(f"report written to {path}")
@@ -103,6 +104,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from ..data import CLASSES, make_shapes
 
+    output_folder(args)
     model = load_model("shapes")
     sample = make_shapes(4 * len(CLASSES), seed=args.seed)
     picked = [

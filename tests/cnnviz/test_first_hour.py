@@ -354,3 +354,127 @@ def test_predict_on_a_style_network_says_it_is_no_classifier(
     assert main([*argv, str(shared_data / "photos" / "both.png"), "--preset", "bgr255"]) == 1
     err = capsys.readouterr().err
     assert "not a classifier" in err and "stylize" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------- 6. output-path problems
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["explain", "shapes", "{photo}", "--method", "saliency"],
+        ["report", "shapes", "{photo}"],
+        ["demo"],
+    ],
+)
+def test_existing_file_as_out_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str]
+) -> None:
+    """Before: a FileExistsError traceback."""
+    from cnnviz.cli import main
+
+    photo = _shapes_picture(tmp_path)
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    assert main([a.format(photo=photo) for a in argv] + ["--out", str(taken)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err and "existing file" in err
+
+
+def test_embed_out_a_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Before: an IsADirectoryError traceback."""
+    from cnnviz.cli import main
+
+    argv = ["embed", "shapes", "--shapes", "4", "--layer", "relu", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path) in err and "Traceback" not in err
+
+
+def test_nearest_neighbors_of_embeddings_says_what_to_pass() -> None:
+    """Before: a TypeError from numpy."""
+    from cnnviz.features import Embeddings, nearest_neighbors
+    from cnnviz_core import InputError
+
+    found = Embeddings(np.eye(3, 4, dtype=np.float32), "relu", "avg", ["a", "b", "c"])
+    with pytest.raises(InputError, match=r"features= .*\.features"):
+        nearest_neighbors(found, k=1)
+    indices, _ = nearest_neighbors(found.features, k=1)
+    assert indices.shape == (3, 1)
+
+
+# ------------------------------------------------------ 8. explain takes method parameters
+
+
+def test_explain_passes_each_methods_parameters(tmp_path: Path) -> None:
+    """Before: explain() had no way to set a window, a sample count, sigma or steps."""
+    from cnnviz.attribution import explain
+    from cnnviz.attribution.methods import parameters
+    from cnnviz.models import load_model
+
+    model = load_model("shapes")
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    coarse = explain(model, image, "occlusion", window=32, stride=32)
+    assert coarse.options["window"] in (32, (32, 32)) and coarse.options["stride"] in (32, (32, 32))
+    smooth = explain(model, image, "smoothgrad", samples=2, sigma=0.05)
+    assert smooth.options["n"] == 2 and smooth.options["sigma"] == 0.05
+    assert explain(model, image, "ig", steps=4).options["steps"] == 4
+    assert {"window", "stride", "samples", "sigma", "steps"} <= set(parameters())
+
+
+@pytest.mark.parametrize(
+    ("method", "option", "message"),
+    [
+        ("gradcam", {"window": 4}, r"window= applies to occlusion, occlusion-drilldown"),
+        ("saliency", {"sigma": 0.1}, r"sigma= applies to smoothgrad"),
+        ("ig", {"tiles": 3}, r"tiles= is no method's parameter; 'ig' takes steps="),
+    ],
+)
+def test_explain_rejects_parameters_a_method_does_not_take(
+    method: str, option: dict, message: str
+) -> None:
+    from cnnviz.attribution import explain
+    from cnnviz.models import load_model
+    from cnnviz_core import InputError
+
+    with pytest.raises(InputError, match=message):
+        explain(load_model("shapes"), np.zeros((64, 64, 3), np.uint8), method, **option)
+
+
+def test_explain_cli_flags_come_from_the_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new method's parameters appear as flags without CLI code for it."""
+    import dataclasses
+
+    import cnnviz.attribution.methods as methods
+    from cnnviz.attribution import saliency
+    from cnnviz.cli import main
+
+    photo = str(_shapes_picture(tmp_path))
+    out = str(tmp_path / "out")
+    assert main(["explain", "shapes", photo, "--method", "occlusion", "--window", "32",
+                 "--stride", "32", "--out", out]) == 0  # fmt: skip
+    assert main(["explain", "shapes", photo, "--method", "gradcam", "--samples", "3",
+                 "--out", out]) == 1  # fmt: skip
+    assert "--samples applies to smoothgrad, lime" in capsys.readouterr().err
+
+    seen = {}
+
+    def doubled(model, images, target=None, *, gain=1.0):  # noqa: ANN001
+        seen["gain"] = gain
+        return saliency(model, images, target)
+
+    spec = methods.MethodSpec(
+        "doubled", "doubled", "nobody", "gradient", doubled,
+        parameters=(methods.Parameter("gain", float, "gain (1)"),),
+    )  # fmt: skip
+    monkeypatch.setattr(methods, "SPECS", (*methods.SPECS, spec))
+    monkeypatch.setitem(methods.REGISTRY, "doubled", spec)
+    import cnnviz.cli.attribution as cli_attribution
+
+    monkeypatch.setattr(cli_attribution, "SPECS", methods.SPECS)
+    assert main(["explain", "shapes", photo, "--method", "doubled", "--gain", "2.5",
+                 "--out", out]) == 0  # fmt: skip
+    assert seen == {"gain": 2.5}
+    assert dataclasses.fields(spec)[-1].name == "parameters"
