@@ -243,9 +243,9 @@ def explain(
         if value is None:
             continue
         if name not in spec.parameter_names:
-            takers = taking(name)
+            others = taking(name)
             own = ", ".join(f"{p.name}=" for p in spec.parameters) or "no parameters"
-            where = f"applies to {', '.join(takers)}" if takers else "is no method's parameter"
+            where = f"applies to {', '.join(others)}" if others else "is no method's parameter"
             raise InputError(f"{name}= {where}; {method!r} takes {own}")
         options[name] = value
     return spec.function(model, images, target, **options)

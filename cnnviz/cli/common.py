@@ -88,24 +88,24 @@ def preset_hint(model: Model) -> str | None:
     grey = model.channels == 1
     guess: tuple[str, str] | None = None
     if model.input_name == "data_0" or "caffe" in producer:
-        guess = ("caffe", f"input {model.input_name!r}, producer {proto.producer_name!r}: a "
-                 "Caffe/Caffe2 export, which takes BGR 0-255 minus the mean")  # fmt: skip
+        why = f"input {model.input_name!r}, producer {proto.producer_name!r}: a Caffe/Caffe2 "
+        guess = ("caffe", why + "export, which takes BGR 0-255 minus the mean")
     elif any(node.op_type == "ImageScaler" for node in proto.graph.node):
-        guess = ("bgr255", "the graph starts with an ImageScaler (it subtracts the mean "
-                 "itself), the convention of BGR 0-255 Windows ML models")  # fmt: skip
+        why = "the graph starts with an ImageScaler (it subtracts the mean itself), "
+        guess = ("bgr255", why + "the convention of BGR 0-255 Windows ML models")
     else:
         for name, value in model.constants.items():
+            holds = f"the constant {name!r} holds the"
             if any(_carries(value, mean, 1.5) for mean in _BGR_MEANS):
-                guess = ("bgr255", f"the constant {name!r} holds the BGR ImageNet mean on "
-                         "the 0-255 scale: the graph subtracts it from BGR 0-255 pixels")  # fmt: skip
-                break
-            if any(_carries(value, mean[::-1], 1.5) for mean in _BGR_MEANS):
-                guess = ("rgb255", f"the constant {name!r} holds the RGB ImageNet mean on "
-                         "the 0-255 scale: the graph subtracts it from RGB 0-255 pixels")  # fmt: skip
-                break
-            if _carries(value, _IMAGENET_MEAN_01, 0.01):
-                guess = ("rgb01", f"the constant {name!r} holds the ImageNet mean on the 0-1 "
-                         "scale: the graph normalizes RGB 0-1 pixels itself")  # fmt: skip
+                why = "BGR ImageNet mean on the 0-255 scale: the graph subtracts it from BGR"
+                guess = ("bgr255", f"{holds} {why} 0-255 pixels")
+            elif any(_carries(value, mean[::-1], 1.5) for mean in _BGR_MEANS):
+                why = "RGB ImageNet mean on the 0-255 scale: the graph subtracts it from RGB"
+                guess = ("rgb255", f"{holds} {why} 0-255 pixels")
+            elif _carries(value, _IMAGENET_MEAN_01, 0.01):
+                why = "ImageNet mean on the 0-1 scale: the graph normalizes RGB 0-1 pixels"
+                guess = ("rgb01", f"{holds} {why} itself")
+            if guess is not None:
                 break
     if guess is None:
         metadata = {p.key: p.value for p in proto.metadata_props}

@@ -214,8 +214,7 @@ def cmd_train_style(args: argparse.Namespace) -> None:
     print(f"{network.steps} steps ({parts}) -> {out}")
     if network.interrupted:
         print(
-            f"interrupted: saved the network after {network.steps} of {args.steps} steps "
-            f"as {out}",
+            f"interrupted: saved the network after {network.steps} of {args.steps} steps as {out}",
             file=sys.stderr,
         )
         raise KeyboardInterrupt

@@ -9,8 +9,9 @@ A technique supplies only its two parts:
   the image batch they make and what keeps that image valid (projection, penalty,
   regularizers). The template offers :class:`SteppedPixels` (normalized gradient steps on
   the model input, with the technique's regularizers), :class:`ClampedPixels` (Adam or
-  L-BFGS on the model input in units of its pixel range, kept in that range) and :class:`UnitPixels` (RGB pixels in
-  [0, 1] with a smooth range penalty); :class:`~.fourier.FourierImage` is a spectrum.
+  L-BFGS on the model input in units of its pixel range, kept in that range) and
+  :class:`UnitPixels` (RGB pixels in [0, 1] with a smooth range penalty);
+  :class:`~.fourier.FourierImage` is a spectrum.
 
 The template owns the rest: the checks of the common options (``steps``, ``optimizer``),
 the optimizer (:func:`adam`, :func:`lbfgs`, or :func:`gradient_steps`: the

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +61,6 @@ def test_class_visualization_on_caffe_preset_is_not_flat(squeezenet: Model) -> N
 
 def tiny_model(tmp_path: Path, preset: str) -> Model:
     import onnx
-
     from conftest import tiny_classifier
 
     path = tmp_path / "tiny.onnx"
@@ -81,10 +81,9 @@ def test_smoothgrad_noise_is_a_fraction_of_the_input_range(
     model = tiny_model(tmp_path, preset)
     seen: list[np.ndarray] = []
 
-    def spy(model: Model, images: np.ndarray, target: object = None, **options: object):
+    def spy(model: Model, images: Any, target: Any = None) -> Attribution:
         seen.append(np.asarray(images))
-        result: Attribution = saliency(model, images, target, **options)
-        return result
+        return saliency(model, images, target)
 
     image = np.full((16, 16, 3), 128, np.uint8)
     image[:, 8:] = 128 + contrast // 2 - (contrast > 0)
@@ -115,18 +114,36 @@ def _synthesis_argv(command: str, tmp_path: Path) -> list[str]:
         "visualize-class": ["visualize-class", "shapes", "--target", "star", "--steps", "20"],
         "invert": ["invert", "shapes", picture, "--layer", "relu", "--steps", "20"],
         "style": ["style", picture, picture, "--steps", "20", "--size", "32"],
-        "train-style": ["train-style", picture, "--content", picture, "--steps", "20",
-                        "--size", "32", "--batch", "1", "--width", "4", "--blocks", "1",
-                        "--out", str(tmp_path / "out" / "net.onnx")],  # fmt: skip
+        "train-style": [
+            "train-style",
+            picture,
+            "--content",
+            picture,
+            "--steps",
+            "20",
+            "--size",
+            "32",
+            "--batch",
+            "1",
+            "--width",
+            "4",
+            "--blocks",
+            "1",
+            "--out",
+            str(tmp_path / "out" / "net.onnx"),
+        ],
     }[command] + ([] if command == "train-style" else ["--out", out])
 
 
 @pytest.mark.parametrize("command", ["visualize-class", "invert", "style", "train-style"])
 @pytest.mark.parametrize("keep", [False, True])
 def test_ctrl_c_in_synthesis_exits_130_without_complete_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    command: str,
     keep: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Before: exit 0 and files named as complete results ("kept the best image so far")."""
     import cnnviz.cli.synthesis as cli_synthesis
     from cnnviz.cli import main
@@ -242,10 +259,10 @@ def test_mean_constants_in_the_graph_suggest_a_preset(tmp_path: Path) -> None:
     import argparse
 
     import onnx
+    from conftest import make_graph_model, tiny_classifier
     from onnx import helper
 
     from cnnviz.cli.common import open_model
-    from conftest import make_graph_model, tiny_classifier
 
     base = tiny_classifier()
     nodes = [helper.make_node("Sub", ["x", "mean"], ["centred"], "sub")]
@@ -309,7 +326,7 @@ def test_invert_with_a_slashed_layer_writes_one_file(
     from cnnviz.cli import main
     from cnnviz.synthesis.base import SynthesisResult
 
-    def fake_invert_layers(model, image, layers, **options):  # noqa: ANN001, ANN003
+    def fake_invert_layers(model, image, layers, **options):
         picture = np.zeros((1, 8, 8, 3), np.uint8)
         metrics = {"psnr": [20.0], "feature_error": [0.1]}
         options = {"layer": "fire2/squeeze1x1_1"}
@@ -398,7 +415,7 @@ def test_nearest_neighbors_of_embeddings_says_what_to_pass() -> None:
 
     found = Embeddings(np.eye(3, 4, dtype=np.float32), "relu", "avg", ["a", "b", "c"])
     with pytest.raises(InputError, match=r"features= .*\.features"):
-        nearest_neighbors(found, k=1)
+        nearest_neighbors(found, k=1)  # type: ignore[arg-type]  # the mistake under test
     indices, _ = nearest_neighbors(found.features, k=1)
     assert indices.shape == (3, 1)
 
@@ -453,28 +470,52 @@ def test_explain_cli_flags_come_from_the_registry(
 
     photo = str(_shapes_picture(tmp_path))
     out = str(tmp_path / "out")
-    assert main(["explain", "shapes", photo, "--method", "occlusion", "--window", "32",
-                 "--stride", "32", "--out", out]) == 0  # fmt: skip
-    assert main(["explain", "shapes", photo, "--method", "gradcam", "--samples", "3",
-                 "--out", out]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "explain",
+                "shapes",
+                photo,
+                "--method",
+                "occlusion",
+                "--window",
+                "32",
+                "--stride",
+                "32",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["explain", "shapes", photo, "--method", "gradcam", "--samples", "3", "--out", out])
+        == 1
+    )
     assert "--samples applies to smoothgrad, lime" in capsys.readouterr().err
 
     seen = {}
 
-    def doubled(model, images, target=None, *, gain=1.0):  # noqa: ANN001
+    def doubled(model, images, target=None, *, gain=1.0):
         seen["gain"] = gain
         return saliency(model, images, target)
 
     spec = methods.MethodSpec(
-        "doubled", "doubled", "nobody", "gradient", doubled,
+        "doubled",
+        "doubled",
+        "nobody",
+        "gradient",
+        doubled,
         parameters=(methods.Parameter("gain", float, "gain (1)"),),
-    )  # fmt: skip
+    )
     monkeypatch.setattr(methods, "SPECS", (*methods.SPECS, spec))
     monkeypatch.setitem(methods.REGISTRY, "doubled", spec)
     import cnnviz.cli.attribution as cli_attribution
 
     monkeypatch.setattr(cli_attribution, "SPECS", methods.SPECS)
-    assert main(["explain", "shapes", photo, "--method", "doubled", "--gain", "2.5",
-                 "--out", out]) == 0  # fmt: skip
+    assert (
+        main(["explain", "shapes", photo, "--method", "doubled", "--gain", "2.5", "--out", out])
+        == 0
+    )
     assert seen == {"gain": 2.5}
     assert dataclasses.fields(spec)[-1].name == "parameters"
