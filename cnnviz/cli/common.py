@@ -7,7 +7,6 @@ Ctrl-C exits with 130 (every file is written atomically: see :mod:`cnnviz.output
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
@@ -21,8 +20,6 @@ from cnnviz_core.preprocess import PRESETS
 
 from ..models import SHIPPED, load_model
 from ..render.images import save_png, upscale
-
-log = logging.getLogger(__name__)
 
 #: an ``--out`` with one of these suffixes names a file, any other a folder
 FILE_SUFFIXES = (".npz", ".onnx")
@@ -152,8 +149,13 @@ def with_model(fn: Callable[[argparse.Namespace, Model], None]) -> Command:
 
 
 def images_progress(done: int, total: int | None) -> None:
-    """``progress(done, total)`` of the data-set tools, logged."""
-    log.info("%d/%s images", done, total if total is not None else "?")
+    """``progress(done, total)`` of the data-set tools (called once per chunk) on stderr:
+    one line updated in place on a terminal, a plain line per chunk in a log."""
+    line = f"{done}/{total if total is not None else '?'} images"
+    if sys.stderr.isatty():
+        print(f"\r{line}", end="\n" if done == total else "", file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 #: plain progress lines (stderr not a terminal): about this many per run

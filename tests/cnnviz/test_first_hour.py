@@ -541,3 +541,12 @@ def test_smoothgrad_on_caffe_preset_separates_cat_and_dog(
     assert on_cat("saliency", tabby) > on_cat("saliency", mastiff) + 0.1
     smooth = {"samples": 8, "sigma": 0.05}
     assert on_cat("smoothgrad", tabby, **smooth) > on_cat("smoothgrad", mastiff, **smooth) + 0.1
+
+
+def test_image_progress_shows_in_a_log(capsys: pytest.CaptureFixture) -> None:
+    """Before: logged at INFO with no handler, so the data-set commands showed nothing."""
+    from cnnviz.cli.common import images_progress
+
+    images_progress(256, 1000)
+    images_progress(1000, 1000)
+    assert capsys.readouterr().err.splitlines() == ["256/1000 images", "1000/1000 images"]
