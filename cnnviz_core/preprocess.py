@@ -7,6 +7,7 @@ per-channel mean/std and channel order. Presets cover the common conventions.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,13 @@ class Preprocess:
     @property
     def channels(self) -> int:
         return 1 if self.channel_order == "L" else 3
+
+    @property
+    def span(self) -> np.ndarray:
+        """Per channel (C,) float32: how far apart the model inputs of pixel values 0 and
+        255 lie (the input range: 255 for Caffe's BGR 0-255, 1 for 0-1, about 4.4 for
+        ImageNet mean/std)."""
+        return np.abs(255.0 * self.scale / np.asarray(self.std, np.float64)).astype(np.float32)
 
     def replace(self, **changes: Any) -> Preprocess:
         """A copy with some fields changed."""
@@ -162,8 +170,17 @@ def as_image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
     return list(images)
 
 
-def load_image(image: ImageLike) -> np.ndarray:
-    """Decode one image (path, PIL image or HWC/HW array) into an (H, W, 3) uint8 RGB array."""
+#: the colour transparent pixels are composited on (white, as viewers and browsers show them)
+BACKGROUND = (255, 255, 255)
+
+
+def load_image(image: ImageLike, background: tuple[int, int, int] = BACKGROUND) -> np.ndarray:
+    """Decode one image (path, PIL image or HWC/HW array) into an (H, W, 3) uint8 RGB array.
+
+    16-bit images (PNG ``I;16``, uint16 arrays) are scaled from 0-65535 to 0-255, not
+    clipped; an alpha channel with transparent pixels is composited on ``background`` (white)
+    with a warning saying so (an opaque alpha is dropped silently).
+    """
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
@@ -171,11 +188,11 @@ def load_image(image: ImageLike) -> np.ndarray:
         try:
             with Image.open(path) as pil:
                 pil.load()
-                return np.asarray(pil.convert("RGB"))
+                return _from_pil(pil, background, str(path))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise InputError(f"cannot decode image {str(path)!r}: {exc}") from exc
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return _from_pil(image, background, "image")
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[..., None]
@@ -185,9 +202,45 @@ def load_image(image: ImageLike) -> np.ndarray:
             f"got shape {array.shape}"
         )
     if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+        if array.dtype == np.uint16:
+            array = array / 257.0  # 0-65535 -> 0-255
+        elif np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
             array = array * 255.0  # floats in 0-1
         array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    if array.shape[-1] == 4:
+        return _composite(array, background, "image array")
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array[..., :3])
+
+
+def _from_pil(pil: Image.Image, background: tuple[int, int, int], name: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded PIL image: high bit depths scaled, alpha composited."""
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(pil).astype(np.float64)
+        if pil.mode.startswith("I;16") or (values.size and values.max() > 255):
+            values = values / 257.0  # 16-bit 0-65535 -> 0-255
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=-1))
+    if pil.mode == "F":
+        return load_image(np.asarray(pil), background)
+    if pil.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        pil.mode == "P" and "transparency" in pil.info
+    ):
+        return _composite(np.asarray(pil.convert("RGBA")), background, name)
+    return np.asarray(pil.convert("RGB"))
+
+
+def _composite(rgba: np.ndarray, background: tuple[int, int, int], name: str) -> np.ndarray:
+    """(H, W, 4) uint8 -> (H, W, 3): the colours over ``background`` by their alpha."""
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    if alpha.min() < 1.0:
+        warnings.warn(
+            f"{name} has transparent pixels: composited on the background colour "
+            f"{tuple(background)} (load_image(..., background=) picks another)",
+            stacklevel=3,
+        )
+    colour = rgba[..., :3].astype(np.float32)
+    fill = np.asarray(background, np.float32)
+    mixed = colour * alpha + fill * (1.0 - alpha)
+    return np.ascontiguousarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,19 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: the shared data folder: $CNNVIZ_SHARED_DATA, else ../shared/data beside the checkout
+SHARED_DATA = Path(
+    os.environ.get("CNNVIZ_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data beside the project; tests that need it skip when it is absent."""
+    """The shared data folder ($CNNVIZ_SHARED_DATA or ../shared/data beside the project);
+    tests that need it skip when it is absent."""
     if not (SHARED_DATA / "models").is_dir():
-        pytest.skip("../shared/data is not present")
+        pytest.skip(f"{SHARED_DATA} is not present (set CNNVIZ_SHARED_DATA to its location)")
     return SHARED_DATA
 
 

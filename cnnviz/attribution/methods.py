@@ -2,9 +2,12 @@
 ``cnnviz explain`` command, the report and the quality table.
 
 A spec names the technique as the CLI and the report do, gives its title and paper, its
-family, the function (every one satisfies :class:`~.base.Method`) and the options of
-:func:`explain` it takes (``layer``, ``precision``): an option a method does not take is an
-error naming the parameter, never silently dropped.
+family, the function (every one satisfies :class:`~.base.Method`), the options of
+:func:`explain` it takes (``layer``, ``precision``) and its own tuning parameters
+(:class:`Parameter`: occlusion's ``window`` and ``stride``, SmoothGrad's ``samples`` and
+``sigma``...), which :func:`explain` and ``cnnviz explain`` (one flag each) offer without code
+per method: an option or parameter a method does not take is an error naming it, never
+silently dropped.
 """
 
 from __future__ import annotations
@@ -35,13 +38,28 @@ from .lime import lime
 from .occlusion import occlusion
 from .rise import rise
 from .saliency import saliency
-from .smoothgrad import smooth
+from .smoothgrad import smoothgrad
 
 #: the options :func:`explain` passes on, each with what a method without it does instead
 OPTIONS = {
     "layer": "explains the input pixels",
     "precision": "runs in float32",
 }
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A tuning parameter of a technique, passed to its function as a keyword.
+
+    Attributes:
+        name: the keyword (``window``); the CLI flag is ``--`` + name with ``_`` -> ``-``.
+        type: ``int``, ``float`` or ``str`` (what the CLI parses the flag as).
+        help: what it does, with the default (``occluding square's side in pixels (8)``).
+    """
+
+    name: str
+    type: type
+    help: str
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,8 @@ class MethodSpec:
             ``perturbation`` (forwards of changed inputs).
         function: the technique, ``function(model, images, target=None, **its options)``.
         options: the options of :data:`OPTIONS` it takes, as keyword parameters.
+        parameters: its own tuning parameters (:class:`Parameter`), as keyword parameters
+            of ``function``.
     """
 
     name: str
@@ -64,16 +84,29 @@ class MethodSpec:
     family: str
     function: Method
     options: frozenset[str] = frozenset()
+    parameters: tuple[Parameter, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = self.options - OPTIONS.keys()
         if unknown:
             raise ValueError(f"{self.name}: unknown options {sorted(unknown)}; known {OPTIONS}")
+        clash = {p.name for p in self.parameters} & (OPTIONS.keys() | {"target", "images"})
+        if clash:
+            raise ValueError(f"{self.name}: parameters {sorted(clash)} clash with explain()'s")
+
+    @property
+    def parameter_names(self) -> frozenset[str]:
+        """The names of its :attr:`parameters`."""
+        return frozenset(p.name for p in self.parameters)
 
 
 _ZEILER_FERGUS = 'Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks"'
 _GRADCAM = 'Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks"'
 _SHAP = 'Lundberg & Lee 2017, "A Unified Approach to Interpreting Model Predictions"'
+_WINDOW = (
+    Parameter("window", int, "occluding square's side in pixels (8)"),
+    Parameter("stride", int, "step between occluded positions in pixels (4)"),
+)
 
 #: every technique, in the order the CLI lists them
 SPECS: tuple[MethodSpec, ...] = (
@@ -178,7 +211,11 @@ SPECS: tuple[MethodSpec, ...] = (
         "SmoothGrad",
         'Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise"',
         "gradient",
-        smooth(saliency),
+        smoothgrad,
+        parameters=(
+            Parameter("samples", int, "noisy copies per image (25)"),
+            Parameter("sigma", float, "noise std as a fraction of the input range (0.15)"),
+        ),
     ),
     MethodSpec(
         "ig",
@@ -186,6 +223,7 @@ SPECS: tuple[MethodSpec, ...] = (
         'Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for Deep Networks"',
         "gradient",
         integrated_gradients,
+        parameters=(Parameter("steps", int, "Riemann steps from the baseline (64)"),),
     ),
     MethodSpec(
         "occlusion",
@@ -194,6 +232,7 @@ SPECS: tuple[MethodSpec, ...] = (
         "perturbation",
         occlusion,
         frozenset({"precision"}),
+        _WINDOW,
     ),
     MethodSpec(
         "occlusion-drilldown",
@@ -203,6 +242,7 @@ SPECS: tuple[MethodSpec, ...] = (
         "perturbation",
         drilldown,
         frozenset({"precision"}),
+        _WINDOW,
     ),
     MethodSpec(
         "lime",
@@ -210,6 +250,10 @@ SPECS: tuple[MethodSpec, ...] = (
         'Ribeiro, Singh & Guestrin 2016, "Why Should I Trust You?"',
         "perturbation",
         lime,
+        parameters=(
+            Parameter("samples", int, "perturbed images per image (500)"),
+            Parameter("segments", int, "superpixels (49)"),
+        ),
     ),
     # RISE, KernelSHAP, GradientSHAP (issue 17)
     MethodSpec(
@@ -219,9 +263,33 @@ SPECS: tuple[MethodSpec, ...] = (
         'Black-box Models"',
         "perturbation",
         rise,
+        parameters=(
+            Parameter("masks", int, "random masks per image (2000)"),
+            Parameter("cells", int, "mask grid cells a side (7)"),
+        ),
     ),
-    MethodSpec("kernelshap", "KernelSHAP", _SHAP, "perturbation", kernel_shap),
-    MethodSpec("gradientshap", "GradientSHAP", _SHAP, "gradient", gradient_shap),
+    MethodSpec(
+        "kernelshap",
+        "KernelSHAP",
+        _SHAP,
+        "perturbation",
+        kernel_shap,
+        parameters=(
+            Parameter("samples", int, "perturbed images per image (500)"),
+            Parameter("segments", int, "superpixels (49)"),
+        ),
+    ),
+    MethodSpec(
+        "gradientshap",
+        "GradientSHAP",
+        _SHAP,
+        "gradient",
+        gradient_shap,
+        parameters=(
+            Parameter("n_samples", int, "gradient samples per image (32)"),
+            Parameter("stdevs", float, "noise standard deviation, input units (0)"),
+        ),
+    ),
 )
 
 #: spec by name
@@ -248,6 +316,21 @@ def title(name: str) -> str:
     return spec.title if spec is not None else name
 
 
+def parameters() -> dict[str, Parameter]:
+    """Every registered method's tuning parameters by name (the first spec's wins when
+    several take one: their name means the same there), in registry order."""
+    found: dict[str, Parameter] = {}
+    for spec in SPECS:
+        for parameter in spec.parameters:
+            found.setdefault(parameter.name, parameter)
+    return found
+
+
+def taking(name: str) -> list[str]:
+    """The methods that take an option or tuning parameter ``name``."""
+    return [s.name for s in SPECS if name in s.options or name in s.parameter_names]
+
+
 def explain(
     model: Model,
     images: Images,
@@ -256,21 +339,33 @@ def explain(
     *,
     layer: str | None = None,
     precision: str | None = None,
+    **tuning: Any,
 ) -> Attribution:
     """Run a technique by name (a key of :data:`REGISTRY`) with the options it takes:
     ``layer`` for the CAM family (default: its own choice), ``precision`` (``fp32``,
-    ``bf16``) for occlusion and its drill-down.
+    ``bf16``) for occlusion and its drill-down, and its tuning parameters
+    (:attr:`MethodSpec.parameters`: ``window=``, ``stride=``, ``samples=``, ``sigma=``,
+    ``steps=``...; None means the method's default).
 
     Raises:
-        InputError: an unknown method, or an option the method does not take (the error
-            names the parameter, e.g. ``layer=``).
+        InputError: an unknown method, or an option or parameter the method does not take
+            (the error names the parameter, e.g. ``layer=``, and the methods that take it).
     """
     spec = method_spec(method)
     given = {"layer": layer, "precision": precision}
     options = {name: value for name, value in given.items() if value is not None}
     for name in (name for name in options if name not in spec.options):
-        takers = ", ".join(sorted(s.name for s in SPECS if name in s.options))
+        takers = ", ".join(sorted(taking(name)))
         raise InputError(f"{name}= applies to {takers}; {method!r} {OPTIONS[name]}")
+    for name, value in tuning.items():
+        if value is None:
+            continue
+        if name not in spec.parameter_names:
+            others = taking(name)
+            own = ", ".join(f"{p.name}=" for p in spec.parameters) or "no parameters"
+            where = f"applies to {', '.join(others)}" if others else "is no method's parameter"
+            raise InputError(f"{name}= {where}; {method!r} takes {own}")
+        options[name] = value
     return spec.function(model, images, target, **options)
 
 
@@ -280,7 +375,10 @@ __all__ = [
     "REGISTRY",
     "SPECS",
     "MethodSpec",
+    "Parameter",
     "explain",
     "method_spec",
+    "parameters",
+    "taking",
     "title",
 ]

@@ -18,6 +18,7 @@ from cnnviz_core import InputError, Model
 from cnnviz_core.targets import TargetLike
 
 from .base import Attribution, Images, Method, make_attribution, prepare
+from .saliency import saliency
 
 
 def smooth(
@@ -33,8 +34,11 @@ def smooth(
     Args:
         method: any technique with the common contract.
         n: noisy samples per image.
-        sigma: noise standard deviation as a fraction of each image's value range
-            (max - min of the preprocessed image; the paper's 10-20%).
+        sigma: noise standard deviation as a fraction of the input range (Smilkov et al.:
+            sigma / (x_max - x_min), the paper's 10-20%), the range being what the model's
+            preprocessing makes of pixel values 0-255 (:attr:`Preprocess.span`, per
+            channel): 0.15 is 38 levels on a Caffe BGR 0-255 model as on a 0-1 model, and a
+            flat or low-contrast image gets the same noise as a photo.
         seed: seed of the noise (deterministic; each image's noise depends on the seed and
             the image only, so batches and single images agree).
         batch_size: most noisy images run through ``method`` at once.
@@ -52,8 +56,7 @@ def smooth(
         model: Model, images: Images, target: TargetLike | list = None, **options: Any
     ) -> Attribution:
         batch, targets = prepare(model, images, target)
-        span = batch.reshape(len(batch), -1)
-        scale = (span.max(axis=1) - span.min(axis=1)) * sigma
+        scale = (model.preprocess.span * sigma).astype(np.float32)[:, None, None]
         # noise seeded per image (by its content): an image gets the same noise alone or
         # in any batch
         noise = (
@@ -68,7 +71,7 @@ def smooth(
             if len(batch)
             else np.zeros((0, n, *batch.shape[1:]), np.float32)
         )
-        noisy = (batch[:, None] + noise * scale[:, None, None, None, None]).astype(np.float32)
+        noisy = (batch[:, None] + noise * scale).astype(np.float32)
         noisy = noisy.reshape(-1, *batch.shape[1:])
         repeated = [t for t in targets for _ in range(n)]
         parts = [
@@ -91,3 +94,23 @@ def smooth(
     smoothed.__name__ = f"smooth_{name}"
     smoothed.__qualname__ = smoothed.__name__
     return smoothed
+
+
+def smoothgrad(
+    model: Model,
+    images: Images,
+    target: TargetLike | list = None,
+    *,
+    samples: int = 25,
+    sigma: float = 0.15,
+    seed: int = 0,
+) -> Attribution:
+    """SmoothGrad of the saliency map: :func:`smooth` (``n=samples``) of
+    :func:`~.saliency.saliency`, the technique as the registry and ``cnnviz explain`` run it.
+
+    Args:
+        samples: noisy copies per image (25).
+        sigma: noise standard deviation as a fraction of the input range (0.15).
+        seed: seed of the noise.
+    """
+    return smooth(saliency, n=samples, sigma=sigma, seed=seed)(model, images, target)

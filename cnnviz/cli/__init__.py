@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from . import attribution, features, models, synthesis
-from .common import run
+from .common import run, version_line
 
 EXAMPLES = """\
 examples:
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for family in (models, attribution, features, synthesis):
         family.add_commands(commands)

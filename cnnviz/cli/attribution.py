@@ -7,19 +7,28 @@ from pathlib import Path
 from typing import Any
 
 from ..attribution import SPECS, explain
+from ..attribution.methods import parameters, taking
 from ..render.images import save_png
 from ..render.report import build_report
-from .common import model_arguments, open_model
+from .common import model_arguments, open_model, output_folder, safe_name
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
+    output_folder(args)
     model = open_model(args)
+    tuning = {name: getattr(args, name) for name in parameters()}
     result = explain(
-        model, args.images, args.method, args.target, layer=args.layer, precision=args.precision
+        model,
+        args.images,
+        args.method,
+        args.target,
+        layer=args.layer,
+        precision=args.precision,
+        **tuning,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(args.images):
-        path = save_png(result.render(i), args.out / f"{Path(image).stem}-{args.method}.png")
+        name = safe_name(f"{Path(image).stem}-{args.method}")
+        path = save_png(result.render(i), args.out / f"{name}.png")
         print(f"{image}: {result.targets[i].label} -> {path}")
     for key, value in result.metrics.items():
         print(f"{key}: {value}")
@@ -36,8 +45,28 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def _taking(option: str) -> str:
-    """The methods that take an option of :func:`~cnnviz.attribution.explain`."""
-    return ", ".join(spec.name for spec in SPECS if option in spec.options)
+    """The methods that take an option or parameter of :func:`~cnnviz.attribution.explain`."""
+    return ", ".join(taking(option))
+
+
+def _parameter_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per tuning parameter of the registered methods (their
+    :attr:`~cnnviz.attribution.MethodSpec.parameters`): a new method's parameters appear
+    without code here; :func:`~cnnviz.attribution.explain` rejects one the chosen method does
+    not take, naming the flag."""
+    group = parser.add_argument_group("method parameters (default: the method's own)")
+    for parameter in parameters().values():
+        group.add_argument(
+            "--" + parameter.name.replace("_", "-"),
+            dest=parameter.name,
+            type=parameter.type,
+            help="; ".join(
+                f"{spec.name}: {own.help}"
+                for spec in SPECS
+                for own in spec.parameters
+                if own.name == parameter.name
+            ),
+        )
 
 
 def add_commands(commands: Any) -> None:
@@ -71,6 +100,7 @@ def add_commands(commands: Any) -> None:
         "needs torch)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    _parameter_arguments(p)
     p.set_defaults(run=cmd_explain)
 
 

@@ -7,22 +7,19 @@ Ctrl-C exits with 130 (every file is written atomically: see :mod:`cnnviz.output
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from cnnviz_core import CnnvizError, Model
+from cnnviz_core import CnnvizError, InputError, Model
 from cnnviz_core.preprocess import PRESETS
 
 from ..models import SHIPPED, load_model
 from ..render.images import save_png, upscale
-
-log = logging.getLogger(__name__)
 
 #: an ``--out`` with one of these suffixes names a file, any other a folder
 FILE_SUFFIXES = (".npz", ".onnx")
@@ -47,17 +44,98 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_model(args: argparse.Namespace) -> Model:
-    """The model named by the command's arguments (:func:`model_arguments`)."""
-    return load_model(
+    """The model named by the command's arguments (:func:`model_arguments`); without
+    ``--preset`` and without a model card, a warning on stderr names the preset the graph
+    suggests (:func:`preset_hint`), and a 1000-class model without labels gets a note."""
+    model = load_model(
         args.model, preprocess=args.preset, labels=getattr(args, "labels", None), device=args.device
+    )
+    if args.preset is None and not model.card.get("preprocess"):
+        hint = preset_hint(model)
+        if hint is not None:
+            print(f"cnnviz: warning: {hint}", file=sys.stderr)
+    if not model.labels and model.num_classes == 1000 and getattr(args, "labels", 0) is None:
+        print(
+            "cnnviz: note: 1000 classes and no labels: give --labels FILE (ImageNet class "
+            "names, one per line, e.g. synset_words.txt) to see class names",
+            file=sys.stderr,
+        )
+    return model
+
+
+#: per-channel mean constants (0-255 scale) a graph that normalizes its own input carries
+_BGR_MEANS = ((104.0, 117.0, 123.0), (103.939, 116.779, 123.68))
+_IMAGENET_MEAN_01 = (0.485, 0.456, 0.406)
+
+
+def _carries(values: np.ndarray, wanted: Sequence[float], tolerance: float) -> bool:
+    flat = np.abs(np.asarray(values, np.float64).reshape(-1))
+    return flat.size == len(wanted) and bool(np.allclose(flat, wanted, atol=tolerance))
+
+
+def preset_hint(model: Model) -> str | None:
+    """What the graph suggests about its preprocessing when no preset was given, as a
+    sentence naming the preset (None: no hint). Hints: a Caffe2 export (input ``data_0``,
+    producer ``onnx-caffe2``: BGR 0-255 minus the mean, ``caffe``), BGR or RGB mean
+    constants on the 0-255 scale or an ``ImageScaler`` (the graph subtracts the mean
+    itself: ``bgr255``/``rgb255``), ImageNet's 0-1 mean (``rgb01``), Windows ML's
+    ``NominalRange_0_255`` metadata (``rgb255``/``grey255``)."""
+    proto = model.proto
+    producer = (proto.producer_name or "").lower()
+    grey = model.channels == 1
+    guess: tuple[str, str] | None = None
+    if model.input_name == "data_0" or "caffe" in producer:
+        why = f"input {model.input_name!r}, producer {proto.producer_name!r}: a Caffe/Caffe2 "
+        guess = ("caffe", why + "export, which takes BGR 0-255 minus the mean")
+    elif any(node.op_type == "ImageScaler" for node in proto.graph.node):
+        why = "the graph starts with an ImageScaler (it subtracts the mean itself), "
+        guess = ("bgr255", why + "the convention of BGR 0-255 Windows ML models")
+    else:
+        for name, value in model.constants.items():
+            holds = f"the constant {name!r} holds the"
+            if any(_carries(value, mean, 1.5) for mean in _BGR_MEANS):
+                why = "BGR ImageNet mean on the 0-255 scale: the graph subtracts it from BGR"
+                guess = ("bgr255", f"{holds} {why} 0-255 pixels")
+            elif any(_carries(value, mean[::-1], 1.5) for mean in _BGR_MEANS):
+                why = "RGB ImageNet mean on the 0-255 scale: the graph subtracts it from RGB"
+                guess = ("rgb255", f"{holds} {why} 0-255 pixels")
+            elif _carries(value, _IMAGENET_MEAN_01, 0.01):
+                why = "ImageNet mean on the 0-1 scale: the graph normalizes RGB 0-1 pixels"
+                guess = ("rgb01", f"{holds} {why} itself")
+            if guess is not None:
+                break
+    if guess is None:
+        metadata = {p.key: p.value for p in proto.metadata_props}
+        if "255" in metadata.get("Image.NominalPixelRange", ""):
+            guess = ("grey255" if grey else "rgb255", "the metadata says NominalRange_0_255")
+    if guess is None:
+        return None
+    name, why = guess
+    return (
+        f"no --preset and no model card: using {model.preprocess.channel_order} "
+        f"scaled by {model.preprocess.scale:.4g}, but {why}; try --preset {name}"
     )
 
 
 def output_folder(args: argparse.Namespace) -> None:
-    """Create the ``--out`` folder, when the command has one and it names no file."""
+    """Create the ``--out`` folder, when the command has one and it names no file; an
+    ``--out`` that is an existing file where a folder is wanted (or a folder where a file
+    is) is an InputError naming the flag, not a traceback."""
     out = getattr(args, "out", None)
-    if out is not None and out.suffix not in FILE_SUFFIXES:
+    if out is None:
+        return
+    if out.suffix in FILE_SUFFIXES:
+        if out.is_dir():
+            raise InputError(f"out= {str(out)!r} is a folder; give a file name ({out.suffix})")
+        return
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            f"out= {str(out)!r} is an existing file; give a folder (created when missing)"
+        )
+    try:
         out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"out= cannot create the folder {str(out)!r}: {exc.strerror}") from exc
 
 
 def with_model(fn: Callable[[argparse.Namespace, Model], None]) -> Command:
@@ -71,18 +149,69 @@ def with_model(fn: Callable[[argparse.Namespace, Model], None]) -> Command:
 
 
 def images_progress(done: int, total: int | None) -> None:
-    """``progress(done, total)`` of the data-set tools, logged."""
-    log.info("%d/%s images", done, total if total is not None else "?")
+    """``progress(done, total)`` of the data-set tools (called once per chunk) on stderr:
+    one line updated in place on a terminal, a plain line per chunk in a log."""
+    line = f"{done}/{total if total is not None else '?'} images"
+    if sys.stderr.isatty():
+        print(f"\r{line}", end="\n" if done == total else "", file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+#: plain progress lines (stderr not a terminal): about this many per run
+LOG_LINES = 10
 
 
 def steps_progress(name: str) -> Callable[[int, int, float], None]:
-    """``progress(step, total, loss)`` of an optimization, one updated line on stderr."""
+    """``progress(step, total, loss)`` of an optimization on stderr: one line updated in
+    place (``\\r``) on a terminal; in a log file or pipe, plain lines about every tenth of
+    the run (and the first and last step), never carriage returns."""
+    terminal = sys.stderr.isatty()
 
     def report(step: int, total: int, loss: float) -> None:
-        end = "\n" if step == total else ""
-        print(f"\r{name}: step {step}/{total}  loss {loss:.4g}", end=end, file=sys.stderr)
+        line = f"{name}: step {step}/{total}  loss {loss:.4g}"
+        if terminal:
+            print(f"\r{line}", end="\n" if step == total else "", file=sys.stderr)
+            return
+        every = max(1, total // LOG_LINES)
+        if step == 1 or step == total or step % every == 0:
+            print(line, file=sys.stderr, flush=True)
 
     return report
+
+
+def partial_suffix(args: argparse.Namespace, interrupted: bool) -> str:
+    """The file-name suffix of a synthesis result: ``""`` when the run finished,
+    ``"-partial"`` when Ctrl-C stopped it and ``--keep-partial`` was given; otherwise
+    KeyboardInterrupt (the command exits 130 and writes nothing that looks complete)."""
+    if not interrupted:
+        return ""
+    if getattr(args, "keep_partial", False):
+        return "-partial"
+    print(
+        "interrupted before the end: nothing written (--keep-partial writes the best result "
+        "so far, named *-partial)",
+        file=sys.stderr,
+    )
+    raise KeyboardInterrupt
+
+
+def keep_partial_argument(parser: argparse.ArgumentParser) -> None:
+    """``--keep-partial``: on Ctrl-C, write the result so far under a ``-partial`` name
+    (the command still exits 130)."""
+    parser.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="on Ctrl-C, write the result so far as *-partial files (exit status still 130)",
+    )
+
+
+def safe_name(name: str) -> str:
+    """``name`` usable as one file name: path separators and other characters that are
+    not letters, digits, ``.``, ``-`` or ``_`` become ``_`` (``fire2/squeeze1x1_1`` ->
+    ``fire2_squeeze1x1_1``), so a layer name never makes a subfolder."""
+    cleaned = re.sub(r"[^\w.\-]+", "_", name).strip("._")
+    return cleaned or "_"
 
 
 def save_enlarged(image: np.ndarray, path: Path) -> Path:
@@ -114,6 +243,24 @@ def in_flags(message: str, names: dict[str, str]) -> str:
     return pattern.sub(flag, message).rstrip()
 
 
+def version_line() -> str:
+    """``cnnviz X (onnxruntime Y, numpy Z, torch W|no torch)``: what ``--version`` prints."""
+    import importlib.metadata
+
+    import onnxruntime
+
+    from .. import __version__
+
+    try:
+        torch = f"torch {importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError:
+        torch = "no torch"
+    return (
+        f"cnnviz {__version__} (onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
+        f"{torch})"
+    )
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run the parsed command; returns the exit status (0, 1 for a user's error, 130 for
     Ctrl-C)."""
@@ -126,6 +273,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except KeyboardInterrupt:
         print("cnnviz: interrupted", file=sys.stderr)
         return 130
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # an output path the command could not use: one line, as any user's error
+        target = exc.filename2 or exc.filename  # a rename: the final name, not the temporary
+        print(f"cnnviz: error: cannot write {str(target)!r}: {exc.strerror}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # the reader (e.g. `head`) went away: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -138,11 +290,16 @@ __all__ = [
     "flags",
     "images_progress",
     "in_flags",
+    "keep_partial_argument",
     "model_arguments",
     "open_model",
     "output_folder",
+    "partial_suffix",
+    "preset_hint",
     "run",
+    "safe_name",
     "save_enlarged",
     "steps_progress",
+    "version_line",
     "with_model",
 ]

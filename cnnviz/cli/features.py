@@ -41,7 +41,7 @@ from ..features import (
 from ..features.activations import pre_activation
 from ..features.neighbors import pixel_features
 from ..render.images import save_png, upscale
-from .common import images_progress, model_arguments, with_model
+from .common import images_progress, model_arguments, safe_name, with_model
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +73,7 @@ def cmd_filters(args: argparse.Namespace, model: Model) -> None:
         for norm in ("filter", "joint"):
             path = save_png(
                 render_filters(weights, norm, bgr=bgr),
-                args.out / f"filters-{weights.layer}-{norm}.png",
+                args.out / f"filters-{safe_name(weights.layer)}-{norm}.png",
             )
             print(f"{weights.layer} ({norm} normalisation) -> {path}")
         score = high_frequency_energy(weights.weights)

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnviz_core import CnnvizError
+from cnnviz_core import CnnvizError, InputError, Model
 from cnnviz_core.check import CheckReport
 from cnnviz_core.preprocess import Preprocess, preset
 
 from ..attribution import REGISTRY, default_layer
 from ..models import load_model
 from ..render.report import build_report
-from .common import model_arguments, open_model
+from .common import model_arguments, open_model, output_folder
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
@@ -43,8 +43,27 @@ def cmd_layers(args: argparse.Namespace) -> None:
     _print_table(table)
 
 
+def _check_classifier(model: Model) -> None:
+    """InputError unless the first output holds class scores (N, classes) or
+    (N, classes, 1, 1): an image-to-image network (a style network) is no classifier."""
+    name = model.output_names[0]
+    try:
+        shape = model.layer(name).shape
+    except CnnvizError:
+        return  # the output is not in the layer table: nothing to judge it by
+    spatial = [d for d in (shape or ())[2:] if not (isinstance(d, int) and d == 1)]
+    if spatial:
+        dims = "x".join(str(d) for d in shape or ())
+        raise InputError(
+            f"{model.name} is not a classifier: its output {name!r} is {dims} (an image or "
+            "feature map, not one score per class); predict needs class scores (for a style "
+            "network use `cnnviz stylize`)"
+        )
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     model = open_model(args)
+    _check_classifier(model)
     wanted = [model.class_index(c) for c in args.classes]
     batch = model.prepare(args.images)
     probabilities = model.probabilities(batch)
@@ -79,6 +98,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    output_folder(args)
     model = open_model(args)
     path = build_report(model, args.images, args.out, top_k=args.top)
     print(f"report written to {path}")
@@ -87,6 +107,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from ..data import CLASSES, make_shapes
 
+    output_folder(args)
     model = load_model("shapes")
     sample = make_shapes(4 * len(CLASSES), seed=args.seed)
     picked = [

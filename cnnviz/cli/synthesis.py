@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnviz_core import Model
+from cnnviz_core import InputError, Model
 from cnnviz_core.preprocess import load_image
 from cnnviz_core.targets import Channel, Neuron
 
@@ -28,9 +28,12 @@ from ..synthesis import (
     stylize,
 )
 from .common import (
+    keep_partial_argument,
     model_arguments,
     open_model,
     output_folder,
+    partial_suffix,
+    safe_name,
     save_enlarged,
     steps_progress,
     with_model,
@@ -42,8 +45,27 @@ def _start(value: str) -> Any:
 
 
 def _done(result: Any) -> None:
+    """After a partial result was written (``--keep-partial``): exit 130 all the same."""
     if result.interrupted:
-        print("interrupted: kept the best image so far", file=sys.stderr)
+        print("interrupted: wrote the best result so far as *-partial files", file=sys.stderr)
+        raise KeyboardInterrupt
+
+
+def _class_targets(args: argparse.Namespace, model: Model) -> list[Any]:
+    """``--target`` classes (``all``: every class), else ``--image``'s predicted class;
+    neither is an error that asks for one (never every class silently)."""
+    if args.target == ["all"]:
+        return list(range(model.num_classes))
+    if args.target:
+        return list(args.target)
+    if args.image is not None:
+        (top,) = model.predict([Path(args.image)], k=1)
+        print(f"target: {top[0].label} (predicted for {args.image})", file=sys.stderr)
+        return [top[0].index]
+    raise InputError(
+        "target= is missing: give a class (--target CLASS, repeatable; --target all for "
+        "every class, slow) or --image FILE to visualize the class predicted for it"
+    )
 
 
 def cmd_visualize_class(args: argparse.Namespace, model: Model) -> None:
@@ -54,7 +76,7 @@ def cmd_visualize_class(args: argparse.Namespace, model: Model) -> None:
         else:
             targets = [Channel(args.layer, c) for c in channels]
     else:
-        targets = list(args.target) or list(range(model.num_classes))
+        targets = _class_targets(args, model)
     result = class_visualization(
         model,
         targets,
@@ -64,8 +86,9 @@ def cmd_visualize_class(args: argparse.Namespace, model: Model) -> None:
         seed=args.seed,
         progress=steps_progress("visualize-class"),
     )
+    suffix = partial_suffix(args, result.interrupted)
     for i, label in enumerate(result.labels):
-        path = save_enlarged(result.images[i], args.out / f"class-{i}.png")
+        path = save_enlarged(result.images[i], args.out / f"class-{i}{suffix}.png")
         extra = ""
         if "probability" in result.metrics:
             extra = f", probability {result.metrics['probability'][i]:.3f}"
@@ -85,7 +108,9 @@ def cmd_invert(args: argparse.Namespace, model: Model) -> None:
         progress=steps_progress("invert"),
     )
     for r in results:
-        path = save_enlarged(r.image, args.out / f"invert-{r.options['layer']}.png")
+        suffix = partial_suffix(args, r.interrupted)
+        name = safe_name(r.options["layer"])
+        path = save_enlarged(r.image, args.out / f"invert-{name}{suffix}.png")
         print(
             f"{r.options['layer']}: PSNR {r.metrics['psnr'][0]:.2f} dB, feature error "
             f"{r.metrics['feature_error'][0]:.3f} -> {path}"
@@ -104,7 +129,8 @@ def cmd_dream(args: argparse.Namespace, model: Model) -> None:
         seed=args.seed,
         progress=steps_progress("dream"),
     )
-    path = save_enlarged(result.image, args.out / f"dream-{args.layer}.png")
+    suffix = partial_suffix(args, result.interrupted)
+    path = save_enlarged(result.image, args.out / f"dream-{safe_name(args.layer)}{suffix}.png")
     m = result.metrics
     print(
         f"{args.layer}: activation norm {m['norm_before'][0]:.2f} -> "
@@ -126,16 +152,20 @@ def cmd_fool(args: argparse.Namespace, model: Model) -> None:
         progress=steps_progress("fool"),
     )
     m = result.metrics
-    stem = Path(args.image).stem
-    path = save_enlarged(result.image, args.out / f"{stem}-adversarial.png")
-    save_png(result.image, args.out / f"{stem}-adversarial-exact.png")
+    stem = safe_name(Path(args.image).stem) + partial_suffix(args, result.interrupted)
+    # the exact pixels are what fools the model; an enlarged copy is resampled and may not
+    path = save_png(result.image, args.out / f"{stem}-adversarial.png")
+    view = save_enlarged(result.image, args.out / f"{stem}-adversarial-enlarged.png")
     diff = save_enlarged(result.difference[0], args.out / f"{stem}-difference.png")
     print(
         f"{result.labels[0]}: {'fooled' if m['success'][0] else 'NOT fooled'} after "
         f"{m['steps'][0]} steps, L-inf {m['linf'][0]:.0f}/255, L2 {m['l2'][0]:.1f}, "
         f"p(target) {m['probability'][0]:.3f}"
     )
-    print(f"adversarial -> {path}; difference x{args.magnify:g} -> {diff}")
+    print(
+        f"adversarial image (exact model-size pixels, the one that fools the model) -> {path}; "
+        f"enlarged for viewing only -> {view}; difference x{args.magnify:g} -> {diff}"
+    )
     _done(result)
 
 
@@ -174,19 +204,26 @@ def cmd_train_style(args: argparse.Namespace) -> None:
         content_layer=args.content_layer,
         seed=args.seed,
         progress=steps_progress("train-style"),
-        out=args.out,
     )
+    out = args.out
+    if partial_suffix(args, network.interrupted):
+        out = out.with_name(f"{out.stem}-partial{out.suffix}")
+    network.save(out)
     last = network.card["losses"]["last"]
     parts = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
-    print(f"{network.steps} steps ({parts}) -> {args.out}")
+    print(f"{network.steps} steps ({parts}) -> {out}")
     if network.interrupted:
-        print("interrupted: saved the network trained so far", file=sys.stderr)
+        print(
+            f"interrupted: saved the network after {network.steps} of {args.steps} steps as {out}",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt
 
 
 def cmd_texture(args: argparse.Namespace) -> None:
     """``cnnviz texture``: Efros-Leung (no model) or Gram-matrix synthesis (needs --model)."""
     output_folder(args)
-    stem = Path(args.sample).stem
+    stem = safe_name(Path(args.sample).stem)
     size = (args.size[0], args.size[1]) if args.size else None
     if args.method == "efros-leung":
         _efros_leung_texture(args, stem, size)
@@ -210,7 +247,8 @@ def _efros_leung_texture(args: argparse.Namespace, stem: str, size: tuple[int, i
         seed=args.seed,
         progress=steps_progress("texture"),
     )
-    path = save_png(result.image, args.out / f"{stem}-efros-leung-{args.order}.png")
+    suffix = partial_suffix(args, result.interrupted)
+    path = save_png(result.image, args.out / f"{stem}-efros-leung-{args.order}{suffix}.png")
     print(
         f"efros-leung ({args.order}, window {args.window}): {result.pixels} pixels in "
         f"{result.seconds:.2f} s ({result.pixels_per_second:.0f} pixels/s), mean match "
@@ -231,7 +269,8 @@ def _gram_texture(args: argparse.Namespace, stem: str, size: tuple[int, int] | N
         seed=args.seed,
         progress=steps_progress("texture"),
     )
-    path = save_png(result.image, args.out / f"{stem}-gram.png")
+    suffix = partial_suffix(args, result.interrupted)
+    path = save_png(result.image, args.out / f"{stem}-gram{suffix}.png")
     m = result.metrics
     print(
         f"gram texture ({', '.join(m['layers'])}): Gram loss {m['style_loss_start']:.4g} -> "
@@ -260,8 +299,10 @@ def cmd_style(args: argparse.Namespace, model: Model) -> None:
         progress=steps_progress("style"),
         device=args.device,
     )
+    suffix = partial_suffix(args, result.interrupted)
     path = save_png(
-        result.image, args.out / f"{Path(args.content).stem}-{Path(args.style).stem}.png"
+        result.image,
+        args.out / safe_name(f"{Path(args.content).stem}-{Path(args.style).stem}{suffix}.png"),
     )
     m = result.metrics
     print(
@@ -279,6 +320,7 @@ def add_commands(commands: Any) -> None:
         p.add_argument("--steps", type=int, default=steps, help=f"steps ({steps})")
         p.add_argument("--seed", type=int, default=0, help="random seed (0)")
         p.add_argument("--out", type=Path, required=True, help="output folder")
+        keep_partial_argument(p)
 
     p = commands.add_parser("visualize-class", help="images a class (or a channel) likes most")
     common(p, 40)
@@ -287,8 +329,10 @@ def add_commands(commands: Any) -> None:
         action="append",
         default=[],
         metavar="CLASS",
-        help="class index or label (repeatable; default every class)",
+        help="class index or label (repeatable; 'all': every class); default: the class "
+        "predicted for --image",
     )
+    p.add_argument("--image", metavar="FILE", help="visualize the class predicted for this image")
     p.add_argument("--layer", metavar="NAME", help="maximize channels of this layer instead")
     p.add_argument(
         "--channel",
@@ -390,6 +434,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--style-layer", action="append", default=[], metavar="NAME")
     p.add_argument("--content-layer", metavar="NAME")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    keep_partial_argument(p)
     p.set_defaults(run=cmd_train_style)
 
     p = commands.add_parser(
@@ -423,6 +468,7 @@ def add_commands(commands: Any) -> None:
         "--layer", action="append", default=[], metavar="NAME", help="gram: style layer (repeat)"
     )
     p.add_argument("--sample-size", type=int, help="gram: sample's longer side (model input)")
+    keep_partial_argument(p)
     p.set_defaults(run=cmd_texture)
 
     p = commands.add_parser(
@@ -450,6 +496,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--content-layer", metavar="NAME", help="default: see cnnviz.synthesis.style")
     p.add_argument("--style-layer", action="append", default=[], metavar="NAME", help="repeat")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    keep_partial_argument(p)
     p.set_defaults(run=with_model(cmd_style))
 
 

@@ -47,6 +47,13 @@ def nearest_neighbors(
     """
     if metric not in METRICS:
         raise InputError(f"metric must be one of {METRICS}, got {metric!r}")
+    for name, value in (("features", features), ("queries", queries)):
+        if value is not None and not isinstance(value, (np.ndarray, list, tuple)):
+            hint = ".features" if hasattr(value, "features") else ""
+            raise InputError(
+                f"{name}= must be an (N, D) array, got {type(value).__name__}; "
+                f"pass {name}{hint or ' as an array'} (e.g. embeddings.features)"
+            )
     base = np.asarray(features, np.float32).reshape(len(features), -1)
     self_query = queries is None
     query = base if queries is None else np.asarray(queries, np.float32).reshape(len(queries), -1)

@@ -82,7 +82,9 @@ def invert(
         layer: layer name or alias (``cnnviz layers``).
         steps: L-BFGS iterations (60) or Adam steps (Adam needs several hundred).
         optimizer: ``lbfgs`` (default: converges in tens of iterations) or ``adam``.
-        lr: Adam's learning rate in model-input units (0.05); L-BFGS uses 1.
+        lr: Adam's learning rate as a fraction of the pixel range (0.05): the image is
+            optimized in units of its range (:class:`~.template.ClampedPixels`), so the
+            same values work on 0-1, normalized and 0-255 (Caffe) inputs; L-BFGS uses 1.
         tv: weight of the total variation TV_beta (0.01; raise it, e.g. 0.05, for deep
             layers to get smoother pictures).
         beta: exponent of the total variation (2).

@@ -9,8 +9,9 @@ A technique supplies only its two parts:
   the image batch they make and what keeps that image valid (projection, penalty,
   regularizers). The template offers :class:`SteppedPixels` (normalized gradient steps on
   the model input, with the technique's regularizers), :class:`ClampedPixels` (Adam or
-  L-BFGS on the model input, kept in the pixel range) and :class:`UnitPixels` (RGB pixels in
-  [0, 1] with a smooth range penalty); :class:`~.fourier.FourierImage` is a spectrum.
+  L-BFGS on the model input in units of its pixel range, kept in that range) and
+  :class:`UnitPixels` (RGB pixels in [0, 1] with a smooth range penalty);
+  :class:`~.fourier.FourierImage` is a spectrum.
 
 The template owns the rest: the checks of the common options (``steps``, ``optimizer``),
 the optimizer (:func:`adam`, :func:`lbfgs`, or :func:`gradient_steps`: the
@@ -231,25 +232,40 @@ class SteppedPixels(ModelPixels):
         self.x = self.clip(x)
 
 
-class ClampedPixels(ModelPixels):
-    """Model-input pixels moved by Adam or L-BFGS, projected onto the pixel range after
+class ClampedPixels(Parameterization):
+    """Model-input pixels moved by Adam or L-BFGS in units of the pixel range: the variable
+    is ``u = (x - low) / (high - low)``, each channel in [0, 1] whatever the preprocessing
+    (0-1, ImageNet-normalized or Caffe's BGR 0-255), so learning rates, L-BFGS's first step
+    and its tolerances mean the same on every model. ``u`` is projected onto [0, 1] after
     every Adam step and at the end (L-BFGS sees the unconstrained problem).
 
     Args:
-        model: the model (its pixel range).
-        start: float32 (N, C, H, W) model-input batch (optimized in place).
+        model: the model (its pixel range, :func:`~.base.bounds`).
+        start: float32 (N, C, H, W) model-input batch.
     """
 
     def __init__(self, model: Model, start: np.ndarray):
-        super().__init__(model, start)
-        self.x.requires_grad_(True)
+        torch = require_torch()
+        x = torch.from_numpy(np.ascontiguousarray(start, np.float32))
+        low, high = bounds(model)
+        self.low, self.high = channel_tensor(low, x), channel_tensor(high, x)
+        self.span = self.high - self.low
+        self.unit = ((x - self.low) / self.span).requires_grad_(True)
+
+    @property
+    def params(self) -> list[Any]:
+        return [self.unit]
+
+    def image(self) -> Any:
+        """The model-input batch ``low + u * (high - low)``, (N, C, H, W)."""
+        return self.low + self.unit * self.span
 
     def project(self) -> None:
-        self.x.copy_(self.clip(self.x))
+        self.unit.clamp_(0.0, 1.0)
 
     def settle(self) -> Any:
         self.project()
-        return self.x
+        return self.image()
 
 
 def range_penalty(pixels: Any) -> Any:
