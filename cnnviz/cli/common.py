@@ -208,9 +208,9 @@ def keep_partial_argument(parser: argparse.ArgumentParser) -> None:
 
 def safe_name(name: str) -> str:
     """``name`` usable as one file name: path separators and other characters that are
-    not letters, digits, ``.``, ``-`` or ``_`` become ``_`` (``fire2/squeeze1x1_1`` ->
+    not letters, digits, ``.``, ``-``, ``+`` or ``_`` become ``_`` (``fire2/squeeze1x1_1`` ->
     ``fire2_squeeze1x1_1``), so a layer name never makes a subfolder."""
-    cleaned = re.sub(r"[^\w.\-]+", "_", name).strip("._")
+    cleaned = re.sub(r"[^\w.+\-]+", "_", name).strip("._")
     return cleaned or "_"
 
 
