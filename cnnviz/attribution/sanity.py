@@ -18,7 +18,8 @@ Verdict: a method passes when its maps decorrelate, i.e. the mean Spearman corre
 last cascading step (every layer random) or, independently, the layer whose randomization
 changes the maps most. Adebayo et al. judge visually and give no number; 0.5 is the midpoint
 between an unchanged ranking (1) and an unrelated one (0), and separates the shapes model's
-saliency (about 0.2 with every layer random) from a map that ignores the model, such as an edge detector (1).
+saliency (about 0.2 with every layer random) from a map that ignores the model, such as an
+edge detector (1).
 
 Shape convention: maps (N, H, W); ``spearman`` and ``ssim`` tables (layers, N).
 """
@@ -269,8 +270,7 @@ def model_randomization(
     available = randomizable_layers(model)
     if not available:
         raise InputError(
-            f"model {model.name!r} has no Conv or Gemm layer with initializer weights to "
-            "randomize"
+            f"model {model.name!r} has no Conv or Gemm layer with initializer weights to randomize"
         )
     if layers is None:
         chosen = available
