@@ -280,7 +280,7 @@ def model_randomization(
             tensor = model.layer(name).name
             if tensor not in available:
                 raise InputError(
-                    f"layers=: {name!r} is not a Conv / Gemm layer with initializer weights; "
+                    f"layers= {name!r} is not a Conv / Gemm layer with initializer weights; "
                     f"choose among {', '.join(available)}"
                 )
             chosen.append(tensor)
