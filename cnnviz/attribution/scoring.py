@@ -18,7 +18,7 @@
 - Faithfulness correlation (Bhatt, Weller & Moura 2020, "Evaluating and Aggregating
   Feature-based Model Explanations"): over random pixel subsets set to a baseline, the
   Pearson correlation between the attribution summed over the subset and the drop of the
-  target's probability.
+  target's score (before softmax).
 
 Shape convention: maps (N, H, W), masks (N, H, W) bool.
 """
@@ -325,8 +325,8 @@ class Faithfulness:
             either is constant).
         subsets: (N, runs, size) the flat pixel indices set to the baseline in each run.
         attribution_sums: (N, runs) the heat map summed over each subset.
-        drops: (N, runs) the target's probability (class) or value on the image minus on
-            the perturbed copy.
+        drops: (N, runs) the target's value (a class's score before softmax, a channel's
+            mean, a neuron) on the image minus on the perturbed copy.
     """
 
     correlation: np.ndarray
@@ -342,7 +342,8 @@ def faithfulness_correlation(
     """Faithfulness correlation (Bhatt et al. 2020): ``runs`` random subsets of
     ``round(subset * H * W)`` pixels (all channels) set to ``fill`` (see :func:`deletion`),
     one batched forward per image; the Pearson correlation over the runs of the summed
-    heat map and the score drop. Higher is better (1: the map predicts every drop). The
+    heat map and the drop of the target's value (for a class its score before softmax, as
+    Quantus: a saturated probability does not move). Higher is better. The
     paper fixes neither the subset size nor the baseline: a blurred copy (as deletion's
     ``blur``) changes the image less out of distribution than zeros, and a fifth of the
     pixels moves the score well above the noise of the runs on the shapes model.
@@ -374,9 +375,11 @@ def faithfulness_correlation(
         chosen[np.arange(runs)[:, None], subsets[i]] = True
         chosen = chosen.reshape(runs, 1, h, w)
         x = np.where(chosen, end[i][None], batch[i][None]).astype(batch.dtype)
-        both = perturbed_scores(
-            model, np.concatenate([batch[i : i + 1], x]), attribution.targets[i]
+        target = attribution.targets[i]
+        tensor = model.run(
+            np.concatenate([batch[i : i + 1], x]), taps=[target.tensor], outputs=False
         )
+        both = target.values(tensor[target.tensor])
         drops[i] = both[0] - both[1:]
         sums[i] = heat[i].ravel()[subsets[i]].sum(axis=1)
         correlation[i] = _pearson(sums[i], drops[i])
