@@ -21,7 +21,7 @@ QUALITY_METHODS = ("occlusion", "lime", "saliency", "guided", "gradcam", "ig", "
 #: defaults of :func:`~.scoring.road` and :func:`~.scoring.faithfulness_correlation`, to
 #: keep the demo report quick)
 ROAD_PERCENTAGES = (20, 50, 80)
-FAITHFULNESS_RUNS = 64
+FAITHFULNESS_RUNS = 32
 
 
 def quality_table(
@@ -31,11 +31,14 @@ def quality_table(
     methods: tuple[str, ...] = QUALITY_METHODS,
     *,
     steps: int = 16,
+    road_percentages: tuple[float, ...] = ROAD_PERCENTAGES,
+    faithfulness_runs: int = FAITHFULNESS_RUNS,
 ) -> list[dict[str, object]]:
     """Score each method on one held-out batch (its predicted class): deletion and
     insertion AUC, pointing game, energy inside the mask, ROAD MoRF and LeRF (the class
-    probability averaged over :data:`ROAD_PERCENTAGES`), faithfulness correlation
-    (:data:`FAITHFULNESS_RUNS` subsets of a fifth of the pixels, blurred), and seconds per image."""
+    probability averaged over ``road_percentages``), faithfulness correlation
+    (``faithfulness_runs`` subsets of a fifth of the pixels, blurred), and seconds per
+    image."""
     batch = model.prepare(images)
     rows: list[dict[str, object]] = []
     for name in methods:
@@ -44,8 +47,8 @@ def quality_table(
         result = spec.function(model, batch, None)
         seconds = (time.perf_counter() - start) / len(batch)
         scores = score(model, result, masks, batch, steps=steps)
-        curves = road(model, result, batch, percentages=ROAD_PERCENTAGES)
-        faithful = faithfulness_correlation(model, result, batch, runs=FAITHFULNESS_RUNS)
+        curves = road(model, result, batch, percentages=road_percentages)
+        faithful = faithfulness_correlation(model, result, batch, runs=faithfulness_runs)
         rows.append(
             {
                 "method": spec.title,

@@ -221,6 +221,19 @@ def test_faithfulness_correlation_float64_reference(model: Model, sample) -> Non
         faithfulness_correlation(model, result, subset=1.5)
 
 
+def test_quality_table_has_the_road_and_faithfulness_columns(model: Model) -> None:
+    from cnnviz.attribution.quality import quality_table
+
+    held = make_shapes(2, seed=2)
+    rows = quality_table(model, held.images, held.masks, ("saliency", "gradcam"), steps=4)
+    assert [row["method"] for row in rows] == ["saliency", "Grad-CAM"]
+    for row in rows:
+        assert 0 <= row["ROAD MoRF (lower better)"] <= 1
+        assert 0 <= row["ROAD LeRF (higher better)"] <= 1
+        assert -1 <= row["faithfulness corr. (higher better)"] <= 1
+    json.dumps(rows)  # the benchmark writes them as JSON
+
+
 def test_confounded_model_card_and_confound() -> None:
     card = json.loads(confounded_model_path().with_suffix(".json").read_text())
     assert card["star_recall_plain"] < 0.2  # on ordinary backgrounds stars are missed
