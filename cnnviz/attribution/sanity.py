@@ -26,7 +26,7 @@ Shape convention: maps (N, H, W); ``spearman`` and ``ssim`` tables (layers, N).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from cnnviz_core import InputError, Model
 
 from ..render.images import tile_grid
 from .base import Attribution, Images
-from .methods import method_spec
+from .methods import explain, method_spec
 
 #: the verdict's cut-off on the mean Spearman rank correlation (see the module doc)
 DEFAULT_THRESHOLD = 0.5
@@ -244,6 +244,7 @@ def model_randomization(
     seed: int = 0,
     layers: Sequence[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> SanityResult:
     """Adebayo et al.'s model parameter randomization test of a registered method.
@@ -260,13 +261,16 @@ def model_randomization(
         layers: the Conv / Gemm layers to randomize (names or aliases; default: all of
             :func:`randomizable_layers`); always taken from the top.
         threshold: the verdict's cut-off on the mean Spearman correlation.
+        options: the method's options of :func:`~.methods.explain` (``layer``,
+            ``precision``), the same for every model.
         progress: ``progress(done, total)`` after each randomized model.
 
     Raises:
-        InputError: an unknown method, a layer that is not a Conv / Gemm with an initializer
-            weight, or a model without one.
+        InputError: an unknown method or an option it does not take, a layer that is not a
+            Conv / Gemm with an initializer weight, or a model without one.
     """
-    spec = method_spec(method)
+    method_spec(method)  # an unknown name fails before any work
+    given = dict(options or {})
     available = randomizable_layers(model)
     if not available:
         raise InputError(
@@ -286,12 +290,12 @@ def model_randomization(
             chosen.append(tensor)
     top_first = [name for name in reversed(available) if name in set(chosen)]
     batch = model.prepare(images)
-    original = spec.function(model, batch, target)
+    original = explain(model, batch, method, target, **given)
     randomized, rhos, sims = [], [], []
     for step, name in enumerate(top_first):
         changed = top_first[: step + 1] if cascading else [name]
         proto = randomized_proto(model.proto, changed, seed)
-        result = spec.function(rebuilt(model, proto), batch, original.targets)
+        result = explain(rebuilt(model, proto), batch, method, original.targets, **given)
         rho, sim = _compare(original.heatmap, result.heatmap)
         randomized.append(result)
         rhos.append(rho)

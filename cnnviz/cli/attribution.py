@@ -56,6 +56,7 @@ def cmd_sanity(args: argparse.Namespace, model: Model) -> None:
         cascading=not args.independent,
         seed=args.seed,
         layers=args.layers,
+        options={"layer": args.layer} if args.layer else None,
         progress=_sanity_progress,
     )
     mode = "cascading" if result.cascading else "independent"
@@ -141,8 +142,13 @@ def add_sanity_command(commands: Any) -> None:
         "--target", metavar="CLASS", help="class index or label (default: the predicted class)"
     )
     p.add_argument(
-        "--layers", nargs="+", metavar="NAME", help="Conv/Gemm layers to randomize (default: all)"
+        "--randomize",
+        dest="layers",
+        nargs="+",
+        metavar="NAME",
+        help="the Conv/Gemm layers to randomize (default: all)",
     )
+    p.add_argument("--layer", metavar="NAME", help=f"layer for {_taking('layer')}")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=with_model(cmd_sanity))

@@ -165,6 +165,16 @@ def test_errors(model: Model, images: np.ndarray) -> None:
         model_randomization(model, images, "saliency", layers=["relu"])
     with pytest.raises(InputError, match="unknown method"):
         model_randomization(model, images, "nope")
+    with pytest.raises(InputError, match="layer= applies to"):
+        model_randomization(model, images, "saliency", options={"layer": "relu_3"})
+
+
+def test_method_options_reach_every_model(model: Model, images: np.ndarray) -> None:
+    result = model_randomization(
+        model, images[:2], "gradcam", options={"layer": "relu_2"}, layers=["logits"]
+    )
+    assert result.original.options["layer"] == result.randomized[0].options["layer"]
+    assert result.original.maps.shape == (2, 64, 64)
 
 
 def test_cli_writes_strip_and_figures(tmp_path, capsys, images) -> None:
@@ -183,11 +193,17 @@ def test_cli_writes_strip_and_figures(tmp_path, capsys, images) -> None:
     assert strip.shape == (66 + 2, 7 * 66 + 2, 3)
     code = main(
         ["sanity", "shapes", str(path), "--method", "gradcam", "--independent",
-         "--layers", "relu", "--out", str(out)]
+         "--randomize", "relu", "--out", str(out)]
     )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
-    assert err[-1].startswith("cnnviz: error: --layers 'relu' is not a Conv")
+    assert err[-1].startswith("cnnviz: error: --randomize 'relu' is not a Conv")
+    code = main(
+        ["sanity", "shapes", str(path), "--method", "saliency", "--layer", "relu_3",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 1
+    assert capsys.readouterr().err.strip().startswith("cnnviz: error: --layer applies to cam")
 
 
 def test_cli_ctrl_c_exits_130_and_writes_nothing(tmp_path, capsys, images, monkeypatch) -> None:
