@@ -278,6 +278,8 @@ def model_randomization(
         )
     if layers is None:
         chosen = available
+    elif not layers:
+        raise InputError("layers= is empty; name at least one Conv / Gemm layer, or pass None")
     else:
         chosen = []
         for name in layers:
@@ -288,7 +290,8 @@ def model_randomization(
                     f"choose among {', '.join(available)}"
                 )
             chosen.append(tensor)
-    top_first = [name for name in reversed(available) if name in set(chosen)]
+    wanted = set(chosen)
+    top_first = [name for name in reversed(available) if name in wanted]
     batch = model.prepare(images)
     original = explain(model, batch, method, target, **given)
     randomized, rhos, sims = [], [], []

@@ -165,6 +165,8 @@ def test_errors(model: Model, images: np.ndarray) -> None:
         model_randomization(model, images, "saliency", layers=["relu"])
     with pytest.raises(InputError, match="unknown method"):
         model_randomization(model, images, "nope")
+    with pytest.raises(InputError, match="layers= is empty"):
+        model_randomization(model, images, "saliency", layers=[])
     with pytest.raises(InputError, match="layer= applies to"):
         model_randomization(model, images, "saliency", options={"layer": "relu_3"})
 
