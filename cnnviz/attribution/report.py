@@ -205,7 +205,11 @@ def quality_section(ctx: ReportContext, page: Page) -> Section | None:
         '<p class="muted">Each method explains the predicted class of held-out shapes images. '
         "Deletion / insertion: area under the class probability as the most important pixels "
         "are removed / added (Petsiuk et al. 2018). Pointing game: the map's peak on the "
-        "object. Energy: share of the positive attribution on the object mask.</p>"
+        "object. Energy: share of the positive attribution on the object mask. ROAD (Rong et "
+        "al. 2022): class probability, averaged over 20/50/80 % removed, with the most (MoRF) "
+        "or least (LeRF) relevant pixels imputed from their neighbours. Faithfulness "
+        "correlation (Bhatt et al. 2020): how well the attribution of random pixel subsets "
+        "predicts the score drop when they are blurred.</p>"
     )
     return Section(
         "attribution-quality", "Scoring the explanations", note + page.table(headers, body)

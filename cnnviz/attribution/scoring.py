@@ -9,6 +9,16 @@
   "Top-down Neural Attention by Excitation Backprop": is the map's peak on the object, within
   ``tolerance`` pixels) and the energy inside the mask (the share of the positive attribution
   that falls on the object, as in Score-CAM's energy-based pointing game).
+- ROAD (Rong, Leemann et al. 2022, "A Consistent and Efficient Evaluation Strategy for
+  Attribution Methods"): remove the most (MoRF) or least (LeRF) relevant p % of the pixels
+  by noisy linear imputation (each removed pixel the weighted mean of its 8 neighbours, 1/6
+  sideways, 1/12 diagonally, solved jointly as a sparse linear system, plus Gaussian noise)
+  and follow the target's probability: low MoRF and high LeRF are good. Imputing from the
+  neighbours leaks no shape of the removed region to the model, unlike a constant fill.
+- Faithfulness correlation (Bhatt, Weller & Moura 2020, "Evaluating and Aggregating
+  Feature-based Model Explanations"): over random pixel subsets set to a baseline, the
+  Pearson correlation between the attribution summed over the subset and the drop of the
+  target's score (before softmax).
 
 Shape convention: maps (N, H, W), masks (N, H, W) bool.
 """
@@ -18,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import splu
 
 from cnnviz_core import InputError, Model
 
@@ -162,6 +174,224 @@ def score(
     return result
 
 
+# ---------------------------------------------------------------------------------- ROAD
+
+#: ROAD's neighbour weights (row offset, column offset, weight): 1/6 sideways, 1/12 diagonal
+IMPUTATION_WEIGHTS = (
+    (0, 1, 1 / 6), (0, -1, 1 / 6), (1, 0, 1 / 6), (-1, 0, 1 / 6),
+    (1, 1, 1 / 12), (1, -1, 1 / 12), (-1, 1, 1 / 12), (-1, -1, 1 / 12),
+)  # fmt: skip
+#: the removal percentages of :func:`road` by default
+ROAD_PERCENTAGES = (10, 30, 50, 70, 90)
+
+
+def noisy_linear_imputation(
+    image: np.ndarray, removed: np.ndarray, noise: float = 0.01,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:  # fmt: skip
+    """ROAD's imputation of one (C, H, W) image: the ``removed`` (H, W) pixels become the
+    solution of ``x_i = sum_j w_ij x_j / sum_j w_ij`` over each pixel's in-image neighbours
+    (:data:`IMPUTATION_WEIGHTS`; kept neighbours are known, removed ones unknowns), one
+    sparse system for all channels, plus ``noise`` * N(0, 1) per imputed value (``rng``,
+    default seed 0). Returns float32 (C, H, W)."""
+    c, h, w = image.shape
+    removed = np.asarray(removed, bool)
+    if removed.shape != (h, w):
+        raise InputError(f"removed mask {removed.shape} does not match the image {(h, w)}")
+    flat = image.reshape(c, -1).astype(np.float64)
+    unknown = np.flatnonzero(removed.ravel())
+    out = flat.copy()
+    if len(unknown):
+        variable = np.full(h * w, -1, np.int64)
+        variable[unknown] = np.arange(len(unknown))
+        ys, xs = np.divmod(unknown, w)
+        diagonal = np.zeros(len(unknown))
+        rhs = np.zeros((len(unknown), c))
+        rows, cols, vals = [], [], []
+        for dy, dx, weight in IMPUTATION_WEIGHTS:
+            ny, nx = ys + dy, xs + dx
+            inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+            where = np.flatnonzero(inside)
+            neighbour = ny[inside] * w + nx[inside]
+            diagonal[where] += weight
+            is_unknown = variable[neighbour] >= 0
+            rows.append(where[is_unknown])
+            cols.append(variable[neighbour[is_unknown]])
+            vals.append(np.full(int(is_unknown.sum()), -weight))
+            known = ~is_unknown
+            np.add.at(rhs, where[known], weight * flat[:, neighbour[known]].T)
+        k = len(unknown)
+        system = sparse.csc_matrix(
+            (
+                np.concatenate([diagonal, *vals]),
+                (np.concatenate([np.arange(k), *rows]), np.concatenate([np.arange(k), *cols])),
+            ),
+            shape=(k, k),
+        )
+        # symmetric (w_ij = w_ji) and diagonally dominant: a symmetric-mode LU
+        factor = splu(system, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+        solved = factor.solve(rhs)
+        generator = rng if rng is not None else np.random.default_rng(0)
+        out[:, unknown] = solved.T + noise * generator.standard_normal((c, k))
+    return out.reshape(c, h, w).astype(np.float32)
+
+
+@dataclass
+class Road:
+    """ROAD curves of a batch.
+
+    Attributes:
+        percentages: (P,) share of pixels removed, in percent.
+        morf: (N, P) target probability (class) or value with the most relevant removed.
+        lerf: (N, P) the same with the least relevant removed.
+        morf_kept, lerf_kept: (N, P) 1.0 where the target class is still predicted (the
+            accuracy ROAD plots; NaN for non-class targets).
+    """
+
+    percentages: np.ndarray
+    morf: np.ndarray
+    lerf: np.ndarray
+    morf_kept: np.ndarray
+    lerf_kept: np.ndarray
+
+    @property
+    def morf_mean(self) -> np.ndarray:
+        """(N,) mean MoRF score over the percentages (lower is better)."""
+        return self.morf.mean(axis=1)
+
+    @property
+    def lerf_mean(self) -> np.ndarray:
+        """(N,) mean LeRF score over the percentages (higher is better)."""
+        return self.lerf.mean(axis=1)
+
+
+def road(
+    model: Model, attribution: Attribution, images: np.ndarray | None = None, *,
+    percentages: tuple[float, ...] = ROAD_PERCENTAGES, noise: float = 0.01, seed: int = 0,
+) -> Road:  # fmt: skip
+    """ROAD, MoRF and LeRF (Rong et al. 2022): for each percentage p, the top (MoRF) or
+    bottom (LeRF) ``floor(H * W * p / 100)`` pixels of the heat map (ties by position)
+    replaced by :func:`noisy_linear_imputation`; one batched forward per image.
+
+    Args:
+        model, attribution, images: as :func:`deletion`.
+        percentages: removal percentages, each in [0, 100).
+        noise: standard deviation of the imputation noise (preprocessed space; ROAD's 0.01).
+        seed: seed of the noise.
+    """
+    batch = _batch(model, attribution, images)
+    n, _, h, w = batch.shape
+    if attribution.heatmap.shape != (n, h, w):
+        raise InputError(
+            f"attribution maps {attribution.heatmap.shape} do not match the batch {batch.shape}"
+        )
+    shares = np.asarray(percentages, np.float64)
+    if shares.ndim != 1 or len(shares) == 0 or (shares < 0).any() or (shares >= 100).any():
+        raise InputError(
+            f"percentages must be values in [0, 100) (a fully removed image has nothing to "
+            f"impute from); got {percentages}"
+        )
+    counts = (h * w * shares / 100).astype(np.int64)
+    order = _ranking(attribution)
+    rng = np.random.default_rng(seed)
+    p = len(shares)
+    scores = np.empty((n, 2 * p))
+    kept = np.full((n, 2 * p), np.nan)
+    for i in range(n):
+        rank = np.empty(h * w, np.int64)
+        rank[order[i]] = np.arange(h * w)
+        rank = rank.reshape(h, w)
+        masks = [rank < k for k in counts] + [rank >= h * w - k for k in counts]
+        x = np.stack([noisy_linear_imputation(batch[i], m, noise, rng) for m in masks])
+        target = attribution.targets[i]
+        if target.kind == "class":
+            probabilities = model.probabilities(x)
+            scores[i] = probabilities[:, target.index[0]]
+            kept[i] = probabilities.argmax(axis=1) == target.index[0]
+        else:
+            scores[i] = perturbed_scores(model, x, target)
+    return Road(shares, scores[:, :p], scores[:, p:], kept[:, :p], kept[:, p:])
+
+
+# ---------------------------------------------------------------- faithfulness correlation
+
+
+@dataclass
+class Faithfulness:
+    """Faithfulness correlation of a batch.
+
+    Attributes:
+        correlation: (N,) Pearson correlation of ``attribution_sums`` and ``drops`` (0 when
+            either is constant).
+        subsets: (N, runs, size) the flat pixel indices set to the baseline in each run.
+        attribution_sums: (N, runs) the heat map summed over each subset.
+        drops: (N, runs) the target's value (a class's score before softmax, a channel's
+            mean, a neuron) on the image minus on the perturbed copy.
+    """
+
+    correlation: np.ndarray
+    subsets: np.ndarray
+    attribution_sums: np.ndarray
+    drops: np.ndarray
+
+
+def faithfulness_correlation(
+    model: Model, attribution: Attribution, images: np.ndarray | None = None, *,
+    runs: int = 64, subset: float = 0.2, fill: object = "blur", seed: int = 0,
+) -> Faithfulness:  # fmt: skip
+    """Faithfulness correlation (Bhatt et al. 2020): ``runs`` random subsets of
+    ``round(subset * H * W)`` pixels (all channels) set to ``fill`` (see :func:`deletion`),
+    one batched forward per image; the Pearson correlation over the runs of the summed
+    heat map and the drop of the target's value (for a class its score before softmax, as
+    Quantus: a saturated probability does not move). Higher is better. The
+    paper fixes neither the subset size nor the baseline: a blurred copy (as deletion's
+    ``blur``) changes the image less out of distribution than zeros, and a fifth of the
+    pixels moves the score well above the noise of the runs on the shapes model.
+
+    Raises:
+        InputError: ``runs`` < 2 or a ``subset`` outside (0, 1).
+    """
+    if runs < 2:
+        raise InputError(f"runs must be >= 2 (a correlation needs two points); got {runs}")
+    if not 0 < subset < 1:
+        raise InputError(f"subset must be a share of the pixels in (0, 1); got {subset}")
+    batch = _batch(model, attribution, images)
+    n, _, h, w = batch.shape
+    heat = attribution.heatmap.astype(np.float64)
+    if heat.shape != (n, h, w):
+        raise InputError(f"attribution maps {heat.shape} do not match the batch {batch.shape}")
+    fills = fill_values(model, batch, fill)
+    end = fills if fills.ndim == 4 else np.broadcast_to(fills[..., None, None], batch.shape)
+    size = max(1, round(subset * h * w))
+    rng = np.random.default_rng(seed)
+    subsets = np.stack(
+        [np.stack([rng.choice(h * w, size, replace=False) for _ in range(runs)]) for _ in range(n)]
+    )
+    sums = np.empty((n, runs))
+    drops = np.empty((n, runs))
+    correlation = np.empty(n)
+    for i in range(n):
+        chosen = np.zeros((runs, h * w), bool)
+        chosen[np.arange(runs)[:, None], subsets[i]] = True
+        chosen = chosen.reshape(runs, 1, h, w)
+        x = np.where(chosen, end[i][None], batch[i][None]).astype(batch.dtype)
+        target = attribution.targets[i]
+        tensor = model.run(
+            np.concatenate([batch[i : i + 1], x]), taps=[target.tensor], outputs=False
+        )
+        both = target.values(tensor[target.tensor])
+        drops[i] = both[0] - both[1:]
+        sums[i] = heat[i].ravel()[subsets[i]].sum(axis=1)
+        correlation[i] = _pearson(sums[i], drops[i])
+    return Faithfulness(correlation, subsets, sums, drops)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    dx, dy = x - x.mean(), y - y.mean()
+    norm = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    return float((dx * dy).sum() / norm) if norm > 0 else 0.0
+
+
 def approximation_error(
     approx: Attribution,
     exact: Attribution,
@@ -218,11 +448,18 @@ def approximation_error(
 
 
 __all__ = [
+    "IMPUTATION_WEIGHTS",
+    "ROAD_PERCENTAGES",
     "Curves",
+    "Faithfulness",
+    "Road",
     "approximation_error",
     "deletion",
     "energy_inside",
+    "faithfulness_correlation",
     "insertion",
+    "noisy_linear_imputation",
     "pointing_game",
+    "road",
     "score",
 ]

@@ -148,14 +148,22 @@ def with_model(fn: Callable[[argparse.Namespace, Model], None]) -> Command:
     return run
 
 
-def images_progress(done: int, total: int | None) -> None:
-    """``progress(done, total)`` of the data-set tools (called once per chunk) on stderr:
-    one line updated in place on a terminal, a plain line per chunk in a log."""
-    line = f"{done}/{total if total is not None else '?'} images"
-    if sys.stderr.isatty():
-        print(f"\r{line}", end="\n" if done == total else "", file=sys.stderr)
-    else:
-        print(line, file=sys.stderr, flush=True)
+def count_progress(unit: str) -> Callable[[int, int | None], None]:
+    """``progress(done, total)`` counting ``unit`` on stderr: one line updated in place on a
+    terminal, a plain line per call in a log."""
+
+    def report(done: int, total: int | None) -> None:
+        line = f"{done}/{total if total is not None else '?'} {unit}"
+        if sys.stderr.isatty():
+            print(f"\r{line}", end="\n" if done == total else "", file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    return report
+
+
+#: the data-set tools' progress (called once per chunk)
+images_progress = count_progress("images")
 
 
 #: plain progress lines (stderr not a terminal): about this many per run
