@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -25,9 +24,6 @@ from .errors import DeviceError, InputError, ModelLoadError, UnknownLayerError
 from .graph import ReceptiveField, Shape
 from .labels import labels_from_metadata, load_labels, resolve_class
 from .preprocess import ImageLike, Preprocess, preset
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .check import CheckReport
 
 #: default bound on the activations one forward chunk may hold (bytes)
 DEFAULT_MEMORY_BUDGET = 1 << 30
@@ -349,23 +345,6 @@ class Model:
     def class_index(self, target: int | str) -> int:
         """Index of a class given as index or label name (checked against the model)."""
         return resolve_class(target, self.labels, self.num_classes)
-
-    def check(
-        self,
-        *,
-        image: ImageLike | np.ndarray | None = None,
-        directions: int = 3,
-        seed: int = 0,
-        gradient_test: bool = True,
-    ) -> CheckReport:
-        """The doctor's report on this model: layout, batching, where preprocessing and labels
-        came from, op support, and a gradient self-test on ``image`` (default: seeded noise)
-        along ``directions`` directions (see :func:`cnnviz_core.check.check`)."""
-        from .check import check  # the check module imports the backward pass, which imports us
-
-        return check(
-            self, image=image, directions=directions, seed=seed, gradient_test=gradient_test
-        )
 
     # ------------------------------------------------------------------------------ run
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnviz_core import CnnvizError, InputError, Model
-from cnnviz_core.check import CheckReport
+from cnnviz_core.check import CheckReport, check
 from cnnviz_core.preprocess import Preprocess, preset
 
 from ..attribution import REGISTRY, default_layer
@@ -147,7 +147,8 @@ def cmd_check(args: argparse.Namespace) -> None:
     else:
         model = open_model(args)
     image = args.image
-    report = model.check(
+    report = check(
+        model,
         image=image,
         directions=args.directions,
         seed=args.seed,

@@ -18,7 +18,7 @@ from cnnviz_core.check import FAIL, FLIP, PASS, check, incremental_support
 
 
 def test_the_shipped_model_passes():
-    report = Model(default_model_path()).check()
+    report = check(Model(default_model_path()))
     assert report.ok and report.problems == ()
     assert report.preprocess_source == "model card" and report.labels_source == "model card"
     assert report.layout.layout == "NCHW" and report.layout.symbolic == ("N=batch",)
@@ -35,7 +35,7 @@ def test_the_shipped_model_passes():
 
 def test_fixed_batch_is_reported_rewritten_and_sources_default():
     model = Model(tiny_classifier(batch=1).SerializeToString(), name="tiny")
-    report = model.check(gradient_test=False)
+    report = check(model, gradient_test=False)
     assert report.batching == "rewritten" and report.batch_dim == 1
     assert report.layout.shape == (1, 3, 16, 16) and report.layout.symbolic == ()
     assert report.preprocess_source.startswith("default") and report.labels_source.startswith(
@@ -48,13 +48,13 @@ def test_preset_and_metadata_labels_are_traced():
     proto = tiny_classifier()
     helper.set_model_props(proto, {"character": "a\nb\nc\nd", "vocab": "p\nq\nr\ns"})
     model = Model(proto.SerializeToString(), preprocess="imagenet")
-    report = model.check(gradient_test=False)
+    report = check(model, gradient_test=False)
     assert report.preprocess_source == "preset 'imagenet'"
     # Paddle's key labels the classes; another key with one name per class is offered
     assert report.labels_source == "metadata key 'character'"
     assert report.unused_label_keys == ("vocab",)
     model = Model(proto.SerializeToString(), labels=["a", "b", "c", "d"])
-    assert model.check(gradient_test=False).labels_source == "given"
+    assert check(model, gradient_test=False).labels_source == "given"
 
 
 def rounding_model() -> Model:
@@ -71,7 +71,7 @@ def rounding_model() -> Model:
 
 
 def test_an_op_without_a_rule_is_reported_and_the_self_test_skipped():
-    report = rounding_model().check()
+    report = check(rounding_model())
     assert report.missing_rules == ("Round (round)",) and report.missing_ops == ("Round",)
     assert not report.gradients_supported
     ops = {op.op_type: op for op in report.ops}
@@ -90,7 +90,7 @@ def test_a_wrong_rule_fails_the_self_test(monkeypatch):
         return [None if g is None else g * 1.1 for g in original(self, call, grads)]
 
     monkeypatch.setattr(type(rule), "vjp", scaled)
-    report = Model(tiny_classifier().SerializeToString()).check(directions=2)
+    report = check(Model(tiny_classifier().SerializeToString()), directions=2)
     test = report.gradient_test
     assert test is not None and test.status == FAIL
     assert all(d.status == FAIL and d.error64 > 0.05 for d in test.directions)
@@ -104,7 +104,7 @@ def test_a_wrong_forward_fails_the_self_test(monkeypatch):
     monkeypatch.setattr(
         type(rule), "forward", lambda self, call: [np.maximum(call.inputs[0], 0) * 1.1]
     )
-    test = Model(tiny_classifier().SerializeToString()).check().gradient_test
+    test = check(Model(tiny_classifier().SerializeToString())).gradient_test
     assert test is not None and test.status == FAIL and "forward" in test.reason
 
 
@@ -130,7 +130,7 @@ def test_a_near_tie_is_a_flip_not_a_failure(gate):
         image[0, 0, 1, 2] = 0.0  # a ReLU input exactly at its kink
     else:
         image[0, 0, 0, 1] = image[0, 0, 0, 0] = 2.0  # two equal maxima in one window
-    report = tie_model(gate).check(image=image, directions=3, seed=3)
+    report = check(tie_model(gate), image=image, directions=3, seed=3)
     test = report.gradient_test
     assert test is not None and test.input == "given"
     flipped = [d for d in test.directions if d.status == FLIP]
@@ -153,7 +153,7 @@ def test_a_float32_float64_gate_flip_is_a_flip():
     proto = make_graph_model(nodes, one, ["N", 1, 2, 2], "logits")
     model = Model(proto.SerializeToString(), preprocess=Preprocess(channel_order="L"))
     image = np.array([[[[3e-8, 0.5], [-0.7, 0.9]]]], np.float32)
-    test = model.check(image=image, directions=1).gradient_test
+    test = check(model, image=image, directions=1).gradient_test
     assert test is not None and test.status == FLIP
     (direction,) = test.directions
     assert direction.error64 < 1e-6 and direction.error32 > 1e-2
@@ -192,7 +192,7 @@ def test_the_shared_models_pass(shared_data, name, preprocess):
     with warnings.catch_warnings():  # ppocr's batch of -1 may still run one image at a time
         warnings.simplefilter("ignore", RuntimeWarning)
         model = Model(shared_data / "models" / name, preprocess=preprocess)
-    report = model.check(directions=1)
+    report = check(model, directions=1)
     assert report.missing_rules == () and report.ok
     test = report.gradient_test
     assert test is not None and test.status in (PASS, FLIP), test
