@@ -59,7 +59,7 @@ class Layout:
     Attributes:
         input_name: the input tensor's name.
         shape: its declared shape; symbolic dims as their names (``?`` when unnamed).
-        layout: ``NCHW`` (what the engine runs).
+        layout: ``NCHW``, or ``NHWC (input transpose removed)`` (the engine runs NCHW).
         symbolic: names of the axes whose size the graph leaves open (``N``, ``H``...).
         size: (C, H, W) of one preprocessed image.
     """
@@ -637,7 +637,7 @@ def _layout(model: Model) -> Layout:
     symbolic = tuple(
         f"{'NCHW'[axis]}={dim}" for axis, dim in enumerate(shape[:4]) if isinstance(dim, str)
     )
-    return Layout(model.input_name, shape, "NCHW", symbolic, model.input_shape)
+    return Layout(model.input_name, shape, model.layout, symbolic, model.input_shape)
 
 
 def _batching(model: Model) -> str:

@@ -235,6 +235,63 @@ def expose(
 
 
 # ---------------------------------------------------------------------------------------
+# layouts
+
+#: the Transpose a channels-last export (tf2onnx, Keras) puts after its NHWC input
+NHWC_TO_NCHW = (0, 3, 1, 2)
+
+
+def input_consumers(model: onnx.ModelProto, input_name: str) -> list[onnx.NodeProto]:
+    """Nodes of the main graph that read tensor ``input_name``, in graph order."""
+    return [node for node in model.graph.node if input_name in node.input]
+
+
+def peel_channels_last(model: onnx.ModelProto, input_name: str) -> onnx.ModelProto | None:
+    """A copy of a channels-last model whose input is channels-first, or None.
+
+    tf2onnx and Keras exports declare an (N, H, W, C) input that a Transpose with perm
+    (0, 3, 1, 2) turns into (N, C, H, W). When every reader of ``input_name`` is such a
+    Transpose (and none of their outputs is a graph output), the copy declares the input
+    as (N, C, H, W) (same name, symbolic dims kept) and drops those Transposes: what read
+    their outputs reads the input. Returns None otherwise (no Transpose, or the NHWC tensor
+    is also read as it is).
+    """
+    consumers = input_consumers(model, input_name)
+    outputs = {o.name for o in model.graph.output}
+    if not consumers or any(
+        node.op_type != "Transpose"
+        or tuple(attributes(node).get("perm", ())) != NHWC_TO_NCHW
+        or node.output[0] in outputs
+        for node in consumers
+    ):
+        return None
+    out = copy.deepcopy(model)
+    graph = out.graph
+    peeled = {node.output[0] for node in consumers}
+    kept = [
+        node
+        for node in graph.node
+        if not (
+            node.op_type == "Transpose" and node.output[0] in peeled and input_name in node.input
+        )
+    ]
+    del graph.node[:]
+    graph.node.extend(kept)
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in peeled:
+                node.input[index] = input_name
+    stale = [info for info in graph.value_info if info.name in peeled]
+    for info in stale:
+        graph.value_info.remove(info)
+    inp = next(i for i in graph.input if i.name == input_name)
+    dims_nhwc = [copy.deepcopy(d) for d in inp.type.tensor_type.shape.dim]
+    del inp.type.tensor_type.shape.dim[:]
+    inp.type.tensor_type.shape.dim.extend(dims_nhwc[axis] for axis in NHWC_TO_NCHW)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # batching
 
 

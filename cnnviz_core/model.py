@@ -171,6 +171,11 @@ class Model:
     Attributes:
         proto: the ONNX model as loaded; ``runnable`` is the graph onnxruntime runs (its
             batch made symbolic when the export fixed it to 1).
+        layout: ``NCHW``, or ``NHWC (input transpose removed)``: a channels-last export
+            (tf2onnx, Keras: an (N, H, W, C) input read only by a Transpose to NCHW) is
+            loaded with that Transpose removed, so ``proto``, :meth:`prepare`,
+            :meth:`run` and every map are (N, C, H, W): transpose a raw NHWC batch with
+            ``batch.transpose(0, 3, 1, 2)`` before :meth:`run`.
         batched: whether batches run in one call (else one image at a time).
         labels_source: where the class names came from: ``given``, ``model card``,
             ``metadata key 'KEY'`` (such as Paddle's ``character``), or None.
@@ -191,6 +196,9 @@ class Model:
         self.proto = graph.load_onnx(source)
         self.name = name or (Path(source).stem if isinstance(source, (str, Path)) else "model")
         self.card: dict = _read_card(self.proto)
+        #: ``NCHW``, or ``NHWC (input transpose removed)`` for a channels-last export
+        self.layout: str
+        self.proto, self.layout = _channels_first(self.proto)
         self.input_name, self.input_dtype, input_shape = _image_input(self.proto)
         self.channels: int = input_shape[1]
         typed = graph.infer_shapes(self.proto)
@@ -365,7 +373,8 @@ class Model:
         """Forward a preprocessed batch; return the model outputs and the tapped tensors.
 
         Args:
-            batch: float (N, C, H, W) array (see :meth:`prepare`).
+            batch: float (N, C, H, W) array (see :meth:`prepare`), also for a channels-last
+                export (see ``layout``: its input Transpose is removed at load).
             taps: layer names or aliases whose tensors to return too.
             outputs: include the model's own outputs.
 
@@ -621,6 +630,36 @@ def _read_card(proto: onnx.ModelProto) -> dict:
                 raise ModelLoadError(f"the model's {CARD_KEY} metadata is not JSON: {exc}") from exc
             return card if isinstance(card, dict) else {}
     return {}
+
+
+def _channels_first(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """``proto`` and ``NCHW``, or for a channels-last export (an (N, H, W, C) input with
+    1, 3 or 4 channels read only by Transposes to NCHW) the graph without those Transposes
+    and ``NHWC (input transpose removed)``. An NHWC input read as it is raises."""
+    constant = {init.name for init in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in constant]
+    shape = graph.dims(inputs[0].type) if len(inputs) == 1 else None
+    if shape is None or len(shape) != 4 or shape[3] not in (1, 3, 4):
+        return proto, "NCHW"
+    name = inputs[0].name
+    peeled = graph.peel_channels_last(proto, name)
+    if peeled is not None:
+        return peeled, "NHWC (input transpose removed)"
+    if shape[1] in (1, 3):
+        return proto, "NCHW"
+    others = [
+        node
+        for node in graph.input_consumers(proto, name)
+        if node.op_type != "Transpose"
+        or tuple(graph.attributes(node).get("perm", ())) != graph.NHWC_TO_NCHW
+    ]
+    first = f"{others[0].op_type} node {others[0].name!r}" if others else "a graph output"
+    raise ModelLoadError(
+        f"model input {name!r} has shape {shape}, channels-last (NHWC), and is read by "
+        f"{first}, not only by a Transpose to NCHW (perm 0, 3, 1, 2): channels-last "
+        "layouts kept through the graph are not supported yet; export with a "
+        "channels-first input (tf2onnx: --inputs-as-nchw)"
+    )
 
 
 def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
