@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 from cnnviz.attribution import gradcam, occlusion
 from cnnviz_core import Model, Preprocess
 from cnnviz_core.backward import gradients
+from cnnviz_core.check import check
 from cnnviz_core.errors import ModelLoadError
 
 torch = pytest.importorskip("torch")
@@ -137,3 +138,11 @@ def test_nhwc_kept_through_graph_is_refused(tmp_path):
     onnx.save(proto, str(path))
     with pytest.raises(ModelLoadError, match=r"'image'.*ReduceMean.*not supported yet"):
         Model(path)
+
+
+def test_doctor_reports_layout_and_passes_its_self_test(exported):
+    _, _, model = exported
+    report = check(model, directions=2)
+    assert report.layout.layout == "NHWC (input transpose removed)"
+    assert report.layout.shape[1:] == (3, SIZE, SIZE)
+    assert not report.problems
