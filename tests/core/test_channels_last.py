@@ -146,3 +146,35 @@ def test_doctor_reports_layout_and_passes_its_self_test(exported):
     assert report.layout.layout == "NHWC (input transpose removed)"
     assert report.layout.shape[1:] == (3, SIZE, SIZE)
     assert not report.problems
+
+
+class GreyFixedBatchNet(nn.Module):
+    """One channel, exported with a fixed batch of 1 (``reshape(1, -1)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.head = nn.Linear(4 * (SIZE - 2) ** 2, CLASSES)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x.permute(0, 3, 1, 2))).reshape(1, -1))
+
+
+def test_grey_fixed_batch_export_runs_batched(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "grey.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            GreyFixedBatchNet().eval(), (torch.randn(1, SIZE, SIZE, 1),), str(path),
+            dynamo=False, opset_version=17, input_names=["x"],
+        )  # fmt: skip
+    model = Model(path, preprocess="grey01")
+    assert model.layout == "NHWC (input transpose removed)" and model.batched
+    assert model.input_shape == (1, SIZE, SIZE)
+    grey = np.random.default_rng(2).standard_normal((4, 1, SIZE, SIZE)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = np.concatenate(
+        [session.run(None, {"x": image[None].transpose(0, 2, 3, 1)})[0] for image in grey]
+    )
+    np.testing.assert_allclose(model.scores(grey), expected, rtol=1e-5, atol=1e-5)
