@@ -21,7 +21,7 @@ from cnnviz_core import Model
 from cnnviz_core.preprocess import ImageLike
 from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_targets
 
-from ..render.colormap import apply_colormap, overlay
+from ..render.colormap import apply_colormap, clip_threshold, overlay
 
 Images = ImageLike | Sequence[ImageLike] | np.ndarray
 
@@ -67,40 +67,66 @@ class Attribution:
             return np.abs(self.maps).max(axis=1)
         return self.maps
 
-    def normalized(self) -> np.ndarray:
-        """Maps scaled per image for display: [0, 1] by the max (unsigned heat maps),
-        [-1, 1] by the max of |value| (signed and colour maps); all-zero maps stay zero."""
+    def normalized(self, clip_percentile: float | None = 99.0) -> np.ndarray:
+        """Maps scaled per image for display: [0, 1] (unsigned heat maps, shifted up when they
+        dip below zero), [-1, 1] (signed and colour maps); all-zero maps stay zero.
+
+        Args:
+            clip_percentile: the scale is this percentile of the nonzero |values| (as
+                Captum's ``outlier_perc = 100 - p``); values above it saturate at +-1, so
+                maps with a few huge spikes (integrated gradients) stay visible. ``None``
+                or 100: scale by the maximum.
+        """
         maps = self.maps.astype(np.float32)
-        if self.signed or self.colour:
-            scale = np.abs(maps).reshape(len(maps), -1).max(axis=1)
-        else:
+        if not (self.signed or self.colour):
             maps = (
                 maps
                 - np.minimum(maps.reshape(len(maps), -1).min(axis=1), 0)[
                     (...,) + (None,) * (maps.ndim - 1)
                 ]
             )
-            scale = maps.reshape(len(maps), -1).max(axis=1)
+        scale = np.array(
+            [clip_threshold(np.abs(one), clip_percentile or 100.0) for one in maps], np.float32
+        )
         scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        return maps / scale[(...,) + (None,) * (maps.ndim - 1)]
+        low = -1.0 if (self.signed or self.colour) else 0.0
+        return np.clip(maps / scale[(...,) + (None,) * (maps.ndim - 1)], low, 1.0)
 
-    def render(self, i: int, colormap: str | None = None, alpha: float = 0.5) -> np.ndarray:
+    def render(
+        self,
+        i: int,
+        colormap: str | None = None,
+        alpha: float = 0.7,
+        clip_percentile: float | None = 99.0,
+        gamma: float | None = 0.75,
+    ) -> np.ndarray:
         """Image ``i`` as (H, W, 3) uint8: a heat map over the input (``inferno``;
-        ``coolwarm`` centred on zero for signed maps), or the colour map itself shown
-        around mid-grey (guided backprop, deconvnet)."""
-        shown = self.normalized()[i]
+        ``coolwarm`` centred on zero for signed maps) whose opacity ramps with |value|
+        (``alpha * |value| ** gamma``: zero leaves the photo as it is), or the colour map
+        itself shown around mid-grey (guided backprop, deconvnet). ``clip_percentile`` as
+        in :meth:`normalized`."""
+        shown = self.normalized(clip_percentile)[i]
         if self.colour:
             rgb = np.moveaxis(shown, 0, -1)
             if rgb.shape[2] == 1:
                 rgb = np.repeat(rgb, 3, axis=-1)
             return np.rint(np.clip(0.5 + 0.5 * rgb[..., :3], 0, 1) * 255).astype(np.uint8)
         if self.signed:
-            return overlay(self.images[i], 0.5 + 0.5 * shown, colormap or "coolwarm", alpha)
-        return overlay(self.images[i], shown, colormap or "inferno", alpha)
+            return overlay(
+                self.images[i],
+                0.5 + 0.5 * shown,
+                colormap or "coolwarm",
+                alpha,
+                gamma=gamma,
+                weight=np.abs(shown),
+            )
+        return overlay(self.images[i], shown, colormap or "inferno", alpha, gamma=gamma)
 
-    def render_map(self, i: int, colormap: str = "inferno") -> np.ndarray:
+    def render_map(
+        self, i: int, colormap: str = "inferno", clip_percentile: float | None = 99.0
+    ) -> np.ndarray:
         """The heat map of image ``i`` alone, coloured, (H, W, 3) uint8."""
-        shown = np.abs(self.normalized()[i])
+        shown = np.abs(self.normalized(clip_percentile)[i])
         return apply_colormap(shown.max(axis=0) if self.colour else shown, colormap)
 
 
