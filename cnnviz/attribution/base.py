@@ -11,6 +11,7 @@ Contract of every technique::
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,7 +22,8 @@ from cnnviz_core import Model
 from cnnviz_core.preprocess import ImageLike
 from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_targets
 
-from ..render.colormap import apply_colormap, clip_threshold, overlay
+from ..render.colormap import COLORMAPS, apply_colormap, clip_threshold, overlay
+from ..render.images import png_bytes, png_data_uri, tile_grid
 
 Images = ImageLike | Sequence[ImageLike] | np.ndarray
 
@@ -77,20 +79,24 @@ class Attribution:
                 maps with a few huge spikes (integrated gradients) stay visible. ``None``
                 or 100: scale by the maximum.
         """
+        maps, scale = self._display_scale(clip_percentile)
+        low = -1.0 if (self.signed or self.colour) else 0.0
+        return np.clip(maps / scale[(...,) + (None,) * (maps.ndim - 1)], low, 1.0)
+
+    def _display_scale(self, clip_percentile: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """The maps (unsigned ones shifted up to 0 when they dip below it) and the per-image
+        value that :meth:`normalized` maps to 1 (never 0)."""
         maps = self.maps.astype(np.float32)
         if not (self.signed or self.colour):
-            maps = (
-                maps
-                - np.minimum(maps.reshape(len(maps), -1).min(axis=1), 0)[
-                    (...,) + (None,) * (maps.ndim - 1)
-                ]
-            )
+            maps = maps - self._shift()[(...,) + (None,) * (maps.ndim - 1)]
         scale = np.array(
             [clip_threshold(np.abs(one), clip_percentile or 100.0) for one in maps], np.float32
         )
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        low = -1.0 if (self.signed or self.colour) else 0.0
-        return np.clip(maps / scale[(...,) + (None,) * (maps.ndim - 1)], low, 1.0)
+        return maps, np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+    def _shift(self) -> np.ndarray:
+        """Per image, the minimum of an unsigned map when below zero, else 0."""
+        return np.minimum(self.maps.reshape(len(self.maps), -1).min(axis=1), 0).astype(np.float32)
 
     def render(
         self,
@@ -128,6 +134,97 @@ class Attribution:
         """The heat map of image ``i`` alone, coloured, (H, W, 3) uint8."""
         shown = np.abs(self.normalized(clip_percentile)[i])
         return apply_colormap(shown.max(axis=0) if self.colour else shown, colormap)
+
+    # ------------------------------------------------------------------ display
+
+    def _labels(self) -> list[str]:
+        return [target.label for target in self.targets] or [""] * len(self)
+
+    def _grid(self, columns: int = 4) -> np.ndarray:
+        tiles = [self.render(i) for i in range(len(self))]
+        return tile_grid(tiles, columns=min(columns, len(tiles)), pad=2, background=255)
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter: every image's overlay in a grid (4 per row), as PNG bytes."""
+        return png_bytes(self._grid())
+
+    def _repr_html_(self) -> str:
+        """Jupyter: a small table (method, targets) above the overlays, inlined as PNG."""
+        targets = ", ".join(html.escape(label) for label in self._labels() if label)
+        options = ", ".join(
+            f"{html.escape(str(k))}={html.escape(repr(v))}" for k, v in self.options.items()
+        )
+        rows = [("method", html.escape(self.method)), ("targets", targets or "-")]
+        if options:
+            rows.append(("options", options))
+        left = "style='text-align:left'"
+        table = "".join(
+            f"<tr><th {left}>{name}</th><td {left}>{value}</td></tr>" for name, value in rows
+        )
+        return (
+            f"<div class='cnnviz-attribution'><table>{table}</table>"
+            f"<img src='{png_data_uri(self._grid())}' alt='{html.escape(self.method)} maps'/></div>"
+        )
+
+    def plot(
+        self,
+        index: int = 0,
+        ax: Any = None,
+        colormap: str | None = None,
+        clip_percentile: float | None = 99.0,
+        colorbar: bool = True,
+    ) -> tuple[Any, Any]:
+        """Draw image ``index``'s overlay with matplotlib (as Captum's
+        ``visualize_image_attr``), with a colorbar in the map's own units whose range is the
+        display scale (values beyond it are clipped, see :meth:`normalized`).
+
+        Args:
+            index: which image of the batch.
+            ax: a matplotlib Axes to draw on; default a new figure.
+            colormap: as in :meth:`render`.
+            clip_percentile: as in :meth:`normalized`.
+            colorbar: add the colorbar (heat maps only; colour maps have none).
+
+        Returns:
+            ``(figure, axes)``.
+        """
+        try:
+            import matplotlib.pyplot as plt
+            from matplotlib.cm import ScalarMappable
+            from matplotlib.colors import LinearSegmentedColormap, Normalize
+        except ImportError as error:
+            raise ImportError(
+                "Attribution.plot needs matplotlib, which is not installed: pip install matplotlib"
+            ) from error
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} images")
+        if ax is None:
+            figure, ax = plt.subplots(figsize=(5, 4.2))
+        else:
+            figure = ax.figure
+        name = colormap or ("coolwarm" if self.signed else "inferno")
+        ax.imshow(self.render(index, colormap=name, clip_percentile=clip_percentile))
+        ax.set_axis_off()
+        label = self._labels()[index]
+        ax.set_title(f"{self.method}: {label}" if label else self.method, fontsize=10)
+        if colorbar and not self.colour:
+            _, scale = self._display_scale(clip_percentile)
+            limit = float(scale[index])
+            if self.signed:
+                low, high = -limit, limit
+            else:
+                low = float(self._shift()[index])
+                high = low + limit
+            cmap = LinearSegmentedColormap.from_list(
+                name, [(position, color) for position, color in COLORMAPS[name]]
+            )
+            mappable = ScalarMappable(norm=Normalize(low, high), cmap=cmap)
+            bar = figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
+            clipped = (
+                "" if clip_percentile in (None, 100.0) else f" (clipped at p{clip_percentile:g})"
+            )
+            bar.set_label(f"attribution{clipped}", fontsize=9)
+        return figure, ax
 
 
 class Method(Protocol):

@@ -128,3 +128,102 @@ def test_render_is_deterministic_and_shaped() -> None:
     np.testing.assert_array_equal(first, second)
     assert first.shape == (SIZE, SIZE, 3) and first.dtype == np.uint8
     assert result.render_map(0).shape == (SIZE, SIZE, 3)
+
+
+# ---------------------------------------------------------------------- notebook display
+
+
+def decode(data: bytes):
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(data))
+    picture.load()
+    return picture
+
+
+def test_attribution_repr_png_is_a_grid_of_overlays() -> None:
+    result = attribution(np.stack([blob_map()] * 5))
+    data = result._repr_png_()
+    assert isinstance(data, bytes)
+    picture = decode(data)
+    # 5 tiles, 4 per row: 2 rows, 2 px padding around and between
+    assert picture.size == (4 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)
+    assert picture.mode == "RGB"
+    tile = np.asarray(picture)[2 : 2 + SIZE, 2 : 2 + SIZE]
+    np.testing.assert_array_equal(tile, result.render(0))
+
+
+def test_attribution_repr_html_inlines_the_picture() -> None:
+    import base64
+    import re
+
+    result = attribution(np.stack([blob_map()] * 2), method="gradcam<x>")
+    page = result._repr_html_()
+    match = re.search(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert match is not None
+    assert decode(base64.b64decode(match.group(1))).size == (2 * (SIZE + 2) + 2, SIZE + 4)
+    assert "gradcam&lt;x&gt;" in page and "<x>" not in page  # escaped
+    assert "class 0 &#x27;thing0&#x27;" in page and "class 1" in page
+
+
+def test_synthesis_result_repr_png() -> None:
+    from cnnviz.synthesis.base import SynthesisResult
+
+    images = np.stack([photo(k) for k in range(3)])
+    result = SynthesisResult(
+        "inversion", images, np.zeros((3, 3, SIZE, SIZE), np.float32), [], {}, 0
+    )
+    picture = decode(result._repr_png_())
+    assert picture.size == (3 * (SIZE + 2) + 2, SIZE + 4)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_plot_draws_the_overlay_with_a_colorbar_on_the_display_scale(signed: bool) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    maps = np.stack([heavy_tailed(signed, 3), blob_map()])
+    result = attribution(maps, signed=signed, method="integrated-gradients")
+    figure, ax = result.plot(0)
+    try:
+        assert isinstance(figure, Figure) and isinstance(ax, Axes)
+        assert "integrated-gradients" in ax.get_title() and "thing0" in ax.get_title()
+        bar = figure.axes[-1]
+        assert bar is not ax
+        limit = np.percentile(np.abs(maps[0])[maps[0] != 0], 99)
+        low, high = sorted(bar.get_ylim())
+        assert high == pytest.approx(limit, rel=1e-4)
+        assert low == pytest.approx(-limit if signed else 0.0, rel=1e-4, abs=1e-6)
+        shown = ax.get_images()[0].get_array()
+        np.testing.assert_array_equal(np.asarray(shown), result.render(0))
+        # drawing on a given axes
+        _, (left, right) = plt.subplots(1, 2)
+        figure2, drawn = result.plot(1, ax=right, colorbar=False)
+        assert drawn is right and len(figure2.axes) == 2 and not left.get_images()
+        plt.close(figure2)
+        with pytest.raises(IndexError, match="index 5"):
+            result.plot(5)
+    finally:
+        plt.close("all")
+
+
+def test_plot_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        attribution(blob_map()[None]).plot()
