@@ -198,8 +198,9 @@ class Attribution:
             ) from error
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for {len(self)} images")
+        created = ax is None
         if ax is None:
-            figure, ax = plt.subplots(figsize=(5, 4.2))
+            figure, ax = plt.subplots(figsize=(5.4, 4.2))
         else:
             figure = ax.figure
         name = colormap or ("coolwarm" if self.signed else "inferno")
@@ -224,6 +225,8 @@ class Attribution:
                 "" if clip_percentile in (None, 100.0) else f" (clipped at p{clip_percentile:g})"
             )
             bar.set_label(f"attribution{clipped}", fontsize=9)
+        if created:
+            figure.tight_layout()
         return figure, ax
 
 
