@@ -11,6 +11,7 @@ Contract of every technique::
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,7 +22,8 @@ from cnnviz_core import Model
 from cnnviz_core.preprocess import ImageLike
 from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_targets
 
-from ..render.colormap import apply_colormap, overlay
+from ..render.colormap import COLORMAPS, apply_colormap, clip_threshold, overlay
+from ..render.images import png_bytes, png_data_uri, tile_grid
 
 Images = ImageLike | Sequence[ImageLike] | np.ndarray
 
@@ -67,41 +69,165 @@ class Attribution:
             return np.abs(self.maps).max(axis=1)
         return self.maps
 
-    def normalized(self) -> np.ndarray:
-        """Maps scaled per image for display: [0, 1] by the max (unsigned heat maps),
-        [-1, 1] by the max of |value| (signed and colour maps); all-zero maps stay zero."""
-        maps = self.maps.astype(np.float32)
-        if self.signed or self.colour:
-            scale = np.abs(maps).reshape(len(maps), -1).max(axis=1)
-        else:
-            maps = (
-                maps
-                - np.minimum(maps.reshape(len(maps), -1).min(axis=1), 0)[
-                    (...,) + (None,) * (maps.ndim - 1)
-                ]
-            )
-            scale = maps.reshape(len(maps), -1).max(axis=1)
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        return maps / scale[(...,) + (None,) * (maps.ndim - 1)]
+    def normalized(self, clip_percentile: float | None = 99.0) -> np.ndarray:
+        """Maps scaled per image for display: [0, 1] (unsigned heat maps, shifted up when they
+        dip below zero), [-1, 1] (signed and colour maps); all-zero maps stay zero.
 
-    def render(self, i: int, colormap: str | None = None, alpha: float = 0.5) -> np.ndarray:
+        Args:
+            clip_percentile: the scale is this percentile of the nonzero |values| (as
+                Captum's ``outlier_perc = 100 - p``); values above it saturate at +-1, so
+                maps with a few huge spikes (integrated gradients) stay visible. ``None``
+                or 100: scale by the maximum.
+        """
+        maps, scale = self._display_scale(clip_percentile)
+        low = -1.0 if (self.signed or self.colour) else 0.0
+        return np.clip(maps / scale[(...,) + (None,) * (maps.ndim - 1)], low, 1.0)
+
+    def _display_scale(self, clip_percentile: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """The maps (unsigned ones shifted up to 0 when they dip below it) and the per-image
+        value that :meth:`normalized` maps to 1 (never 0)."""
+        maps = self.maps.astype(np.float32)
+        if not (self.signed or self.colour):
+            maps = maps - self._shift()[(...,) + (None,) * (maps.ndim - 1)]
+        scale = np.array(
+            [clip_threshold(np.abs(one), clip_percentile or 100.0) for one in maps], np.float32
+        )
+        return maps, np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+    def _shift(self) -> np.ndarray:
+        """Per image, the minimum of an unsigned map when below zero, else 0."""
+        return np.minimum(self.maps.reshape(len(self.maps), -1).min(axis=1), 0).astype(np.float32)
+
+    def render(
+        self,
+        i: int,
+        colormap: str | None = None,
+        alpha: float = 0.7,
+        clip_percentile: float | None = 99.0,
+        gamma: float | None = 0.75,
+    ) -> np.ndarray:
         """Image ``i`` as (H, W, 3) uint8: a heat map over the input (``inferno``;
-        ``coolwarm`` centred on zero for signed maps), or the colour map itself shown
-        around mid-grey (guided backprop, deconvnet)."""
-        shown = self.normalized()[i]
+        ``coolwarm`` centred on zero for signed maps) whose opacity ramps with |value|
+        (``alpha * |value| ** gamma``: zero leaves the photo as it is), or the colour map
+        itself shown around mid-grey (guided backprop, deconvnet). ``clip_percentile`` as
+        in :meth:`normalized`."""
+        shown = self.normalized(clip_percentile)[i]
         if self.colour:
             rgb = np.moveaxis(shown, 0, -1)
             if rgb.shape[2] == 1:
                 rgb = np.repeat(rgb, 3, axis=-1)
             return np.rint(np.clip(0.5 + 0.5 * rgb[..., :3], 0, 1) * 255).astype(np.uint8)
         if self.signed:
-            return overlay(self.images[i], 0.5 + 0.5 * shown, colormap or "coolwarm", alpha)
-        return overlay(self.images[i], shown, colormap or "inferno", alpha)
+            return overlay(
+                self.images[i],
+                0.5 + 0.5 * shown,
+                colormap or "coolwarm",
+                alpha,
+                gamma=gamma,
+                weight=np.abs(shown),
+            )
+        return overlay(self.images[i], shown, colormap or "inferno", alpha, gamma=gamma)
 
-    def render_map(self, i: int, colormap: str = "inferno") -> np.ndarray:
+    def render_map(
+        self, i: int, colormap: str = "inferno", clip_percentile: float | None = 99.0
+    ) -> np.ndarray:
         """The heat map of image ``i`` alone, coloured, (H, W, 3) uint8."""
-        shown = np.abs(self.normalized()[i])
+        shown = np.abs(self.normalized(clip_percentile)[i])
         return apply_colormap(shown.max(axis=0) if self.colour else shown, colormap)
+
+    # ------------------------------------------------------------------ display
+
+    def _labels(self) -> list[str]:
+        return [target.label for target in self.targets] or [""] * len(self)
+
+    def _grid(self, columns: int = 4) -> np.ndarray:
+        tiles = [self.render(i) for i in range(len(self))]
+        return tile_grid(tiles, columns=min(columns, len(tiles)), pad=2, background=255)
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter: every image's overlay in a grid (4 per row), as PNG bytes."""
+        return png_bytes(self._grid())
+
+    def _repr_html_(self) -> str:
+        """Jupyter: a small table (method, targets) above the overlays, inlined as PNG."""
+        targets = ", ".join(html.escape(label) for label in self._labels() if label)
+        options = ", ".join(
+            f"{html.escape(str(k))}={html.escape(repr(v))}" for k, v in self.options.items()
+        )
+        rows = [("method", html.escape(self.method)), ("targets", targets or "-")]
+        if options:
+            rows.append(("options", options))
+        left = "style='text-align:left'"
+        table = "".join(
+            f"<tr><th {left}>{name}</th><td {left}>{value}</td></tr>" for name, value in rows
+        )
+        return (
+            f"<div class='cnnviz-attribution'><table>{table}</table>"
+            f"<img src='{png_data_uri(self._grid())}' alt='{html.escape(self.method)} maps'/></div>"
+        )
+
+    def plot(
+        self,
+        index: int = 0,
+        ax: Any = None,
+        colormap: str | None = None,
+        clip_percentile: float | None = 99.0,
+        colorbar: bool = True,
+    ) -> tuple[Any, Any]:
+        """Draw image ``index``'s overlay with matplotlib (as Captum's
+        ``visualize_image_attr``), with a colorbar in the map's own units whose range is the
+        display scale (values beyond it are clipped, see :meth:`normalized`).
+
+        Args:
+            index: which image of the batch.
+            ax: a matplotlib Axes to draw on; default a new figure.
+            colormap: as in :meth:`render`.
+            clip_percentile: as in :meth:`normalized`.
+            colorbar: add the colorbar (heat maps only; colour maps have none).
+
+        Returns:
+            ``(figure, axes)``.
+        """
+        try:
+            import matplotlib.pyplot as plt
+            from matplotlib.cm import ScalarMappable
+            from matplotlib.colors import LinearSegmentedColormap, Normalize
+        except ImportError as error:
+            raise ImportError(
+                "Attribution.plot needs matplotlib, which is not installed: pip install matplotlib"
+            ) from error
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} images")
+        created = ax is None
+        if ax is None:
+            figure, ax = plt.subplots(figsize=(5.4, 4.2))
+        else:
+            figure = ax.figure
+        name = colormap or ("coolwarm" if self.signed else "inferno")
+        ax.imshow(self.render(index, colormap=name, clip_percentile=clip_percentile))
+        ax.set_axis_off()
+        label = self._labels()[index]
+        ax.set_title(f"{self.method}: {label}" if label else self.method, fontsize=10)
+        if colorbar and not self.colour:
+            _, scale = self._display_scale(clip_percentile)
+            limit = float(scale[index])
+            if self.signed:
+                low, high = -limit, limit
+            else:
+                low = float(self._shift()[index])
+                high = low + limit
+            cmap = LinearSegmentedColormap.from_list(
+                name, [(position, color) for position, color in COLORMAPS[name]]
+            )
+            mappable = ScalarMappable(norm=Normalize(low, high), cmap=cmap)
+            bar = figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
+            clipped = (
+                "" if clip_percentile in (None, 100.0) else f" (clipped at p{clip_percentile:g})"
+            )
+            bar.set_label(f"attribution{clipped}", fontsize=9)
+        if created:
+            figure.tight_layout()
+        return figure, ax
 
 
 class Method(Protocol):

@@ -1,7 +1,11 @@
 """Colormaps and heat-map overlays without matplotlib: small tables interpolated linearly.
 
 colors = apply_colormap(heat, "inferno")            # (H, W) in [0, 1] -> (H, W, 3) uint8
-picture = overlay(image, heat, "jet", alpha=0.5)    # heat blended over an RGB image
+picture = overlay(image, heat, "jet", alpha=0.7)    # heat over an RGB image, opacity ramped
+limit = clip_threshold(np.abs(attr), 99.0)          # display scale: 99th pct of |nonzero|
+
+Overlays ramp their opacity with the value (``alpha * weight ** gamma``): low values leave the
+photo untouched instead of washing it with the colormap's darkest colour.
 """
 
 from __future__ import annotations
@@ -76,22 +80,60 @@ def apply_colormap(values: np.ndarray, name: str = "inferno") -> np.ndarray:
     return np.rint(rgb * 255.0).astype(np.uint8)
 
 
+def clip_threshold(magnitudes: np.ndarray, percentile: float = 99.0) -> float:
+    """The ``percentile``-th percentile of the nonzero magnitudes: values above it are
+    outliers a display should saturate (as Captum's ``visualize_image_attr`` with
+    ``outlier_perc``), so a map whose mass sits in a few spikes (integrated gradients) stays
+    visible. Nonzero values only, so a small blob on a zero background keeps its peak.
+
+    Args:
+        magnitudes: non-negative values, any shape.
+        percentile: in (0, 100]; 100 gives the maximum.
+
+    Returns:
+        The threshold (0.0 for an all-zero map).
+    """
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must lie in (0, 100], got {percentile}")
+    values = np.asarray(magnitudes, np.float64).ravel()
+    values = values[values > 0]
+    if values.size == 0:
+        return 0.0
+    return float(np.percentile(values, percentile))
+
+
 def overlay(
-    image: np.ndarray, heat: np.ndarray, colormap: str = "inferno", alpha: float = 0.5
+    image: np.ndarray,
+    heat: np.ndarray,
+    colormap: str = "inferno",
+    alpha: float = 0.7,
+    *,
+    gamma: float | None = 0.75,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Blend a heat map over an image.
+    """Blend a heat map over an image, its opacity ramping with the value.
+
+    Each pixel gets ``alpha * weight ** gamma`` of the colormap's colour, so zero leaves the
+    photo unchanged and the peak shows at ``alpha``.
 
     Args:
         image: (H, W, 3) uint8 RGB (or (H, W) grey).
-        heat: (h, w) values in [0, 1]; resized bilinearly to (H, W) when it differs.
+        heat: (h, w) values in [0, 1] that pick the colour; resized bilinearly to (H, W)
+            when it differs.
         colormap: a key of :data:`COLORMAPS`.
-        alpha: weight of the heat map's colour (0: image only, 1: colours only).
+        alpha: opacity of the colour at full weight (0: image only, 1: colours only).
+        gamma: exponent of the opacity ramp (< 1 shows weak values more); ``None``: a
+            constant ``alpha`` everywhere (the classic blend).
+        weight: (h, w) values in [0, 1] that set the opacity; default ``heat``. Signed maps
+            shown with a diverging colormap pass ``|value|`` here (heat is ``0.5 + value / 2``).
 
     Returns:
         (H, W, 3) uint8.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if gamma is not None and gamma <= 0:
+        raise ValueError(f"gamma must be > 0 (or None for a constant alpha), got {gamma}")
     picture = np.asarray(image)
     if picture.ndim == 2:
         picture = np.repeat(picture[..., None], 3, axis=-1)
@@ -103,5 +145,15 @@ def overlay(
     if heat.shape != picture.shape[:2]:
         heat = upscale(heat, size=picture.shape[:2], nearest=False)
     colored = apply_colormap(heat, colormap).astype(np.float32)
-    blended = (1.0 - alpha) * picture.astype(np.float32) + alpha * colored
+    if gamma is None:
+        opacity: np.ndarray | float = alpha
+    else:
+        ramp = heat if weight is None else np.asarray(weight, np.float32)
+        if ramp.ndim != 2:
+            raise ValueError(f"overlay needs an (h, w) weight map; got {ramp.shape}")
+        if ramp.shape != picture.shape[:2]:
+            ramp = upscale(ramp, size=picture.shape[:2], nearest=False)
+        ramp = np.clip(np.nan_to_num(ramp), 0.0, 1.0)
+        opacity = (alpha * ramp**gamma)[..., None]
+    blended = (1.0 - opacity) * picture.astype(np.float32) + opacity * colored
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -6,6 +6,8 @@ Arrays are (H, W) grey or (H, W, C) with C in 1, 3, 4, either uint8 (0-255) or f
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +51,18 @@ def save_png(array: np.ndarray, path: PathLike) -> Path:
     with atomic_path(path) as temp:
         picture.save(temp, format="PNG")
     return Path(path)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """An image array encoded as PNG bytes (what Jupyter's ``_repr_png_`` returns)."""
+    buffer = io.BytesIO()
+    to_pil(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_data_uri(array: np.ndarray) -> str:
+    """An image array as a ``data:image/png;base64,...`` URI for an inline ``<img>``."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode("ascii")
 
 
 def upscale(

@@ -78,6 +78,13 @@ class SynthesisResult:
     def __len__(self) -> int:
         return len(self.images)
 
+    def _repr_png_(self) -> bytes:
+        """Jupyter: the pictures in a grid (up to 8 per row), as PNG bytes."""
+        from ..render.images import png_bytes, tile_grid
+
+        tiles = list(self.images)
+        return png_bytes(tile_grid(tiles, columns=min(8, len(tiles)), pad=2, background=255))
+
 
 # --------------------------------------------------------------------------- the network
 

@@ -439,8 +439,10 @@ def test_colormap_and_overlay() -> None:
     jet = apply_colormap(np.array([0.0, 0.5, 1.0]), "jet")
     np.testing.assert_array_equal(jet, [[0, 0, 128], [128, 255, 128], [128, 0, 0]])
     image = np.full((8, 8, 3), 200, np.uint8)
-    blended = overlay(image, np.zeros((4, 4)), "gray", alpha=0.5)
+    blended = overlay(image, np.zeros((4, 4)), "gray", alpha=0.5, gamma=None)  # constant blend
     np.testing.assert_array_equal(blended, 100)
+    ramped = overlay(image, np.zeros((4, 4)), "gray", alpha=0.5)  # opacity ramps with the value
+    np.testing.assert_array_equal(ramped, 200)
     with pytest.raises(ValueError, match="unknown colormap"):
         apply_colormap(ramp, "viridis2")
 
