@@ -143,7 +143,7 @@ def render_filters(
     filters: ConvFilters,
     normalize: str = "filter",
     *,
-    tile_side: int = 24,
+    tile_side: int | None = None,
     max_out: int = 64,
     max_in: int = 32,
     bgr: bool = False,
@@ -157,7 +157,9 @@ def render_filters(
     Args:
         filters: from :func:`conv_filters`.
         normalize: ``filter`` or ``joint`` (see :func:`rgb_tiles`).
-        tile_side: displayed tile side in pixels (an integer magnification of the kernel).
+        tile_side: displayed tile side in pixels (an integer magnification of the kernel,
+            nearest-neighbour); default: at least 24 px and enough for the grid to be at
+            least ``MIN_GRID_SIDE`` px on its shorter side.
         max_out, max_in: show at most this many output filters / input channels.
         bgr: the model takes BGR input (first layer only).
 
@@ -166,18 +168,39 @@ def render_filters(
     """
     weights = filters.weights[:max_out]
     kh, kw = weights.shape[2:]
-    factor = max(1, tile_side // max(kh, kw))
+    kernel = max(kh, kw)
+    if tile_side is None:
+        factor = _auto_factor(weights, filters, kernel, max_in)
+    else:
+        factor = max(1, tile_side // kernel)
+    separator = min(3, max(1, factor // 4))
     if weights.shape[1] == 3 and filters.groups == 1:
         tiles = rgb_tiles(weights, normalize, bgr)
         shown = [_to_uint8(upscale(t, factor)) for t in tiles]
-        return tile_grid(shown, pad=max(1, factor // 4), background=255)
+        return tile_grid(shown, pad=separator, background=255)
     grey = grey_tiles(weights[:, :max_in], normalize)
     if filters.depthwise:
         shown = [_to_uint8(upscale(t[0], factor)) for t in grey]
-        return tile_grid(shown, pad=max(1, factor // 4), background=255)
+        return tile_grid(shown, pad=separator, background=255)
     rows, cols = grey.shape[:2]
     shown = [_to_uint8(upscale(grey[o, i], factor)) for o in range(rows) for i in range(cols)]
-    return tile_grid(shown, columns=cols, pad=max(1, factor // 4), background=255)
+    return tile_grid(shown, columns=cols, pad=separator, background=255)
+
+
+MIN_GRID_SIDE = 256
+"""Default smallest side of a filter grid in pixels (a 3x3 first layer is unreadable at 106)."""
+
+
+def _auto_factor(weights: np.ndarray, filters: ConvFilters, kernel: int, max_in: int) -> int:
+    """The magnification that makes tiles >= 24 px and the grid's shorter side >=
+    ``MIN_GRID_SIDE``."""
+    count = weights.shape[0]
+    if (weights.shape[1] == 3 and filters.groups == 1) or filters.depthwise:
+        columns = math.ceil(math.sqrt(count))
+        short = min(columns, math.ceil(count / columns))
+    else:
+        short = min(count, min(weights.shape[1], max_in))
+    return max(math.ceil(24 / kernel), math.ceil(MIN_GRID_SIDE / (max(1, short) * kernel)))
 
 
 def _to_uint8(tile: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from cnnviz_core import InputError
 
-from ..render.images import tile_grid, upscale
+from ..render.images import text_strip, tile_grid, upscale
 
 METRICS = ("l2", "cosine")
 #: query rows per distance block (bounds the (queries, N) distance matrix)
@@ -123,8 +123,11 @@ def neighbor_rows(
     *,
     separator_after: int | None = None,
     min_side: int = 64,
+    group_names: Sequence[str] = ("feature", "pixel"),
 ) -> np.ndarray:
-    """Query images followed by their neighbours, one row per query.
+    """Query images followed by their neighbours, one row per query, under a header row
+    naming each column (``query``, then the neighbour rank: ``feature 1``, ... and, after
+    the separator, ``pixel 1``, ...; without a separator just ``1``, ``2``, ...).
 
     Args:
         images: (N, H, W, 3) uint8 data-base images.
@@ -133,9 +136,11 @@ def neighbor_rows(
             then pixel-space neighbours).
         separator_after: insert a blank tile after this many neighbours in each row.
         min_side: tiles enlarged to at least this side.
+        group_names: the header's names of the neighbour groups before and after the
+            separator.
 
     Returns:
-        uint8 (H', W', 3) grid.
+        uint8 (H', W', 3) grid, its first rows the header.
     """
     tiles = []
     blank = np.full_like(upscale(images[0], min_side=min_side), 255)
@@ -148,4 +153,16 @@ def neighbor_rows(
             line.append(upscale(images[int(index)], min_side=min_side))
         line += [blank] * (width - len(line))
         tiles += line
-    return tile_grid(tiles, columns=width, pad=2, background=255)
+    titles = ["query"]
+    for n in range(width - 1):
+        if separator_after is None:
+            titles.append(str(n + 1))
+        elif n < separator_after:
+            titles.append(f"{group_names[0]} {n + 1}")
+        elif n == separator_after:
+            titles.append("")
+        else:
+            titles.append(f"{group_names[1]} {n - separator_after}")
+    header = text_strip(titles, blank.shape[1], pad=2)
+    grid = tile_grid(tiles, columns=width, pad=2, background=255)
+    return np.concatenate([header, grid], axis=0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import numpy as np
 from cnnviz_core import InputError, Model
 from cnnviz_core.graph import ReceptiveField
 
-from ..render.images import tile_grid, upscale
+from ..render.images import text_box, text_width, tile_grid, upscale
 from .sources import DEFAULT_BATCH, ENGINES, Chunk, Progress, Source, iter_chunks
 
 log = logging.getLogger(__name__)
@@ -474,23 +475,51 @@ def render_top_patches(
     projected: np.ndarray | None = None,
     rows: Sequence[int] | None = None,
     min_side: int = 48,
+    label_channels: bool = True,
+    blocks: int | None = None,
 ) -> np.ndarray:
     """The k-per-channel grid: one row per channel, its hits strongest first, each followed
     by its projection when ``projected`` (from :func:`projections`) is given.
+
+    Each row starts with its label (``ch 12``) when ``label_channels``; the rows are laid
+    out in ``blocks`` side-by-side columns of channels (default: as many as make the
+    picture about square), so many channels give a bounded height rather than one strip.
 
     Returns:
         uint8 (H, W, 3).
     """
     pixels = result.pixels(model)
-    chosen = range(len(result.channels)) if rows is None else rows
+    chosen = list(range(len(result.channels)) if rows is None else rows)
     blank = np.full_like(upscale(pixels[0, 0], min_side=min_side), 255)
-    tiles = []
-    for r in chosen:
+    columns = result.k * (2 if projected is not None else 1)
+    labels = [f"ch {int(result.channels[r])}" for r in chosen]
+    label_width = max(text_width(label) for label in labels) + 8 if label_channels else 0
+    strips = []
+    for r, label in zip(chosen, labels):
+        tiles = []
         for s in range(result.k):
             empty = result.images[r, s] < 0
             tiles.append(blank if empty else upscale(pixels[r, s], min_side=min_side))
             if projected is not None:
                 picture = _projection_picture(projected[r, s])
                 tiles.append(blank if empty else upscale(picture, min_side=min_side))
-    columns = result.k * (2 if projected is not None else 1)
-    return tile_grid(tiles, columns=columns, pad=2, background=255)
+        strip = tile_grid(tiles, columns=columns, pad=2, background=255)
+        if strip.ndim == 2 or strip.shape[2] == 1:
+            strip = np.repeat(strip.reshape(*strip.shape[:2], 1), 3, axis=2)
+        if label_channels:
+            strip = np.concatenate([text_box(label, label_width, strip.shape[0]), strip], axis=1)
+        strips.append(strip)
+    height, width = strips[0].shape[:2]
+    if blocks is None:
+        blocks = max(1, round(math.sqrt(len(strips) * height / width)))
+    blocks = max(1, min(blocks, len(strips)))
+    per_block = math.ceil(len(strips) / blocks)
+    empty_strip = np.full_like(strips[0], 255)
+    strips += [empty_strip] * (blocks * per_block - len(strips))
+    gap = np.full((per_block * height, 8, 3), 255, np.uint8)
+    parts: list[np.ndarray] = []
+    for b in range(blocks):
+        if parts:
+            parts.append(gap)
+        parts.append(np.concatenate(strips[b * per_block : (b + 1) * per_block], axis=0))
+    return np.concatenate(parts, axis=1)

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from cnnviz_core import InputError
 
-from ..render.images import tile_grid, upscale
+from ..render.images import TEXT_LINE_HEIGHT, text_width, tile_grid, upscale
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,12 @@ def scatter(
     size: int = 720,
     thumb: int = 24,
     arrows: Sequence[tuple[np.ndarray, np.ndarray, str]] = (),
+    class_names: Sequence[str] | None = None,
+    legend: bool = True,
 ) -> np.ndarray:
-    """A scatter plot of 2-D points: dots, or thumbnails framed in their class colour.
+    """A scatter plot of 2-D points: dots, or thumbnails framed in their class colour, with
+    a class legend (colour swatch and name per class present) right of the plot when
+    ``labels`` are given.
 
     Args:
         coords: (N, 2).
@@ -166,9 +170,11 @@ def scatter(
         size: canvas side in pixels.
         thumb: thumbnail side.
         arrows: (start, end, text) in data coordinates, drawn over the points.
+        class_names: legend text per class index (default ``class 3``).
+        legend: draw the class legend (only with ``labels``).
 
     Returns:
-        uint8 (size, size, 3).
+        uint8 (size, size + legend width, 3); the legend width is 0 without one.
     """
     coords = np.asarray(coords, np.float64)
     margin = thumb if images is not None else 12
@@ -190,7 +196,37 @@ def scatter(
         (x0, y0), (x1, y1) = ends[2 * n], ends[2 * n + 1]
         _arrow(draw, x0, y0, x1, y1)
         draw.text((x1 + 4, y1 - 6), text, fill=(0, 0, 0))
-    return np.asarray(canvas)
+    if labels is None or not legend:
+        return np.asarray(canvas)
+    return np.concatenate([np.asarray(canvas), _legend(labels, class_names, size)], axis=1)
+
+
+LEGEND_SWATCH = 12
+"""Side of a legend's colour swatch in pixels."""
+_LEGEND_MAX_ENTRIES = 40
+
+
+def _legend(labels: np.ndarray, class_names: Sequence[str] | None, height: int) -> np.ndarray:
+    """A white (height, W, 3) panel listing each class present: swatch, then its name."""
+    present = [int(c) for c in np.unique(np.asarray(labels).astype(np.int64))]
+    shown = present[:_LEGEND_MAX_ENTRIES]
+    names = [
+        class_names[c] if class_names is not None and 0 <= c < len(class_names) else f"class {c}"
+        for c in shown
+    ]
+    if len(present) > len(shown):
+        names.append(f"+{len(present) - len(shown)} more")
+    width = LEGEND_SWATCH + 16 + max(text_width(name) for name in names) + 8
+    panel = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(panel)
+    step = TEXT_LINE_HEIGHT + 4
+    for n, name in enumerate(names):
+        top = 12 + n * step
+        if n < len(shown):
+            color = CLASS_COLORS[shown[n] % len(CLASS_COLORS)]
+            draw.rectangle((8, top, 8 + LEGEND_SWATCH - 1, top + LEGEND_SWATCH - 1), fill=color)
+        draw.text((8 + LEGEND_SWATCH + 6, top), name, fill=(0, 0, 0))
+    return np.asarray(panel)
 
 
 def _arrow(draw: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float) -> None:
@@ -244,8 +280,14 @@ def grid_assignment(coords: np.ndarray, rows: int, columns: int) -> np.ndarray:
     return out
 
 
+MIN_GRID_TILE = 64
+"""Default smallest cell side of the t-SNE image grid in pixels."""
+MIN_GRID_SIDE = 512
+"""Default smallest width of the t-SNE image grid in pixels."""
+
+
 def image_grid(
-    coords: np.ndarray, images: np.ndarray, columns: int | None = None, tile: int = 32
+    coords: np.ndarray, images: np.ndarray, columns: int | None = None, tile: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The t-SNE image grid: every image in the cell its point snaps to.
 
@@ -253,13 +295,16 @@ def image_grid(
         coords: (N, 2) embedding.
         images: (N, H, W, 3) uint8.
         columns: grid width (default: the smallest square that holds N).
-        tile: tile side in pixels.
+        tile: tile side in pixels; default at least ``MIN_GRID_TILE`` and enough for the
+            grid to be at least ``MIN_GRID_SIDE`` px wide.
 
     Returns:
         (grid picture uint8, cell index per image).
     """
     columns = columns or math.ceil(math.sqrt(len(coords)))
     rows = math.ceil(len(coords) / columns)
+    if tile is None:
+        tile = max(MIN_GRID_TILE, math.ceil(MIN_GRID_SIDE / columns))
     cells = grid_assignment(coords, rows, columns)
     blank = np.full((tile, tile, 3), 255, np.uint8)
     tiles = [blank] * (rows * columns)

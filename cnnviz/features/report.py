@@ -209,7 +209,14 @@ def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
     figures = [
         page.figure(
             page.image(
-                scatter(result.coords, colours, arrows=pca_axes_arrows(result)), "pca", alt="PCA"
+                scatter(
+                    result.coords,
+                    colours,
+                    arrows=pca_axes_arrows(result),
+                    class_names=model.labels or None,
+                ),
+                "pca",
+                alt="PCA",
             ),
             "PCA, principal axes as arrows (2 standard deviations)",
         )
@@ -218,7 +225,11 @@ def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
         coords = tsne(feats, seed=0)
         figures.append(
             page.figure(
-                page.image(scatter(coords, colours, images=thumbs), "tsne", alt="t-SNE"),
+                page.image(
+                    scatter(coords, colours, images=thumbs, class_names=model.labels or None),
+                    "tsne",
+                    alt="t-SNE",
+                ),
                 "t-SNE, thumbnails framed by class",
             )
         )

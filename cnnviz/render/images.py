@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..output import PathLike, atomic_path
 
@@ -153,6 +153,55 @@ def tile_grid(
         left = pad + (index % columns) * (width + pad)
         grid[top : top + height, left : left + width] = tile
     return grid
+
+
+TEXT_LINE_HEIGHT = 14
+"""Pixel height of one line of label text (PIL's default bitmap font plus spacing)."""
+
+
+def text_strip(
+    texts: Sequence[str],
+    cell_width: int,
+    *,
+    pad: int = 2,
+    height: int = TEXT_LINE_HEIGHT + 4,
+) -> np.ndarray:
+    """A white uint8 (height, W, 3) strip of black labels, one centred over each grid column.
+
+    Matches :func:`tile_grid`'s layout: column ``c`` spans ``pad + c * (cell_width + pad)``
+    to ``+ cell_width``; ``W = len(texts) * (cell_width + pad) + pad``. Labels wider than a
+    column are cut at its edge.
+    """
+    width = len(texts) * (cell_width + pad) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for column, text in enumerate(texts):
+        left = pad + column * (cell_width + pad)
+        text_width = draw.textlength(text, font=font)
+        x = left + max(0.0, (cell_width - text_width) / 2)
+        cell = Image.new("RGB", (cell_width, height), (255, 255, 255))
+        ImageDraw.Draw(cell).text((x - left, 2), text, fill=(0, 0, 0), font=font)
+        canvas.paste(cell, (left, 0))
+    return np.asarray(canvas)
+
+
+def text_box(text: str, width: int, height: int) -> np.ndarray:
+    """A white uint8 (height, width, 3) box with ``text`` in black, vertically centred."""
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(canvas).text(
+        (3, max(0, (height - TEXT_LINE_HEIGHT) // 2)),
+        text,
+        fill=(0, 0, 0),
+        font=ImageFont.load_default(),
+    )
+    return np.asarray(canvas)
+
+
+def text_width(text: str) -> int:
+    """Pixel width of ``text`` in PIL's default font."""
+    font = ImageFont.load_default()
+    return math.ceil(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font))
 
 
 def _check_image(array: np.ndarray) -> np.ndarray:

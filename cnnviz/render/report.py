@@ -536,6 +536,8 @@ figcaption { color: var(--muted); font-size: 0.9em; margin-top: 4px;
 .card .table-wrap { flex: 1; }
 table.topk td:nth-child(2) { width: 45%; }
 table.topk td:nth-child(3) { text-align: right; white-space: nowrap; }
+table.topk td:first-child { overflow-wrap: break-word; word-break: normal; hyphens: none;
+                            min-width: 8em; }
 .bar { height: 0.8em; margin-top: 0.35em; border-radius: 3px; background: var(--line); }
 .bar > span { display: block; height: 100%; border-radius: 3px; background: var(--accent); }
 """
