@@ -38,6 +38,7 @@ from cnnviz.features import (
     top_patches,
 )
 from cnnviz.features.neighbors import pixel_features
+from cnnviz.render.images import text_width
 from cnnviz_core import Model
 from tests.conftest import make_graph_model
 
@@ -355,8 +356,14 @@ def test_projection_on_the_crop_equals_the_full_image(model, small):
         ours = projected[0, slot][:, top - ft : bottom - ft + 1, left - fl : right - fl + 1]
         np.testing.assert_allclose(ours, full[:, top : bottom + 1, left : right + 1], atol=1e-5)
         assert np.abs(full).max() > 0
+    plain = render_top_patches(
+        model, result, projected=projected, min_side=36, label_channels=False
+    )
+    assert plain.shape == (36 + 4, 4 * 38 + 2, 3)
     picture = render_top_patches(model, result, projected=projected, min_side=36)
-    assert picture.shape == (36 + 4, 4 * 38 + 2, 3)
+    # the same row after its label ("ch 4") column
+    assert picture.shape == (36 + 4, text_width("ch 4") + 8 + 4 * 38 + 2, 3)
+    np.testing.assert_array_equal(picture[:, -plain.shape[1] :], plain)
 
 
 def test_top_images_of_a_fully_connected_unit(model, small):
