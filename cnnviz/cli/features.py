@@ -155,13 +155,15 @@ def cmd_project(args: argparse.Namespace, model: Model) -> None:
     emb = _load_or_extract(args, model)
     pixels = _pixels(model, source, len(emb))
     colours = emb.labels if emb.labels is not None else emb.predictions
+    names = model.labels or None
     result = pca(emb.features, 2)
-    save_png(scatter(result.coords, colours, arrows=pca_axes_arrows(result)), args.out / "pca.png")
+    pca_plot = scatter(result.coords, colours, arrows=pca_axes_arrows(result), class_names=names)
+    save_png(pca_plot, args.out / "pca.png")
     ratios = ", ".join(f"{100 * r:.1f}%" for r in result.explained_variance_ratio)
     print(f"PCA: variance explained {ratios} -> {args.out / 'pca.png'}")
     if args.tsne:
         coords = tsne(emb.features, seed=args.seed, backend=args.backend)
-        save_png(scatter(coords, colours, images=pixels), args.out / "tsne.png")
+        save_png(scatter(coords, colours, images=pixels, class_names=names), args.out / "tsne.png")
         grid, _ = image_grid(coords, pixels)
         save_png(grid, args.out / "tsne-grid.png")
         print(f"t-SNE -> {args.out / 'tsne.png'}, {args.out / 'tsne-grid.png'}")
