@@ -19,7 +19,8 @@ see :class:`DetectionLayout`) and :class:`Region` (a class's score summed over a
 segmentation output).
 
 Adding a target form: write a frozen dataclass with ``resolve(model, shape_of) ->
-ResolvedTarget``; when its seed is none of the existing kinds, register the seed under a new kind in :data:`SEEDS`.
+ResolvedTarget``; when its seed is none of the existing kinds, register the seed under a
+new kind in :data:`SEEDS`.
 
 Shape convention: (N, C, H, W); shapes given to seeds are one image's, without the batch.
 """
@@ -370,7 +371,7 @@ class Box:
         cls,
         model: Model,
         batch: np.ndarray,
-        xyxy: Sequence[float],
+        xyxy: Sequence[float] | np.ndarray,
         layout: DetectionLayout | None = None,
         score: str = "class",
         class_index: int | None = None,

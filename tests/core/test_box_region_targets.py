@@ -6,6 +6,7 @@ saliency of its most confident box lies mostly inside that box."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -64,7 +65,7 @@ def _onnx(weights: dict[str, np.ndarray], out: int, detector: bool) -> bytes:
     return proto.SerializeToString()
 
 
-def _torch_output(weights: dict[str, np.ndarray], x: torch.Tensor, detector: bool):
+def _torch_output(weights: dict[str, np.ndarray], x: Any, detector: bool) -> Any:
     t = {k: torch.from_numpy(v) for k, v in weights.items()}
     h = torch.relu(torch.nn.functional.conv2d(x, t["w1"], t["b1"], padding=1))
     y = torch.nn.functional.conv2d(h, t["w2"], t["b2"])
@@ -199,7 +200,7 @@ def test_bad_regions_raise(segmenter: Model, region: Region, message: str) -> No
 
 @pytest.mark.parametrize("method", ["saliency", "gradcam", "occlusion"])
 def test_methods_accept_box_and_region_targets(detector, segmenter, batch, method) -> None:
-    options = {"layer": "relu1"} if method == "gradcam" else {}
+    options: dict[str, Any] = {"layer": "relu1"} if method == "gradcam" else {}
     if method == "occlusion":
         options = {"window": 3, "stride": 2}
     for model, target in ((detector, Box(17, "class", 1)), (segmenter, Region(_mask(), 2))):
