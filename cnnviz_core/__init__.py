@@ -19,9 +19,12 @@ from .labels import load_labels
 from .model import Layer, Model, Prediction
 from .preprocess import PRESETS, Preprocess, load_image
 from .targets import (
+    Box,
     Channel,
     Class,
+    DetectionLayout,
     Neuron,
+    Region,
     ResolvedTarget,
     Target,
     TargetLike,
@@ -32,9 +35,11 @@ from .targets import (
 
 __all__ = [
     "PRESETS",
+    "Box",
     "Channel",
     "Class",
     "CnnvizError",
+    "DetectionLayout",
     "DeviceError",
     "InputError",
     "Layer",
@@ -44,6 +49,7 @@ __all__ = [
     "Prediction",
     "Preprocess",
     "ReceptiveField",
+    "Region",
     "ResolvedTarget",
     "Target",
     "TargetError",

@@ -150,8 +150,8 @@ def test_seeds_match_numpy_references() -> None:
     np.testing.assert_array_equal(
         ResolvedTarget("t", (1, 3, 4), "neuron", None, "").cotangent(shape), point
     )
-    with pytest.raises(TargetError, match="no seed for target kind 'box'"):
-        ResolvedTarget("t", (0,), "box", None, "").cotangent(shape)
+    with pytest.raises(TargetError, match="no seed for target kind 'ellipse'"):
+        ResolvedTarget("t", (0,), "ellipse", None, "").cotangent(shape)
 
 
 def test_cotangents_and_scores_against_the_tensors(model: Model, batch) -> None:
