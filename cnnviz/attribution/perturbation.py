@@ -18,6 +18,7 @@ import numpy as np
 
 from cnnviz_core import InputError, Model
 from cnnviz_core.geometry import occlusion_window
+from cnnviz_core.model import to_probabilities
 from cnnviz_core.targets import ResolvedTarget, score_tensor
 
 #: the named fills (besides a number or an array)
@@ -255,11 +256,8 @@ def perturbed_scores(model: Model, x: np.ndarray, target: ResolvedTarget) -> np.
         return target.values(model.run(x, taps=[target.tensor], outputs=False)[target.tensor])
     name = score_tensor(model)
     scores = model.run(x, taps=[name], outputs=False)[name].reshape(len(x), -1)
-    scores = scores.astype(np.float64)
-    if not (model.outputs_probabilities and name == model.output_names[0]):
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores /= scores.sum(axis=1, keepdims=True)
-    return scores[:, target.index[0]]
+    already = model.outputs_probabilities and name == model.output_names[0]
+    return to_probabilities(scores.astype(np.float64), already)[:, target.index[0]]
 
 
 __all__ = [
