@@ -35,7 +35,7 @@ from .geometry import Window
 from .incremental import plan as incremental_plan
 from .labels import parse_names
 from .model import CARD_KEY
-from .preprocess import PRESETS, ImageLike, Preprocess
+from .preprocess import ImageLike
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Model
@@ -285,7 +285,7 @@ def check(
         batching=_batching(model),
         batch_dim=_declared_shape(model)[0],
         preprocess=model.preprocess.to_dict(),
-        preprocess_source=_preprocess_source(model),
+        preprocess_source=model.preprocess_source,
         labels_source=labels_source,
         num_classes=model.num_classes,
         unused_label_keys=unused,
@@ -644,28 +644,6 @@ def _batching(model: Model) -> str:
     if not model.batched:
         return "loop"
     return "symbolic" if isinstance(_declared_shape(model)[0], str) else "rewritten"
-
-
-def _preprocess_source(model: Model) -> str:
-    """Where the model's preprocessing most likely came from (the model card, a preset, the
-    default), by comparing the fields (the size aside)."""
-    ours = model.preprocess
-    card = model.card.get("preprocess")
-    if card:
-        known = {f.name for f in dataclasses.fields(Preprocess)}
-        try:
-            from_card = Preprocess(**{k: v for k, v in card.items() if k in known})
-        except CnnvizError:
-            from_card = None
-        if from_card is not None and from_card.replace(size=ours.size) == ours:
-            return "model card"
-    default = Preprocess(channel_order="L" if model.channels == 1 else "RGB", size=ours.size)
-    if default == ours:
-        return "default (RGB 0-1; give a preset if the model was trained otherwise)"
-    for name, preset in PRESETS.items():
-        if preset.replace(size=ours.size) == ours:
-            return f"preset {name!r}"
-    return "given"
 
 
 def _labels_source(model: Model) -> tuple[str, tuple[str, ...]]:

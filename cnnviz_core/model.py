@@ -177,6 +177,8 @@ class Model:
             :meth:`run` and every map are (N, C, H, W): transpose a raw NHWC batch with
             ``batch.transpose(0, 3, 1, 2)`` before :meth:`run`.
         batched: whether batches run in one call (else one image at a time).
+        preprocess_source: where the preprocessing came from: ``given``, ``preset 'NAME'``,
+            ``model card`` or ``default (...)``.
         labels_source: where the class names came from: ``given``, ``model card``,
             ``metadata key 'KEY'`` (such as Paddle's ``character``), or None.
         max_batch: images per onnxruntime call under ``memory_budget``.
@@ -554,15 +556,20 @@ class Model:
         return table
 
     def _resolve_preprocess(self, given: Preprocess | str | None, shape: Shape) -> Preprocess:
+        self.preprocess_source = "given"
         if isinstance(given, str):
-            given = preset(given)
+            given, self.preprocess_source = preset(given), f"preset {given!r}"
         if given is None:
             card = self.card.get("preprocess")
             if card:
                 known = {f.name for f in fields(Preprocess)}
                 given = Preprocess(**{k: v for k, v in card.items() if k in known})
+                self.preprocess_source = "model card"
             else:
                 given = Preprocess(channel_order="L" if self.channels == 1 else "RGB")
+                self.preprocess_source = (
+                    "default (RGB 0-1; give a preset if the model was trained otherwise)"
+                )
         if given.channels != self.channels:
             raise InputError(
                 f"preprocessing gives {given.channels}-channel images ({given.channel_order}) "
