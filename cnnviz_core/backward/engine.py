@@ -4,7 +4,7 @@ NumPy and the native kernels, one rule per op (see :mod:`.registry`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -22,7 +22,18 @@ from ..targets import (
     seed_tensors,
     seeded_scores,
 )
-from .registry import RULES, Grad, NodeCall, OpRule, backward_mode, make_call
+from .registry import (
+    MODES,
+    RELEVANCE_MODES,
+    RULES,
+    Grad,
+    Mode,
+    NodeCall,
+    OpRule,
+    backward_mode,
+    make_call,
+)
+from .relevance import DeepLift, Propagation, Relevance, propagation, relevance_options
 
 
 @dataclass(frozen=True)
@@ -180,15 +191,32 @@ def backward(
     values: Mapping[str, np.ndarray],
     cotangents: Mapping[str, np.ndarray],
     wrt: Sequence[str],
-    mode: str = "gradient",
+    mode: str | Relevance = "gradient",
+    references: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Propagate ``cotangents`` (tensor -> array shaped like it) back through the plan and
-    return the gradients of the tensors ``wrt`` (zeros where nothing flows)."""
-    relu_mode = backward_mode(mode)
+    return the gradients of the tensors ``wrt`` (zeros where nothing flows).
+
+    In a relevance mode (:mod:`.relevance`: ``deeplift``, ``lrp-*`` or their option objects)
+    ``values`` must hold every tensor of the plan, ``references`` (DeepLIFT) the same
+    tensors on the baseline, and the results are relevances / contributions."""
+    carries = _carriers(plan)
+    options = relevance_options(mode)
+    walk: Propagation | None = None
+    if options is not None:
+        walk = propagation(
+            options, plan.nodes, plan.source, values, references, plan.opset, carries
+        )
+    relu_mode: Mode = "gradient"  # what the rules see: relevance modes change the VJPs
+    if walk is None:
+        if mode not in MODES:
+            known = ", ".join((*MODES, *RELEVANCE_MODES))
+            raise InputError(f"unknown backward mode {mode!r}; choose one of {known}")
+        relu_mode = backward_mode(str(mode))
     grads: dict[str, np.ndarray] = {}
     for name, value in cotangents.items():
-        _accumulate(grads, name, np.asarray(value))
-    carries = _carriers(plan)
+        seed = np.asarray(value)
+        _accumulate(grads, name, seed if walk is None else walk.seed(name, seed))
     for node, rule in reversed(plan.nodes):
         out_grads = [grads.get(o) for o in node.output]
         if all(g is None for g in out_grads):
@@ -207,9 +235,11 @@ def backward(
             plan.opset,
             plan.sessions,
         )
-        for name, grad, need in zip(node.input, _input_grads(rule, call, out_grads), needs):
+        for name, grad, need in zip(node.input, _input_grads(rule, call, out_grads, walk), needs):
             if need and grad is not None:
                 _accumulate(grads, name, grad)
+    if walk is not None:
+        grads = {name: walk.result(name, grad) for name, grad in grads.items() if name in wrt}
     return {name: grads[name] if name in grads else np.zeros_like(values[name]) for name in wrt}
 
 
@@ -225,6 +255,7 @@ class Gradients:
         seeds: seeded tensor -> (N, ...) cotangent.
         values: the forward values read (every tensor on the path, seeds and ``wrt``
             included), keyed by tensor name.
+        references: DeepLIFT: the same tensors' values on the baseline (else empty).
     """
 
     grads: dict[str, np.ndarray]
@@ -232,6 +263,7 @@ class Gradients:
     targets: list[ResolvedTarget]
     seeds: dict[str, np.ndarray]
     values: dict[str, np.ndarray]
+    references: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def gradients(
@@ -240,7 +272,7 @@ def gradients(
     target: Targets | Mapping[str, np.ndarray] = None,
     *,
     wrt: Sequence[str] = (),
-    mode: str = "gradient",
+    mode: str | Relevance = "gradient",
     forward: str = "onnxruntime",
 ) -> Gradients:
     """Scores and gradients of the targets of a batch w.r.t. the input and any intermediate
@@ -257,7 +289,11 @@ def gradients(
         wrt: layer names whose gradients to return besides the input (keyed as given); a
             layer off the path to the targets gets zeros.
         mode: ``gradient``, ``guided`` (Springenberg et al. 2015) or ``deconvnet`` (Zeiler &
-            Fergus 2014); they differ at ReLU-like ops only.
+            Fergus 2014), which differ at ReLU-like ops only; or a relevance mode
+            (:mod:`.relevance`): ``deeplift`` / :class:`~.relevance.DeepLift` (a second
+            forward runs on its baseline), ``lrp-epsilon`` / ``lrp-gamma`` /
+            ``lrp-alphabeta`` / :class:`~.relevance.LRP`, where ``grads`` hold relevances
+            (DeepLIFT: contributions to f(x) - f(baseline)).
         forward: ``onnxruntime`` (float32) or ``numpy`` (the batch's dtype, e.g. float64).
 
     Raises:
@@ -273,7 +309,13 @@ def gradients(
         seeded = seed_tensors(model, known)
     plan = plan_backward(model, seeded)
     layers = {w: model.tensor_name(w) for w in wrt}
-    values = forward_values(model, batch, plan, forward, keep=[*seeded, *layers.values()])
+    options = relevance_options(mode)
+    keep = [*seeded, *layers.values(), *(plan.tensors if options is not None else [])]
+    values = forward_values(model, batch, plan, forward, keep=keep)
+    references = None
+    if isinstance(options, DeepLift):  # the baseline's values of the same tensors
+        base = options.reference_batch(np.asarray(values[plan.source]))
+        references = forward_values(model, base, plan, forward, keep=keep)
     dtype = values[plan.source].dtype
     if isinstance(target, Mapping):
         resolved: list[ResolvedTarget] = []
@@ -286,11 +328,11 @@ def gradients(
         }
     planned = set(plan.tensors)
     on_path = [t for t in layers.values() if t in planned]
-    result = backward(plan, values, seeds, [plan.source, *on_path], mode)
+    result = backward(plan, values, seeds, [plan.source, *on_path], mode, references)
     grads = {model.input_name: result[plan.source]}
     for w, t in layers.items():
         grads[w] = result[t] if t in result else np.zeros_like(values[t])
-    return Gradients(grads, seeded_scores(seeds, values), resolved, seeds, values)
+    return Gradients(grads, seeded_scores(seeds, values), resolved, seeds, values, references or {})
 
 
 def _given_cotangents(
@@ -309,9 +351,12 @@ def _given_cotangents(
     return seeds
 
 
-def _input_grads(rule: OpRule, call: NodeCall, out_grads: Sequence[Grad]) -> Sequence[Grad]:
-    """The rule's VJP, checked to give one cotangent (or None) per input of the node."""
-    in_grads = rule.vjp(call, out_grads)
+def _input_grads(
+    rule: OpRule, call: NodeCall, out_grads: Sequence[Grad], walk: Propagation | None = None
+) -> Sequence[Grad]:
+    """The rule's VJP (or the relevance mode's rule at the node), checked to give one
+    cotangent (or None) per input of the node."""
+    in_grads = rule.vjp(call, out_grads) if walk is None else walk.vjp(rule, call, out_grads)
     if len(in_grads) != len(call.node.input):
         node = call.node
         label = f"{node.name!r} " if node.name else ""

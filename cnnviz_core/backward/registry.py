@@ -33,6 +33,15 @@ from ..registry import VersionedRegistry
 #: true gradient): guided backprop (Springenberg et al. 2015), deconvnet (Zeiler & Fergus 2014)
 Mode = Literal["gradient", "guided", "deconvnet"]
 MODES: tuple[Mode, ...] = ("gradient", "guided", "deconvnet")
+#: relevance modes (see :mod:`.relevance`): the rule at Conv/Gemm/MatMul, activations and pooling
+#: is DeepLIFT's Rescale (Shrikumar et al. 2017) or LRP's (Bach et al. 2015); rules see "gradient"
+RelevanceMode = Literal["deeplift", "lrp-epsilon", "lrp-gamma", "lrp-alphabeta"]
+RELEVANCE_MODES: tuple[RelevanceMode, ...] = (
+    "deeplift",
+    "lrp-epsilon",
+    "lrp-gamma",
+    "lrp-alphabeta",
+)
 
 Grad = np.ndarray | None
 
