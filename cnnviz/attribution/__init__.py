@@ -39,12 +39,14 @@ from .cam_variants import (
     scorecam,
     xgradcam,
 )
+from .deeplift import deeplift
 from .drilldown import drilldown
 from .gradient_shap import gradient_shap
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
 from .kernel_shap import kernel_shap
 from .lime import lime
+from .lrp import lrp, lrp_alphabeta, lrp_epsilon, lrp_gamma
 from .methods import METHODS, REGISTRY, SPECS, MethodSpec, explain
 from .occlusion import occlusion
 from .rise import rise
@@ -67,6 +69,7 @@ __all__ = [
     "cam",
     "class_activation_map",
     "deconvnet",
+    "deeplift",
     "default_layer",
     "drilldown",
     "eigencam",
@@ -83,6 +86,10 @@ __all__ = [
     "kernel_shap",
     "layercam",
     "lime",
+    "lrp",
+    "lrp_alphabeta",
+    "lrp_epsilon",
+    "lrp_gamma",
     "occlusion",
     "report",
     "resolve_targets",
