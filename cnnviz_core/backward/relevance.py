@@ -531,6 +531,7 @@ __all__ = [
     "DEEPLIFT_EPS",
     "LINEAR",
     "LRP",
+    "LRPRule",
     "MAXIMA",
     "OP_KINDS",
     "ROUTING",

@@ -19,6 +19,13 @@ from cnnviz.cli.common import flags
 from cnnviz.data import make_shapes
 from cnnviz_core import InputError, Model
 from cnnviz_core.backward import LRP, gradients
+from cnnviz_core.backward.relevance import LRPRule
+
+RULES: dict[str, LRPRule] = {
+    "lrp-epsilon": "epsilon",
+    "lrp-gamma": "gamma",
+    "lrp-alphabeta": "alphabeta",
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +72,12 @@ def test_zbox_bounds_are_black_and_white_preprocessed(model: Model) -> None:
 @pytest.mark.parametrize("name", ["lrp-epsilon", "lrp-gamma", "lrp-alphabeta"])
 def test_lrp_methods_equal_the_engine_mode(model: Model, images: np.ndarray, name: str) -> None:
     result = explain(model, images, name, [1, 3], epsilon=1e-4)
-    rule = name.split("-")[1]
+    rule = RULES[name]
     assert result.method == name and result.options["rule"] == rule
     assert result.options["epsilon"] == 1e-4 and result.options["input_rule"] == "zbox"
     batch = model.prepare(images)
     low, high = input_range(model, batch)
-    mode = LRP(rule, 1e-4, input_rule="zbox", low=low, high=high)  # type: ignore[arg-type]
+    mode = LRP(rule, 1e-4, input_rule="zbox", low=low, high=high)
     engine = gradients(model, batch, [1, 3], mode=mode)
     np.testing.assert_array_equal(result.extras["relevance"], engine.grads[model.input_name])
     np.testing.assert_allclose(result.metrics["score"], engine.scores)

@@ -5,6 +5,7 @@ names are kept, and a Conv whose output is read elsewhere too is left alone."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
@@ -23,9 +24,9 @@ def _bn_params(rng: np.random.Generator, prefix: str, c: int) -> dict[str, np.nd
     }
 
 
-def _bn(prefix: str, x: str, y: str, **attrs) -> object:
+def _bn(prefix: str, x: str, y: str, epsilon: float = 1e-5) -> onnx.NodeProto:
     names = [f"{prefix}_{p}" for p in ("scale", "shift", "mean", "var")]
-    return helper.make_node("BatchNormalization", [x, *names], [y], prefix, **attrs)
+    return helper.make_node("BatchNormalization", [x, *names], [y], prefix, epsilon=epsilon)
 
 
 @pytest.fixture(scope="module")

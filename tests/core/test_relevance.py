@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from onnx import helper
 
 from cnnviz_core import InputError, Model, UnsupportedOpError
 from cnnviz_core.backward import LRP, RELEVANCE_MODES, DeepLift, gradients, supported_ops
-from cnnviz_core.backward.relevance import OP_KINDS, UNSUPPORTED, stabilize
+from cnnviz_core.backward.relevance import OP_KINDS, UNSUPPORTED, LRPRule, stabilize
 from tests.conftest import make_graph_model
 
 # ------------------------------------------------------------------------------ the op table
@@ -194,13 +195,13 @@ def test_zbox_input_layer_equals_the_numpy_rule(inputs) -> None:
 @pytest.mark.parametrize("rule", ["epsilon", "alphabeta"])
 @pytest.mark.parametrize("input_rule", ["same", "zbox"])
 def test_lrp_conserves_the_score_layer_by_layer_without_biases(
-    inputs, rule: str, input_rule: str
+    inputs, rule: LRPRule, input_rule: Literal["same", "zbox"]
 ) -> None:
     """Bias-free and (for alpha1-beta0) non-negative input: every layer's relevance sums to
     the target's score; epsilon absorbs at most ~eps / |z| of it."""
     x = np.abs(inputs[0]) if rule == "alphabeta" else inputs[0]
     model = _graph(_weights(4, bias=False))
-    mode = LRP(rule, 1e-9, input_rule=input_rule, low=-4.0, high=4.0)  # type: ignore[arg-type]
+    mode = LRP(rule, 1e-9, input_rule=input_rule, low=-4.0, high=4.0)
     result = gradients(model, x, [2, 0], wrt=["relu", "flat"], mode=mode, forward="numpy")
     for name in [model.input_name, "relu", "flat"]:
         sums = result.grads[name].reshape(2, -1).sum(axis=1)
@@ -351,7 +352,9 @@ def _captum_rule(rule: str, epsilon: float):
 @pytest.mark.parametrize(
     ("rule", "epsilon"), [("epsilon", 0.01), ("gamma", 1e-9), ("alphabeta", 1e-9)]
 )
-def test_lrp_equals_captum(exported, pictures, rule: str, epsilon: float, precision: str) -> None:
+def test_lrp_equals_captum(
+    exported, pictures, rule: LRPRule, epsilon: float, precision: str
+) -> None:
     """Captum's rule on the Conv and Linear layers, EpsilonRule with the same epsilon on the
     pools (its default for them)."""
     import copy
@@ -372,7 +375,7 @@ def test_lrp_equals_captum(exported, pictures, rule: str, epsilon: float, precis
     dtype, forward = (
         (np.float64, "numpy") if precision == "float64" else (np.float32, "onnxruntime")
     )
-    mode = LRP(rule, epsilon)  # type: ignore[arg-type]
+    mode = LRP(rule, epsilon)
     result = gradients(model, x.astype(dtype), TARGETS, mode=mode, forward=forward)
     error = _relative(result.grads[model.input_name], reference)
     assert error <= (1e-12 if precision == "float64" else 1e-5), error
