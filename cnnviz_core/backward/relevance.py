@@ -20,24 +20,26 @@ walker as ``gradient`` / ``guided`` / ``deconvnet`` (no second graph walk).
   ``z = x W - l W+ - h W-`` (no bias), l and h the input's bounds.
 
 Per-op conventions (one table, :data:`OP_KINDS`; every registered op is classified, or
-listed in :data:`UNSUPPORTED` and raises naming the op and node):
+listed in :data:`UNSUPPORTED` and raises naming the op and node before any work):
 
-=============  ====================================  ===================================
-kind           LRP                                   DeepLIFT
-=============  ====================================  ===================================
-weighted       the mode's rule (z-box at the input)  the gradient (linear)
-linear         z-rule with eps: x * VJP(R / stab(y))  the gradient (linear)
-maximum        z-rule with eps (winner takes all)    Captum's max-pool rule
-activation     R passes unchanged (zennit's Pass,    Rescale
-               Captum's non-linear layers)
-routing        the VJP (moves values: relevance      the VJP
-               follows its element, as autograd
-               passes it in zennit and Captum)
-=============  ====================================  ===================================
+- weighted (Conv, Gemm, MatMul with a constant weight operand): LRP: the mode's rule (z^B at
+  the input with ``input_rule="zbox"``); DeepLIFT: the gradient (linear).
+- linear (Add, Sub, Sum, Neg, Mul / Div by a constant, BatchNormalization, average pools,
+  ReduceMean / ReduceSum, Resize): LRP: the z-rule ``R_i = x_i * VJP_i(R / stab(y))`` with the
+  mode's epsilon (Captum's ``EpsilonRule`` on pools and BatchNorm; an Add of two branches
+  splits R in proportion to them, as zennit's residual canonizer; constants such as a bias
+  absorb their share); DeepLIFT: the gradient.
+- maximum (MaxPool, GlobalMaxPool): LRP: the z-rule (winner takes all up to epsilon, as
+  Captum); DeepLIFT: Captum's max-pool rule.
+- activation (ReLU-like, sigmoid-like, GELU...): LRP: R passes unchanged (zennit's ``Pass``,
+  Captum's non-linear layers); DeepLIFT: Rescale.
+- routing (reshapes, transposes, concatenation, split, slices, gathers, pads, casts, Dropout,
+  Identity, comparisons; Quantize/DequantizeLinear straight-through): both modes use the
+  op's VJP, which moves each element's relevance or multiplier with it, as autograd passes
+  them through these ops in zennit and Captum.
 
-Mul / Div are linear when one operand alone carries the signal (the numerator for Div);
-Gemm / MatMul need a constant weight operand. Every stabiliser uses ``epsilon`` (the
-layers without weights too, as Captum's default ``EpsilonRule`` does). Shapes: (N, C, H, W).
+BatchNormalization is best folded into the preceding Conv first (:mod:`cnnviz_core.canonize`),
+as LRP's canonizers do. Shapes: (N, C, H, W).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ LINEAR = frozenset(
         "Upsample",
     }
 )
+#: max pooling
 MAXIMA = frozenset({"MaxPool", "GlobalMaxPool"})
 #: element-wise activations (one signal input; PRelu's slope and Clip's bounds are constants)
 ACTIVATIONS = frozenset(
@@ -158,7 +161,7 @@ DEEPLIFT_EPS = 1e-10
 LRPRule = Literal["epsilon", "gamma", "alphabeta"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class LRP:
     """An LRP backward mode with its parameters (pass as ``mode=`` to
     :func:`~cnnviz_core.backward.gradients`; the string ``lrp-RULE`` means the defaults).
@@ -203,7 +206,7 @@ class LRP:
         return names[self.rule]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DeepLift:
     """The DeepLIFT (Rescale) backward mode with its baseline (``mode="deeplift"``: zeros).
 
@@ -332,17 +335,15 @@ class LRPPropagation(Propagation):
             return [grads[0] if call.needs[0] else None] + [None] * (len(call.inputs) - 1)
         if kind == "weighted":
             return self._weighted(rule, call, grads)
-        return self._z_rule(rule, call, grads, self.options.epsilon)
+        return self._z_rule(rule, call, grads)
 
-    def _z_rule(
-        self, rule: OpRule, call: NodeCall, grads: Sequence[Grad], epsilon: float
-    ) -> list[Grad]:
+    def _z_rule(self, rule: OpRule, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
         """R_i = x_i * VJP_i(R / stab(y)): the epsilon rule of any op affine in its signal
         inputs (constant inputs such as a bias absorb their share)."""
         relevance = grads[0]
         assert relevance is not None
         y = call.outputs[0] if call.outputs else rule.forward(call)[0]
-        scaled = relevance / stabilize(y.astype(relevance.dtype, copy=False), epsilon)
+        scaled = relevance / stabilize(y.astype(relevance.dtype, copy=False), self.options.epsilon)
         parts = rule.vjp(call, [scaled, *grads[1:]])
         return [
             x * part if need and part is not None else None
@@ -355,7 +356,7 @@ class LRPPropagation(Propagation):
         if self.options.input_rule == "zbox" and call.node.input[data] in self.bounds:
             return self._zbox(rule, call, grads, data, weight)
         if self.options.rule == "epsilon":
-            return self._z_rule(rule, call, grads, self.options.epsilon)
+            return self._z_rule(rule, call, grads)
         relevance = grads[0]
         assert relevance is not None
         w = call.inputs[weight]  # modified in the pass's precision (float64 checks stay exact)
@@ -364,9 +365,7 @@ class LRPPropagation(Propagation):
             modified = w + self.options.gamma * np.maximum(w, 0)
         else:  # alpha1-beta0
             modified = np.maximum(w, 0)
-        return self._z_rule(
-            rule, _with_inputs(call, {weight: modified}), grads, self.options.epsilon
-        )
+        return self._z_rule(rule, _with_inputs(call, {weight: modified}), grads)
 
     def _zbox(
         self, rule: OpRule, call: NodeCall, grads: Sequence[Grad], data: int, weight: int
@@ -531,7 +530,6 @@ __all__ = [
     "DEEPLIFT_EPS",
     "LINEAR",
     "LRP",
-    "LRPRule",
     "MAXIMA",
     "OP_KINDS",
     "ROUTING",
@@ -540,6 +538,7 @@ __all__ = [
     "DeepLift",
     "DeepLiftPropagation",
     "LRPPropagation",
+    "LRPRule",
     "Propagation",
     "Relevance",
     "input_bounds",
