@@ -157,6 +157,11 @@ def test_deeplift_with_maxpool_equals_the_numpy_rules_and_sums_to_the_delta(inpu
     assert _relative(ours, reference) <= 1e-12
     delta = f["logits"][[0, 1], targets] - f0["logits"][[0, 1], targets]
     np.testing.assert_allclose(ours.reshape(2, -1).sum(axis=1), delta, rtol=1e-12, atol=1e-14)
+    # every cut of the graph carries the same total: contributions of a layer's units
+    layers = gradients(model, x, targets, wrt=["relu", "flat"], mode=DeepLift(x0), forward="numpy")
+    for name in ("relu", "flat"):
+        sums = layers.grads[name].reshape(2, -1).sum(axis=1)
+        np.testing.assert_allclose(sums, delta, rtol=1e-12, atol=1e-14)
     # float32 through onnxruntime: the same within float32 rounding
     ours32 = gradients(model, x.astype(np.float32), targets, mode=DeepLift(x0.astype(np.float32)))
     assert _relative(ours32.grads[model.input_name], reference) <= 1e-5
