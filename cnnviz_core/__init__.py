@@ -18,11 +18,10 @@ from .graph import ReceptiveField
 from .labels import load_labels
 from .model import Layer, Model, Prediction
 from .preprocess import PRESETS, Preprocess, load_image
+from .detection import Box, DetectionLayout, list_boxes
 from .targets import (
-    Box,
     Channel,
     Class,
-    DetectionLayout,
     Neuron,
     Region,
     ResolvedTarget,
@@ -57,6 +56,7 @@ __all__ = [
     "UnknownLayerError",
     "UnsupportedOpError",
     "load_image",
+    "list_boxes",
     "load_labels",
     "resolve_target",
     "resolve_targets",
