@@ -464,12 +464,30 @@ def box_feature_map(
     return None
 
 
+def box_position(
+    model: Model, target: ResolvedTarget, size: tuple[int, int], batch: np.ndarray | None = None
+) -> tuple[int, int] | None:
+    """Where a box target's grid cell lies on a map of ``size`` (h, w): its cell (y, x)
+    when the box's grid (:func:`trace_element`) has that size, else the cell centre scaled
+    to it; None when the box cannot be followed back to a spatial grid."""
+    grid, index = trace_element(model, target.tensor, target.index, batch)
+    shape = tensor_shape(model, grid, batch)
+    if len(shape) != 3 or len(index) != 3:
+        return None
+    gy, gx = index[1], index[2]
+    return (
+        min(size[0] - 1, int((gy + 0.5) * size[0] / shape[1])),
+        min(size[1] - 1, int((gx + 0.5) * size[1] / shape[2])),
+    )
+
+
 __all__ = [
     "LAYOUTS",
     "Box",
     "DetectedBox",
     "DetectionLayout",
     "box_feature_map",
+    "box_position",
     "decode_boxes",
     "dominators",
     "iou",
