@@ -5,6 +5,7 @@ fields, targets (what a score or a gradient explains) and the native kernels. No
 HTML or argument parsing lives here.
 """
 
+from .detection import Box, DetectionLayout, list_boxes
 from .errors import (
     CnnvizError,
     DeviceError,
@@ -18,7 +19,6 @@ from .graph import ReceptiveField
 from .labels import load_labels
 from .model import Layer, Model, Prediction
 from .preprocess import PRESETS, Preprocess, load_image
-from .detection import Box, DetectionLayout, list_boxes
 from .targets import (
     Channel,
     Class,
@@ -55,8 +55,8 @@ __all__ = [
     "TargetLike",
     "UnknownLayerError",
     "UnsupportedOpError",
-    "load_image",
     "list_boxes",
+    "load_image",
     "load_labels",
     "resolve_target",
     "resolve_targets",

@@ -29,6 +29,7 @@ import numpy as np
 from . import graph as onnx_graph
 from .errors import TargetError
 from .model import Model
+from .preprocess import ImageLike
 from .targets import ResolvedTarget, ShapeOf, tensor_shape
 
 
@@ -214,7 +215,12 @@ def decode_boxes(
     return [
         DetectedBox(
             i,
-            (float(corners[i, 0]), float(corners[i, 1]), float(corners[i, 2]), float(corners[i, 3])),
+            (
+                float(corners[i, 0]),
+                float(corners[i, 1]),
+                float(corners[i, 2]),
+                float(corners[i, 3]),
+            ),
             float(score[i]),
             int(best[i]),
             None if objectness is None else float(objectness[i]),
@@ -230,7 +236,7 @@ def _first_output(model: Model, batch: np.ndarray, layout: DetectionLayout) -> n
 
 def list_boxes(
     model: Model,
-    image: object,
+    image: ImageLike | Sequence[ImageLike] | np.ndarray,
     layout: DetectionLayout | None = None,
     *,
     min_score: float = 0.25,
@@ -245,7 +251,7 @@ def list_boxes(
         image: an image, a file name, or a preprocessed (N, C, H, W) batch.
         layout: the output's layout (default: YOLOv5's; ``LAYOUTS["yolox"]`` for raw grids).
     """
-    batch = model.prepare(image)  # type: ignore[arg-type]  # any ImageLike or a batch
+    batch = model.prepare(image)
     layout = layout or DetectionLayout()
     values = _first_output(model, batch, layout)
     return decode_boxes(

@@ -15,8 +15,8 @@ the channel's map for a channel, one element for a neuron. The target's score is
 dot product with the tensor, so its gradient is the backward pass of that seed.
 
 Beyond a class: :class:`~cnnviz_core.detection.Box` (a box's class score or objectness of a
-YOLO-style detector, see :mod:`cnnviz_core.detection`) and :class:`Region` (a class's score summed over a mask of a
-segmentation output).
+YOLO-style detector, see :mod:`cnnviz_core.detection`) and :class:`Region` (a class's score
+summed over a mask of a segmentation output).
 
 Adding a target form: write a frozen dataclass with ``resolve(model, shape_of) ->
 ResolvedTarget``; when its seed is none of the existing kinds, register the seed under a

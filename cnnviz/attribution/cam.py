@@ -32,8 +32,8 @@ import onnx
 
 from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError, backward
 from cnnviz_core import graph as onnx_graph
-from cnnviz_core.graph import RESHAPE_OPS
 from cnnviz_core.detection import Box, box_feature_map
+from cnnviz_core.graph import RESHAPE_OPS
 from cnnviz_core.targets import (
     ResolvedTarget,
     TargetLike,
@@ -74,8 +74,9 @@ def default_layer(model: Model, target: Any = None) -> str:
     feeding = list(dict.fromkeys(box_feature_map(model, t) for t in boxes))
     if len(feeding) > 1:
         raise InputError(
-            f"the box targets of this batch are fed by different feature maps ({', '.join(map(str, feeding))}): "
-            "explain them one at a time, or name one map with layer="
+            "the box targets of this batch are fed by different feature maps "
+            f"({', '.join(map(str, feeding))}): explain them one at a time, or name one map "
+            "with layer="
         )
     if feeding and feeding[0] is not None:
         return feeding[0]
