@@ -167,10 +167,6 @@ class DetectedBox:
     class_index: int
     objectness: float | None
 
-    def target(self, score: str = "class", layout: DetectionLayout | None = None) -> Box:
-        """This box's class score (its best class) or objectness as a :class:`Box`."""
-        return Box(self.index, score, self.class_index, layout or DetectionLayout())
-
 
 def iou(corners: np.ndarray, xyxy: Sequence[float] | np.ndarray) -> np.ndarray:
     """(boxes,) intersection over union of each (x0, y0, x1, y1) row with ``xyxy``."""

@@ -43,7 +43,7 @@ ShapeOf = Callable[[str], tuple[int, ...]]
 @runtime_checkable
 class Target(Protocol):
     """Anything that resolves to a tensor and a seed: :class:`Class`, :class:`Channel`,
-    :class:`Neuron` (and, later, box and region targets)."""
+    :class:`Neuron`, :class:`Region`, :class:`~cnnviz_core.detection.Box`."""
 
     def resolve(self, model: Model, shape_of: ShapeOf) -> ResolvedTarget:
         """Check the target against ``model`` (tensor shapes from ``shape_of``).
@@ -335,8 +335,8 @@ def resolve_target(
 
         return target.resolve(model, shape_of)
     raise TargetError(
-        f"a target must be a class index or label, Class, Channel, Neuron, None or a list of "
-        f"those; got {target!r}"
+        f"a target must be a class index or label, Class, Channel, Neuron, Box, Region, None "
+        f"or a list of those; got {target!r}"
     )
 
 
