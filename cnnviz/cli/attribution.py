@@ -178,9 +178,13 @@ def add_boxes_command(commands: Any) -> None:
     model_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     layout_argument(p)
-    p.add_argument("--min-score", type=float, default=0.25, help="lowest score shown (0.25)")
-    p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (0.45)")
-    p.add_argument("--top", type=int, help="at most this many boxes per image")
+    p.add_argument(
+        "--min-score", type=float, default=0.25, metavar="S", help="lowest score shown (0.25)"
+    )
+    p.add_argument(
+        "--nms", type=float, default=0.45, metavar="IOU", help="NMS IoU threshold (0.45)"
+    )
+    p.add_argument("--top", type=int, metavar="N", help="at most this many boxes per image")
     p.set_defaults(run=with_model(cmd_boxes))
 
 
