@@ -240,6 +240,29 @@ def test_gradcam_of_a_fine_box_is_zero_on_the_coarse_head_and_not_on_its_stem(
     assert fine.options["layer"] == "stem8" and np.asarray(fine.maps).any()
 
 
+@pytest.mark.parametrize(
+    ("index", "layer", "flipped"),
+    [(5, "stem8_pre", True), (16, "stem16_pre", True), (18, "stem16_pre", False)],
+)
+def test_eigencam_of_a_box_is_positive_at_its_cell(
+    detector, batch, index: int, layer: str, flipped: bool
+) -> None:
+    """Eigen-CAM's singular vector is defined up to its sign; for a box, the sign puts the
+    box's cell on the positive side of the projection (on the stems' signed pre-activations
+    that differs from "sums to >= 0" for some boxes)."""
+    from cnnviz.attribution.cam_variants import eigencam_weights
+
+    box = Box(index, "objectness", layout=GRID)
+    result = explain(detector, batch, "eigencam", box, layer=layer)
+    activations = detector.run(batch, taps=[layer])[layer]
+    unsigned = eigencam_weights(activations, None, [])
+    weights = result.extras["weights"]
+    np.testing.assert_allclose(weights, -unsigned if flipped else unsigned, rtol=1e-6)
+    cell = box_position(detector, resolve_target(detector, box), activations.shape[2:])
+    assert cell is not None
+    assert activations[0][:, cell[0], cell[1]] @ weights[0] >= 0
+
+
 def test_boxes_of_different_grids_in_one_batch_need_a_layer(detector, batch) -> None:
     two = np.concatenate([batch, batch])
     boxes = [Box(5, "objectness", layout=GRID), Box(19, "objectness", layout=GRID)]
