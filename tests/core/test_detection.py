@@ -270,6 +270,97 @@ def test_boxes_of_different_grids_in_one_batch_need_a_layer(detector, batch) -> 
         explain(detector, two, "gradcam", boxes)
 
 
+def _yolov5_style_detector() -> Model:
+    """YOLOv5-style decoded export over the same backbone: per grid a 1x1 conv (3 anchors x
+    7) reshaped to (3, h, w, 7), a sigmoid, the centre, size and scores sliced, decoded
+    (Mul/Add/Pow) and concatenated back, flattened to (3 h w, 7); grids concatenated."""
+    rng = np.random.default_rng(8)
+    inits: list = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    def weight(name: str, *shape: int) -> str:
+        return const(name, rng.normal(0, 0.5, shape).astype(np.float32))
+
+    nodes: list = [
+        helper.make_node(
+            "Conv", ["x", weight("wb8", 8, 3, 8, 8), weight("bb8", 8)], ["b8"], strides=[8, 8]
+        )
+    ]
+    f8 = _silu(nodes, "b8", "f8")
+    nodes.append(
+        helper.make_node(
+            "Conv", [f8, weight("wb16", 8, 8, 2, 2), weight("bb16", 8)], ["b16"], strides=[2, 2]
+        )
+    )
+    f16 = _silu(nodes, "b16", "f16")
+    flat = []
+    for level, feature, side in (("8", f8, 4), ("16", f16, 2)):
+        p = f"l{level}_"
+        nodes += [
+            helper.make_node(
+                "Conv", [feature, weight(p + "w", 21, 8, 1, 1), weight(p + "b", 21)], [p + "conv"]
+            ),
+            helper.make_node(
+                "Reshape",
+                [p + "conv", const(p + "s5", np.array([1, 3, 7, side, side], np.int64))],
+                [p + "r5"],
+            ),
+            helper.make_node("Transpose", [p + "r5"], [p + "t5"], perm=[0, 1, 3, 4, 2]),
+            helper.make_node("Sigmoid", [p + "t5"], [p + "sig"]),
+        ]
+        for part, (start, end) in (("xy", (0, 2)), ("wh", (2, 4)), ("conf", (4, 7))):
+            nodes.append(
+                helper.make_node(
+                    "Slice",
+                    [
+                        p + "sig",
+                        const(p + part + "0", np.array([start], np.int64)),
+                        const(p + part + "1", np.array([end], np.int64)),
+                        const(p + part + "a", np.array([4], np.int64)),
+                    ],
+                    [p + part],
+                )
+            )
+        nodes += [
+            helper.make_node(
+                "Mul", [p + "xy", const(p + "k", np.float32(2.0 * int(level)))], [p + "xyd"]
+            ),
+            helper.make_node("Pow", [p + "wh", const(p + "e", np.float32(2.0))], [p + "whd"]),
+            helper.make_node("Concat", [p + "xyd", p + "whd", p + "conf"], [p + "dec"], axis=4),
+            helper.make_node(
+                "Reshape",
+                [p + "dec", const(p + "s3", np.array([1, -1, 7], np.int64))],
+                [p + "flat"],
+            ),
+        ]
+        flat.append(p + "flat")
+    nodes.append(helper.make_node("Concat", flat, ["y"], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "yolov5_style",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 60, 7])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(proto)
+    return Model(proto.SerializeToString(), preprocess=Preprocess(scale=1.0))
+
+
+@pytest.mark.parametrize(("index", "feature"), [(7, "f8"), (47, "f8"), (50, "f16")])
+def test_a_decoded_yolov5_box_gets_the_map_of_its_grid(batch, index: int, feature: str) -> None:
+    """Boxes 0-47 come from the stride-8 grid (3 anchors x 16 cells), 48-59 from the
+    stride-16 one: each box's CAM layer is the map its grid's head conv reads, and its
+    Grad-CAM there is not zero."""
+    model = _yolov5_style_detector()
+    box = Box(index, "objectness")
+    assert default_layer(model, box) == feature
+    assert np.asarray(explain(model, batch, "gradcam", box).maps).any()
+
+
 def test_box_at_picks_the_best_score_among_overlapping_boxes(detector, batch) -> None:
     values = detector.run(batch)["y"][0]
     corners = GRID.xyxy(values, (SIZE, SIZE))
