@@ -5,6 +5,7 @@ fields, targets (what a score or a gradient explains) and the native kernels. No
 HTML or argument parsing lives here.
 """
 
+from .detection import Box, DetectionLayout, list_boxes
 from .errors import (
     CnnvizError,
     DeviceError,
@@ -19,10 +20,8 @@ from .labels import load_labels
 from .model import Layer, Model, Prediction
 from .preprocess import PRESETS, Preprocess, load_image
 from .targets import (
-    Box,
     Channel,
     Class,
-    DetectionLayout,
     Neuron,
     Region,
     ResolvedTarget,
@@ -56,6 +55,7 @@ __all__ = [
     "TargetLike",
     "UnknownLayerError",
     "UnsupportedOpError",
+    "list_boxes",
     "load_image",
     "load_labels",
     "resolve_target",

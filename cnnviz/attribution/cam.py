@@ -32,11 +32,13 @@ import onnx
 
 from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError, backward
 from cnnviz_core import graph as onnx_graph
+from cnnviz_core.detection import Box, box_feature_map
 from cnnviz_core.graph import RESHAPE_OPS
 from cnnviz_core.targets import (
     ResolvedTarget,
     TargetLike,
     resolve_known,
+    resolve_target,
     resolve_targets,
     score_tensor,
     seed_tensors,
@@ -51,10 +53,33 @@ from .guided import guided_backprop
 WeightFn = Callable[[np.ndarray, np.ndarray | None, Sequence[ResolvedTarget]], np.ndarray]
 
 
-def default_layer(model: Model) -> str:
+def default_layer(model: Model, target: Any = None) -> str:
     """The last layer with spatial extent (a 4-D output larger than 1x1): the usual
     Grad-CAM layer, just before global pooling. Shapes left symbolic by the export (a model
-    that accepts any image size) come from a probe forward at the preprocessing size."""
+    that accepts any image size) come from a probe forward at the preprocessing size.
+
+    For :class:`~cnnviz_core.detection.Box` targets: the feature map that feeds the box's
+    head (:func:`~cnnviz_core.detection.box_feature_map`). On a multi-scale detector the
+    last spatial map belongs to one grid only (YOLOX's stride 32): a box of another grid
+    does not depend on it, so its Grad-CAM there is all zero.
+
+    Raises:
+        InputError: no spatial layer, or box targets of one batch fed by different maps.
+    """
+    boxes = [
+        resolve_target(model, t)
+        for t in (target if isinstance(target, (list, tuple)) else [target])
+        if isinstance(t, Box) or (isinstance(t, ResolvedTarget) and t.kind == "box")
+    ]
+    feeding = list(dict.fromkeys(box_feature_map(model, t) for t in boxes))
+    if len(feeding) > 1:
+        raise InputError(
+            "the box targets of this batch are fed by different feature maps "
+            f"({', '.join(map(str, feeding))}): explain them one at a time, or name one map "
+            "with layer="
+        )
+    if feeding and feeding[0] is not None:
+        return feeding[0]
     for layer in reversed(model.layers):
         shape = model.layer_shape(layer.name)
         if (
@@ -163,7 +188,8 @@ def gradcam(
         model: the model.
         images: images or a preprocessed (N, C, H, W) batch.
         target: as for :func:`~.saliency.saliency`.
-        layer: a conv layer (name or alias) with a spatial map.
+        layer: a conv layer (name or alias) with a spatial map (default: the last one;
+            for a box target, the map that feeds the box's head).
         relu: keep only the positive evidence (the paper's ReLU).
         normalize: min-max each map to [0, 1].
 
@@ -174,7 +200,7 @@ def gradcam(
         model,
         images,
         target,
-        layer=layer or default_layer(model),
+        layer=layer or default_layer(model, target),
         weights=gradcam_weights,
         method="gradcam",
         gradients=True,

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cnnviz_core import Model
+from cnnviz_core import Model, list_boxes
+from cnnviz_core.detection import layout_named
 
 from ..attribution import SPECS, explain
 from ..attribution.methods import parameters, taking
@@ -17,16 +18,21 @@ from ..output import atomic_write_text
 from ..render.images import save_png
 from ..render.report import build_report
 from .common import (
+    command_targets,
     count_progress,
+    layout_argument,
     model_arguments,
     open_model,
     output_folder,
+    parse_target,
     safe_name,
+    target_arguments,
     with_model,
 )
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
+    spec = parse_target(args.target)
     output_folder(args)
     model = open_model(args)
     tuning = {name: getattr(args, name) for name in parameters()}
@@ -34,7 +40,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         model,
         args.images,
         args.method,
-        args.target,
+        command_targets(args, model, spec),
         layer=args.layer,
         precision=args.precision,
         **tuning,
@@ -62,7 +68,7 @@ def cmd_sanity(args: argparse.Namespace, model: Model) -> None:
         model,
         args.images,
         args.method,
-        target=args.target,
+        target=command_targets(args, model, parse_target(args.target)),
         cascading=not args.independent,
         seed=args.seed,
         layers=args.layers,
@@ -84,6 +90,21 @@ def cmd_sanity(args: argparse.Namespace, model: Model) -> None:
         f"at {result.layers[step]} (threshold < {result.threshold})"
     )
     print(f"strip written to {strip}, figures to {table}")
+
+
+def cmd_boxes(args: argparse.Namespace, model: Model) -> None:
+    layout = layout_named(args.layout)
+    for image in args.images:
+        found = list_boxes(
+            model, [image], layout, min_score=args.min_score, nms_iou=args.nms, top=args.top
+        )
+        print(f"{image}: {len(found)} boxes (score >= {args.min_score}, input pixels)")
+        for box in found:
+            x0, y0, x1, y1 = box.xyxy
+            print(
+                f"  box:{box.index:<6} score {box.score:.3f}  class {box.class_index}  "
+                f"({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f})"
+            )
 
 
 def _taking(option: str) -> str:
@@ -127,9 +148,7 @@ def add_commands(commands: Any) -> None:
         default="gradcam",
         help="technique (gradcam)",
     )
-    p.add_argument(
-        "--target", metavar="CLASS", help="class index or label (default: the predicted class)"
-    )
+    target_arguments(p)
     p.add_argument(
         "--layer",
         metavar="NAME",
@@ -145,6 +164,28 @@ def add_commands(commands: Any) -> None:
     _parameter_arguments(p)
     p.set_defaults(run=cmd_explain)
     add_sanity_command(commands)
+    add_boxes_command(commands)
+
+
+def add_boxes_command(commands: Any) -> None:
+    """Add ``boxes`` (a detector's boxes, to pick ``--target box:INDEX``) to the subparsers."""
+    p = commands.add_parser(
+        "boxes",
+        help="list a detector's boxes (after NMS) with their indices for --target box:INDEX",
+        description="Decode a YOLO-style detector's output (--layout) and print each image's "
+        "boxes, best first: pre-NMS index, score, class, corners in input pixels.",
+    )
+    model_arguments(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    layout_argument(p)
+    p.add_argument(
+        "--min-score", type=float, default=0.25, metavar="S", help="lowest score shown (0.25)"
+    )
+    p.add_argument(
+        "--nms", type=float, default=0.45, metavar="IOU", help="NMS IoU threshold (0.45)"
+    )
+    p.add_argument("--top", type=int, metavar="N", help="at most this many boxes per image")
+    p.set_defaults(run=with_model(cmd_boxes))
 
 
 def add_sanity_command(commands: Any) -> None:
@@ -169,9 +210,7 @@ def add_sanity_command(commands: Any) -> None:
         action="store_true",
         help="randomize one layer at a time (default: cascading from the top)",
     )
-    p.add_argument(
-        "--target", metavar="CLASS", help="class index or label (default: the predicted class)"
-    )
+    target_arguments(p)
     p.add_argument(
         "--randomize",
         dest="layers",
@@ -185,4 +224,11 @@ def add_sanity_command(commands: Any) -> None:
     p.set_defaults(run=with_model(cmd_sanity))
 
 
-__all__ = ["add_commands", "add_sanity_command", "cmd_explain", "cmd_sanity"]
+__all__ = [
+    "add_boxes_command",
+    "add_commands",
+    "add_sanity_command",
+    "cmd_boxes",
+    "cmd_explain",
+    "cmd_sanity",
+]
