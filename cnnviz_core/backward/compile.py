@@ -497,7 +497,9 @@ class GraphBuilder(Emitter):
     ) -> dict[str, Name]:
         """Emit a backward pass over the forward copy ``names`` from ``seeds`` (model tensor ->
         cotangent) to the model tensors ``wrt`` (layer names or aliases allowed)."""
-        tensors = {w: self.model.tensor_name(w) for w in wrt}
+        tensors = {
+            w: w if w == self.model.input_name else self.model.tensor_name(w) for w in wrt
+        }
         plan, values = self.probe(list(seeds))
         grads = emit_backward(self, plan, values, seeds, list(tensors.values()), mode, names)
         return {w: grads[t] for w, t in tensors.items()}
