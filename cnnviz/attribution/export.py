@@ -74,10 +74,14 @@ def export_explainer(
     spec = method_spec(method)
     if spec.compiled is None:
         exportable = ", ".join(name for name, s in REGISTRY.items() if s.compiled is not None)
+        why = (
+            "it runs many forwards of perturbed images"
+            if spec.family == "perturbation"
+            else "it has no compiled form"
+        )
         raise InputError(
-            f"method {method!r} ({spec.family}) cannot be compiled into one ONNX graph: it runs "
-            f"many perturbed forwards or an optimisation loop. Run it with cnnviz.explain(model, "
-            f"images, {method!r}) instead, or export one of: {exportable}"
+            f"method {method!r} cannot be compiled into one ONNX graph ({why}); run it with "
+            f"cnnviz.explain(model, images, {method!r}) instead, or export one of: {exportable}"
         )
     if layer is not None and "layer" not in spec.options:
         raise InputError(f"layer= applies to the CAM family; {method!r} explains the input pixels")

@@ -20,6 +20,7 @@ Modes: ``gradient``, ``guided``, ``deconvnet`` (any other raises :class:`Unsuppo
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -349,11 +350,22 @@ def _default_opset(proto: onnx.ModelProto) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
 
 
+#: converted copies of models older than the emission's opset, by (model, opset)
+_converted: weakref.WeakKeyDictionary[Model, dict[int, Model]] = weakref.WeakKeyDictionary()
+
+
 def at_least_opset(model: Model, opset: int = MIN_OPSET) -> Model:
     """``model`` itself when its opset is at least ``opset``, else a copy converted with
-    ``onnx.version_converter`` (same preprocessing, labels and device)."""
+    ``onnx.version_converter`` (same preprocessing, labels and device; made once per model)."""
     if _default_opset(model.runnable) >= opset:
         return model
+    known = _converted.setdefault(model, {})
+    if opset not in known:
+        known[opset] = _convert(model, opset)
+    return known[opset]
+
+
+def _convert(model: Model, opset: int) -> Model:
     from onnx import version_converter
 
     try:
