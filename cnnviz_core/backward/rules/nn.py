@@ -365,15 +365,17 @@ class MatMul(OpRule):
         if call.needs[0]:
             da = g.op("MatMul", grad, swap(b2, len(b_shape)))
             shape = (*out_shape[:-1], b_shape[-2])
-            out[0] = g.unbroadcast(da, shape, a_shape)
+            da = g.unbroadcast(da, shape, a_shape)
             if np.ndim(a) == 1:  # the promoted axis dropped (a vector has no batch axis)
-                out[0] = g.op("Reshape", out[0], g.ints(np.shape(a)))
+                da = g.op("Reshape", da, g.ints(np.shape(a)))
+            out[0] = da
         if call.needs[1]:
             db = g.op("MatMul", swap(a2, len(a_shape)), grad)
             shape = (*out_shape[:-2], a_shape[-1], out_shape[-1])
-            out[1] = g.unbroadcast(db, shape, b_shape)
+            db = g.unbroadcast(db, shape, b_shape)
             if np.ndim(b) == 1:
-                out[1] = g.op("Reshape", out[1], g.ints(np.shape(b)))
+                db = g.op("Reshape", db, g.ints(np.shape(b)))
+            out[1] = db
         return out
 
 
