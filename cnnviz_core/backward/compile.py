@@ -692,9 +692,7 @@ def _build_pass(
     for k, tensor in enumerate(shown):
         dims = builder.dims(tensor)
         builder.add_output(f"cnnviz_value_{k}", names[tensor], TensorProto.FLOAT, dims)
-    proto = builder.to_model(
-        {"cnnviz.mode": mode}, name=f"{model.name}_backward", full_check=False
-    )
+    proto = builder.to_model({"cnnviz.mode": mode}, name=f"{model.name}_backward", full_check=False)
     session = model.session_factory(proto)
     return CompiledPass(
         session, proto, seeds is None, tuple(seed_names), wrt, shown, tuple(cotangents)
