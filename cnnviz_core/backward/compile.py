@@ -428,6 +428,19 @@ class GraphBuilder(Emitter):
         probe_batch: int = 2,
         image_shape: Sequence[int] | None = None,
     ):
+        half = [
+            t.name
+            for t in model.runnable.graph.initializer
+            if t.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+        ]
+        if np.dtype(model.input_dtype) != np.float32 or half:
+            raise InputError(
+                f"model {model.name!r} computes in {np.dtype(model.input_dtype).name} (input) "
+                f"{'with non-float32 weights such as ' + repr(half[0]) if half else ''}; "
+                "compiled graphs are float32: convert the model to float32 first (e.g. "
+                "onnxconverter_common.float16.convert_float16_to_float32), or explain it with "
+                "the engine"
+            )
         self.model = at_least_opset(model)
         #: (C, H, W) of one input image the graph is specialised to
         self.image_shape = tuple(image_shape or self.model.input_shape)
