@@ -29,6 +29,17 @@ from .cam_variants import (
     scorecam,
     xgradcam,
 )
+from .compiled import (
+    CompiledMethod,
+    compile_cam,
+    compile_deconvnet,
+    compile_gradcam,
+    compile_guided,
+    compile_guided_gradcam,
+    compile_integrated_gradients,
+    compile_saliency,
+    compile_smoothgrad,
+)
 from .deeplift import deeplift
 from .drilldown import drilldown
 from .gradient_shap import gradient_shap
@@ -100,6 +111,12 @@ class MethodSpec:
     def parameter_names(self) -> frozenset[str]:
         """The names of its :attr:`parameters`."""
         return frozenset(p.name for p in self.parameters)
+
+    @property
+    def compiled(self) -> CompiledMethod | None:
+        """Its ONNX form (:mod:`.compiled`, see :data:`COMPILED`) for
+        :func:`~.export.export_explainer`, or None when it cannot be one graph."""
+        return COMPILED.get(self.name)
 
 
 _ZEILER_FERGUS = 'Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks"'
@@ -341,6 +358,19 @@ SPECS: tuple[MethodSpec, ...] = (
     ),
 )
 
+#: the compiled form (one ONNX graph) of each method that has one, by name; perturbation
+#: methods (many forwards of perturbed images) and the synthesis loops have none
+COMPILED: dict[str, CompiledMethod] = {
+    "saliency": compile_saliency,
+    "guided": compile_guided,
+    "deconvnet": compile_deconvnet,
+    "cam": compile_cam,
+    "gradcam": compile_gradcam,
+    "guided-gradcam": compile_guided_gradcam,
+    "smoothgrad": compile_smoothgrad,
+    "ig": compile_integrated_gradients,
+}
+
 #: spec by name
 REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in SPECS}
 #: technique by the name the CLI and the report use
@@ -419,6 +449,7 @@ def explain(
 
 
 __all__ = [
+    "COMPILED",
     "METHODS",
     "OPTIONS",
     "REGISTRY",
