@@ -53,9 +53,10 @@ MIN_OPSET = 17
 Name = str
 
 
-def emitted_mode(mode: str) -> str:
-    """``mode`` checked to be one the emission covers; raises naming them."""
-    if mode not in EMITTED_MODES:
+def emitted_mode(mode: object) -> str:
+    """``mode`` checked to be one the emission covers (not a relevance mode); raises naming
+    them."""
+    if not isinstance(mode, str) or mode not in EMITTED_MODES:
         raise UnsupportedOpError(
             f"backward mode {mode!r} has no ONNX emission; compiled graphs cover "
             f"{', '.join(EMITTED_MODES)}: run this mode in the engine (cnnviz_core.backward)"
@@ -725,12 +726,13 @@ def compiled_gradients(
     target: Targets | Mapping[str, np.ndarray] = None,
     *,
     wrt: Sequence[str] = (),
-    mode: str = "gradient",
+    mode: object = "gradient",
 ) -> Gradients:
     """:func:`~.engine.gradients` through one compiled forward + backward graph run by
     onnxruntime (``forward="compiled"``): float32, one session call per batch chunk, no
     separate forward for the predicted class. ``Gradients.values`` holds the seeded tensors
     and the ``wrt`` layers (not every tensor on the path)."""
+    checked_mode = emitted_mode(mode)
     batch = np.ascontiguousarray(batch, np.float32)
     layers = {w: model.tensor_name(w) for w in wrt}
     sources = tuple(dict.fromkeys([model.input_name, *layers.values()]))
@@ -738,21 +740,21 @@ def compiled_gradients(
     resolved: list[ResolvedTarget] = []
     if isinstance(target, Mapping):
         given = {model.tensor_name(k): np.asarray(v, np.float32) for k, v in target.items()}
-        compiled = compiled_pass(model, tuple(given), sources, mode, shape)
+        compiled = compiled_pass(model, tuple(given), sources, checked_mode, shape)
         grads, values = _run_chunks(model, compiled, batch, list(given.values()))
         seeds = given
     else:
         known = resolve_known(model, batch, target)
         scores = score_tensor(model)
         if all(t is None or (t.kind == "class" and t.tensor == scores) for t in known):
-            compiled = compiled_pass(model, None, sources, mode, shape)
+            compiled = compiled_pass(model, None, sources, checked_mode, shape)
             classes = np.array([-1 if t is None else t.class_index for t in known], np.int64)
             grads, values = _run_chunks(model, compiled, batch, classes)
             resolved = resolve_targets(model, batch, known, values)
         else:
             resolved = resolve_targets(model, batch, known)
             seeds_in = cotangents(model, batch, resolved)
-            compiled = compiled_pass(model, tuple(seeds_in), sources, mode, shape)
+            compiled = compiled_pass(model, tuple(seeds_in), sources, checked_mode, shape)
             grads, values = _run_chunks(model, compiled, batch, list(seeds_in.values()))
         seeds = cotangents(model, batch, resolved, values)
     values = {**values, model.input_name: batch}
