@@ -1,0 +1,106 @@
+"""A hand-made exported explainer with the interface of ``cnnviz.export_explainer``'s files:
+CAM (Zhou et al. 2016) of the shipped shapes model written with onnx.helper.
+
+Inputs ``pixels`` float32 (N, 64, 64, 3), RGB 0-255 (the model card's preprocessing is in
+the graph) and, with ``target="input"``, ``target`` int64 (N,); outputs ``logits``, ``map``
+float32 (N, 64, 64) (min-max normalized per image, as :func:`cnnviz.attribution.cam`) and
+``target`` int64 (N,); the ``cnnviz.*`` metadata. The deployment tests (OpenVINO, the
+reference evaluator, the C++ example, the CLI) run on it without the exporter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from cnnviz.models import load_model
+
+#: the opset of the stand-in (the shipped model's)
+OPSET = 20
+
+
+def standin_explainer(target: str = "predicted") -> onnx.ModelProto:
+    """CAM of the shapes model as one graph, pixels in; ``target``: ``predicted`` (argmax
+    in the graph) or ``input`` (an int64 ``target`` input)."""
+    model = load_model("shapes")
+    source = model.proto.graph
+    scale, mean, std = model.preprocess.scale, model.preprocess.mean, model.preprocess.std
+    consts = {
+        "cx_perm_scale": np.float32(scale),
+        "cx_mean": np.asarray(mean, np.float32).reshape(1, 3, 1, 1),
+        "cx_std": np.asarray(std, np.float32).reshape(1, 3, 1, 1),
+        "cx_axis1": np.asarray([1], np.int64),
+        "cx_axes23": np.asarray([2, 3], np.int64),
+        "cx_axes123": np.asarray([1, 2, 3], np.int64),
+        "cx_zero": np.float32(0.0),
+        "cx_one": np.float32(1.0),
+    }
+    size = helper.make_node("Shape", ["cam_relu"], ["cam_shape"], start=0, end=2)
+    nodes = [
+        helper.make_node("Transpose", ["pixels"], ["cx_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Mul", ["cx_nchw", "cx_perm_scale"], ["cx_scaled"]),
+        helper.make_node("Sub", ["cx_scaled", "cx_mean"], ["cx_centred"]),
+        helper.make_node("Div", ["cx_centred", "cx_std"], [model.input_name]),
+        *source.node,
+    ]
+    if target == "predicted":
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["target"], axis=1, keepdims=0))
+    nodes += [
+        # CAM: the class's classifier row weights the channels the global pooling reads
+        helper.make_node("Gather", ["classifier.weight", "target"], ["cam_w"], axis=0),
+        helper.make_node("Unsqueeze", ["cam_w", "cx_axes23"], ["cam_w4"]),
+        helper.make_node("Mul", ["relu_3", "cam_w4"], ["cam_weighted"]),
+        helper.make_node("ReduceSum", ["cam_weighted", "cx_axis1"], ["cam_low"], keepdims=1),
+        helper.make_node("Relu", ["cam_low"], ["cam_relu"]),
+        size,
+        helper.make_node("Shape", ["pixels"], ["cx_pixels_shape"], start=1, end=3),
+        helper.make_node("Concat", ["cam_shape", "cx_pixels_shape"], ["cx_out_size"], axis=0),
+        helper.make_node(
+            "Resize",
+            ["cam_relu", "", "", "cx_out_size"],
+            ["cam_up"],
+            mode="linear",
+            coordinate_transformation_mode="half_pixel",
+        ),
+        # min-max to [0, 1] per image; a constant map becomes zeros
+        helper.make_node("ReduceMin", ["cam_up", "cx_axes123"], ["cx_low"], keepdims=1),
+        helper.make_node("ReduceMax", ["cam_up", "cx_axes123"], ["cx_high"], keepdims=1),
+        helper.make_node("Sub", ["cx_high", "cx_low"], ["cx_span"]),
+        helper.make_node("Sub", ["cam_up", "cx_low"], ["cx_shifted"]),
+        helper.make_node("Greater", ["cx_span", "cx_zero"], ["cx_varies"]),
+        helper.make_node("Where", ["cx_varies", "cx_span", "cx_one"], ["cx_divisor"]),
+        helper.make_node("Div", ["cx_shifted", "cx_divisor"], ["cx_scaled_map"]),
+        helper.make_node("Where", ["cx_varies", "cx_scaled_map", "cx_zero"], ["cx_map4"]),
+        helper.make_node("Squeeze", ["cx_map4", "cx_axis1"], ["map"]),
+    ]
+    initializers = [*source.initializer]
+    initializers += [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
+    inputs = [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 64, 64, 3])]
+    if target == "input":
+        inputs.append(helper.make_tensor_value_info("target", TensorProto.INT64, ["N"]))
+    outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 8]),
+        helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", 64, 64]),
+        helper.make_tensor_value_info("target", TensorProto.INT64, ["N"]),
+    ]
+    graph = helper.make_graph(nodes, "cnnviz_explainer", inputs, outputs, initializers)
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnnviz-test"
+    )
+    proto.ir_version = model.proto.ir_version
+    ops = sorted({node.op_type for node in nodes})
+    helper.set_model_props(
+        proto,
+        {
+            "cnnviz.method": "cam",
+            "cnnviz.layer": "relu_3",
+            "cnnviz.target": target,
+            "cnnviz.opset": str(OPSET),
+            "cnnviz.ops": ",".join(ops),
+            "cnnviz.input": "pixels",
+            "cnnviz.version": "0.1.0",
+        },
+    )
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
