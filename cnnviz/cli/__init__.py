@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import attribution, features, models, synthesis
+from . import attribution, deploy, features, models, synthesis
 from .common import run, version_line
 
 EXAMPLES = """\
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in (models, attribution, features, synthesis):
+    for family in (models, attribution, features, synthesis, deploy):
         family.add_commands(commands)
     return parser
 

@@ -104,3 +104,59 @@ def standin_explainer(target: str = "predicted") -> onnx.ModelProto:
     )
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def shapes_pixels(count: int = 2, seed: int = 3) -> np.ndarray:
+    """(count, 64, 64, 3) float32 RGB 0-255: shapes images as an app decodes them."""
+    from cnnviz.data import make_shapes
+
+    return make_shapes(count, seed=seed).images.astype(np.float32)
+
+
+def feeds_for(proto: onnx.ModelProto, pixels: np.ndarray, classes: list[int]) -> dict:
+    """The explainer's inputs: ``pixels``, and ``target`` when the graph takes one."""
+    feeds: dict[str, np.ndarray] = {"pixels": pixels}
+    if any(value.name == "target" for value in proto.graph.input):
+        feeds["target"] = np.asarray(classes[: len(pixels)], np.int64)
+    return feeds
+
+
+def onnxruntime_outputs(proto: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:
+    """Every output of the explainer run by onnxruntime (the exporter's own oracle)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [output.name for output in proto.graph.output]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def assert_same_map(got: np.ndarray, want: np.ndarray, tolerance: float = 1e-4) -> float:
+    """``got`` equals ``want`` to ``tolerance`` of the map's scale (max |want|, at least 1);
+    returns the largest difference relative to that scale."""
+    assert got.shape == want.shape, (got.shape, want.shape)
+    scale = max(1.0, float(np.abs(want).max()))
+    error = float(np.abs(got.astype(np.float64) - want).max()) / scale
+    assert error <= tolerance, f"maps differ by {error:.3g} of their scale (> {tolerance})"
+    return error
+
+
+def python_map(proto: onnx.ModelProto, pixels: np.ndarray, classes: list[int]) -> np.ndarray:
+    """The map cnnviz's Python method gives for what the explainer's metadata says it is
+    (method, layer, target) on the shapes model, (N, H, W)."""
+    from cnnviz.attribution import explain
+    from cnnviz.attribution.methods import method_spec
+
+    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    method = metadata["cnnviz.method"]
+    layer = metadata.get("cnnviz.layer") or None
+    target = metadata["cnnviz.target"]
+    chosen = (
+        None
+        if target == "predicted"
+        else classes[: len(pixels)]
+        if target == "input"
+        else int(target)
+    )
+    options = {"layer": layer} if layer and "layer" in method_spec(method).options else {}
+    result = explain(load_model("shapes"), list(pixels.astype(np.uint8)), method, chosen, **options)
+    return result.heatmap

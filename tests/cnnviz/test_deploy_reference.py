@@ -1,0 +1,40 @@
+"""An exported explainer outside onnxruntime, in the ONNX spec's own semantics: the reference
+evaluator (``onnx.reference.ReferenceEvaluator``) gives the same map (1e-4 of its scale),
+class and model outputs as onnxruntime, and ``onnx.checker`` passes with full checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from deploy_standin import (
+    assert_same_map,
+    feeds_for,
+    onnxruntime_outputs,
+    shapes_pixels,
+    standin_explainer,
+)
+from onnx.reference import ReferenceEvaluator
+
+#: explainers by test id: the hand-made CAM, predicted and input target
+EXPLAINERS = {
+    "standin-cam": lambda: standin_explainer("predicted"),
+    "standin-cam-target-input": lambda: standin_explainer("input"),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPLAINERS))
+def test_reference_evaluator_equals_onnxruntime(name: str) -> None:
+    proto = EXPLAINERS[name]()
+    onnx.checker.check_model(proto, full_check=True)
+    feeds = feeds_for(proto, shapes_pixels(), classes=[3, 5])
+    want = onnxruntime_outputs(proto, feeds)
+    names = list(want)
+    got = dict(zip(names, ReferenceEvaluator(proto).run(names, feeds)))
+    assert_same_map(got["map"], want["map"])
+    np.testing.assert_array_equal(got["target"], want["target"])
+    for output in set(names) - {"map", "target"}:
+        np.testing.assert_allclose(got[output], want[output], rtol=1e-4, atol=1e-4)
+    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    assert {node.op_type for node in proto.graph.node} == set(metadata["cnnviz.ops"].split(","))
+    assert int(metadata["cnnviz.opset"]) == proto.opset_import[0].version
