@@ -13,6 +13,7 @@ import onnx
 from cnnviz_core import InputError, Model
 
 from ..attribution import SPECS
+from ..attribution.deploy_report import explainer_facts
 from ..attribution.methods import parameters
 from ..output import atomic_write_bytes
 from .attribution import _parameter_arguments
@@ -26,33 +27,6 @@ def export_target(text: str) -> str | int:
     if word.lstrip("-").isdigit():
         return int(word)
     return word
-
-
-def explainer_summary(proto: onnx.ModelProto, size: int) -> list[str]:
-    """What ``export-explainer`` prints about an exported graph: size, opset and ops (from
-    its ``cnnviz.*`` metadata), inputs and outputs with their shapes."""
-    metadata = {prop.key: prop.value for prop in proto.metadata_props}
-    ops = [op for op in metadata.get("cnnviz.ops", "").split(",") if op]
-    if not ops:
-        ops = sorted({node.op_type for node in proto.graph.node})
-
-    def shape(value: onnx.ValueInfoProto) -> str:
-        tensor = value.type.tensor_type
-        dims = [d.dim_param or str(d.dim_value) for d in tensor.shape.dim]
-        kind = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-        return f"{value.name} ({', '.join(dims)}) {kind}"
-
-    def listing(values: Any) -> str:
-        return ", ".join(shape(value) for value in values)
-
-    return [
-        f"{size / 1e6:.2f} MB, opset {metadata.get('cnnviz.opset', '?')}, method "
-        f"{metadata.get('cnnviz.method', '?')}, layer {metadata.get('cnnviz.layer') or '-'}, "
-        f"target {metadata.get('cnnviz.target', '?')}",
-        f"{len(ops)} op types: {', '.join(ops)}",
-        f"inputs: {listing(proto.graph.input)}",
-        f"outputs: {listing(proto.graph.output)}",
-    ]
 
 
 def export(model: Model, args: argparse.Namespace) -> onnx.ModelProto:
@@ -76,8 +50,8 @@ def cmd_export_explainer(args: argparse.Namespace) -> None:
     data = proto.SerializeToString()
     path = atomic_write_bytes(args.out, data)
     print(f"explainer written to {path}")
-    for line in explainer_summary(proto, len(data)):
-        print(f"  {line}")
+    for name, value in explainer_facts(proto, len(data)):
+        print(f"  {name}: {value}")
 
 
 def add_commands(commands: Any) -> None:
@@ -115,4 +89,4 @@ def add_commands(commands: Any) -> None:
     p.set_defaults(run=cmd_export_explainer)
 
 
-__all__ = ["add_commands", "cmd_export_explainer", "explainer_summary", "export_target"]
+__all__ = ["add_commands", "cmd_export_explainer", "export_target"]

@@ -58,10 +58,17 @@ def test_writes_the_file_and_prints_its_summary(
     assert sorted(p.name for p in out.parent.iterdir()) == ["cam.onnx"]  # no temporary left
     printed = capsys.readouterr().out
     assert f"explainer written to {out}" in printed
-    assert "MB, opset 20, method cam, layer relu_3, target predicted" in printed
-    assert "op types: ArgMax, Concat, Conv," in printed
-    assert "inputs: pixels (N, 64, 64, 3) float32" in printed
-    assert "outputs: logits (N, 8) float32, map (N, 64, 64) float32, target (N) int64" in printed
+    for line in [
+        f"size: {out.stat().st_size / 1e6:.2f} MB",
+        "method: cam",
+        "layer: relu_3",
+        "target: predicted",
+        "opset: 20",
+        "op types (22): ArgMax, Concat, Conv, Div, Gather, Gemm,",
+        "inputs: pixels (N, 64, 64, 3) float32",
+        "outputs: logits (N, 8) float32; map (N, 64, 64) float32; target (N) int64",
+    ]:
+        assert f"\n  {line}" in printed
     (call,) = calls
     assert call["method"] == "cam" and call["layer"] is None and call["target"] == "predicted"
     assert call["model"].name == "shapes"
