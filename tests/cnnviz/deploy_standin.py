@@ -160,3 +160,42 @@ def python_map(proto: onnx.ModelProto, pixels: np.ndarray, classes: list[int]) -
     options = {"layer": layer} if layer and "layer" in method_spec(method).options else {}
     result = explain(load_model("shapes"), list(pixels.astype(np.uint8)), method, chosen, **options)
     return result.heatmap
+
+
+#: the explainers the deployment tests run, by test id: the hand-made CAM (predicted and
+#: input target), then the shapes model exported by cnnviz.export_explainer:
+#: (method, target, options)
+EXPORTED: dict[str, tuple[str, str, dict]] = {
+    "saliency": ("saliency", "predicted", {}),
+    "guided": ("guided", "predicted", {}),
+    "deconvnet": ("deconvnet", "predicted", {}),
+    "cam": ("cam", "predicted", {}),
+    "gradcam": ("gradcam", "predicted", {}),
+    "gradcam-target-input": ("gradcam", "input", {}),
+    "guided-gradcam": ("guided-gradcam", "predicted", {}),
+    "ig": ("ig", "predicted", {"steps": 8}),
+    "smoothgrad": ("smoothgrad", "predicted", {"samples": 4}),
+}
+EXPLAINERS = ["standin-cam", "standin-cam-target-input", *EXPORTED]
+
+_cache: dict[str, onnx.ModelProto] = {}
+
+
+def explainer(name: str) -> onnx.ModelProto:
+    """The explainer of test id ``name`` (one of :data:`EXPLAINERS`), made once."""
+    if name not in _cache:
+        if name.startswith("standin-"):
+            _cache[name] = standin_explainer("input" if name.endswith("input") else "predicted")
+        else:
+            import cnnviz
+
+            if not hasattr(cnnviz, "export_explainer"):
+                import pytest
+
+                pytest.skip("cnnviz.export_explainer has not landed in this branch yet")
+            method, target, options = EXPORTED[name]
+            exported = cnnviz.export_explainer(
+                load_model("shapes"), method, target=target, **options
+            )
+            _cache[name] = exported
+    return _cache[name]

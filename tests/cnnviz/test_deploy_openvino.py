@@ -22,7 +22,9 @@ import numpy as np
 import onnx
 import pytest
 from deploy_standin import (
+    EXPLAINERS,
     assert_same_map,
+    explainer,
     feeds_for,
     onnxruntime_outputs,
     python_map,
@@ -36,12 +38,6 @@ ov = pytest.importorskip("openvino", reason="needs the deploy extra (pip install
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "csrc" / "examples" / "openvino"
 
-#: explainers by test id: the hand-made CAM, predicted and input target
-EXPLAINERS = {
-    "standin-cam": lambda: standin_explainer("predicted"),
-    "standin-cam-target-input": lambda: standin_explainer("input"),
-}
-
 
 def saved(proto: onnx.ModelProto, folder: Path) -> Path:
     path = folder / "explainer.onnx"
@@ -49,9 +45,9 @@ def saved(proto: onnx.ModelProto, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", list(EXPLAINERS))
+@pytest.mark.parametrize("name", EXPLAINERS)
 def test_openvino_equals_onnxruntime(name: str, tmp_path: Path) -> None:
-    proto = EXPLAINERS[name]()
+    proto = explainer(name)
     feeds = feeds_for(proto, shapes_pixels(), classes=[3, 5])
     want = onnxruntime_outputs(proto, feeds)
     core = ov.Core()
@@ -100,9 +96,9 @@ def read_pfm(path: Path) -> np.ndarray:
     return data.reshape(height, width)[::-1].astype(np.float32)
 
 
-@pytest.mark.parametrize("name", list(EXPLAINERS))
+@pytest.mark.parametrize("name", EXPLAINERS)
 def test_cpp_example_equals_python(name: str, example: Path, tmp_path: Path) -> None:
-    proto = EXPLAINERS[name]()
+    proto = explainer(name)
     pixels = shapes_pixels(1, seed=5)
     png = tmp_path / "image.png"  # the user's file, converted to binary PPM as the README says
     Image.fromarray(pixels[0].astype(np.uint8)).save(png)

@@ -8,24 +8,19 @@ import numpy as np
 import onnx
 import pytest
 from deploy_standin import (
+    EXPLAINERS,
     assert_same_map,
+    explainer,
     feeds_for,
     onnxruntime_outputs,
     shapes_pixels,
-    standin_explainer,
 )
 from onnx.reference import ReferenceEvaluator
 
-#: explainers by test id: the hand-made CAM, predicted and input target
-EXPLAINERS = {
-    "standin-cam": lambda: standin_explainer("predicted"),
-    "standin-cam-target-input": lambda: standin_explainer("input"),
-}
 
-
-@pytest.mark.parametrize("name", list(EXPLAINERS))
+@pytest.mark.parametrize("name", EXPLAINERS)
 def test_reference_evaluator_equals_onnxruntime(name: str) -> None:
-    proto = EXPLAINERS[name]()
+    proto = explainer(name)
     onnx.checker.check_model(proto, full_check=True)
     feeds = feeds_for(proto, shapes_pixels(), classes=[3, 5])
     want = onnxruntime_outputs(proto, feeds)
