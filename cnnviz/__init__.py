@@ -26,6 +26,7 @@ from . import (
     features,  # noqa: F401  (registers its report sections)
     synthesis,  # noqa: F401  (registers its report sections; torch is imported lazily)
 )
+from .attribution.export import export_explainer
 from .models import load_model
 from .render.report import build_report, register_section
 
@@ -42,6 +43,7 @@ __all__ = [
     "TargetError",
     "UnknownLayerError",
     "build_report",
+    "export_explainer",
     "load_model",
     "register_section",
 ]

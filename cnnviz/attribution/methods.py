@@ -19,6 +19,17 @@ from cnnviz_core import InputError, Model
 
 from .base import Attribution, Images, Method
 from .cam import cam, gradcam, guided_gradcam
+from .compiled import (
+    CompiledMethod,
+    compile_cam,
+    compile_deconvnet,
+    compile_gradcam,
+    compile_guided,
+    compile_guided_gradcam,
+    compile_integrated_gradients,
+    compile_saliency,
+    compile_smoothgrad,
+)
 from .cam_variants import (
     ablationcam,
     eigencam,
@@ -76,6 +87,9 @@ class MethodSpec:
         options: the options of :data:`OPTIONS` it takes, as keyword parameters.
         parameters: its own tuning parameters (:class:`Parameter`), as keyword parameters
             of ``function``.
+        compiled: its ONNX form (:mod:`.compiled`) for
+            :func:`~.export.export_explainer`, or None when it cannot be one graph
+            (perturbations, sampling loops).
     """
 
     name: str
@@ -85,6 +99,7 @@ class MethodSpec:
     function: Method
     options: frozenset[str] = frozenset()
     parameters: tuple[Parameter, ...] = ()
+    compiled: CompiledMethod | None = None
 
     def __post_init__(self) -> None:
         unknown = self.options - OPTIONS.keys()
@@ -116,6 +131,7 @@ SPECS: tuple[MethodSpec, ...] = (
         'Simonyan, Vedaldi & Zisserman 2014, "Deep Inside Convolutional Networks"',
         "gradient",
         saliency,
+        compiled=compile_saliency,
     ),
     MethodSpec(
         "guided",
@@ -123,8 +139,11 @@ SPECS: tuple[MethodSpec, ...] = (
         'Springenberg et al. 2015, "Striving for Simplicity: The All Convolutional Net"',
         "gradient",
         guided_backprop,
+        compiled=compile_guided,
     ),
-    MethodSpec("deconvnet", "deconvnet", _ZEILER_FERGUS, "gradient", deconvnet),
+    MethodSpec(
+        "deconvnet", "deconvnet", _ZEILER_FERGUS, "gradient", deconvnet, compiled=compile_deconvnet
+    ),
     MethodSpec(
         "cam",
         "CAM",
@@ -132,10 +151,19 @@ SPECS: tuple[MethodSpec, ...] = (
         "cam",
         cam,
         frozenset({"layer"}),
+        compiled=compile_cam,
     ),
-    MethodSpec("gradcam", "Grad-CAM", _GRADCAM, "cam", gradcam, frozenset({"layer"})),
     MethodSpec(
-        "guided-gradcam", "Guided Grad-CAM", _GRADCAM, "cam", guided_gradcam, frozenset({"layer"})
+        "gradcam", "Grad-CAM", _GRADCAM, "cam", gradcam, frozenset({"layer"}), compiled=compile_gradcam
+    ),
+    MethodSpec(
+        "guided-gradcam",
+        "Guided Grad-CAM",
+        _GRADCAM,
+        "cam",
+        guided_gradcam,
+        frozenset({"layer"}),
+        compiled=compile_guided_gradcam,
     ),
     MethodSpec(
         "gradcam++",
@@ -216,6 +244,7 @@ SPECS: tuple[MethodSpec, ...] = (
             Parameter("samples", int, "noisy copies per image (25)"),
             Parameter("sigma", float, "noise std as a fraction of the input range (0.15)"),
         ),
+        compiled=compile_smoothgrad,
     ),
     MethodSpec(
         "ig",
@@ -224,6 +253,7 @@ SPECS: tuple[MethodSpec, ...] = (
         "gradient",
         integrated_gradients,
         parameters=(Parameter("steps", int, "Riemann steps from the baseline (64)"),),
+        compiled=compile_integrated_gradients,
     ),
     MethodSpec(
         "occlusion",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import onnx
@@ -28,6 +28,9 @@ from ..errors import InputError
 from ..graph import attributes
 from ..model import SessionFactory
 from ..registry import VersionedRegistry
+
+if TYPE_CHECKING:
+    from .compile import Emitter
 
 #: a backward mode: differs from the gradient at ReLU-like ops only (everything else has one
 #: true gradient): guided backprop (Springenberg et al. 2015), deconvnet (Zeiler & Fergus 2014)
@@ -97,6 +100,14 @@ class OpRule:
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
         """Cotangents of the inputs (None where ``call.needs`` is False) given those of the
         outputs (None for an output nothing downstream uses)."""
+        raise NotImplementedError
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """The VJP as ONNX nodes: ``grads`` are the graph tensors holding the outputs'
+        cotangents (None for an unused output); write nodes with ``g`` (an
+        :class:`~.compile.Emitter`) and return the input cotangents' tensor names (None where
+        ``call.needs`` is False). ``call.node`` names the graph's tensors; ``call.inputs`` /
+        ``call.outputs`` hold a probe forward's values (shapes; constant inputs' values)."""
         raise NotImplementedError
 
 

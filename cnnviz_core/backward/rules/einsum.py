@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 _ELLIPSIS = "..."
 
@@ -97,6 +101,28 @@ class Einsum(OpRule):
             if summed:  # indices only this operand has: the forward summed them
                 g = np.broadcast_to(np.expand_dims(g, summed), np.shape(x))
             out.append(np.ascontiguousarray(g, dtype=dy.dtype))
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        terms, output = self._terms(call)
+        out: list[str | None] = []
+        for i, (term, need) in enumerate(zip(terms, call.needs)):
+            if not need:
+                out.append(None)
+                continue
+            others = [t for j, t in enumerate(terms) if j != i]
+            operands = [n for j, n in enumerate(call.node.input) if j != i]
+            reached = set(output).union(*others)
+            kept = "".join(c for c in term if c in reached)
+            spec = ",".join([output, *others]) + "->" + kept
+            grad = g.op("Einsum", dy, *operands, equation=spec)
+            summed = [k for k, c in enumerate(term) if c not in reached]
+            if summed:
+                grad = g.op("Unsqueeze", grad, g.ints(summed))
+                grad = g.op("Expand", grad, g.shape_of(call.node.input[i]))
+            out.append(grad)
         return out
 
     @staticmethod
