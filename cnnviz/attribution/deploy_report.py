@@ -20,6 +20,7 @@ from cnnviz_core import CnnvizError
 from ..render.images import upscale
 from ..render.report import MIN_DISPLAY_SIDE, Markup, Page, ReportContext, Section, escape
 from ..render.report import register_section as _register
+from .export import export_explainer
 from .methods import explain, method_spec, title
 
 #: the section's title
@@ -74,13 +75,11 @@ def deploy_section(ctx: ReportContext, page: Page) -> Section | None:
     options: dict[str, Any] = dict(ctx.options.get("deploy") or {})
     if not options or not ctx.names:
         return None
-    from .. import export_explainer  # type: ignore[attr-defined]  # lands with issue 16 items 1-3
-
     method = options.get("method", "gradcam")
     layer = options.get("layer") if "layer" in method_spec(method).options else None
     pixels = ctx.pixels  # (N, H, W, 3) uint8: what a deployed app decodes
     try:
-        proto: onnx.ModelProto = export_explainer(ctx.model, method, layer=layer)
+        proto = export_explainer(ctx.model, method, layer=layer)
         python = explain(ctx.model, list(pixels), method, layer=layer)
     except CnnvizError as exc:  # shown in the report, not hidden
         return Section(
@@ -93,7 +92,7 @@ def deploy_section(ctx: ReportContext, page: Page) -> Section | None:
     exported = dataclasses.replace(python, maps=_run(proto, feeds))
     rows = []
     for i, name in enumerate(ctx.names):
-        difference = float(np.abs(exported.maps[i] - python.heatmap[i]).max())
+        difference = float(np.abs(exported.maps[i] - python.maps[i]).max())
         label = python.targets[i].label
         rows.append(
             [

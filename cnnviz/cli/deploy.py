@@ -14,6 +14,7 @@ from cnnviz_core import InputError, Model
 
 from ..attribution import SPECS
 from ..attribution.deploy_report import explainer_facts
+from ..attribution.export import export_explainer
 from ..attribution.methods import parameters
 from ..output import atomic_write_bytes
 from .attribution import _parameter_arguments
@@ -31,14 +32,11 @@ def export_target(text: str) -> str | int:
 
 def export(model: Model, args: argparse.Namespace) -> onnx.ModelProto:
     """The explainer the command's arguments ask for."""
-    from .. import export_explainer  # type: ignore[attr-defined]  # lands with issue 16 items 1-3
-
     tuning = {name: getattr(args, name) for name in parameters()}
     options = {name: value for name, value in tuning.items() if value is not None}
-    proto: onnx.ModelProto = export_explainer(
+    return export_explainer(
         model, args.method, layer=args.layer, target=export_target(args.target), **options
     )
-    return proto
 
 
 def cmd_export_explainer(args: argparse.Namespace) -> None:

@@ -10,11 +10,15 @@ reference evaluator, the C++ example, the CLI) run on it without the exporter.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnviz.models import load_model
+from cnnviz_core import Model
 
 #: the opset of the stand-in (the shipped model's)
 OPSET = 20
@@ -142,8 +146,7 @@ def assert_same_map(got: np.ndarray, want: np.ndarray, tolerance: float = 1e-4) 
 
 def python_map(proto: onnx.ModelProto, pixels: np.ndarray, classes: list[int]) -> np.ndarray:
     """The map cnnviz's Python method gives for what the explainer's metadata says it is
-    (method, layer, target) on the shapes model, (N, H, W)."""
-    from cnnviz.attribution import explain
+    (method, layer, target, options) on the shapes model: ``Attribution.maps``."""
     from cnnviz.attribution.methods import method_spec
 
     metadata = {prop.key: prop.value for prop in proto.metadata_props}
@@ -157,9 +160,33 @@ def python_map(proto: onnx.ModelProto, pixels: np.ndarray, classes: list[int]) -
         if target == "input"
         else int(target)
     )
-    options = {"layer": layer} if layer and "layer" in method_spec(method).options else {}
-    result = explain(load_model("shapes"), list(pixels.astype(np.uint8)), method, chosen, **options)
-    return result.heatmap
+    options = json.loads(metadata.get("cnnviz.options", "{}"))
+    if layer and "layer" in method_spec(method).options:
+        options["layer"] = layer
+    model = load_model("shapes")
+    images = list(pixels.astype(np.uint8))
+    if method == "smoothgrad":  # the graph's noise is baked, the same for every image
+        return _smoothgrad_baked(model, images, chosen, **options)
+    return method_spec(method).function(model, images, chosen, **options).maps
+
+
+def _smoothgrad_baked(
+    model: Model, images: list, target: Any, samples: int = 25, sigma: float = 0.15, seed: int = 0
+) -> np.ndarray:
+    """SmoothGrad with the exporter's noise (:func:`~cnnviz.attribution.compiled.
+    smoothgrad_noise`: one draw for all images; the Python method seeds each image by its
+    content): the engine's saliency ``abs`` of each noisy copy, averaged, for the clean
+    images' classes."""
+    from cnnviz.attribution import saliency
+    from cnnviz.attribution.compiled import smoothgrad_noise
+
+    batch = model.prepare(images)
+    if target is None:
+        target = [int(k) for k in model.run(batch)[model.output_names[0]].argmax(axis=1)]
+    scale = (model.preprocess.span * sigma).astype(np.float32)[:, None, None]
+    noise = smoothgrad_noise(model, samples, seed) * scale
+    maps = [saliency(model, batch + copy, target).maps for copy in noise]
+    return np.mean(maps, axis=0)
 
 
 #: the explainers the deployment tests run, by test id: the hand-made CAM (predicted and

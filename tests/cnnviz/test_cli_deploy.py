@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from deploy_standin import standin_explainer
 
-import cnnviz
+import cnnviz.cli.deploy
 from cnnviz.cli import main
 from cnnviz_core import InputError, Model, UnsupportedOpError
 
@@ -42,7 +42,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, standin: onnx.ModelProto) -> list[dic
             raise UnsupportedOpError("no ONNX emission for the op 'Foo' (node 'foo_1')")
         return standin
 
-    monkeypatch.setattr(cnnviz, "export_explainer", fake, raising=False)
+    monkeypatch.setattr(cnnviz.cli.deploy, "export_explainer", fake)
     return seen
 
 
@@ -140,7 +140,7 @@ def test_interrupted_export_leaves_no_file(
     def interrupted(*args: Any, **kwargs: Any) -> onnx.ModelProto:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cnnviz, "export_explainer", interrupted, raising=False)
+    monkeypatch.setattr(cnnviz.cli.deploy, "export_explainer", interrupted)
     out = tmp_path / "x.onnx"
     assert main(["export-explainer", "shapes", "--method", "cam", "--out", str(out)]) == 130
     assert list(tmp_path.iterdir()) == []

@@ -87,13 +87,16 @@ def example() -> Path:
 
 
 def read_pfm(path: Path) -> np.ndarray:
-    """A grey PFM as float32 (H, W), top row first."""
+    """A PFM as float32: (H, W) grey, (3, H, W) colour, top row first."""
     with path.open("rb") as f:
-        assert f.readline() == b"Pf\n"
+        kind = f.readline()
+        assert kind in (b"Pf\n", b"PF\n")
         width, height = map(int, f.readline().split())
         scale = float(f.readline())
         data = np.frombuffer(f.read(), "<f4" if scale < 0 else ">f4")
-    return data.reshape(height, width)[::-1].astype(np.float32)
+    if kind == b"Pf\n":
+        return data.reshape(height, width)[::-1].astype(np.float32)
+    return data.reshape(height, width, 3)[::-1].transpose(2, 0, 1).astype(np.float32)
 
 
 @pytest.mark.parametrize("name", EXPLAINERS)
@@ -115,6 +118,7 @@ def test_cpp_example_equals_python(name: str, example: Path, tmp_path: Path) -> 
     heat = read_pfm(tmp_path / "map.pfm")
     assert_same_map(heat, want["map"][0])
     assert_same_map(heat, python_map(proto, pixels, classes=[3])[0])
+    assert f"map {want['map'][0].reshape(-1, 64, 64).shape[0]}x64x64 -> " in run.stdout
     with Image.open(tmp_path / "map.pgm") as preview:
         assert preview.mode == "L" and preview.size == (64, 64)
 

@@ -22,7 +22,8 @@ from onnx.reference import ReferenceEvaluator
 def test_reference_evaluator_equals_onnxruntime(name: str) -> None:
     proto = explainer(name)
     onnx.checker.check_model(proto, full_check=True)
-    feeds = feeds_for(proto, shapes_pixels(), classes=[3, 5])
+    # one image: the reference evaluator runs Conv in NumPy loops (IG: 40 s on 2 images)
+    feeds = feeds_for(proto, shapes_pixels(1), classes=[3])
     want = onnxruntime_outputs(proto, feeds)
     names = list(want)
     got = dict(zip(names, ReferenceEvaluator(proto).run(names, feeds)))

@@ -12,6 +12,7 @@ import pytest
 from deploy_standin import shapes_pixels, standin_explainer
 
 import cnnviz
+from cnnviz.attribution import deploy_report
 from cnnviz.attribution.deploy_report import TITLE
 from cnnviz.models import load_model
 from cnnviz_core import InputError, Model
@@ -26,7 +27,7 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> None:
             raise InputError("lime cannot be compiled into a graph; use gradcam")
         return standin_explainer()
 
-    monkeypatch.setattr(cnnviz, "export_explainer", fake, raising=False)
+    monkeypatch.setattr(deploy_report, "export_explainer", fake)
 
 
 def report(tmp_path: Path, options: dict[str, Any]) -> str:
