@@ -111,7 +111,7 @@ class Emitter:
 
     def const(self, value: Any, dtype: Any = np.float32, hint: str = "const") -> Name:
         """An initializer holding ``value`` (small ones are shared)."""
-        array = np.ascontiguousarray(np.asarray(value, dtype))
+        array = np.asarray(value, dtype).copy(order="C")  # a scalar stays 0-d (OneHot depth)
         key = None
         if array.size <= 64:
             key = (array.dtype.str, array.shape, array.tobytes())
@@ -465,7 +465,7 @@ class GraphBuilder(Emitter):
         _, values = self.probe([tensor])
         depth = int(np.prod(values[tensor].shape[1:]))
         hot = self.op(
-            "OneHot", classes, self.const([depth], np.int64, "depth"), self.const([0.0, 1.0])
+            "OneHot", classes, self.const(depth, np.int64, "depth"), self.const([0.0, 1.0])
         )
         return {tensor: self.reshape_like(hot, names[tensor])}
 
