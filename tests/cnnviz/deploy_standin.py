@@ -214,15 +214,8 @@ def explainer(name: str) -> onnx.ModelProto:
         if name.startswith("standin-"):
             _cache[name] = standin_explainer("input" if name.endswith("input") else "predicted")
         else:
-            import cnnviz
+            from cnnviz import export_explainer
 
-            if not hasattr(cnnviz, "export_explainer"):
-                import pytest
-
-                pytest.skip("cnnviz.export_explainer has not landed in this branch yet")
             method, target, options = EXPORTED[name]
-            exported = cnnviz.export_explainer(
-                load_model("shapes"), method, target=target, **options
-            )
-            _cache[name] = exported
+            _cache[name] = export_explainer(load_model("shapes"), method, target=target, **options)
     return _cache[name]

@@ -2,7 +2,8 @@
 options and the target passed through, one-line errors and no file on failure.
 
 The command's plumbing runs against a stand-in exporter (the hand-made CAM explainer of
-:mod:`deploy_standin`), so these tests pin the command, not the compiler.
+:mod:`deploy_standin`); the last tests run the real one (a file equal to Python's map, a
+method that cannot compile, an op without an emission).
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from deploy_standin import standin_explainer
+from conftest import tiny_classifier
+from deploy_standin import assert_same_map, shapes_pixels, standin_explainer
+from onnx import helper
 
 import cnnviz.cli.deploy
+from cnnviz.attribution import explain
 from cnnviz.cli import main
+from cnnviz.models import load_model
 from cnnviz_core import InputError, Model, UnsupportedOpError
 
 
@@ -144,3 +149,48 @@ def test_interrupted_export_leaves_no_file(
     out = tmp_path / "x.onnx"
     assert main(["export-explainer", "shapes", "--method", "cam", "--out", str(out)]) == 130
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ with the real exporter
+
+
+def test_real_export_runs_in_onnxruntime_as_python_explains(tmp_path: Path) -> None:
+    out = tmp_path / "gradcam.onnx"
+    assert main(["export-explainer", "shapes", "--method", "gradcam", "--out", str(out)]) == 0
+    pixels = shapes_pixels(2)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    heat, target = session.run(["map", "target"], {"pixels": pixels})
+    python = explain(load_model("shapes"), list(pixels.astype(np.uint8)), "gradcam")
+    assert [t.class_index for t in python.targets] == target.tolist()
+    assert_same_map(heat, python.maps)
+
+
+def softsign_model(folder: Path) -> Path:
+    """The tiny classifier with a Softsign (no backward rule, so no emission) after relu1."""
+    model = tiny_classifier()
+    for node in model.graph.node:
+        if node.name == "relu1":
+            node.output[0] = "relu1_pre"
+    model.graph.node.insert(2, helper.make_node("Softsign", ["relu1_pre"], ["relu1"], "soft1"))
+    path = folder / "softsign.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("model", "method", "message"),
+    [
+        ("shapes", "lime", "method 'lime' (perturbation) cannot be compiled into one ONNX graph"),
+        ("softsign", "saliency", "no rule for ONNX op 'Softsign' (node 'soft1'"),
+    ],
+)
+def test_real_export_errors_are_one_line_and_write_nothing(
+    model: str, method: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    source = str(softsign_model(tmp_path)) if model == "softsign" else model
+    out = tmp_path / "out" / "x.onnx"
+    argv = ["export-explainer", source, "--preset", "rgb01", "--method", method]
+    assert main([*argv, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cnnviz: error: ") and message in err and err.count("\n") == 1
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
