@@ -56,3 +56,27 @@ def test_section_is_opt_in(exporter: None, tmp_path: Path) -> None:
 def test_method_that_cannot_compile_is_shown(exporter: None, tmp_path: Path) -> None:
     page = report(tmp_path, {"deploy": {"method": "lime"}})
     assert "not available: lime cannot be compiled into a graph" in page
+
+
+def test_demo_asks_for_the_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import cnnviz.cli.models
+    from cnnviz.cli import main
+
+    seen: dict[str, Any] = {}
+
+    def build_report(*args: Any, **kwargs: Any) -> Path:
+        seen.update(kwargs)
+        return tmp_path / "report.html"
+
+    monkeypatch.setattr(cnnviz.cli.models, "build_report", build_report)
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert seen["options"]["deploy"] == {"method": "gradcam"}
+    assert seen.get("sections") is None  # every registered section, "deploy" included
+
+
+@pytest.mark.parametrize("method", ["gradcam", "guided"])
+def test_section_with_the_real_exporter(method: str, tmp_path: Path) -> None:
+    page = report(tmp_path, {"deploy": {"method": method}})
+    assert '<section id="deploy">' in page and "not available" not in page
+    differences = [float(d) for d in re.findall(r"<td>(\d\.\de[-+]\d+)</td>", page)]
+    assert len(differences) == 2 and max(differences) < 1e-5
