@@ -238,7 +238,9 @@ def compile_smoothgrad(
             "runtime adds the same noise (RandomNormalLike's stream is runtime-specific)"
         ),
     }
-    return Compiled(g.reduce("ReduceMean", per_image, [1], keepdims=False), "(N, H, W)", notes=notes)
+    return Compiled(
+        g.reduce("ReduceMean", per_image, [1], keepdims=False), "(N, H, W)", notes=notes
+    )
 
 
 # -------------------------------------------------------------------------- CAM family
@@ -264,9 +266,7 @@ def _gradcam(e: Explainer, layer: str | None, relu: bool, normalize: bool) -> tu
     return _cam_map(e, e.names[tensor], weights, relu, normalize), tensor
 
 
-def compile_gradcam(
-    e: Explainer, *, relu: bool = True, normalize: bool = True
-) -> Compiled:
+def compile_gradcam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
     """:func:`~.cam.gradcam`: channel weights = the layer gradient's spatial mean."""
     maps, tensor = _gradcam(e, e.layer, relu, normalize)
     return Compiled(maps, "(N, H, W)", tensor)
@@ -320,4 +320,3 @@ __all__ = [
     "options_of",
     "smoothgrad_noise",
 ]
-

@@ -74,10 +74,14 @@ def export_explainer(
     spec = method_spec(method)
     if spec.compiled is None:
         exportable = ", ".join(name for name, s in REGISTRY.items() if s.compiled is not None)
+        why = (
+            "it runs many forwards of perturbed images"
+            if spec.family == "perturbation"
+            else "it has no compiled form"
+        )
         raise InputError(
-            f"method {method!r} ({spec.family}) cannot be compiled into one ONNX graph: it runs "
-            f"many perturbed forwards or an optimisation loop. Run it with cnnviz.explain(model, "
-            f"images, {method!r}) instead, or export one of: {exportable}"
+            f"method {method!r} cannot be compiled into one ONNX graph ({why}); run it with "
+            f"cnnviz.explain(model, images, {method!r}) instead, or export one of: {exportable}"
         )
     if layer is not None and "layer" not in spec.options:
         raise InputError(f"layer= applies to the CAM family; {method!r} explains the input pixels")
@@ -97,7 +101,9 @@ def export_explainer(
     for output in work.runnable.graph.output:
         builder.outputs.append(output)
     c, height, width = work.input_shape
-    map_shape = ["N", c, height, width] if compiled.layout == "(N, C, H, W)" else ["N", height, width]
+    map_shape = (
+        ["N", c, height, width] if compiled.layout == "(N, C, H, W)" else ["N", height, width]
+    )
     builder.add_output(MAP, compiled.map, TensorProto.FLOAT, map_shape)
     if classes is not None:
         builder.add_output(TARGET, classes, TensorProto.INT64, ["N"])

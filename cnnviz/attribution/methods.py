@@ -19,6 +19,16 @@ from cnnviz_core import InputError, Model
 
 from .base import Attribution, Images, Method
 from .cam import cam, gradcam, guided_gradcam
+from .cam_variants import (
+    ablationcam,
+    eigencam,
+    fullgrad,
+    gradcam_pp,
+    hirescam,
+    layercam,
+    scorecam,
+    xgradcam,
+)
 from .compiled import (
     CompiledMethod,
     compile_cam,
@@ -29,16 +39,6 @@ from .compiled import (
     compile_integrated_gradients,
     compile_saliency,
     compile_smoothgrad,
-)
-from .cam_variants import (
-    ablationcam,
-    eigencam,
-    fullgrad,
-    gradcam_pp,
-    hirescam,
-    layercam,
-    scorecam,
-    xgradcam,
 )
 from .drilldown import drilldown
 from .gradient_shap import gradient_shap
@@ -154,7 +154,13 @@ SPECS: tuple[MethodSpec, ...] = (
         compiled=compile_cam,
     ),
     MethodSpec(
-        "gradcam", "Grad-CAM", _GRADCAM, "cam", gradcam, frozenset({"layer"}), compiled=compile_gradcam
+        "gradcam",
+        "Grad-CAM",
+        _GRADCAM,
+        "cam",
+        gradcam,
+        frozenset({"layer"}),
+        compiled=compile_gradcam,
     ),
     MethodSpec(
         "guided-gradcam",

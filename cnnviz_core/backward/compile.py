@@ -20,7 +20,9 @@ Modes: ``gradient``, ``guided``, ``deconvnet`` (any other raises :class:`Unsuppo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,8 +32,16 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import InputError, UnsupportedOpError
 from ..graph import attributes
 from ..model import Model
-from ..targets import ResolvedTarget, score_tensor
-from .engine import BackwardPlan, forward_values, plan_backward
+from ..targets import (
+    ResolvedTarget,
+    Targets,
+    cotangents,
+    resolve_known,
+    resolve_targets,
+    score_tensor,
+    seeded_scores,
+)
+from .engine import BackwardPlan, Gradients, forward_values, plan_backward
 from .registry import NodeCall, OpRule
 
 #: backward modes the emission covers (the ReLU-like rules read them)
@@ -61,9 +71,17 @@ class Emitter:
             :data:`MIN_OPSET`).
         prefix: prefix of every name it creates.
         taken: names already used in the graph the nodes join.
+        constants: tensors of that graph that are constants (weights): rules may fold them
+            (a convolution's flipped kernel).
     """
 
-    def __init__(self, opset: int, prefix: str = "cnnviz", taken: Sequence[str] = ()):
+    def __init__(
+        self,
+        opset: int,
+        prefix: str = "cnnviz",
+        taken: Sequence[str] = (),
+        constants: Collection[str] = (),
+    ):
         if opset < MIN_OPSET:
             raise InputError(f"the emitter writes opset {MIN_OPSET} or later; got {opset}")
         self.opset = opset
@@ -74,6 +92,7 @@ class Emitter:
         #: whether axis 0 of every data tensor is the batch (free in size): rules refuse
         #: shape-specialised maps along it
         self.batched = False
+        self.constants = frozenset(constants)
         self._taken = set(taken)
         self._count = 0
         self._consts: dict[tuple, str] = {}
@@ -90,7 +109,9 @@ class Emitter:
                 self._taken.add(name)
                 return name
 
-    def add(self, op_type: str, inputs: Sequence[Name], outputs: int = 1, **attrs: Any) -> list[Name]:
+    def add(
+        self, op_type: str, inputs: Sequence[Name], outputs: int = 1, **attrs: Any
+    ) -> list[Name]:
         """Append one node; returns its output names (fresh)."""
         names = [self.fresh(op_type.lower()) for _ in range(outputs)]
         self.add_node(op_type, inputs, names, **attrs)
@@ -148,9 +169,7 @@ class Emitter:
         zero = numpy_helper.from_array(np.zeros(1, np.float32))
         return self.op("ConstantOfShape", self.shape_of(like), value=zero)
 
-    def reduce(
-        self, op_type: str, x: Name, axes: Sequence[int], keepdims: bool = True
-    ) -> Name:
+    def reduce(self, op_type: str, x: Name, axes: Sequence[int], keepdims: bool = True) -> Name:
         """ReduceSum / ReduceMax / ReduceMin / ReduceMean over ``axes`` (axes as an input from
         opset 13 for ReduceSum, 18 for the others)."""
         keep = int(keepdims)
@@ -188,14 +207,24 @@ class Emitter:
         ``passed`` the forward gate (boolean), ``slope`` the leak; deconvnet rectifies ``dy``
         alone, guided also zeroes negative ``dy``."""
         emitted_mode(mode)
+        if mode == "deconvnet":
+            return self.op("Relu", dy)
         zero = self.scalar(0.0)
         positive = self.op("Greater", dy, zero)
-        if mode == "deconvnet":
-            return self.where(positive, dy, zero)
         assert passed is not None, "gradient and guided modes need the forward gate"
         blocked = self.scale(dy, slope) if slope != 0 else zero
         local = self.where(passed, dy, blocked)
         return self.where(positive, local, zero) if mode == "guided" else local
+
+    def relu_from_output(self, y: Name, dy: Name, mode: str) -> Name:
+        """ReLU's backward read from its output ``y`` >= 0: dy x Sign(y) (the gate is 0 or 1,
+        so the product is exact), guided Relu(dy) x Sign(y), deconvnet Relu(dy): element-wise
+        ops cheaper than a Where."""
+        emitted_mode(mode)
+        if mode == "deconvnet":
+            return self.op("Relu", dy)
+        signal = self.op("Relu", dy) if mode == "guided" else dy
+        return self.mul(signal, self.op("Sign", y))
 
     def axis_matmul(self, x: Name, rank: int, axis: int, matrix: np.ndarray) -> Name:
         """A linear map along one axis: y[..., i, ...] = sum_j matrix[i, j] x[..., j, ...]
@@ -237,9 +266,7 @@ class Emitter:
         short = [max(b + n - f, 0) for b, n, f in zip(begins, spatial, full)]
         rank = 2 + len(spatial)
         if any(short):
-            y = self.op(
-                "Pad", y, self.ints([0] * rank + [0, 0] + short), mode="constant"
-            )
+            y = self.op("Pad", y, self.ints([0] * rank + [0, 0] + short), mode="constant")
         if any(begins) or any(b + n != f + s for b, n, f, s in zip(begins, spatial, full, short)):
             axes = list(range(2, rank))
             y = self.op(
@@ -329,7 +356,9 @@ def emit_backward(
                 accumulate(name, grad)
     result = {}
     for tensor in wrt:
-        result[tensor] = grads[tensor] if tensor in grads else emitter.zeros_like(graph_name(tensor))
+        result[tensor] = (
+            grads[tensor] if tensor in grads else emitter.zeros_like(graph_name(tensor))
+        )
     return result
 
 
@@ -349,11 +378,22 @@ def _default_opset(proto: onnx.ModelProto) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
 
 
+#: converted copies of models older than the emission's opset, by (model, opset)
+_converted: weakref.WeakKeyDictionary[Model, dict[int, Model]] = weakref.WeakKeyDictionary()
+
+
 def at_least_opset(model: Model, opset: int = MIN_OPSET) -> Model:
     """``model`` itself when its opset is at least ``opset``, else a copy converted with
-    ``onnx.version_converter`` (same preprocessing, labels and device)."""
+    ``onnx.version_converter`` (same preprocessing, labels and device; made once per model)."""
     if _default_opset(model.runnable) >= opset:
         return model
+    known = _converted.setdefault(model, {})
+    if opset not in known:
+        known[opset] = _convert(model, opset)
+    return known[opset]
+
+
+def _convert(model: Model, opset: int) -> Model:
     from onnx import version_converter
 
     try:
@@ -382,12 +422,19 @@ class GraphBuilder(Emitter):
         probe_batch: images per probe forward (shapes and constants for the emission).
     """
 
-    def __init__(self, model: Model, probe_batch: int = 2):
+    def __init__(
+        self,
+        model: Model,
+        probe_batch: int = 2,
+        image_shape: Sequence[int] | None = None,
+    ):
         self.model = at_least_opset(model)
+        #: (C, H, W) of one input image the graph is specialised to
+        self.image_shape = tuple(image_shape or self.model.input_shape)
         proto = self.model.runnable
         taken = [t for n in proto.graph.node for t in [*n.input, *n.output]]
         taken += [i.name for i in proto.graph.initializer] + [i.name for i in proto.graph.input]
-        super().__init__(_default_opset(proto), "cnnviz", taken)
+        super().__init__(_default_opset(proto), "cnnviz", taken, self.model.constants)
         self.batched = True
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
@@ -405,17 +452,16 @@ class GraphBuilder(Emitter):
         return name
 
     def add_output(
-        self, name: str, tensor: Name, elem_type: int = TensorProto.FLOAT, shape: Sequence | None = None
+        self,
+        name: str,
+        tensor: Name,
+        elem_type: int = TensorProto.FLOAT,
+        shape: Sequence | None = None,
     ) -> None:
         """A graph output named ``name`` holding ``tensor`` (an Identity when they differ)."""
         if name != tensor:
             self.add_node("Identity", [tensor], [name])
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one model input."""
-        return self.model.input_shape
 
     def forward(self, x: Name) -> dict[str, Name]:
         """The model's nodes applied to ``x`` (N, C, H, W): the first copy keeps the model's
@@ -475,18 +521,33 @@ class GraphBuilder(Emitter):
         _, values = self.probe([target.tensor])
         seed = target.cotangent(values[target.tensor].shape[1:])[None]
         graph_tensor = names[target.tensor]
-        return {target.tensor: self.op("Expand", self.const(seed, hint="seed"), self.shape_of(graph_tensor))}
+        return {
+            target.tensor: self.op(
+                "Expand", self.const(seed, hint="seed"), self.shape_of(graph_tensor)
+            )
+        }
 
     def probe(self, seeds: Sequence[str]) -> tuple[BackwardPlan, dict[str, np.ndarray]]:
         """The plan from ``seeds`` back to the input and a probe forward's values (cached)."""
         key = tuple(sorted(seeds))
         if key not in self._probes:
             plan = plan_backward(self.model, list(key))
-            batch = np.zeros((self._probe_batch, *self.model.input_shape), np.float32)
+            batch = np.zeros((self._probe_batch, *self.image_shape), np.float32)
             batch += np.linspace(-1, 1, batch[0].size, dtype=np.float32).reshape(batch.shape[1:])
             values = forward_values(self.model, batch, plan, keep=list(key))
             self._probes[key] = (plan, values)
         return self._probes[key]
+
+    def dims(self, tensor: str) -> list[int | str]:
+        """A model tensor's shape with the batch as ``N`` (from a probe forward)."""
+        for _, values in self._probes.values():
+            if tensor in values:
+                return ["N", *values[tensor].shape[1:]]
+        if tensor == self.model.input_name:
+            return ["N", *self.image_shape]
+        batch = np.zeros((1, *self.image_shape), np.float32)
+        value = self.model.run(batch, taps=[tensor], outputs=False)[tensor]
+        return ["N", *value.shape[1:]]
 
     def backward(
         self,
@@ -497,27 +558,31 @@ class GraphBuilder(Emitter):
     ) -> dict[str, Name]:
         """Emit a backward pass over the forward copy ``names`` from ``seeds`` (model tensor ->
         cotangent) to the model tensors ``wrt`` (layer names or aliases allowed)."""
-        tensors = {
-            w: w if w == self.model.input_name else self.model.tensor_name(w) for w in wrt
-        }
+        tensors = {w: w if w == self.model.input_name else self.model.tensor_name(w) for w in wrt}
         plan, values = self.probe(list(seeds))
         grads = emit_backward(self, plan, values, seeds, list(tensors.values()), mode, names)
         return {w: grads[t] for w, t in tensors.items()}
 
-    def to_model(self, metadata: Mapping[str, str] | None = None, name: str = "explainer") -> onnx.ModelProto:
-        """The ModelProto (checked by ``onnx.checker.check_model(full_check=True)``)."""
+    def to_model(
+        self,
+        metadata: Mapping[str, str] | None = None,
+        name: str = "explainer",
+        full_check: bool = True,
+    ) -> onnx.ModelProto:
+        """The ModelProto, checked by ``onnx.checker.check_model`` (``full_check``: with
+        shape inference, which needs every output's rank)."""
         graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
         proto = helper.make_model(
             graph,
             opset_imports=[helper.make_opsetid("", self.opset)],
             producer_name="cnnviz",
         )
-        proto.ir_version = min(proto.ir_version, self.model.runnable.ir_version or proto.ir_version, 10)
-        proto.ir_version = max(proto.ir_version, 8)
+        opsets = [helper.make_opsetid("", self.opset)]
+        proto.ir_version = max(helper.find_min_ir_version_for(opsets), 8)
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.checker.check_model(proto, full_check=True)
+        onnx.checker.check_model(proto, full_check=full_check)
         return proto
 
     def _add_constants(self) -> None:
@@ -526,12 +591,183 @@ class GraphBuilder(Emitter):
             self._constants_added = True
 
 
+# --------------------------------------------------------------- the engine's fast path
+
+
+@dataclass(frozen=True)
+class CompiledPass:
+    """One compiled forward + backward pass of a model, as an onnxruntime session.
+
+    Attributes:
+        session: runs the graph on the model's device.
+        proto: the graph.
+        classes: whether the seeds are class targets fed as ``classes`` int64 (N,) (-1: the
+            predicted class, computed in the graph); else one cotangent input per seeded
+            tensor (``cotangent_inputs``).
+        seeds: the seeded tensors.
+        wrt: the tensors whose gradients come out (the input first).
+        values: the tensors whose values come out (seeds and layers).
+    """
+
+    session: Any
+    proto: onnx.ModelProto
+    classes: bool
+    seeds: tuple[str, ...]
+    wrt: tuple[str, ...]
+    values: tuple[str, ...]
+    cotangent_inputs: tuple[str, ...]
+
+    def run(
+        self, batch: np.ndarray, feed: np.ndarray | Sequence[np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(gradients by wrt tensor, values by tensor) of one batch; ``feed``: the classes
+        (int64 (N,)) or the cotangents (one per seed)."""
+        inputs = {self.session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)}
+        if self.classes:
+            inputs["classes"] = np.asarray(feed, np.int64)
+        else:
+            for name, value in zip(self.cotangent_inputs, feed):
+                inputs[name] = np.ascontiguousarray(value, np.float32)
+        outputs = self.session.run(None, inputs)
+        grads = dict(zip(self.wrt, outputs[: len(self.wrt)]))
+        return grads, dict(zip(self.values, outputs[len(self.wrt) :]))
+
+
+#: compiled passes per model, by (seeds, wrt, mode, image shape, classes)
+_passes: weakref.WeakKeyDictionary[Model, dict[tuple, CompiledPass]] = weakref.WeakKeyDictionary()
+
+
+def compiled_pass(
+    model: Model,
+    seeds: Sequence[str] | None,
+    wrt: Sequence[str],
+    mode: str = "gradient",
+    image_shape: Sequence[int] | None = None,
+) -> CompiledPass:
+    """The compiled pass of ``model`` (made once per model, seeds, wrt tensors, mode and image
+    shape; cached): seeds None means class targets fed as ``classes``.
+
+    Raises:
+        UnsupportedOpError: an op without an emission, or a mode without one.
+    """
+    emitted_mode(mode)
+    shape = tuple(image_shape or model.input_shape)
+    key = (None if seeds is None else tuple(seeds), tuple(wrt), mode, shape)
+    cache = _passes.setdefault(model, {})
+    if key not in cache:
+        cache[key] = _build_pass(model, seeds, tuple(wrt), mode, shape)
+    return cache[key]
+
+
+def _build_pass(
+    model: Model,
+    seeds: Sequence[str] | None,
+    wrt: tuple[str, ...],
+    mode: str,
+    shape: tuple[int, ...],
+) -> CompiledPass:
+    builder = GraphBuilder(model, image_shape=shape)
+    x = builder.add_input(model.input_name, TensorProto.FLOAT, ["N", *shape])
+    names = builder.forward(x)
+    cotangents: list[str] = []
+    if seeds is None:
+        given = builder.add_input("classes", TensorProto.INT64, ["N"])
+        negative = builder.op("Less", given, builder.const(0, np.int64, "zero"))
+        classes = builder.where(negative, builder.predicted(names), given)
+        seed_names = builder.class_seeds(names, classes)
+    else:
+        seed_names = {}
+        for k, tensor in enumerate(seeds):
+            _, values = builder.probe(list(seeds))
+            cotangent = builder.add_input(
+                f"cotangent_{k}", TensorProto.FLOAT, ["N", *values[tensor].shape[1:]]
+            )
+            seed_names[tensor] = cotangent
+            cotangents.append(cotangent)
+    grads = builder.backward(names, seed_names, list(wrt), mode)
+    for k, tensor in enumerate(wrt):
+        dims = builder.dims(tensor)
+        builder.add_output(f"cnnviz_grad_{k}", grads[tensor], TensorProto.FLOAT, dims)
+    shown = tuple(dict.fromkeys([*seed_names, *(t for t in wrt if t != model.input_name)]))
+    for k, tensor in enumerate(shown):
+        dims = builder.dims(tensor)
+        builder.add_output(f"cnnviz_value_{k}", names[tensor], TensorProto.FLOAT, dims)
+    proto = builder.to_model({"cnnviz.mode": mode}, name=f"{model.name}_backward", full_check=False)
+    session = model.session_factory(proto)
+    return CompiledPass(
+        session, proto, seeds is None, tuple(seed_names), wrt, shown, tuple(cotangents)
+    )
+
+
+def compiled_gradients(
+    model: Model,
+    batch: np.ndarray,
+    target: Targets | Mapping[str, np.ndarray] = None,
+    *,
+    wrt: Sequence[str] = (),
+    mode: str = "gradient",
+) -> Gradients:
+    """:func:`~.engine.gradients` through one compiled forward + backward graph run by
+    onnxruntime (``forward="compiled"``): float32, one session call per batch chunk, no
+    separate forward for the predicted class. ``Gradients.values`` holds the seeded tensors
+    and the ``wrt`` layers (not every tensor on the path)."""
+    batch = np.ascontiguousarray(batch, np.float32)
+    layers = {w: model.tensor_name(w) for w in wrt}
+    sources = tuple(dict.fromkeys([model.input_name, *layers.values()]))
+    shape = tuple(batch.shape[1:])
+    resolved: list[ResolvedTarget] = []
+    if isinstance(target, Mapping):
+        given = {model.tensor_name(k): np.asarray(v, np.float32) for k, v in target.items()}
+        compiled = compiled_pass(model, tuple(given), sources, mode, shape)
+        grads, values = _run_chunks(model, compiled, batch, list(given.values()))
+        seeds = given
+    else:
+        known = resolve_known(model, batch, target)
+        scores = score_tensor(model)
+        if all(t is None or (t.kind == "class" and t.tensor == scores) for t in known):
+            compiled = compiled_pass(model, None, sources, mode, shape)
+            classes = np.array([-1 if t is None else t.class_index for t in known], np.int64)
+            grads, values = _run_chunks(model, compiled, batch, classes)
+            resolved = resolve_targets(model, batch, known, values)
+        else:
+            resolved = resolve_targets(model, batch, known)
+            seeds_in = cotangents(model, batch, resolved)
+            compiled = compiled_pass(model, tuple(seeds_in), sources, mode, shape)
+            grads, values = _run_chunks(model, compiled, batch, list(seeds_in.values()))
+        seeds = cotangents(model, batch, resolved, values)
+    values = {**values, model.input_name: batch}
+    out = {model.input_name: grads[model.input_name]}
+    for w, t in layers.items():
+        out[w] = grads[t]
+    return Gradients(out, seeded_scores(seeds, values), resolved, seeds, values)
+
+
+def _run_chunks(
+    model: Model, compiled: CompiledPass, batch: np.ndarray, feed: Any
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The compiled pass over the batch in chunks of the model's ``max_batch``."""
+    step = max(1, model.max_batch)
+    parts = []
+    for start in range(0, max(len(batch), 1), step):
+        part = slice(start, start + step)
+        chunk_feed = feed[part] if isinstance(feed, np.ndarray) else [f[part] for f in feed]
+        parts.append(compiled.run(batch[part], chunk_feed))
+    if len(parts) == 1:
+        return parts[0]
+    grads = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    values = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    return grads, values
+
+
 __all__ = [
     "EMITTED_MODES",
     "MIN_OPSET",
+    "CompiledPass",
     "Emitter",
     "GraphBuilder",
     "at_least_opset",
+    "compiled_gradients",
+    "compiled_pass",
     "emit_backward",
     "emit_rule",
     "emitted_mode",

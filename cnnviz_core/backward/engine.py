@@ -258,13 +258,19 @@ def gradients(
             layer off the path to the targets gets zeros.
         mode: ``gradient``, ``guided`` (Springenberg et al. 2015) or ``deconvnet`` (Zeiler &
             Fergus 2014); they differ at ReLU-like ops only.
-        forward: ``onnxruntime`` (float32) or ``numpy`` (the batch's dtype, e.g. float64).
+        forward: ``onnxruntime`` (float32), ``numpy`` (the batch's dtype, e.g. float64: the
+            oracle) or ``compiled`` (float32: forward and backward as one ONNX graph run by
+            onnxruntime, see :func:`~.compile.compiled_gradients`).
 
     Raises:
         TargetError: a target out of range, or a list whose length is not the batch size.
         InputError: a cotangent whose shape is not its tensor's, or an unknown mode.
         UnsupportedOpError: an op on the path without a backward rule.
     """
+    if forward == "compiled":
+        from .compile import compiled_gradients  # the compiled pass builds on this module
+
+        return compiled_gradients(model, batch, target, wrt=wrt, mode=mode)
     if isinstance(target, Mapping):
         known: list[ResolvedTarget | None] = []
         seeded = list(dict.fromkeys(model.tensor_name(k) for k in target))

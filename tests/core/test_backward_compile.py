@@ -53,7 +53,8 @@ def emitted_vjp(case: Case, mode: str = "gradient", seed: int = 1, numpy: bool =
         for o in outs
     ]
     expected = rule.vjp(call, weights) if numpy else [None] * len(values)
-    emitter = Emitter(max(MIN_OPSET, case.opset), prefix="test")
+    constants = [f"in{i}" for i, v in enumerate(values) if v is not None and i not in data]
+    emitter = Emitter(max(MIN_OPSET, case.opset), prefix="test", constants=constants)
     grads = [f"dy{k}" if w is not None else None for k, w in enumerate(weights)]
     names = emit_rule(rule, call, grads, emitter)
     feeds: dict[str, np.ndarray] = {}
@@ -111,7 +112,7 @@ def test_emission_modes_match_numpy(case: Case, mode: str):
 
 def test_unknown_mode_has_no_emission():
     case = next(c for c in CASES if c.op == "Relu")
-    with pytest.raises(UnsupportedOpError, match="lrp.*gradient, guided, deconvnet"):
+    with pytest.raises(UnsupportedOpError, match=r"lrp.*gradient, guided, deconvnet"):
         emitted_vjp(case, "lrp", numpy=False)
 
 
@@ -123,7 +124,7 @@ def test_a_rule_without_emission_names_the_op():
     call = _call(CASES[0], _as32(_inputs(CASES[0])))
     call.node = node
     call.inputs = [np.ones(2, np.float32)]
-    with pytest.raises(UnsupportedOpError, match="'Softsign'.*'soft'.*no ONNX emission"):
+    with pytest.raises(UnsupportedOpError, match=r"'Softsign'.*'soft'.*no ONNX emission"):
         emit_rule(Bare(), call, ["dy"], Emitter(MIN_OPSET))
 
 
@@ -135,3 +136,59 @@ def test_emitter_shares_small_constants():
         np.dtype(np.float32),
         np.dtype(np.int64),
     }
+
+
+# ------------------------------------------------------- the engine's compiled fast path
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from cnnviz_core import Model, Preprocess
+    from tests.conftest import tiny_classifier
+
+    return Model(tiny_classifier().SerializeToString(), preprocess=Preprocess(size=(16, 16)))
+
+
+@pytest.mark.parametrize("mode", ["gradient", "guided", "deconvnet"])
+@pytest.mark.parametrize(
+    "target", [None, 2, [1, None, 3], "channel", "cotangent"], ids=lambda t: repr(t)
+)
+def test_compiled_forward_equals_the_engine(tiny_model, target, mode):
+    from cnnviz_core.backward import gradients
+    from cnnviz_core.targets import Channel
+
+    batch = np.random.default_rng(4).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    if target == "channel":
+        target = Channel("relu2", 5)
+    elif target == "cotangent":
+        target = {"logits": np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)}
+    engine = gradients(tiny_model, batch, target, wrt=["relu1"], mode=mode)
+    compiled = gradients(tiny_model, batch, target, wrt=["relu1"], mode=mode, forward="compiled")
+    for name in (tiny_model.input_name, "relu1"):
+        _assert_float32_equal(compiled.grads[name], engine.grads[name])
+    np.testing.assert_allclose(compiled.scores, engine.scores, rtol=1e-6, atol=1e-6)
+    assert [t.label for t in compiled.targets] == [t.label for t in engine.targets]
+    _assert_float32_equal(compiled.values["relu1"], engine.values["relu1"])
+
+
+def test_compiled_passes_are_cached_and_chunked(tiny_model, monkeypatch):
+    from cnnviz_core.backward import gradients
+    from cnnviz_core.backward.compile import compiled_pass
+
+    batch = np.random.default_rng(6).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    first = compiled_pass(tiny_model, None, (tiny_model.input_name,), "guided", (3, 16, 16))
+    assert compiled_pass(tiny_model, None, (tiny_model.input_name,), "guided", (3, 16, 16)) is first
+    whole = gradients(tiny_model, batch, mode="guided", forward="compiled")
+    monkeypatch.setattr(tiny_model, "max_batch", 2)
+    chunked = gradients(tiny_model, batch, mode="guided", forward="compiled")
+    np.testing.assert_array_equal(
+        chunked.grads[tiny_model.input_name], whole.grads[tiny_model.input_name]
+    )
+    assert [t.label for t in chunked.targets] == [t.label for t in whole.targets]
+
+
+def test_compiled_forward_refuses_modes_without_emission(tiny_model):
+    from cnnviz_core.backward.compile import compiled_pass
+
+    with pytest.raises(UnsupportedOpError, match=r"mode 'lrp' has no ONNX emission"):
+        compiled_pass(tiny_model, None, (tiny_model.input_name,), "lrp")

@@ -174,9 +174,7 @@ class HardSigmoid(OpRule):
         assert dy is not None
         alpha, beta = call.attrs.get("alpha", 0.2), call.attrs.get("beta", 0.5)
         z = g.op("Add", g.scale(call.node.input[0], alpha), g.scalar(beta))
-        inside = g.op(
-            "And", g.op("Greater", z, g.scalar(0.0)), g.op("Less", z, g.scalar(1.0))
-        )
+        inside = g.op("And", g.op("Greater", z, g.scalar(0.0)), g.op("Less", z, g.scalar(1.0)))
         return [g.where(inside, g.scale(dy, alpha), g.scalar(0.0))]
 
 

@@ -38,10 +38,7 @@ class Relu(OpRule):
     def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
         dy = grads[0]
         assert dy is not None
-        passed = None
-        if call.mode != "deconvnet":
-            passed = g.op("Greater", call.node.output[0], g.scalar(0.0))
-        return [g.gated(passed, dy, call.mode)]
+        return [g.relu_from_output(call.node.output[0], dy, call.mode)]
 
 
 @register_rule("Add")

@@ -112,7 +112,7 @@ class ScatterND(OpRule):
         return out
 
     def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
-        (data, indices, updates), dy = call.inputs, grads[0]
+        (data, indices, _), dy = call.inputs, grads[0]
         assert dy is not None
         index = g.const(_full_index(np.shape(data), indices, 0, g, call), np.int64, "nd")
         out: list[str | None] = [None, None, None]

@@ -61,6 +61,26 @@ class Conv(OpRule):
         out: list[str | None] = [None] * len(call.inputs)
         if call.needs[0]:
             win = Window.from_onnx(call.attrs, w.shape[2:], x.shape[2:])
+            groups = call.attrs.get("group", 1)
+            pads = [win.span(a % len(win.kernel)) - 1 - p for a, p in enumerate(win.pads)]
+            if (
+                call.node.input[1] in g.constants
+                and len(win.kernel) == 2
+                and win.stride == (1, 1)
+                and min(pads) >= 0
+            ):  # a stride-1 adjoint is a convolution with flipped kernels (faster)
+                c_out, c_in_group = w.shape[:2]
+                flipped = (
+                    np.asarray(w, np.float32)
+                    .reshape(groups, c_out // groups, c_in_group, *win.kernel)
+                    .transpose(0, 2, 1, 3, 4)
+                    .reshape(groups * c_in_group, c_out // groups, *win.kernel)[..., ::-1, ::-1]
+                )
+                kernel = g.const(flipped, hint="flipped")
+                out[0] = g.op(
+                    "Conv", dy, kernel, pads=pads, dilations=list(win.dilation), group=groups
+                )
+                return out
             out[0] = g.transpose_window(
                 dy,
                 call.node.input[1],
@@ -190,6 +210,10 @@ class MaxPool(OpRule):
         x = call.node.input[0]
         attrs = {k: v for k, v in call.attrs.items() if k != "storage_order"}
         _, switches = g.add("MaxPool", [x], 2, **attrs)
+        win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], np.shape(call.inputs[0])[2:])
+        if all(k <= s for k, s in zip(win.kernel, win.stride)) and set(win.dilation) == {1}:
+            # windows do not overlap: each input position gets at most one cotangent
+            return [g.op("MaxUnpool", dy, switches, g.shape_of(x), **_unpool_attrs(win))]
         flat = g.ints([-1])
         zeros = g.zeros_like(g.op("Reshape", x, flat))
         scattered = g.op(
@@ -208,6 +232,11 @@ class MaxPool(OpRule):
         return kernels.max_pool2d(
             x, win.kernel, win.stride, win.pads, win.dilation, win.ceil_mode, device=call.device
         )
+
+
+def _unpool_attrs(win: Window) -> dict:
+    """MaxUnpool's attributes for the windows of a MaxPool (the output shape is given)."""
+    return {"kernel_shape": list(win.kernel), "strides": list(win.stride), "pads": list(win.pads)}
 
 
 @register_rule("AveragePool")
@@ -365,15 +394,17 @@ class MatMul(OpRule):
         if call.needs[0]:
             da = g.op("MatMul", grad, swap(b2, len(b_shape)))
             shape = (*out_shape[:-1], b_shape[-2])
-            out[0] = g.unbroadcast(da, shape, a_shape)
+            da = g.unbroadcast(da, shape, a_shape)
             if np.ndim(a) == 1:  # the promoted axis dropped (a vector has no batch axis)
-                out[0] = g.op("Reshape", out[0], g.ints(np.shape(a)))
+                da = g.op("Reshape", da, g.ints(np.shape(a)))
+            out[0] = da
         if call.needs[1]:
             db = g.op("MatMul", swap(a2, len(a_shape)), grad)
             shape = (*out_shape[:-2], a_shape[-1], out_shape[-1])
-            out[1] = g.unbroadcast(db, shape, b_shape)
+            db = g.unbroadcast(db, shape, b_shape)
             if np.ndim(b) == 1:
-                out[1] = g.op("Reshape", out[1], g.ints(np.shape(b)))
+                db = g.op("Reshape", db, g.ints(np.shape(b)))
+            out[1] = db
         return out
 
 

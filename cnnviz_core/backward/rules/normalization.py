@@ -49,7 +49,9 @@ def emit_standardize(g: Emitter, x: str, axes: Sequence[int], eps: float) -> tup
     return g.mul(centred, inv_std), inv_std
 
 
-def emit_standardize_vjp(g: Emitter, grad: str, x_hat: str, inv_std: str, axes: Sequence[int]) -> str:
+def emit_standardize_vjp(
+    g: Emitter, grad: str, x_hat: str, inv_std: str, axes: Sequence[int]
+) -> str:
     """:func:`standardize_vjp` in ONNX."""
     mean_g = g.reduce("ReduceMean", grad, axes)
     mean_gx = g.reduce("ReduceMean", g.mul(grad, x_hat), axes)

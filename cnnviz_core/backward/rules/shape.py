@@ -33,9 +33,7 @@ def emit_index_map(
     if contiguous and np.array_equal(run, np.arange(run[0], run[0] + len(run))):
         out = grad
         if kept[0] > 0 or kept[-1] + 1 < len(source):
-            out = g.op(
-                "Slice", out, g.ints([kept[0]]), g.ints([kept[-1] + 1]), g.ints([axis])
-            )
+            out = g.op("Slice", out, g.ints([kept[0]]), g.ints([kept[-1] + 1]), g.ints([axis]))
         before, after = int(run[0]), size - int(run[-1]) - 1
         if before or after:
             pads = [0] * (2 * rank)
@@ -333,9 +331,7 @@ class _Slice(OpRule):
         for axis, part in enumerate(self.index(call)):
             source = np.arange(shape[axis])[part]
             if len(source) != shape[axis] or not np.array_equal(source, np.arange(shape[axis])):
-                out = emit_index_map(
-                    g, out, axis, source, shape[axis], len(shape), call.node.name
-                )
+                out = emit_index_map(g, out, axis, source, shape[axis], len(shape), call.node.name)
         return [out] + [None] * (len(call.inputs) - 1)
 
 
