@@ -180,7 +180,7 @@ def softsign_model(folder: Path) -> Path:
 @pytest.mark.parametrize(
     ("model", "method", "message"),
     [
-        ("shapes", "lime", "method 'lime' (perturbation) cannot be compiled into one ONNX graph"),
+        ("shapes", "lime", "method 'lime' cannot be compiled into one ONNX graph"),
         ("softsign", "saliency", "no rule for ONNX op 'Softsign' (node 'soft1'"),
     ],
 )
