@@ -92,6 +92,9 @@ class Emitter:
         #: whether axis 0 of every data tensor is the batch (free in size): rules refuse
         #: shape-specialised maps along it
         self.batched = False
+        #: whether to use only ops every ONNX runtime converts (exported files): no MaxUnpool,
+        #: which OpenVINO's ONNX frontend lacks; onnxruntime-only graphs may clear it
+        self.portable = True
         self.constants = frozenset(constants)
         self._taken = set(taken)
         self._count = 0
@@ -667,6 +670,7 @@ def _build_pass(
     shape: tuple[int, ...],
 ) -> CompiledPass:
     builder = GraphBuilder(model, image_shape=shape)
+    builder.portable = False  # run by onnxruntime only: MaxUnpool is allowed
     x = builder.add_input(model.input_name, TensorProto.FLOAT, ["N", *shape])
     names = builder.forward(x)
     cotangents: list[str] = []

@@ -211,7 +211,8 @@ class MaxPool(OpRule):
         attrs = {k: v for k, v in call.attrs.items() if k != "storage_order"}
         _, switches = g.add("MaxPool", [x], 2, **attrs)
         win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], np.shape(call.inputs[0])[2:])
-        if all(k <= s for k, s in zip(win.kernel, win.stride)) and set(win.dilation) == {1}:
+        disjoint = all(k <= s for k, s in zip(win.kernel, win.stride))
+        if disjoint and set(win.dilation) == {1} and not g.portable:
             # windows do not overlap: each input position gets at most one cotangent
             return [g.op("MaxUnpool", dy, switches, g.shape_of(x), **_unpool_attrs(win))]
         flat = g.ints([-1])
