@@ -34,3 +34,4 @@ def test_reference_evaluator_equals_onnxruntime(name: str) -> None:
     metadata = {prop.key: prop.value for prop in proto.metadata_props}
     assert {node.op_type for node in proto.graph.node} == set(metadata["cnnviz.ops"].split(","))
     assert int(metadata["cnnviz.opset"]) == proto.opset_import[0].version
+    assert "MaxUnpool" not in metadata["cnnviz.ops"]  # OpenVINO's ONNX frontend has none
