@@ -21,6 +21,7 @@ examples:
   cnnviz predict squeezenet.onnx cat.jpg --preset caffe --labels synset_words.txt
   cnnviz report model.onnx a.jpg b.png --out report/
   cnnviz explain shapes star.png --method gradcam --target star --out explain/
+  cnnviz export-explainer shapes --method gradcam --out gradcam.onnx   model + Grad-CAM, one ONNX
 """
 
 
