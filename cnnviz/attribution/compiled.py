@@ -299,7 +299,7 @@ def compile_cam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> C
         _, values = g.probe([head.layer])
         channels = values[head.layer].shape[1]
         weights = g.op(
-            "OneHot", e.classes, g.const(channels, np.int64, "depth"), g.const([0.0, 1.0])
+            "OneHot", e.classes, g.const(channels, np.int64, "depth"), g.const([0.0, 1.0]), axis=-1
         )
     else:
         weights = g.op("Gather", g.const(head.weights, hint="cam_weights"), e.classes, axis=0)

@@ -135,7 +135,7 @@ class Emitter:
 
     def const(self, value: Any, dtype: Any = np.float32, hint: str = "const") -> Name:
         """An initializer holding ``value`` (small ones are shared)."""
-        array = np.asarray(value, dtype).copy(order="C")  # a scalar stays 0-d (OneHot depth)
+        array = np.array(value, dtype, order="C")  # 0-d stays 0-d (ascontiguousarray: 1-d)
         key = None
         if array.size <= 64:
             key = (array.dtype.str, array.shape, array.tobytes())
@@ -431,6 +431,19 @@ class GraphBuilder(Emitter):
         probe_batch: int = 2,
         image_shape: Sequence[int] | None = None,
     ):
+        half = [
+            t.name
+            for t in model.runnable.graph.initializer
+            if t.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+        ]
+        if np.dtype(model.input_dtype) != np.float32 or half:
+            raise InputError(
+                f"model {model.name!r} computes in {np.dtype(model.input_dtype).name} (input) "
+                f"{'with non-float32 weights such as ' + repr(half[0]) if half else ''}; "
+                "compiled graphs are float32: convert the model to float32 first (e.g. "
+                "onnxconverter_common.float16.convert_float16_to_float32), or explain it with "
+                "the engine"
+            )
         self.model = at_least_opset(model)
         #: (C, H, W) of one input image the graph is specialised to
         self.image_shape = tuple(image_shape or self.model.input_shape)
@@ -514,7 +527,7 @@ class GraphBuilder(Emitter):
         _, values = self.probe([tensor])
         depth = int(np.prod(values[tensor].shape[1:]))
         hot = self.op(
-            "OneHot", classes, self.const(depth, np.int64, "depth"), self.const([0.0, 1.0])
+            "OneHot", classes, self.const(depth, np.int64, "depth"), self.const([0.0, 1.0]), axis=-1
         )
         return {tensor: self.reshape_like(hot, names[tensor])}
 

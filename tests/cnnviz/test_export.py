@@ -310,3 +310,10 @@ def test_shared_models_standalone_equal_the_engine(shared_jobs, key):
     np.testing.assert_array_equal(job.outputs["target"], job.expected_target)
     meta = {p.key: p.value for p in job.proto.metadata_props}
     assert int(meta["cnnviz.opset"]) >= 17  # SqueezeNet (opset 7) and rapid (15) converted
+
+
+@pytest.mark.shared
+def test_half_precision_models_are_refused_with_the_way_out(shared_data):
+    model = Model(shared_data / "models" / "squeezenet1.1_fp16.onnx", preprocess="caffe")
+    with pytest.raises(InputError, match=r"float16.*compiled graphs are float32"):
+        cnnviz.export_explainer(model, "saliency")

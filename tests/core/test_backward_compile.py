@@ -132,6 +132,8 @@ def test_emitter_shares_small_constants():
     emitter = Emitter(MIN_OPSET)
     assert emitter.scalar(0.5) == emitter.scalar(0.5)
     assert emitter.ints([1, 2]) != emitter.scalar(1.0)
+    depth = emitter.const(5, np.int64, "depth")  # a scalar stays 0-d (OneHot's depth)
+    assert numpy_helper.to_array(next(t for t in emitter.initializers if t.name == depth)).ndim == 0
     assert {numpy_helper.to_array(t).dtype for t in emitter.initializers} == {
         np.dtype(np.float32),
         np.dtype(np.int64),

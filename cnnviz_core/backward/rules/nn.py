@@ -63,20 +63,11 @@ class Conv(OpRule):
             win = Window.from_onnx(call.attrs, w.shape[2:], x.shape[2:])
             groups = call.attrs.get("group", 1)
             pads = [win.span(a % len(win.kernel)) - 1 - p for a, p in enumerate(win.pads)]
-            if (
-                call.node.input[1] in g.constants
-                and len(win.kernel) == 2
-                and win.stride == (1, 1)
-                and min(pads) >= 0
-            ):  # a stride-1 adjoint is a convolution with flipped kernels (faster)
-                c_out, c_in_group = w.shape[:2]
-                flipped = (
-                    np.asarray(w, np.float32)
-                    .reshape(groups, c_out // groups, c_in_group, *win.kernel)
-                    .transpose(0, 2, 1, 3, 4)
-                    .reshape(groups * c_in_group, c_out // groups, *win.kernel)[..., ::-1, ::-1]
-                )
-                kernel = g.const(flipped, hint="flipped")
+            if len(win.kernel) == 2 and win.stride == (1, 1) and min(pads) >= 0:
+                # a stride-1 adjoint is a convolution with flipped kernels (faster than a
+                # ConvTranspose); the flip is written as nodes on the weight, which runtimes
+                # fold once at load when the weight is constant (the file keeps one copy)
+                kernel = emit_flipped_kernel(g, call.node.input[1], w.shape, groups)
                 out[0] = g.op(
                     "Conv", dy, kernel, pads=pads, dilations=list(win.dilation), group=groups
                 )
@@ -233,6 +224,29 @@ class MaxPool(OpRule):
         return kernels.max_pool2d(
             x, win.kernel, win.stride, win.pads, win.dilation, win.ceil_mode, device=call.device
         )
+
+
+def emit_flipped_kernel(g: Emitter, weight: str, shape: Sequence[int], groups: int) -> str:
+    """The kernel of a stride-1 convolution's adjoint: per group, in and out channels swapped
+    and the spatial axes reversed (as :mod:`..adjoint` builds it in NumPy)."""
+    c_out, c_in_group = int(shape[0]), int(shape[1])
+    kernel = [int(k) for k in shape[2:]]
+    swapped = weight
+    if groups == 1:
+        swapped = g.op("Transpose", weight, perm=[1, 0, 2, 3])
+    elif c_in_group > 1 or c_out // groups > 1:
+        grouped = g.op("Reshape", weight, g.ints([groups, c_out // groups, c_in_group, *kernel]))
+        moved = g.op("Transpose", grouped, perm=[0, 2, 1, 3, 4])
+        swapped = g.op("Reshape", moved, g.ints([groups * c_in_group, c_out // groups, *kernel]))
+    lowest = int(np.iinfo(np.int64).min)
+    return g.op(
+        "Slice",
+        swapped,
+        g.ints([-1, -1]),
+        g.ints([lowest, lowest]),
+        g.ints([2, 3]),
+        g.ints([-1, -1]),
+    )
 
 
 def _unpool_attrs(win: Window) -> dict:
