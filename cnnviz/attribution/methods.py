@@ -87,9 +87,6 @@ class MethodSpec:
         options: the options of :data:`OPTIONS` it takes, as keyword parameters.
         parameters: its own tuning parameters (:class:`Parameter`), as keyword parameters
             of ``function``.
-        compiled: its ONNX form (:mod:`.compiled`) for
-            :func:`~.export.export_explainer`, or None when it cannot be one graph
-            (perturbations, sampling loops).
     """
 
     name: str
@@ -99,7 +96,6 @@ class MethodSpec:
     function: Method
     options: frozenset[str] = frozenset()
     parameters: tuple[Parameter, ...] = ()
-    compiled: CompiledMethod | None = None
 
     def __post_init__(self) -> None:
         unknown = self.options - OPTIONS.keys()
@@ -113,6 +109,12 @@ class MethodSpec:
     def parameter_names(self) -> frozenset[str]:
         """The names of its :attr:`parameters`."""
         return frozenset(p.name for p in self.parameters)
+
+    @property
+    def compiled(self) -> CompiledMethod | None:
+        """Its ONNX form (:mod:`.compiled`, see :data:`COMPILED`) for
+        :func:`~.export.export_explainer`, or None when it cannot be one graph."""
+        return COMPILED.get(self.name)
 
 
 _ZEILER_FERGUS = 'Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks"'
@@ -131,7 +133,6 @@ SPECS: tuple[MethodSpec, ...] = (
         'Simonyan, Vedaldi & Zisserman 2014, "Deep Inside Convolutional Networks"',
         "gradient",
         saliency,
-        compiled=compile_saliency,
     ),
     MethodSpec(
         "guided",
@@ -139,11 +140,8 @@ SPECS: tuple[MethodSpec, ...] = (
         'Springenberg et al. 2015, "Striving for Simplicity: The All Convolutional Net"',
         "gradient",
         guided_backprop,
-        compiled=compile_guided,
     ),
-    MethodSpec(
-        "deconvnet", "deconvnet", _ZEILER_FERGUS, "gradient", deconvnet, compiled=compile_deconvnet
-    ),
+    MethodSpec("deconvnet", "deconvnet", _ZEILER_FERGUS, "gradient", deconvnet),
     MethodSpec(
         "cam",
         "CAM",
@@ -151,25 +149,10 @@ SPECS: tuple[MethodSpec, ...] = (
         "cam",
         cam,
         frozenset({"layer"}),
-        compiled=compile_cam,
     ),
+    MethodSpec("gradcam", "Grad-CAM", _GRADCAM, "cam", gradcam, frozenset({"layer"})),
     MethodSpec(
-        "gradcam",
-        "Grad-CAM",
-        _GRADCAM,
-        "cam",
-        gradcam,
-        frozenset({"layer"}),
-        compiled=compile_gradcam,
-    ),
-    MethodSpec(
-        "guided-gradcam",
-        "Guided Grad-CAM",
-        _GRADCAM,
-        "cam",
-        guided_gradcam,
-        frozenset({"layer"}),
-        compiled=compile_guided_gradcam,
+        "guided-gradcam", "Guided Grad-CAM", _GRADCAM, "cam", guided_gradcam, frozenset({"layer"})
     ),
     MethodSpec(
         "gradcam++",
@@ -250,7 +233,6 @@ SPECS: tuple[MethodSpec, ...] = (
             Parameter("samples", int, "noisy copies per image (25)"),
             Parameter("sigma", float, "noise std as a fraction of the input range (0.15)"),
         ),
-        compiled=compile_smoothgrad,
     ),
     MethodSpec(
         "ig",
@@ -259,7 +241,6 @@ SPECS: tuple[MethodSpec, ...] = (
         "gradient",
         integrated_gradients,
         parameters=(Parameter("steps", int, "Riemann steps from the baseline (64)"),),
-        compiled=compile_integrated_gradients,
     ),
     MethodSpec(
         "occlusion",
@@ -327,6 +308,19 @@ SPECS: tuple[MethodSpec, ...] = (
         ),
     ),
 )
+
+#: the compiled form (one ONNX graph) of each method that has one, by name; perturbation
+#: methods (many forwards of perturbed images) and the synthesis loops have none
+COMPILED: dict[str, CompiledMethod] = {
+    "saliency": compile_saliency,
+    "guided": compile_guided,
+    "deconvnet": compile_deconvnet,
+    "cam": compile_cam,
+    "gradcam": compile_gradcam,
+    "guided-gradcam": compile_guided_gradcam,
+    "smoothgrad": compile_smoothgrad,
+    "ig": compile_integrated_gradients,
+}
 
 #: spec by name
 REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in SPECS}
@@ -406,6 +400,7 @@ def explain(
 
 
 __all__ = [
+    "COMPILED",
     "METHODS",
     "OPTIONS",
     "REGISTRY",

@@ -4,7 +4,7 @@ of its targets and the emitted backward into one standalone ONNX graph (no cnnvi
 needed to run it).
 
     builder = GraphBuilder(model)                       # forward at opset >= 17
-    x = builder.add_input("x", model)                   # (N, C, H, W) float32
+    x = builder.add_input(model.input_name, TensorProto.FLOAT, ["N", *model.input_shape])
     names = builder.forward(x)                          # model tensor -> graph tensor
     classes = builder.predicted(names)                  # int64 (N,)
     seeds = builder.class_seeds(names, classes)
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from ..errors import InputError, UnsupportedOpError
 from ..graph import attributes
@@ -397,8 +397,6 @@ def at_least_opset(model: Model, opset: int = MIN_OPSET) -> Model:
 
 
 def _convert(model: Model, opset: int) -> Model:
-    from onnx import version_converter
-
     try:
         converted = version_converter.convert_version(model.runnable, opset)
     except Exception as error:  # the converter raises bare RuntimeErrors / ValueErrors
@@ -423,6 +421,11 @@ class GraphBuilder(Emitter):
     Args:
         model: the model (converted to :data:`MIN_OPSET` when older: see :func:`at_least_opset`).
         probe_batch: images per probe forward (shapes and constants for the emission).
+        image_shape: (C, H, W) the graph is specialised to (default: the model's input
+            shape at its preprocessing size).
+
+    Raises:
+        InputError: a model that is not float32.
     """
 
     def __init__(
