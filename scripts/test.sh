@@ -13,12 +13,20 @@ export CNNVIZ_REQUIRE_CHROMIUM=1
 
 # The CPU wheel of torch first, so the extra's range does not pull a CUDA build.
 "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q -e ".[torch,test,segmentation,distributed,lint]"
+"$PY" -m pip install -q -e ".[torch,test,segmentation,distributed,lint,deploy]"
 
 # Lint, format and types: both packages, tests and benchmarks (zero findings, no blanket ignores).
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
 "$PY" -m mypy cnnviz cnnviz_core
+
+# The OpenVINO C++ example (an exported explainer run from C++), against the C++ runtime the
+# openvino wheel ships; tests/cnnviz/test_deploy_openvino.py runs it and checks its maps.
+OPENVINO_CMAKE=$("$PY" -c "import openvino, pathlib; print(pathlib.Path(openvino.__file__).parent / 'cmake')")
+cmake -S csrc/examples/openvino -B build/openvino-example -DOpenVINO_DIR="$OPENVINO_CMAKE" \
+  -DCMAKE_BUILD_TYPE=Release
+cmake --build build/openvino-example -j2
+export CNNVIZ_EXPLAIN_OPENVINO="$PWD/build/openvino-example/explain_openvino"
 
 # Python tests, from the installed (editable) package with its built extension.
 "$PY" -m pytest -p no:cacheprovider tests

@@ -26,7 +26,11 @@ from cnnviz_core.targets import (
     score_tensor,
 )
 
-from . import report, segmentation  # their report sections register on import (explicitly)
+from . import (  # their report sections register on import (explicitly)
+    deploy_report,  # the deployable ONNX file's section (issue 16)
+    report,
+    segmentation,
+)
 from .base import Attribution, Images, Method
 from .cam import cam, class_activation_map, default_layer, find_cam_head, gradcam, guided_gradcam
 from .cam_variants import (
@@ -71,6 +75,7 @@ __all__ = [
     "deconvnet",
     "deeplift",
     "default_layer",
+    "deploy_report",
     "drilldown",
     "eigencam",
     "explain",

@@ -123,7 +123,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
         names=names,
         title="cnnviz demo: the shipped shapes model",
         # the worked examples: scored explanation methods and the confounded model
-        options={"attribution": {"quality": True, "confounded": True}},
+        options={
+            "attribution": {"quality": True, "confounded": True},
+            "deploy": {"method": "gradcam"},  # the same Grad-CAM as one deployable ONNX file
+        },
     )
     print(f"report written to {path}")
 
