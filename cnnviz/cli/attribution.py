@@ -21,6 +21,7 @@ from .common import (
     command_targets,
     count_progress,
     layout_argument,
+    method_parameter_arguments,
     model_arguments,
     open_model,
     output_folder,
@@ -112,26 +113,6 @@ def _taking(option: str) -> str:
     return ", ".join(taking(option))
 
 
-def _parameter_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per tuning parameter of the registered methods (their
-    :attr:`~cnnviz.attribution.MethodSpec.parameters`): a new method's parameters appear
-    without code here; :func:`~cnnviz.attribution.explain` rejects one the chosen method does
-    not take, naming the flag."""
-    group = parser.add_argument_group("method parameters (default: the method's own)")
-    for parameter in parameters().values():
-        group.add_argument(
-            "--" + parameter.name.replace("_", "-"),
-            dest=parameter.name,
-            type=parameter.type,
-            help="; ".join(
-                f"{spec.name}: {own.help}"
-                for spec in SPECS
-                for own in spec.parameters
-                if own.name == parameter.name
-            ),
-        )
-
-
 def add_commands(commands: Any) -> None:
     """Add the attribution commands to the ``cnnviz`` parser's subparsers."""
     p = commands.add_parser(
@@ -161,7 +142,7 @@ def add_commands(commands: Any) -> None:
         "needs torch)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    _parameter_arguments(p)
+    method_parameter_arguments(p)
     p.set_defaults(run=cmd_explain)
     add_sanity_command(commands)
     add_boxes_command(commands)

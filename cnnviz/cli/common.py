@@ -21,6 +21,7 @@ from cnnviz_core.detection import LAYOUTS, DetectionLayout, layout_named
 from cnnviz_core.preprocess import PRESETS, ImageLike
 from cnnviz_core.targets import Targets
 
+from ..attribution.methods import SPECS, parameters
 from ..models import SHIPPED, load_model
 from ..render.images import save_png, upscale
 
@@ -243,6 +244,26 @@ def target_arguments(parser: argparse.ArgumentParser) -> None:
     targets)."""
     parser.add_argument("--target", metavar="SPEC", help=TARGET_HELP)
     layout_argument(parser)
+
+
+def method_parameter_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per tuning parameter of the registered methods (their
+    :attr:`~cnnviz.attribution.MethodSpec.parameters`): a new method's parameters appear
+    without code here; :func:`~cnnviz.attribution.explain` rejects one the chosen method does
+    not take, naming the flag."""
+    group = parser.add_argument_group("method parameters (default: the method's own)")
+    for parameter in parameters().values():
+        group.add_argument(
+            "--" + parameter.name.replace("_", "-"),
+            dest=parameter.name,
+            type=parameter.type,
+            help="; ".join(
+                f"{spec.name}: {own.help}"
+                for spec in SPECS
+                for own in spec.parameters
+                if own.name == parameter.name
+            ),
+        )
 
 
 def layout_argument(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,7 @@ from ..attribution.deploy_report import explainer_facts
 from ..attribution.export import export_explainer
 from ..attribution.methods import parameters
 from ..output import atomic_write_bytes
-from .attribution import _parameter_arguments
-from .common import model_arguments, open_model, output_folder
+from .common import method_parameter_arguments, model_arguments, open_model, output_folder
 
 
 def export_target(text: str) -> str | int:
@@ -83,7 +82,7 @@ def add_commands(commands: Any) -> None:
         "int64 'target' input per image), or a class index or label baked in",
     )
     p.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="output file")
-    _parameter_arguments(p)
+    method_parameter_arguments(p)
     p.set_defaults(run=cmd_export_explainer)
 
 
