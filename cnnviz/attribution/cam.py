@@ -52,8 +52,9 @@ WeightFn = Callable[[np.ndarray, np.ndarray | None, Sequence[ResolvedTarget]], n
 
 
 def default_layer(model: Model) -> str:
-    """The last layer with spatial extent (a 4-D output larger than 1x1): the usual
-    Grad-CAM layer, just before global pooling. Shapes left symbolic by the export (a model
+    """The last layer with spatial extent (a 4-D output larger than 1x1, not a Transpose: a
+    channels-last export's NHWC copy before its flatten is no map): the usual Grad-CAM
+    layer, just before global pooling. Shapes left symbolic by the export (a model
     that accepts any image size) come from a probe forward at the preprocessing size."""
     for layer in reversed(model.layers):
         shape = model.layer_shape(layer.name)
@@ -61,6 +62,7 @@ def default_layer(model: Model) -> str:
             shape is not None
             and len(shape) == 4
             and layer.op_type not in RESHAPE_OPS
+            and layer.op_type != "Transpose"  # axes 2, 3 of a permuted map are not H, W
             and all(isinstance(d, int) for d in shape[2:])
             and shape[2] * shape[3] > 1
         ):
