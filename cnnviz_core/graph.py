@@ -246,22 +246,47 @@ def input_consumers(model: onnx.ModelProto, input_name: str) -> list[onnx.NodePr
     return [node for node in model.graph.node if input_name in node.input]
 
 
+def _is_channels_first_view(
+    node: onnx.NodeProto, dims_nhwc: Sequence, consts: dict[str, np.ndarray]
+) -> bool:
+    """Whether ``node`` turns the (N, H, W, C) input into (N, C, H, W): a Transpose with perm
+    (0, 3, 1, 2), or for one channel (what tf2onnx writes then) a Reshape to a constant
+    (-1 | 0 | N, 1, H, W), the same bytes."""
+    if node.op_type == "Transpose":
+        return tuple(attributes(node).get("perm", ())) == NHWC_TO_NCHW
+    if node.op_type != "Reshape" or dims_nhwc[3] != 1 or len(node.input) < 2:
+        return False
+    target = consts.get(node.input[1])
+    height, width = dims_nhwc[1], dims_nhwc[2]
+    return (
+        target is not None
+        and target.shape == (4,)
+        and isinstance(height, int)
+        and isinstance(width, int)
+        and (int(target[0]) in (-1, 0) or target[0] == dims_nhwc[0])
+        and [int(v) for v in target[1:]] == [1, height, width]
+    )
+
+
 def peel_channels_last(model: onnx.ModelProto, input_name: str) -> onnx.ModelProto | None:
     """A copy of a channels-last model whose input is channels-first, or None.
 
     tf2onnx and Keras exports declare an (N, H, W, C) input that a Transpose with perm
-    (0, 3, 1, 2) turns into (N, C, H, W). When every reader of ``input_name`` is such a
-    Transpose (and none of their outputs is a graph output), the copy declares the input
-    as (N, C, H, W) (same name, symbolic dims kept) and drops those Transposes: what read
-    their outputs reads the input. Returns None otherwise (no Transpose, or the NHWC tensor
-    is also read as it is).
+    (0, 3, 1, 2) turns into (N, C, H, W) (for one channel tf2onnx writes a Reshape to
+    (-1, 1, H, W) instead). When every reader of ``input_name`` is such a node (and none of
+    their outputs is a graph output), the copy declares the input as (N, C, H, W) (same
+    name, symbolic dims kept) and drops those nodes: what read their outputs reads the
+    input. Returns None otherwise (no such node, or the NHWC tensor is also read as it is).
     """
     consumers = input_consumers(model, input_name)
     outputs = {o.name for o in model.graph.output}
+    inp = next(i for i in model.graph.input if i.name == input_name)
+    dims_nhwc = dims(inp.type)
+    if dims_nhwc is None or len(dims_nhwc) != 4:
+        return None
+    consts = initializers(model) if any(n.op_type == "Reshape" for n in consumers) else {}
     if not consumers or any(
-        node.op_type != "Transpose"
-        or tuple(attributes(node).get("perm", ())) != NHWC_TO_NCHW
-        or node.output[0] in outputs
+        not _is_channels_first_view(node, dims_nhwc, consts) or node.output[0] in outputs
         for node in consumers
     ):
         return None
@@ -272,7 +297,9 @@ def peel_channels_last(model: onnx.ModelProto, input_name: str) -> onnx.ModelPro
         node
         for node in graph.node
         if not (
-            node.op_type == "Transpose" and node.output[0] in peeled and input_name in node.input
+            node.op_type in ("Transpose", "Reshape")
+            and node.output[0] in peeled
+            and input_name in node.input
         )
     ]
     del graph.node[:]
@@ -285,9 +312,9 @@ def peel_channels_last(model: onnx.ModelProto, input_name: str) -> onnx.ModelPro
     for info in stale:
         graph.value_info.remove(info)
     inp = next(i for i in graph.input if i.name == input_name)
-    dims_nhwc = [copy.deepcopy(d) for d in inp.type.tensor_type.shape.dim]
+    dims_proto = [copy.deepcopy(d) for d in inp.type.tensor_type.shape.dim]
     del inp.type.tensor_type.shape.dim[:]
-    inp.type.tensor_type.shape.dim.extend(dims_nhwc[axis] for axis in NHWC_TO_NCHW)
+    inp.type.tensor_type.shape.dim.extend(dims_proto[axis] for axis in NHWC_TO_NCHW)
     return out
 
 

@@ -566,7 +566,7 @@ class Model:
                 given = Preprocess(**{k: v for k, v in card.items() if k in known})
                 self.preprocess_source = "model card"
             else:
-                given = Preprocess(channel_order="L" if self.channels == 1 else "RGB")
+                given = Preprocess.for_channels(self.channels)
                 self.preprocess_source = (
                     "default (RGB 0-1; give a preset if the model was trained otherwise)"
                 )
@@ -640,19 +640,20 @@ def _read_card(proto: onnx.ModelProto) -> dict:
 
 
 def _channels_first(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """``proto`` and ``NCHW``, or for a channels-last export (an (N, H, W, C) input with
-    1, 3 or 4 channels read only by Transposes to NCHW) the graph without those Transposes
-    and ``NHWC (input transpose removed)``. An NHWC input read as it is raises."""
+    """``proto`` and ``NCHW``, or for a channels-last export (an (N, H, W, C) input read only
+    by Transposes to NCHW, or for one channel by a Reshape to (N, 1, H, W)) the graph without
+    those nodes and ``NHWC (input transpose removed)``. An input that looks NHWC (1, 3 or 4
+    channels last) read as it is raises, naming the reader."""
     constant = {init.name for init in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in constant]
     shape = graph.dims(inputs[0].type) if len(inputs) == 1 else None
-    if shape is None or len(shape) != 4 or shape[3] not in (1, 3, 4):
+    if shape is None or len(shape) != 4:
         return proto, "NCHW"
     name = inputs[0].name
     peeled = graph.peel_channels_last(proto, name)
     if peeled is not None:
         return peeled, "NHWC (input transpose removed)"
-    if shape[1] in (1, 3):
+    if shape[3] not in (1, 3, 4) or shape[1] in (1, 3, 4):
         return proto, "NCHW"
     others = [
         node
@@ -687,11 +688,10 @@ def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
             f"(N, C, H, W) input, got {onnx.TensorProto.DataType.Name(elem)} "
             f"shape {shape}"
         )
-    if shape[1] not in (1, 3):
-        layout = " (it looks channels-last, NHWC)" if shape[3] in (1, 3) else ""
+    if not isinstance(shape[1], int) or shape[1] < 1:
         raise ModelLoadError(
-            f"model input {info.name!r} has shape {shape}{layout}; cnnviz needs (N, C, H, W) "
-            "with 1 or 3 channels"
+            f"model input {info.name!r} has shape {shape}: cnnviz needs (N, C, H, W) with a "
+            "fixed number of channels C; export the model with a fixed channel dimension"
         )
     return info.name, _FLOAT_TYPES[elem], shape
 

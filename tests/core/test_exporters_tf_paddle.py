@@ -83,10 +83,12 @@ def load(exports: Path, name: str) -> tuple[Model, dict[str, np.ndarray]]:
     """The cnnviz model (identity preprocessing) and the framework's answers, with the input
     batch and gradients in (N, C, H, W) whatever the export's layout."""
     reference = dict(np.load(exports / f"{name}.npz"))
-    model = Model(exports / f"{name}.onnx", preprocess=Preprocess(scale=1.0))
     if name.startswith("keras"):  # NHWC in TensorFlow
         for key in ("x", "grad", "grad64"):
             reference[key] = reference[key].transpose(0, 3, 1, 2)
+    channels = reference["x"].shape[1]
+    preprocess = Preprocess.for_channels(channels, scale=1.0)
+    model = Model(exports / f"{name}.onnx", preprocess=preprocess)
     return model, reference
 
 
