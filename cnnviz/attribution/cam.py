@@ -128,6 +128,7 @@ def class_activation_map(
         model,
         batch,
         extras={"layer_maps": low.astype(np.float32), "weights": w},
+        gradients=gradients,
     )
 
 
@@ -205,6 +206,7 @@ def guided_gradcam(
         model,
         batch,
         extras={"gradcam": coarse.maps, "guided": fine.maps},
+        gradients=True,
     )
 
 
