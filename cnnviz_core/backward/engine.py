@@ -86,7 +86,7 @@ def plan_backward(
     """Plan the pass from ``seeds`` (layer names or aliases) back to ``source`` (default: the
     model input), with the rules of ``rules`` (default: the registered ones). Raises
     :class:`UnsupportedOpError` naming the op and node before any work when a node on the
-    path has no rule."""
+    path has no rule, or one its rule does not cover (``OpRule.check``)."""
     opset = next((o.version for o in model.proto.opset_import if o.domain in ("", "ai.onnx")), 13)
     source = model.input_name if source in (None, model.input_name) else model.tensor_name(source)
     seed_tensors = tuple(dict.fromkeys(model.tensor_name(s) for s in seeds))
@@ -118,6 +118,7 @@ def plan_backward(
                 f"the backward pass has no rule for ONNX op {node.op_type!r} (node "
                 f"{label}making {node.output[0]!r}, opset {opset}){hint}"
             )
+        rule.check(node, model)
         nodes.append((node, rule))
     return BackwardPlan(tuple(nodes), source, seed_tensors, opset, model.session_factory)
 

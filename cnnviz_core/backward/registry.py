@@ -26,7 +26,7 @@ import onnx
 
 from ..errors import InputError
 from ..graph import attributes
-from ..model import SessionFactory
+from ..model import Model, SessionFactory
 from ..registry import VersionedRegistry
 
 #: a backward mode: differs from the gradient at ReLU-like ops only (everything else has one
@@ -98,6 +98,11 @@ class OpRule:
         """Cotangents of the inputs (None where ``call.needs`` is False) given those of the
         outputs (None for an output nothing downstream uses)."""
         raise NotImplementedError
+
+    def check(self, node: onnx.NodeProto, model: Model) -> None:
+        """Raise :class:`~cnnviz_core.errors.UnsupportedOpError` naming the node when this
+        rule cannot differentiate it (an attribute form it does not cover); the planner
+        calls it before any work. Default: every node of the op is covered."""
 
 
 #: the backward pass's op table: one rule instance per (op type, since opset)
