@@ -162,15 +162,36 @@ def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
+def node_reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors a node reads: its inputs, and for control flow (If, Loop, Scan) the outer
+    tensors its branches or bodies use by name (a legacy torch export of LRN reads the
+    pooled map inside an If)."""
+    names = [name for name in node.input if name]
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            names.extend(_captured(sub))
+    return names
+
+
+def _captured(sub: onnx.GraphProto) -> list[str]:
+    """Names a subgraph reads that it does not make itself (outer-scope captures)."""
+    made = {i.name for i in sub.input} | {i.name for i in sub.initializer}
+    out: list[str] = []
+    for node in sub.node:
+        out.extend(name for name in node_reads(node) if name not in made)
+        made.update(node.output)
+    return out
+
+
 def data_nodes(model: onnx.ModelProto, source: str) -> list[onnx.NodeProto]:
     """Nodes (in graph order, which ONNX requires to be topological) whose outputs depend on
-    tensor ``source``."""
+    tensor ``source`` (through their inputs or, for control flow, their branches)."""
     reached = {source}
     nodes = []
     for node in model.graph.node:
         if node.op_type in NO_DATA_OPS:
             continue
-        if any(name in reached for name in node.input):
+        if any(name in reached for name in node_reads(node)):
             nodes.append(node)
             reached.update(o for o in node.output if o)
     return nodes

@@ -345,7 +345,7 @@ class Model:
         """Tensors of the runnable graph reached from the input (through Shape ops too)."""
         reached = {self.input_name}
         for node in self.runnable.graph.node:
-            if any(i in reached for i in node.input if i):
+            if any(i in reached for i in graph.node_reads(node)):
                 reached.update(o for o in node.output if o)
         return frozenset(reached)
 

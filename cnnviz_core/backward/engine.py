@@ -97,7 +97,7 @@ def plan_backward(
     for node in reversed(forward):
         if any(o in needed for o in node.output):
             path.append(node)
-            needed.update(i for i in node.input if i)
+            needed.update(graph.node_reads(node))  # control flow: what its branches read
     if not any(source in node.input for node in path):
         raise InputError(f"no path from {source!r} to {', '.join(seed_tensors)}")
     nodes = []
@@ -113,6 +113,12 @@ def plan_backward(
                     "quantize_static(..., quant_format=QuantFormat.QDQ)), whose gradients pass "
                     "Quantize/DequantizeLinear as straight-through estimates, or explain the "
                     "float model"
+                )
+            elif node.op_type in ("If", "Loop", "Scan"):
+                hint = (
+                    ": control flow whose branches read the image has no gradient rule (the "
+                    "legacy torch exporter writes one for LocalResponseNorm); export with "
+                    "torch's dynamo exporter, which writes none, or replace the If by its branch"
                 )
             raise UnsupportedOpError(
                 f"the backward pass has no rule for ONNX op {node.op_type!r} (node "
