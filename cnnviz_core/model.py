@@ -643,7 +643,8 @@ def _channels_first(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """``proto`` and ``NCHW``, or for a channels-last export (an (N, H, W, C) input read only
     by Transposes to NCHW, or for one channel by a Reshape to (N, 1, H, W)) the graph without
     those nodes and ``NHWC (input transpose removed)``. An input that looks NHWC (1, 3 or 4
-    channels last) read as it is raises, naming the reader."""
+    channels last) read as it is gets a Transpose moved down the graph
+    (:func:`graph.channels_first_kept`): ``NHWC (kept in the graph; transposed at load)``."""
     constant = {init.name for init in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in constant]
     shape = graph.dims(inputs[0].type) if len(inputs) == 1 else None
@@ -655,19 +656,7 @@ def _channels_first(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
         return peeled, "NHWC (input transpose removed)"
     if shape[3] not in (1, 3, 4) or shape[1] in (1, 3, 4):
         return proto, "NCHW"
-    others = [
-        node
-        for node in graph.input_consumers(proto, name)
-        if node.op_type != "Transpose"
-        or tuple(graph.attributes(node).get("perm", ())) != graph.NHWC_TO_NCHW
-    ]
-    first = f"{others[0].op_type} node {others[0].name!r}" if others else "a graph output"
-    raise ModelLoadError(
-        f"model input {name!r} has shape {shape}, channels-last (NHWC), and is read by "
-        f"{first}, not only by a Transpose to NCHW (perm 0, 3, 1, 2): channels-last "
-        "layouts kept through the graph are not supported yet; export with a "
-        "channels-first input (tf2onnx: --inputs-as-nchw)"
-    )
+    return graph.channels_first_kept(proto, name), "NHWC (kept in the graph; transposed at load)"
 
 
 def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
