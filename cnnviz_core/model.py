@@ -345,7 +345,7 @@ class Model:
         """Tensors of the runnable graph reached from the input (through Shape ops too)."""
         reached = {self.input_name}
         for node in self.runnable.graph.node:
-            if any(i in reached for i in node.input if i):
+            if any(i in reached for i in graph.node_reads(node)):
                 reached.update(o for o in node.output if o)
         return frozenset(reached)
 
@@ -566,7 +566,7 @@ class Model:
                 given = Preprocess(**{k: v for k, v in card.items() if k in known})
                 self.preprocess_source = "model card"
             else:
-                given = Preprocess(channel_order="L" if self.channels == 1 else "RGB")
+                given = Preprocess.for_channels(self.channels)
                 self.preprocess_source = (
                     "default (RGB 0-1; give a preset if the model was trained otherwise)"
                 )
@@ -640,33 +640,23 @@ def _read_card(proto: onnx.ModelProto) -> dict:
 
 
 def _channels_first(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """``proto`` and ``NCHW``, or for a channels-last export (an (N, H, W, C) input with
-    1, 3 or 4 channels read only by Transposes to NCHW) the graph without those Transposes
-    and ``NHWC (input transpose removed)``. An NHWC input read as it is raises."""
+    """``proto`` and ``NCHW``, or for a channels-last export (an (N, H, W, C) input read only
+    by Transposes to NCHW, or for one channel by a Reshape to (N, 1, H, W)) the graph without
+    those nodes and ``NHWC (input transpose removed)``. An input that looks NHWC (1, 3 or 4
+    channels last) read as it is gets a Transpose moved down the graph
+    (:func:`graph.channels_first_kept`): ``NHWC (kept in the graph; transposed at load)``."""
     constant = {init.name for init in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in constant]
     shape = graph.dims(inputs[0].type) if len(inputs) == 1 else None
-    if shape is None or len(shape) != 4 or shape[3] not in (1, 3, 4):
+    if shape is None or len(shape) != 4:
         return proto, "NCHW"
     name = inputs[0].name
     peeled = graph.peel_channels_last(proto, name)
     if peeled is not None:
         return peeled, "NHWC (input transpose removed)"
-    if shape[1] in (1, 3):
+    if shape[3] not in (1, 3, 4) or shape[1] in (1, 3, 4):
         return proto, "NCHW"
-    others = [
-        node
-        for node in graph.input_consumers(proto, name)
-        if node.op_type != "Transpose"
-        or tuple(graph.attributes(node).get("perm", ())) != graph.NHWC_TO_NCHW
-    ]
-    first = f"{others[0].op_type} node {others[0].name!r}" if others else "a graph output"
-    raise ModelLoadError(
-        f"model input {name!r} has shape {shape}, channels-last (NHWC), and is read by "
-        f"{first}, not only by a Transpose to NCHW (perm 0, 3, 1, 2): channels-last "
-        "layouts kept through the graph are not supported yet; export with a "
-        "channels-first input (tf2onnx: --inputs-as-nchw)"
-    )
+    return graph.channels_first_kept(proto, name), "NHWC (kept in the graph; transposed at load)"
 
 
 def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
@@ -687,11 +677,10 @@ def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
             f"(N, C, H, W) input, got {onnx.TensorProto.DataType.Name(elem)} "
             f"shape {shape}"
         )
-    if shape[1] not in (1, 3):
-        layout = " (it looks channels-last, NHWC)" if shape[3] in (1, 3) else ""
+    if not isinstance(shape[1], int) or shape[1] < 1:
         raise ModelLoadError(
-            f"model input {info.name!r} has shape {shape}{layout}; cnnviz needs (N, C, H, W) "
-            "with 1 or 3 channels"
+            f"model input {info.name!r} has shape {shape}: cnnviz needs (N, C, H, W) with a "
+            "fixed number of channels C; export the model with a fixed channel dimension"
         )
     return info.name, _FLOAT_TYPES[elem], shape
 

@@ -2,11 +2,16 @@
 
 A :class:`Preprocess` says how a model wants its pixels: size, resize policy, value scale,
 per-channel mean/std and channel order. Presets cover the common conventions.
+
+Channel orders: ``RGB``, ``BGR``, ``L`` (grey), ``RGBA`` / ``BGRA`` (alpha kept as the 4th
+channel, opaque when the image has none) and ``C<n>`` (``C5``: n planes that are no colours,
+e.g. multispectral bands; images are (H, W, n) arrays at the model's size, no resize).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +25,9 @@ from .errors import InputError
 
 ImageLike = str | Path | Image.Image | np.ndarray
 RESIZE_POLICIES = ("shorter_crop", "stretch", "none")
-CHANNEL_ORDERS = ("RGB", "BGR", "L")
+CHANNEL_ORDERS = ("RGB", "BGR", "L", "RGBA", "BGRA", "C<n>")
+#: ``C<n>``: n planes that are no colours (given as (H, W, n) arrays)
+_PLANES = re.compile(r"C([1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,8 @@ class Preprocess:
             ``stretch`` (resize to H x W ignoring aspect) or ``none`` (sizes must match).
         scale: factor applied to 0-255 pixel values first (1/255 gives 0-1).
         mean, std: per channel in the model's channel order, after scaling (one value: all).
-        channel_order: ``RGB``, ``BGR`` or ``L`` (one grey channel).
+        channel_order: ``RGB``, ``BGR``, ``L`` (one grey channel), ``RGBA`` / ``BGRA``
+            (alpha kept) or ``C<n>`` (n planes given as (H, W, n) arrays).
     """
 
     size: tuple[int, int] | None = None
@@ -46,7 +54,9 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_POLICIES:
             raise InputError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
-        if self.channel_order not in CHANNEL_ORDERS:
+        if self.channel_order not in CHANNEL_ORDERS[:-1] and not _PLANES.fullmatch(
+            self.channel_order
+        ):
             raise InputError(
                 f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}"
             )
@@ -65,7 +75,25 @@ class Preprocess:
 
     @property
     def channels(self) -> int:
-        return 1 if self.channel_order == "L" else 3
+        planes = _PLANES.fullmatch(self.channel_order)
+        if planes:
+            return int(planes.group(1))
+        return {"L": 1, "RGBA": 4, "BGRA": 4}.get(self.channel_order, 3)
+
+    @classmethod
+    def for_channels(cls, channels: int, **fields: Any) -> Preprocess:
+        """The default channel order of a model with ``channels`` input channels: ``L``,
+        ``RGB``, ``RGBA`` or ``C<n>``."""
+        order = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, f"C{channels}")
+        return cls(channel_order=order, **fields)
+
+    def grey(self) -> np.ndarray:
+        """(C,) float32: the model input of a mid-grey pixel (value 128; opaque alpha)."""
+        pixel = np.full(self.channels, 128.0)
+        if self.channel_order in ("RGBA", "BGRA"):
+            pixel[3] = 255.0
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        return ((pixel * self.scale - mean) / std).astype(np.float32)
 
     @property
     def span(self) -> np.ndarray:
@@ -85,17 +113,35 @@ class Preprocess:
         """Decode, resize and normalize images into a float32 (N, C, H, W) batch."""
         if self.size is None:
             raise InputError("preprocessing has no target size; give size=(H, W)")
-        pictures = [self.fit(load_image(image)) for image in as_image_list(images)]
+        if _PLANES.fullmatch(self.channel_order):
+            pictures = [self._planes(image) for image in as_image_list(images)]
+        else:
+            alpha = self.channel_order in ("RGBA", "BGRA")
+            pictures = [self.fit(load_image(image, alpha=alpha)) for image in as_image_list(images)]
         batch = np.stack(pictures).astype(np.float32)  # (N, H, W, C) 0-255
-        if self.channel_order == "BGR":
-            batch = batch[..., ::-1]
+        if self.channel_order in ("BGR", "BGRA"):
+            batch = np.concatenate([batch[..., 2::-1], batch[..., 3:]], axis=-1)
         batch = batch.transpose(0, 3, 1, 2) * np.float32(self.scale)
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
         return np.ascontiguousarray((batch - mean) / std, dtype=np.float32)
 
+    def _planes(self, image: ImageLike) -> np.ndarray:
+        """One (H, W, n) array of a ``C<n>`` model, checked (no decoding, no resize)."""
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.shape != (*(self.size or ()), self.channels):
+            raise InputError(
+                f"channel order {self.channel_order} takes (H, W, {self.channels}) arrays of "
+                f"size {self.size}, got {array.shape}: resize them first, or give a "
+                f"preprocessed (N, {self.channels}, H, W) float batch"
+            )
+        return array.astype(np.float32)
+
     def fit(self, image: np.ndarray) -> np.ndarray:
-        """Resize/crop one decoded (H, W, 3) uint8 RGB image to ``size``; grey when ``L``."""
+        """Resize/crop one decoded (H, W, 3) uint8 RGB image (or (H, W, 4) RGBA) to
+        ``size``; grey when ``L``."""
         assert self.size is not None
         height, width = self.size
         pil = Image.fromarray(image)
@@ -119,16 +165,19 @@ class Preprocess:
         return array[..., None] if array.ndim == 2 else array
 
     def invert(self, batch: np.ndarray) -> np.ndarray:
-        """Undo the normalization for display: (N, C, H, W) float -> (N, H, W, 3) uint8 RGB."""
+        """Undo the normalization for display: (N, C, H, W) float -> (N, H, W, 3) uint8 RGB
+        (alpha dropped; the planes of ``C<n>`` shown as their mean, grey)."""
         batch = np.asarray(batch, np.float32)
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
         pixels = (batch * std + mean) / np.float32(self.scale)
         pixels = pixels.transpose(0, 2, 3, 1)
-        if self.channel_order == "BGR":
-            pixels = pixels[..., ::-1]
-        elif self.channel_order == "L":
-            pixels = np.repeat(pixels, 3, axis=-1)
+        if self.channel_order in ("BGR", "BGRA"):
+            pixels = pixels[..., 2::-1]
+        elif self.channel_order in ("L", "RGBA") or _PLANES.fullmatch(self.channel_order):
+            pixels = pixels[..., :3] if self.channel_order == "RGBA" else pixels
+            if pixels.shape[-1] != 3:
+                pixels = np.repeat(pixels.mean(axis=-1, keepdims=True), 3, axis=-1)
         return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
@@ -174,13 +223,18 @@ def as_image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
 BACKGROUND = (255, 255, 255)
 
 
-def load_image(image: ImageLike, background: tuple[int, int, int] = BACKGROUND) -> np.ndarray:
-    """Decode one image (path, PIL image or HWC/HW array) into an (H, W, 3) uint8 RGB array.
+def load_image(
+    image: ImageLike, background: tuple[int, int, int] = BACKGROUND, *, alpha: bool = False
+) -> np.ndarray:
+    """Decode one image (path, PIL image or HWC/HW array) into an (H, W, 3) uint8 RGB array,
+    or with ``alpha`` an (H, W, 4) RGBA one (alpha kept; opaque when the image has none).
 
     16-bit images (PNG ``I;16``, uint16 arrays) are scaled from 0-65535 to 0-255, not
-    clipped; an alpha channel with transparent pixels is composited on ``background`` (white)
-    with a warning saying so (an opaque alpha is dropped silently).
+    clipped; without ``alpha``, an alpha channel with transparent pixels is composited on
+    ``background`` (white) with a warning saying so (an opaque alpha is dropped silently).
     """
+    if alpha:
+        return _with_alpha(image, background)
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
@@ -212,6 +266,28 @@ def load_image(image: ImageLike, background: tuple[int, int, int] = BACKGROUND) 
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array[..., :3])
+
+
+def _with_alpha(image: ImageLike, background: tuple[int, int, int]) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA: an image's alpha kept, or an opaque one added."""
+    if isinstance(image, (str, Path)):
+        if not Path(image).is_file():
+            raise InputError(f"image file not found: {str(image)!r}")
+        try:
+            with Image.open(image) as opened:
+                opened.load()
+                return _with_alpha(opened.copy(), background)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"cannot decode image {str(image)!r}: {exc}") from exc
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa", "P"):
+            return np.asarray(image.convert("RGBA"))
+    elif np.asarray(image).ndim == 3 and np.asarray(image).shape[-1] == 4:
+        array = np.asarray(image)
+        colour = load_image(array[..., :3], background)
+        return np.concatenate([colour, load_image(array[..., 3:], background)[..., :1]], -1)
+    colour = load_image(image, background)
+    return np.concatenate([colour, np.full((*colour.shape[:2], 1), 255, np.uint8)], -1)
 
 
 def _from_pil(pil: Image.Image, background: tuple[int, int, int], name: str) -> np.ndarray:

@@ -54,8 +54,9 @@ WeightFn = Callable[[np.ndarray, np.ndarray | None, Sequence[ResolvedTarget]], n
 
 
 def default_layer(model: Model, target: Any = None) -> str:
-    """The last layer with spatial extent (a 4-D output larger than 1x1): the usual
-    Grad-CAM layer, just before global pooling. Shapes left symbolic by the export (a model
+    """The last layer with spatial extent (a 4-D output larger than 1x1, not a Transpose: a
+    channels-last export's NHWC copy before its flatten is no map): the usual Grad-CAM
+    layer, just before global pooling. Shapes left symbolic by the export (a model
     that accepts any image size) come from a probe forward at the preprocessing size.
 
     For :class:`~cnnviz_core.detection.Box` targets: the feature map that feeds the box's
@@ -86,6 +87,7 @@ def default_layer(model: Model, target: Any = None) -> str:
             shape is not None
             and len(shape) == 4
             and layer.op_type not in RESHAPE_OPS
+            and layer.op_type != "Transpose"  # axes 2, 3 of a permuted map are not H, W
             and all(isinstance(d, int) for d in shape[2:])
             and shape[2] * shape[3] > 1
         ):
@@ -151,6 +153,7 @@ def class_activation_map(
         model,
         batch,
         extras={"layer_maps": low.astype(np.float32), "weights": w},
+        gradients=gradients,
     )
 
 
@@ -229,6 +232,7 @@ def guided_gradcam(
         model,
         batch,
         extras={"gradcam": coarse.maps, "guided": fine.maps},
+        gradients=True,
     )
 
 

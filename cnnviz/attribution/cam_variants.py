@@ -384,6 +384,7 @@ def fullgrad(
             "input_term": inputs.astype(np.float32),
             "bias_terms": bias_terms.astype(np.float32),
         },
+        gradients=True,
     )
 
 

@@ -117,6 +117,7 @@ def integrated_gradients(
         options,
         model,
         batch,
+        gradients=True,
         signed=True,
         metrics={
             "completeness": completeness.tolist(),

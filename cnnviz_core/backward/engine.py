@@ -97,7 +97,7 @@ def plan_backward(
     """Plan the pass from ``seeds`` (layer names or aliases) back to ``source`` (default: the
     model input), with the rules of ``rules`` (default: the registered ones). Raises
     :class:`UnsupportedOpError` naming the op and node before any work when a node on the
-    path has no rule."""
+    path has no rule, or one its rule does not cover (``OpRule.check``)."""
     opset = next((o.version for o in model.proto.opset_import if o.domain in ("", "ai.onnx")), 13)
     source = model.input_name if source in (None, model.input_name) else model.tensor_name(source)
     seed_tensors = tuple(dict.fromkeys(model.tensor_name(s) for s in seeds))
@@ -108,7 +108,7 @@ def plan_backward(
     for node in reversed(forward):
         if any(o in needed for o in node.output):
             path.append(node)
-            needed.update(i for i in node.input if i)
+            needed.update(graph.node_reads(node))  # control flow: what its branches read
     if not any(source in node.input for node in path):
         raise InputError(f"no path from {source!r} to {', '.join(seed_tensors)}")
     nodes = []
@@ -125,10 +125,17 @@ def plan_backward(
                     "Quantize/DequantizeLinear as straight-through estimates, or explain the "
                     "float model"
                 )
+            elif node.op_type in ("If", "Loop", "Scan"):
+                hint = (
+                    ": control flow whose branches read the image has no gradient rule (the "
+                    "legacy torch exporter writes one for LocalResponseNorm); export with "
+                    "torch's dynamo exporter, which writes none, or replace the If by its branch"
+                )
             raise UnsupportedOpError(
                 f"the backward pass has no rule for ONNX op {node.op_type!r} (node "
                 f"{label}making {node.output[0]!r}, opset {opset}){hint}"
             )
+        rule.check(node, model)
         nodes.append((node, rule))
     return BackwardPlan(tuple(nodes), source, seed_tensors, opset, model.session_factory)
 

@@ -26,7 +26,7 @@ import onnx
 
 from ..errors import InputError
 from ..graph import attributes
-from ..model import SessionFactory
+from ..model import Model, SessionFactory
 from ..registry import VersionedRegistry
 
 if TYPE_CHECKING:
@@ -118,6 +118,11 @@ class OpRule:
         ``call.needs`` is False). ``call.node`` names the graph's tensors; ``call.inputs`` /
         ``call.outputs`` hold a probe forward's values (shapes; constant inputs' values)."""
         raise NotImplementedError
+
+    def check(self, node: onnx.NodeProto, model: Model) -> None:
+        """Raise :class:`~cnnviz_core.errors.UnsupportedOpError` naming the node when this
+        rule cannot differentiate it (an attribute form it does not cover); the planner
+        calls it before any work. Default: every node of the op is covered."""
 
 
 #: the backward pass's op table: one rule instance per (op type, since opset)

@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 from ...errors import UnsupportedOpError
+from ...graph import attributes
+from ...model import Model
 from ..registry import Grad, NodeCall, OpRule, register_rule
 
 if TYPE_CHECKING:
@@ -124,6 +127,21 @@ class Einsum(OpRule):
                 grad = g.op("Expand", grad, g.shape_of(call.node.input[i]))
             out.append(grad)
         return out
+
+    def check(self, node: onnx.NodeProto, model: Model) -> None:
+        """Refuse at planning an equation the rule does not cover (with static shapes when
+        shape inference knows them, else the equation's structure alone)."""
+        equation = attributes(node)["equation"]
+        shapes: list[Sequence[int] | None] = [
+            model.tensor_shape(name, 1) if name else None for name in node.input
+        ]
+        if any(shape is None for shape in shapes):  # shapes unknown: one size per index
+            terms = equation.replace(" ", "").partition("->")[0].split(",")
+            named = [term.replace(_ELLIPSIS, "") for term in terms]
+            shapes = [[1] * len(term) for term in named] if len(named) == len(shapes) else shapes
+            shapes = [shape or [] for shape in shapes]
+            equation = equation.replace(_ELLIPSIS, "")
+        einsum_terms(equation, [list(shape or []) for shape in shapes], node.name)
 
     @staticmethod
     def _terms(call: NodeCall) -> tuple[list[str], str]:

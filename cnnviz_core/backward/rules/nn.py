@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,18 @@ if TYPE_CHECKING:
     from ..compile import Emitter
 
 
+def conv_1d_as_2d(call: NodeCall) -> NodeCall:
+    """The call of a 1-D Conv (N, C, L) as the 2-D one of height 1 (N, C, 1, L)."""
+    attrs = dict(call.attrs)
+    for key, pad in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+        if key in attrs:
+            attrs[key] = [pad, *attrs[key]]
+    if "pads" in attrs:
+        attrs["pads"] = [0, attrs["pads"][0], 0, attrs["pads"][1]]
+    inputs = [x if x is None or i > 1 else x[:, :, None] for i, x in enumerate(call.inputs)]
+    return dataclasses.replace(call, attrs=attrs, inputs=inputs)
+
+
 @register_rule("Conv")
 class Conv(OpRule):
     """y = W * x (+ b), grouped; dx = col2im(W^T dy) per group (one GEMM + one col2im)."""
@@ -25,6 +38,8 @@ class Conv(OpRule):
     reads_inputs = reads_outputs = False  # x's shape; weights are values (constant or computed)
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
+        if np.ndim(call.inputs[0]) == 3:  # a 1-D conv (ECA-Net's channel attention)
+            return [self.forward(conv_1d_as_2d(call))[0][:, :, 0]]
         x, w = call.inputs[0], call.inputs[1]
         b = call.inputs[2] if len(call.inputs) > 2 else None
         win = Window.from_onnx(call.attrs, w.shape[2:], x.shape[2:])
@@ -42,6 +57,9 @@ class Conv(OpRule):
         return [y + b.reshape(1, -1, 1, 1) if b is not None else y]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        if np.ndim(call.inputs[0]) == 3 and grads[0] is not None:  # 1-D: as a 2-D of height 1
+            lifted = self.vjp(conv_1d_as_2d(call), [grads[0][:, :, None]])
+            return [None if g is None else g[:, :, 0] for g in lifted]
         x, w = call.inputs[0], call.inputs[1]
         dy = grads[0]
         assert dy is not None
