@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -20,9 +21,10 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from . import graph
-from .errors import DeviceError, InputError, ModelLoadError, UnknownLayerError
+from .errors import DeviceError, InputError, ModelLoadError, ModelRunError, UnknownLayerError
 from .graph import ReceptiveField, Shape
 from .labels import labels_from_metadata, load_labels, resolve_class
+from .loading import load_onnx
 from .preprocess import ImageLike, Preprocess, preset
 
 #: default bound on the activations one forward chunk may hold (bytes)
@@ -130,7 +132,9 @@ class SessionFactory:
             DeviceError: the session does not run on the device asked for.
         """
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        # onnxruntime's errors come back inside ours (ModelLoadError, ModelRunError), never
+        # as its own lines on stderr
+        options.log_severity_level = 4
         if self.threads:
             options.intra_op_num_threads = self.threads
         if not spin:
@@ -195,7 +199,7 @@ class Model:
         threads: int = 0,
         name: str | None = None,
     ):
-        self.proto = graph.load_onnx(source)
+        self.proto = load_onnx(source)
         self.name = name or (Path(source).stem if isinstance(source, (str, Path)) else "model")
         self.card: dict = _read_card(self.proto)
         #: ``NCHW``, or ``NHWC (input transpose removed)`` for a channels-last export
@@ -205,6 +209,8 @@ class Model:
         self.channels: int = input_shape[1]
         typed = graph.infer_shapes(self.proto)
         self._types = graph.tensor_types(typed)
+        self.memory_budget = memory_budget
+        self._check_tensor_sizes()
         self._fields = graph.receptive_fields(typed, self.input_name, self._types)
         self.layers: list[Layer] = self._layer_table(typed)
         self._aliases = self._alias_table()
@@ -220,7 +226,6 @@ class Model:
         self.session_factory = SessionFactory(device, threads, name=self.name)
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._plans: dict[tuple[tuple[str, ...], bool], _RunPlan] = {}
-        self.memory_budget = memory_budget
         self.runnable, self.batched = self._batchable_graph(input_shape)
         self.max_batch = self._max_batch(typed) if self.batched else 1
         self.preprocess = self._resolve_preprocess(preprocess, input_shape)
@@ -297,7 +302,7 @@ class Model:
             return {}
         session = self.session_factory(graph.expose(self.runnable, unknown, self._types))
         blank: np.ndarray = np.zeros((1, *self.input_shape), self.input_dtype)
-        values = session.run(unknown, {self.input_name: blank})
+        values = self._ort_run(session, unknown, blank)
         return {name: ("N", *value.shape[1:]) for name, value in zip(unknown, values)}
 
     def tensor_name(self, name: str) -> str:
@@ -389,11 +394,11 @@ class Model:
         if not plan.fetch:
             return {}
         batch = self._check_batch(batch)
-        feed = self.input_name
         if len(batch) <= self.max_batch:
-            values = plan.session.run(plan.fetch, {feed: batch})
+            values = self._ort_run(plan.session, plan.fetch, batch)
         else:
-            parts = [plan.session.run(plan.fetch, {feed: chunk}) for chunk in self._chunks(batch)]
+            session, fetch = plan.session, plan.fetch
+            parts = [self._ort_run(session, fetch, chunk) for chunk in self._chunks(batch)]
             values = [
                 np.concatenate(column) if self.depends_on_input(name) else column[0]
                 for name, column in zip(plan.fetch, zip(*parts))
@@ -422,6 +427,40 @@ class Model:
         ]
 
     # -------------------------------------------------------------------------- helpers
+
+    def _ort_run(self, session: ort.InferenceSession, fetch: list[str], batch: np.ndarray) -> list:
+        """``session.run(fetch, {input: batch})`` with onnxruntime's failures (a corrupted
+        graph that loads but cannot compute, an allocation that fails) as ModelRunError."""
+        try:
+            return session.run(fetch, {self.input_name: batch})
+        except _ORT_ERRORS as exc:
+            raise ModelRunError(
+                f"onnxruntime cannot run model {self.name!r} on a batch of shape "
+                f"{tuple(batch.shape)}: {exc}"
+            ) from exc
+
+    def _check_tensor_sizes(self) -> None:
+        """Raise before any session exists when one tensor of the graph, as shape inference
+        sees it for one image, would not fit the memory budget (a hostile model declaring a
+        gigantic input or ``ConstantOfShape``, or one far too big for the budget)."""
+        batch_dim = (self._types.get(self.input_name, (0, None))[1] or (None,))[0]
+        for name, (elem, shape) in self._types.items():
+            if not shape or not all(isinstance(d, int) for d in shape[1:]):
+                continue
+            dims = [1 if d == batch_dim or not isinstance(d, int) else d for d in shape[:1]]
+            dims += list(shape[1:])
+            try:
+                itemsize = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize
+            except (KeyError, ValueError):
+                itemsize = 4
+            size = math.prod(dims) * itemsize
+            if size > self.memory_budget:
+                raise ModelLoadError(
+                    f"model {self.name!r}: tensor {name!r} of shape {list(shape)} would take "
+                    f"{_human_bytes(size)} for one image, over the memory budget of "
+                    f"{_human_bytes(self.memory_budget)}; a corrupted or hostile file, or a "
+                    "model that needs a larger memory_budget="
+                )
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
@@ -563,7 +602,12 @@ class Model:
             card = self.card.get("preprocess")
             if card:
                 known = {f.name for f in fields(Preprocess)}
-                given = Preprocess(**{k: v for k, v in card.items() if k in known})
+                try:
+                    given = Preprocess(**{k: v for k, v in card.items() if k in known})
+                except InputError as exc:
+                    raise ModelLoadError(
+                        f"the model card of {self.name!r} has invalid preprocessing: {exc}"
+                    ) from exc
                 self.preprocess_source = "model card"
             else:
                 given = Preprocess(channel_order="L" if self.channels == 1 else "RGB")
@@ -628,14 +672,38 @@ def _as_float32(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32) if array.dtype == np.float16 else array
 
 
+def _human_bytes(size: int) -> str:
+    """``1.5 GiB`` and the like."""
+    if size < 1024:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def _read_card(proto: onnx.ModelProto) -> dict:
+    """The model card (JSON) the file carries, checked for the entries cnnviz reads:
+    ``classes`` (a list of names), ``preprocess`` (an object), ``output`` (a string)."""
     for prop in proto.metadata_props:
         if prop.key == CARD_KEY:
             try:
                 card = json.loads(prop.value)
             except json.JSONDecodeError as exc:
                 raise ModelLoadError(f"the model's {CARD_KEY} metadata is not JSON: {exc}") from exc
-            return card if isinstance(card, dict) else {}
+            if not isinstance(card, dict):
+                return {}
+            wanted = {"classes": (list, "a list of class names"), "preprocess": (dict, "an object")}
+            wanted["output"] = (str, "a string")
+            for key, (kind, what) in wanted.items():
+                if card.get(key) is not None and not isinstance(card[key], kind):
+                    raise ModelLoadError(
+                        f"the model's {CARD_KEY} metadata has {key!r} = {card[key]!r:.60}; "
+                        f"cnnviz needs {what}"
+                    )
+            return card
     return {}
 
 
@@ -684,7 +752,7 @@ def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
     if elem not in _FLOAT_TYPES or shape is None or len(shape) != 4:
         raise ModelLoadError(
             f"model input {info.name!r} is not an image batch: cnnviz needs a float "
-            f"(N, C, H, W) input, got {onnx.TensorProto.DataType.Name(elem)} "
+            f"(N, C, H, W) input, got {_element_name(elem)} "
             f"shape {shape}"
         )
     if shape[1] not in (1, 3):
@@ -694,6 +762,13 @@ def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
             "with 1 or 3 channels"
         )
     return info.name, _FLOAT_TYPES[elem], shape
+
+
+def _element_name(elem: int) -> str:
+    try:
+        return str(onnx.TensorProto.DataType.Name(elem))
+    except ValueError:
+        return f"unknown element type {elem}"
 
 
 def _providers(device: str) -> tuple[list[str], list[dict]]:

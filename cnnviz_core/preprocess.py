@@ -52,7 +52,7 @@ class Preprocess:
             )
         channels = self.channels
         for name in ("mean", "std"):
-            value = tuple(float(v) for v in np.atleast_1d(getattr(self, name)))
+            value = _finite_numbers(name, getattr(self, name))
             if len(value) == 1:
                 value *= channels
             if len(value) != channels:
@@ -60,8 +60,12 @@ class Preprocess:
             object.__setattr__(self, name, value)
         if any(s == 0 for s in self.std):
             raise InputError("std must not contain zeros")
+        scale = _finite_numbers("scale", self.scale)
+        if len(scale) != 1 or scale[0] == 0:
+            raise InputError(f"scale must be one finite number other than 0, got {self.scale!r}")
+        object.__setattr__(self, "scale", scale[0])
         if self.size is not None:
-            object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+            object.__setattr__(self, "size", _image_size(self.size))
 
     @property
     def channels(self) -> int:
@@ -130,6 +134,32 @@ class Preprocess:
         elif self.channel_order == "L":
             pixels = np.repeat(pixels, 3, axis=-1)
         return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+#: the largest side a preprocessing size may have (pixels)
+MAX_SIDE = 1 << 16
+
+
+def _finite_numbers(name: str, value: Any) -> tuple[float, ...]:
+    """``value`` (one number or several) as a tuple of finite floats, or InputError."""
+    try:
+        numbers = tuple(float(v) for v in np.atleast_1d(np.asarray(value, dtype=object)))
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numbers, got {value!r:.80}") from None
+    if not numbers or not all(np.isfinite(numbers)):
+        raise InputError(f"{name} must be finite numbers, got {value!r:.80}")
+    return numbers
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """``size`` as (H, W) of whole numbers in 1..MAX_SIDE, or InputError."""
+    try:
+        height, width = (int(v) for v in size)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"size must be (H, W), two whole numbers; got {size!r:.80}") from None
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+        raise InputError(f"size must be (H, W) between 1 and {MAX_SIDE} pixels; got {size!r:.80}")
+    return height, width
 
 
 #: Common conventions. ``mean``/``std`` are in each preset's own channel order.
