@@ -409,7 +409,7 @@ def _image_mutant(rng: random.Random, fmt: str) -> tuple[str, bytes]:
     if kind == "zero-tail":
         start = rng.randrange(keep, len(raw))
         return f"{what}, zeroed from {start}", bytes(raw[:start]) + bytes(len(raw) - start)
-    side = rng.choice((2**14, 2**15 - 1, 65535, 2**20, 2**31 - 1))
+    side = rng.choice((10_000, 2**14, 2**15 - 1, 65535, 2**20, 2**31 - 1))
     if fmt == "PNG":
         return f"PNG declaring {side}x{side}", _png_with_size(side, side)
     if fmt == "BMP":
@@ -782,9 +782,14 @@ def serve() -> None:
             with _captured_fds(root) as texts:
                 raised, status = _run_case(case, scratch)
         verdict, detail = judge(case["family"], raised, status, texts["out"], texts["err"])
-        bombs = [w for w in seen if w.category.__name__ == "DecompressionBombWarning"]
-        if bombs and verdict != "other":
-            verdict, detail = "other", f"Pillow warning: {bombs[0].message}"
+        leaks = [
+            w
+            for w in seen
+            if w.category.__name__ == "DecompressionBombWarning"
+            or (issubclass(w.category, RuntimeWarning) and "encountered" in str(w.message))
+        ]
+        if leaks and verdict != "other":
+            verdict, detail = "other", f"{leaks[0].category.__name__}: {leaks[0].message}"
         seconds = time.perf_counter() - start
         answer = {"verdict": verdict, "detail": detail, "seconds": seconds}
         channel.write(json.dumps(answer) + "\n")

@@ -22,6 +22,7 @@ from .common import (
     open_model,
     output_folder,
     safe_name,
+    seed,
     with_model,
 )
 
@@ -180,7 +181,7 @@ def add_sanity_command(commands: Any) -> None:
         help="the Conv/Gemm layers to randomize (default: all)",
     )
     p.add_argument("--layer", metavar="NAME", help=f"layer for {_taking('layer')}")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random weights (0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=with_model(cmd_sanity))
 
