@@ -149,12 +149,15 @@ def check_attribute_types(model: onnx.ModelProto, where: str) -> None:
                 graphs.extend([attribute.g] if attribute.HasField("g") else [])
                 graphs.extend(attribute.graphs)
                 wanted = schema.attributes.get(attribute.name)
-                if wanted is None or _attribute_type(attribute.type) == wanted.type.name:
+                if wanted is None:
+                    continue
+                wanted_type = str(wanted.type).rsplit(".", 1)[-1]  # AttrType.INTS -> INTS
+                if _attribute_type(attribute.type) == wanted_type:
                     continue
                 raise ModelLoadError(
                     f"{where!r}: node {node.name!r} ({node.op_type}) has attribute "
                     f"{attribute.name!r} of type {_attribute_type(attribute.type)}, but ONNX "
-                    f"{node.op_type} wants {wanted.type.name}"
+                    f"{node.op_type} wants {wanted_type}"
                 )
 
 
