@@ -210,7 +210,7 @@ class Model:
         typed = graph.infer_shapes(self.proto)
         self._types = graph.tensor_types(typed)
         self.memory_budget = memory_budget
-        self._check_tensor_sizes()
+        self._check_tensor_sizes(input_shape)
         self._fields = graph.receptive_fields(typed, self.input_name, self._types)
         self.layers: list[Layer] = self._layer_table(typed)
         self._aliases = self._alias_table()
@@ -411,8 +411,16 @@ class Model:
         return out.reshape(len(out), -1)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, num_classes): the output itself or its softmax."""
-        return to_probabilities(self.scores(batch), self.outputs_probabilities)
+        """Class probabilities (N, num_classes): the output itself or its softmax; scores
+        that are not finite (a corrupted weight or attribute) raise ModelRunError."""
+        scores = self.scores(batch)
+        if not np.isfinite(scores).all():
+            raise ModelRunError(
+                f"model {self.name!r} gives scores that are not finite (NaN or infinite) for "
+                f"{int((~np.isfinite(scores)).any(axis=1).sum())} of {len(scores)} images: "
+                "a corrupted weight or attribute, or inputs far outside the trained range"
+            )
+        return to_probabilities(scores, self.outputs_probabilities)
 
     def predict(
         self, images: ImageLike | Sequence[ImageLike] | np.ndarray, k: int = 5
@@ -439,12 +447,14 @@ class Model:
                 f"{tuple(batch.shape)}: {exc}"
             ) from exc
 
-    def _check_tensor_sizes(self) -> None:
+    def _check_tensor_sizes(self, input_shape: Shape) -> None:
         """Raise before any session exists when one tensor of the graph, as shape inference
         sees it for one image, would not fit the memory budget (a hostile model declaring a
         gigantic input or ``ConstantOfShape``, or one far too big for the budget)."""
         batch_dim = (self._types.get(self.input_name, (0, None))[1] or (None,))[0]
-        for name, (elem, shape) in self._types.items():
+        input_elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(self.input_dtype))
+        tensors = {self.input_name: (input_elem, input_shape), **self._types}
+        for name, (elem, shape) in tensors.items():
             if not shape or not all(isinstance(d, int) for d in shape[1:]):
                 continue
             dims = [1 if d == batch_dim or not isinstance(d, int) else d for d in shape[:1]]

@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 FAMILIES = ("model", "image", "cli")
 #: what onnxruntime's own logger writes (``[E:onnxruntime:...]``, ``[W:onnxruntime:...]``)
@@ -803,6 +804,7 @@ class Runner:
     def __init__(self, timeout: float = 30.0):
         self.timeout = timeout
         self._worker: subprocess.Popen | None = None
+        self._stderr: IO[bytes] | None = None
 
     def _start(self) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -846,19 +848,29 @@ class Runner:
             self.close()
             return Outcome("other", f"hang: no answer in {self.timeout:.0f} s", seconds)
         worker.wait()
-        self._worker = None
         tail = self._stderr_tail()
+        self.close()
         return Outcome("other", f"crash: exit status {worker.returncode}: {tail}", seconds)
 
     def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
         self._stderr.seek(0)
         return self._stderr.read().decode("utf-8", "replace")[-300:]
 
     def close(self) -> None:
+        """Stop the worker (killed when it is still busy) and release its pipes."""
         if self._worker is not None:
-            self._worker.kill()
-            self._worker.wait()
-            self._worker = None
+            worker, self._worker = self._worker, None
+            if worker.poll() is None:
+                worker.kill()
+            worker.wait()
+            for stream in (worker.stdin, worker.stdout):
+                if stream is not None:
+                    stream.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
     def __enter__(self) -> Runner:
         return self

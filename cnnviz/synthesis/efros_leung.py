@@ -138,7 +138,7 @@ def efros_leung(
     if order not in ORDERS:
         raise InputError(f"efros_leung: unknown order {order!r}; expected one of: {ORDERS}")
     # the kernels compare in float32: (1 + epsilon) must stay finite there
-    if not (np.isfinite(np.float32(1.0 + epsilon)) and epsilon >= 0):
+    if not (np.isfinite(epsilon) and 0 <= epsilon < float(np.finfo(np.float32).max) - 1):
         raise InputError(f"efros_leung: epsilon must be finite and >= 0, got {epsilon}")
     if backend not in kernels.BACKENDS:
         raise InputError(f"efros_leung: unknown backend {backend!r}; expected {kernels.BACKENDS}")
