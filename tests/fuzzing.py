@@ -370,7 +370,7 @@ def _orientation_exif(orientation: int) -> bytes:
     return exif.tobytes()
 
 
-def _png_with_size(width: int, height: int) -> bytes:
+def png_declaring(width: int, height: int) -> bytes:
     """A PNG whose header declares ``width`` x ``height`` over a tiny body (a bomb)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     body = zlib.compress(b"\x00" * 64)
@@ -412,7 +412,7 @@ def _image_mutant(rng: random.Random, fmt: str) -> tuple[str, bytes]:
         return f"{what}, zeroed from {start}", bytes(raw[:start]) + bytes(len(raw) - start)
     side = rng.choice((10_000, 2**14, 2**15 - 1, 65535, 2**20, 2**31 - 1))
     if fmt == "PNG":
-        return f"PNG declaring {side}x{side}", _png_with_size(side, side)
+        return f"PNG declaring {side}x{side}", png_declaring(side, side)
     if fmt == "BMP":
         raw[18:26] = struct.pack("<ii", min(side, 2**31 - 1), min(side, 2**31 - 1))
     elif fmt == "GIF":
@@ -432,11 +432,11 @@ def _image_mutant(rng: random.Random, fmt: str) -> tuple[str, bytes]:
         if vp8 > 0:
             raw[vp8 + 3 : vp8 + 7] = struct.pack("<HH", 16383, 16383)
     elif fmt == "TIFF":
-        return f"TIFF declaring {side}x{side}", _tiff_with_size(side, side)
+        return f"TIFF declaring {side}x{side}", tiff_declaring(side, side)
     return f"{what} header declaring {side}x{side}", bytes(raw)
 
 
-def _tiff_with_size(width: int, height: int) -> bytes:
+def tiff_declaring(width: int, height: int) -> bytes:
     """A little-endian TIFF whose tags declare ``width`` x ``height`` RGB over 16 bytes."""
     entries = [
         (256, 4, 1, width),  # ImageWidth, LONG
