@@ -18,7 +18,7 @@ from .errors import (
 from .graph import ReceptiveField
 from .labels import load_labels
 from .model import Layer, Model, Prediction
-from .preprocess import PRESETS, Preprocess, load_image
+from .preprocess import PRESETS, LoadedImage, Preprocess, load_image, read_image
 from .targets import (
     Box,
     Channel,
@@ -44,6 +44,7 @@ __all__ = [
     "DeviceError",
     "InputError",
     "Layer",
+    "LoadedImage",
     "Model",
     "ModelLoadError",
     "ModelRunError",
@@ -59,6 +60,7 @@ __all__ = [
     "UnknownLayerError",
     "UnsupportedOpError",
     "load_image",
+    "read_image",
     "load_labels",
     "resolve_target",
     "resolve_targets",
