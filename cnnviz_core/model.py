@@ -448,14 +448,17 @@ class Model:
             ) from exc
 
     def _check_tensor_sizes(self, input_shape: Shape) -> None:
-        """Raise before any session exists when one tensor of the graph, as shape inference
-        sees it for one image, would not fit the memory budget (a hostile model declaring a
-        gigantic input or ``ConstantOfShape``, or one far too big for the budget)."""
+        """Raise before any session exists when one tensor the graph computes (or its input),
+        as shape inference sees it for one image, would not fit the memory budget (a hostile
+        model declaring a gigantic input or ``ConstantOfShape``, or one far too big for the
+        budget). Initializers are not counted: their bytes are in the file, checked against
+        their shapes when it was read."""
         batch_dim = (self._types.get(self.input_name, (0, None))[1] or (None,))[0]
         input_elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(self.input_dtype))
         tensors = {self.input_name: (input_elem, input_shape), **self._types}
+        stored = {init.name for init in self.proto.graph.initializer}  # read already
         for name, (elem, shape) in tensors.items():
-            if not shape or not all(isinstance(d, int) for d in shape[1:]):
+            if name in stored or not shape or not all(isinstance(d, int) for d in shape[1:]):
                 continue
             dims = [1 if d == batch_dim or not isinstance(d, int) else d for d in shape[:1]]
             dims += list(shape[1:])
