@@ -600,7 +600,7 @@ def _bad_values(option: str, kind: str) -> tuple[str, ...]:
         return FLOATS
     if kind == "name":
         return NAMES
-    values = INTS
+    values: tuple[str, ...] = INTS
     if option in WORK_COUNTS:
         values = tuple(v for v in values if not v.lstrip("-").isdigit() or int(v) <= 0)
     return (*values, "nan", "abc")
@@ -767,11 +767,20 @@ def serve() -> None:
     import cnnviz.cli  # noqa: F401
 
     channel = os.fdopen(os.dup(1), "w")
-    os.environ.setdefault("CNNVIZ_FUZZ_WORKER", "1")
     root = Path(tempfile.mkdtemp(prefix="cnnviz-fuzz-"))
     os.chdir(root)
     channel.write("ready\n")
     channel.flush()
+    try:
+        _serve_cases(channel, root)
+    finally:
+        os.chdir(tempfile.gettempdir())
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _serve_cases(channel: IO[str], root: Path) -> None:
+    import shutil
+
     for line in sys.stdin:
         case = json.loads(line)
         scratch = root / "case"
