@@ -44,6 +44,8 @@ def load_onnx(source: str | Path | bytes) -> onnx.ModelProto:
             raise ModelLoadError(f"model file not found: {str(path)!r}")
         if path.is_dir():
             raise ModelLoadError(f"{str(path)!r} is a directory, not an ONNX model file")
+        if not path.is_file():  # a device or a pipe (/dev/zero would never end)
+            raise ModelLoadError(f"{str(path)!r} is not a regular file, not an ONNX model file")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -59,9 +61,11 @@ def load_onnx(source: str | Path | bytes) -> onnx.ModelProto:
         raise ModelLoadError(f"{where!r} is not an ONNX model: it has no graph nodes")
     check_text(model, where)
     check_attribute_types(model, where)
-    external = [t for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+    external = []
     for tensor in all_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            external.append(tensor)
+        else:
             check_tensor_data(tensor, where)
     if external:
         if folder is None:

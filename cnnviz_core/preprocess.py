@@ -279,7 +279,8 @@ def read_image(
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"image file not found: {str(path)!r}")
+        what = "is not a regular file" if path.exists() else "not found"
+        raise InputError(f"image file {what}: {str(path)!r}")
     limit = max_image_pixels(max_pixels)
     try:
         with warnings.catch_warnings():

@@ -135,6 +135,11 @@ def test_external_data_beyond_the_file_is_refused(tmp_path, offset, length, mess
         Model(path)
 
 
+def test_a_device_is_no_model_file():
+    with pytest.raises(ModelLoadError, match="not a regular file"):
+        Model("/dev/zero")
+
+
 def test_bytes_with_external_data_never_touch_the_file_system(
     tmp_path, monkeypatch, no_external_reads
 ):
