@@ -226,9 +226,11 @@ class Model:
         self.session_factory = SessionFactory(device, threads, name=self.name)
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._plans: dict[tuple[tuple[str, ...], bool], _RunPlan] = {}
+        self.preprocess = self._resolve_preprocess(preprocess, input_shape)
+        assert self.preprocess.size is not None
+        _check_windows(self.proto, self.input_name, self.preprocess.size, self.name)
         self.runnable, self.batched = self._batchable_graph(input_shape)
         self.max_batch = self._max_batch(typed) if self.batched else 1
-        self.preprocess = self._resolve_preprocess(preprocess, input_shape)
         self.labels = self._resolve_labels(labels)
 
     # ----------------------------------------------------------------------------- info
@@ -775,6 +777,68 @@ def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
             "with 1 or 3 channels"
         )
     return info.name, _FLOAT_TYPES[elem], shape
+
+
+#: initializers up to this many values travel into the shape check (shape constants)
+_SHAPE_CONSTANT_VALUES = 64
+
+
+def _check_windows(
+    proto: onnx.ModelProto, input_name: str, size: tuple[int, int], name: str
+) -> None:
+    """Raise when a Conv or pooling node would give an empty output for one image of
+    ``size``: a window larger than its input (kernel, dilation, padding). onnxruntime does
+    not refuse such a graph; it dies running it (a division by zero), so this runs before
+    any session. Shapes come from ONNX's inference afresh, never from the file's own
+    ``value_info`` (which a corrupted file gets wrong); the check is skipped when ONNX
+    cannot infer the graph. Large weights travel as typed inputs (no copy of their bytes)."""
+    skeleton = onnx.GraphProto(name=proto.graph.name or "graph")
+    skeleton.node.extend(proto.graph.node)
+    constants = set()
+    for init in proto.graph.initializer:
+        if math.prod(init.dims) <= _SHAPE_CONSTANT_VALUES:
+            skeleton.initializer.append(init)
+        else:
+            skeleton.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims)
+            )
+        constants.add(init.name)
+    for info in proto.graph.input:
+        if info.name == input_name:
+            declared = graph.dims(info.type) or ()
+            elem = info.type.tensor_type.elem_type
+            image = [1, declared[1] if len(declared) > 1 else None, *size]
+            skeleton.input.append(onnx.helper.make_tensor_value_info(info.name, elem, image))
+        elif info.name not in constants:
+            skeleton.input.append(info)
+    for info in proto.graph.output:
+        elem = info.type.tensor_type.elem_type
+        skeleton.output.append(onnx.helper.make_tensor_value_info(info.name, elem, None))
+    light = onnx.helper.make_model(skeleton, opset_imports=proto.opset_import)
+    light.ir_version = proto.ir_version
+    light.functions.extend(proto.functions)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        return  # ONNX cannot infer it afresh: onnxruntime will judge the graph itself
+    shapes = {info.name: graph.dims(info.type) for info in inferred.graph.value_info}
+    for node in proto.graph.node:
+        if node.op_type not in graph.WINDOW_OPS or not node.output:
+            continue
+        inferred_shape = shapes.get(node.output[0])
+        if inferred_shape and any(d == 0 for d in inferred_shape[2:]):
+            attrs = graph.attributes(node)
+            window = ", ".join(
+                f"{key} {attrs[key]}"
+                for key in ("kernel_shape", "strides", "pads", "dilations")
+                if key in attrs
+            )
+            raise ModelLoadError(
+                f"model {name!r}: {node.op_type} node {node.name!r} gives an empty output "
+                f"{list(inferred_shape)} for a {size[0]}x{size[1]} image: its window ({window}) is "
+                "larger than its input (a corrupted attribute, or a preprocessing size too "
+                "small for the model)"
+            )
 
 
 def _element_name(elem: int) -> str:

@@ -210,7 +210,7 @@ def _structured_mutant(rng: random.Random, base: bytes) -> tuple[str, bytes]:
                 f"{node.op_type} attribute {attribute.name!r} type {new_type}",
                 model.SerializeToString(),
             )
-        value = rng.choice((0, -1, -(2**31), 2**31, 2**62, 10**9))
+        value = rng.choice((0, -1, -(2**31), 2**31, 2**62, 10**9, 17, 65))
         if attribute.type == onnx.AttributeProto.INTS and attribute.ints:
             attribute.ints[rng.randrange(len(attribute.ints))] = value
         elif attribute.type == onnx.AttributeProto.INT:

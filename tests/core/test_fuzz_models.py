@@ -202,6 +202,28 @@ def test_gigantic_input_is_refused_and_the_budget_is_configurable():
 # ------------------------------------------------------------------- corrupted contents
 
 
+def test_window_larger_than_its_input_is_refused_before_any_session(monkeypatch):
+    """A dilation flipped to 17 empties MaxPool's output: onnxruntime would die running it
+    (SIGFPE, found by the fuzzer), even though the file's own value_info says 8x8."""
+    monkeypatch.setattr(SessionFactory, "__call__", _no_session)
+    proto = onnx.shape_inference.infer_shapes(tiny_classifier())  # value_info: pool1 8x8
+    pool = next(node for node in proto.graph.node if node.op_type == "MaxPool")
+    pool.attribute.append(helper.make_attribute("dilations", [17, 1]))
+    with pytest.raises(ModelLoadError, match=r"MaxPool node 'pool1' gives an empty output"):
+        Model(proto.SerializeToString())
+
+
+def test_preprocessing_size_too_small_for_a_model_of_any_size(monkeypatch):
+    from cnnviz_core import Preprocess
+
+    monkeypatch.setattr(SessionFactory, "__call__", _no_session)
+    proto = tiny_classifier()
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    with pytest.raises(ModelLoadError, match=r"empty output .* for a 1x1 image"):
+        Model(proto.SerializeToString(), preprocess=Preprocess(size=(1, 1)))
+
+
 def test_metadata_that_is_not_utf8_is_a_clean_error():
     proto = tiny_classifier()
     proto.metadata_props.add(key="cnnviz.card", value="MARKER-MARKER")
