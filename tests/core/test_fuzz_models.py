@@ -216,12 +216,16 @@ def test_window_larger_than_its_input_is_refused_before_any_session(monkeypatch)
 def test_preprocessing_size_too_small_for_a_model_of_any_size(monkeypatch):
     from cnnviz_core import Preprocess
 
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["pool"], "pool", kernel_shape=[3, 3]),
+        helper.make_node("GlobalAveragePool", ["pool"], ["gap"], "gap"),
+        helper.make_node("Flatten", ["gap"], ["out"], "flat"),
+    ]
+    proto = make_graph_model(nodes, {}, ["N", 3, "H", "W"], "out").SerializeToString()
+    assert Model(proto, preprocess=Preprocess(size=(3, 3))).num_classes == 3
     monkeypatch.setattr(SessionFactory, "__call__", _no_session)
-    proto = tiny_classifier()
-    dims = proto.graph.input[0].type.tensor_type.shape.dim
-    dims[2].dim_param, dims[3].dim_param = "H", "W"
-    with pytest.raises(ModelLoadError, match=r"empty output .* for a 1x1 image"):
-        Model(proto.SerializeToString(), preprocess=Preprocess(size=(1, 1)))
+    with pytest.raises(ModelLoadError, match=r"'pool' gives an empty output .* for a 2x2 image"):
+        Model(proto, preprocess=Preprocess(size=(2, 2)))
 
 
 def test_metadata_that_is_not_utf8_is_a_clean_error():
