@@ -32,15 +32,24 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 #: metadata key under which a model card (JSON) travels inside an ONNX file
 CARD_KEY = "cnnviz.card"
 
-#: what onnxruntime raises when it cannot load or place a graph (its own types, none shared)
-_ORT_ERRORS: tuple[type[Exception], ...] = (
-    ort_state.Fail,
-    ort_state.InvalidArgument,
-    ort_state.InvalidGraph,
-    ort_state.InvalidProtobuf,
-    ort_state.NotImplemented,
-    ort_state.RuntimeException,
-    ort_state.EPFail,
+#: what onnxruntime raises when it cannot load, place or run a graph (its own types, none
+#: shared; the later ones are absent from older releases)
+_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(ort_state, name)
+    for name in (
+        "Fail",
+        "InvalidArgument",
+        "InvalidGraph",
+        "InvalidProtobuf",
+        "NotImplemented",
+        "RuntimeException",
+        "EPFail",
+        "EngineError",
+        "NoSuchFile",
+        "NotFound",
+        "NoModel",
+    )
+    if hasattr(ort_state, name)
 )
 
 #: what the batch-rewrite probe may meet: a session that does not load, or a run that fails
