@@ -11,6 +11,7 @@ from .errors import (
     DeviceError,
     InputError,
     ModelLoadError,
+    ModelRunError,
     TargetError,
     UnknownLayerError,
     UnsupportedOpError,
@@ -18,7 +19,7 @@ from .errors import (
 from .graph import ReceptiveField
 from .labels import load_labels
 from .model import Layer, Model, Prediction
-from .preprocess import PRESETS, Preprocess, load_image
+from .preprocess import PRESETS, LoadedImage, Preprocess, load_image, read_image
 from .targets import (
     Channel,
     Class,
@@ -42,8 +43,10 @@ __all__ = [
     "DeviceError",
     "InputError",
     "Layer",
+    "LoadedImage",
     "Model",
     "ModelLoadError",
+    "ModelRunError",
     "Neuron",
     "Prediction",
     "Preprocess",
@@ -58,6 +61,7 @@ __all__ = [
     "list_boxes",
     "load_image",
     "load_labels",
+    "read_image",
     "resolve_target",
     "resolve_targets",
     "score_tensor",

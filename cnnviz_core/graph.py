@@ -1,5 +1,5 @@
-"""ONNX graph utilities: loading with clear errors, shapes, exposing tensors, batching,
-layer names and receptive-field arithmetic.
+"""ONNX graph utilities: shapes, exposing tensors, batching, layer names and receptive-field
+arithmetic (loading files safely lives in :mod:`cnnviz_core.loading`).
 
 Everything here works on ``onnx.ModelProto`` and plain Python values; sessions and
 preprocessing live in :mod:`cnnviz_core.model`.
@@ -12,14 +12,11 @@ import copy
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from onnx.external_data_helper import load_external_data_for_model
 
-from .errors import ModelLoadError
 from .geometry import Window, needs_input_size
 
 #: protobuf cannot serialize a message this large (ONNX shape inference serializes the model)
@@ -64,35 +61,6 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 #: sliding-window ops (kernel, stride, pads, dilation)
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
-
-
-def load_onnx(source: str | Path | bytes) -> onnx.ModelProto:
-    """Load an ONNX model from a path or bytes, raising :class:`ModelLoadError` with the reason."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data, where = bytes(source), "<bytes>"
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ModelLoadError(f"model file not found: {str(path)!r}")
-        if path.is_dir():
-            raise ModelLoadError(f"{str(path)!r} is a directory, not an ONNX model file")
-        data, where = path.read_bytes(), str(path)
-    if not data:
-        raise ModelLoadError(f"{where!r} is empty, not an ONNX model")
-    try:
-        model = onnx.load_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError or RuntimeWarning-like errors
-        raise ModelLoadError(f"{where!r} is not an ONNX model (or it is truncated): {exc}") from exc
-    if not model.graph.node:
-        raise ModelLoadError(f"{where!r} is not an ONNX model: it has no graph nodes")
-    if isinstance(source, (str, Path)) and any(
-        init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer
-    ):  # weights in a side file (e.g. model.onnx.data) next to the model
-        try:
-            load_external_data_for_model(model, str(Path(source).parent))
-        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-            raise ModelLoadError(f"cannot read the external weights of {where!r}: {exc}") from exc
-    return model
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

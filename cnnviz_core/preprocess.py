@@ -11,6 +11,7 @@ e.g. multispectral bands; images are (H, W, n) arrays at the model's size, no re
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -62,7 +63,7 @@ class Preprocess:
             )
         channels = self.channels
         for name in ("mean", "std"):
-            value = tuple(float(v) for v in np.atleast_1d(getattr(self, name)))
+            value = _finite_numbers(name, getattr(self, name))
             if len(value) == 1:
                 value *= channels
             if len(value) != channels:
@@ -70,8 +71,12 @@ class Preprocess:
             object.__setattr__(self, name, value)
         if any(s == 0 for s in self.std):
             raise InputError("std must not contain zeros")
+        scale = _finite_numbers("scale", self.scale)
+        if len(scale) != 1 or scale[0] == 0:
+            raise InputError(f"scale must be one finite number other than 0, got {self.scale!r}")
+        object.__setattr__(self, "scale", scale[0])
         if self.size is not None:
-            object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+            object.__setattr__(self, "size", _image_size(self.size))
 
     @property
     def channels(self) -> int:
@@ -181,6 +186,32 @@ class Preprocess:
         return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
+#: the largest side a preprocessing size may have (pixels)
+MAX_SIDE = 1 << 16
+
+
+def _finite_numbers(name: str, value: Any) -> tuple[float, ...]:
+    """``value`` (one number or several) as a tuple of finite floats, or InputError."""
+    try:
+        numbers = tuple(float(v) for v in np.atleast_1d(np.asarray(value, dtype=object)))
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numbers, got {value!r:.80}") from None
+    if not numbers or not all(np.isfinite(numbers)):
+        raise InputError(f"{name} must be finite numbers, got {value!r:.80}")
+    return numbers
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """``size`` as (H, W) of whole numbers in 1..MAX_SIDE, or InputError."""
+    try:
+        height, width = (int(v) for v in size)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"size must be (H, W), two whole numbers; got {size!r:.80}") from None
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+        raise InputError(f"size must be (H, W) between 1 and {MAX_SIDE} pixels; got {size!r:.80}")
+    return height, width
+
+
 #: Common conventions. ``mean``/``std`` are in each preset's own channel order.
 PRESETS: dict[str, Preprocess] = {
     # torchvision / timm ImageNet models
@@ -223,28 +254,148 @@ def as_image_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
 BACKGROUND = (255, 255, 255)
 
 
+#: environment variable: the most pixels an image file may declare (default: Pillow's
+#: ``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million)
+MAX_PIXELS_ENV = "CNNVIZ_MAX_IMAGE_PIXELS"
+
+#: EXIF orientation (tag 0x0112) -> what :func:`read_image` did to show the photo upright
+ORIENTATIONS = {
+    1: "as stored",
+    2: "mirrored left-right",
+    3: "rotated 180 degrees",
+    4: "mirrored top-bottom",
+    5: "transposed (mirrored along the main diagonal)",
+    6: "rotated 90 degrees clockwise",
+    7: "transversed (mirrored along the other diagonal)",
+    8: "rotated 90 degrees counter-clockwise",
+}
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image file and what loading did to it.
+
+    Attributes:
+        pixels: (H, W, 3) uint8 RGB, upright ((H, W, 4) RGBA when read with alpha).
+        path: the file.
+        stored_size: (width, height) as stored in the file, before any EXIF rotation.
+        orientation: the EXIF orientation applied (1: none; 6: the camera was turned, the
+            picture is rotated 90 degrees clockwise to stand upright...; see ORIENTATIONS).
+    """
+
+    pixels: np.ndarray
+    path: Path
+    stored_size: tuple[int, int]
+    orientation: int = 1
+
+    @property
+    def transform(self) -> str:
+        """What the EXIF orientation did, in words (``as stored`` when nothing)."""
+        return ORIENTATIONS.get(self.orientation, "as stored")
+
+
+def max_image_pixels(max_pixels: int | None = None) -> int:
+    """The pixel limit of an image file: ``max_pixels`` when given, else the environment's
+    ``CNNVIZ_MAX_IMAGE_PIXELS``, else Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``."""
+    if max_pixels is None:
+        text = os.environ.get(MAX_PIXELS_ENV)
+        if text:
+            try:
+                max_pixels = int(text)
+            except ValueError:
+                raise InputError(
+                    f"{MAX_PIXELS_ENV}={text!r} is not a whole number of pixels"
+                ) from None
+        else:
+            max_pixels = int(Image.MAX_IMAGE_PIXELS or 2**62)
+    if max_pixels <= 0:
+        raise InputError(f"the image pixel limit must be positive, got {max_pixels}")
+    return max_pixels
+
+
+def read_image(
+    path: str | Path,
+    background: tuple[int, int, int] = BACKGROUND,
+    *,
+    alpha: bool = False,
+    max_pixels: int | None = None,
+) -> LoadedImage:
+    """Decode an image file upright (its EXIF orientation applied) into (H, W, 3) uint8 RGB,
+    or with ``alpha`` (H, W, 4) RGBA (alpha kept; opaque when the file has none).
+
+    An image that declares more than ``max_pixels`` pixels (see :func:`max_image_pixels`) is
+    refused before it is decoded (a decompression bomb: a few bytes that unpack to
+    gigabytes); so is one beyond Pillow's own hard limit, twice ``PIL.Image.MAX_IMAGE_PIXELS``.
+    Truncated or corrupt files raise :class:`InputError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "not found"
+        raise InputError(f"image file {what}: {str(path)!r}")
+    limit = max_image_pixels(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns past its limit; ours decides (below), so its warning is ignored
+            # when ours is larger and an error otherwise
+            if limit > (Image.MAX_IMAGE_PIXELS or 0):
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            else:
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as pil:
+                width, height = pil.size
+                if width * height > limit:
+                    raise InputError(_too_many_pixels(path, width, height, limit))
+                pil.load()
+                orientation = _orientation(pil)
+                upright = ImageOps.exif_transpose(pil) if orientation != 1 else pil
+                if alpha:
+                    pixels = _with_alpha(upright, background)
+                else:
+                    pixels = _from_pil(upright, background, str(path))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(
+            f"image {str(path)!r} is too large to decode safely ({exc}); Pillow's hard limit "
+            "is twice PIL.Image.MAX_IMAGE_PIXELS"
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot decode image {str(path)!r}: {exc}") from exc
+    return LoadedImage(pixels, path, (width, height), orientation)
+
+
+def _too_many_pixels(path: Path, width: int, height: int, limit: int) -> str:
+    return (
+        f"image {str(path)!r} declares {width}x{height} = {width * height} pixels, over the "
+        f"limit of {limit} (a decompression bomb?); raise it with {MAX_PIXELS_ENV}=N or "
+        "max_pixels=N if the file is genuine"
+    )
+
+
+def _orientation(pil: Image.Image) -> int:
+    """The image's EXIF orientation (1-8; 1 when absent or not a valid value)."""
+    value = pil.getexif().get(0x0112, 1)
+    return value if isinstance(value, int) and value in ORIENTATIONS else 1
+
+
 def load_image(
-    image: ImageLike, background: tuple[int, int, int] = BACKGROUND, *, alpha: bool = False
+    image: ImageLike,
+    background: tuple[int, int, int] = BACKGROUND,
+    *,
+    alpha: bool = False,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode one image (path, PIL image or HWC/HW array) into an (H, W, 3) uint8 RGB array,
     or with ``alpha`` an (H, W, 4) RGBA one (alpha kept; opaque when the image has none).
 
-    16-bit images (PNG ``I;16``, uint16 arrays) are scaled from 0-65535 to 0-255, not
-    clipped; without ``alpha``, an alpha channel with transparent pixels is composited on
+    Files are read by :func:`read_image` (EXIF orientation applied, pixel limit, clear
+    errors for corrupt files). 16-bit images (PNG ``I;16``, uint16 arrays) are scaled from
+    0-65535 to 0-255, not clipped; without ``alpha``, an alpha channel with transparent pixels
+    is composited on
     ``background`` (white) with a warning saying so (an opaque alpha is dropped silently).
     """
+    if isinstance(image, (str, Path)):
+        return read_image(image, background, alpha=alpha, max_pixels=max_pixels).pixels
     if alpha:
         return _with_alpha(image, background)
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise InputError(f"image file not found: {str(path)!r}")
-        try:
-            with Image.open(path) as pil:
-                pil.load()
-                return _from_pil(pil, background, str(path))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"cannot decode image {str(path)!r}: {exc}") from exc
     if isinstance(image, Image.Image):
         return _from_pil(image, background, "image")
     array = np.asarray(image)
@@ -258,8 +409,11 @@ def load_image(
     if array.dtype != np.uint8:
         if array.dtype == np.uint16:
             array = array / 257.0  # 0-65535 -> 0-255
-        elif np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
-            array = array * 255.0  # floats in 0-1
+        elif np.issubdtype(array.dtype, np.floating):
+            # NaN (a corrupt float TIFF) shows as black, infinities as the ends of the range
+            array = np.nan_to_num(array, nan=0.0, posinf=np.inf, neginf=-np.inf)
+            if array.size and array.max() <= 1.0:
+                array = array * 255.0  # floats in 0-1
         array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
     if array.shape[-1] == 4:
         return _composite(array, background, "image array")
@@ -269,16 +423,8 @@ def load_image(
 
 
 def _with_alpha(image: ImageLike, background: tuple[int, int, int]) -> np.ndarray:
-    """(H, W, 4) uint8 RGBA: an image's alpha kept, or an opaque one added."""
-    if isinstance(image, (str, Path)):
-        if not Path(image).is_file():
-            raise InputError(f"image file not found: {str(image)!r}")
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                return _with_alpha(opened.copy(), background)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"cannot decode image {str(image)!r}: {exc}") from exc
+    """(H, W, 4) uint8 RGBA of a decoded image or array: its alpha kept, or an opaque one
+    added (files come through :func:`read_image`)."""
     if isinstance(image, Image.Image):
         if image.mode in ("RGBA", "LA", "PA", "La", "RGBa", "P"):
             return np.asarray(image.convert("RGBA"))

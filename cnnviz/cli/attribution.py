@@ -27,6 +27,7 @@ from .common import (
     output_folder,
     parse_target,
     safe_name,
+    seed,
     target_arguments,
     with_model,
 )
@@ -200,7 +201,7 @@ def add_sanity_command(commands: Any) -> None:
         help="the Conv/Gemm layers to randomize (default: all)",
     )
     p.add_argument("--layer", metavar="NAME", help=f"layer for {_taking('layer')}")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random weights (0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=with_model(cmd_sanity))
 

@@ -31,6 +31,17 @@ FILE_SUFFIXES = (".npz", ".onnx")
 Command = Callable[[argparse.Namespace], None]
 
 
+def seed(text: str) -> int:
+    """``--seed``: a whole number from 0 to 2**64 - 1 (NumPy's and torch's seed range)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"a seed is between 0 and 2**64 - 1, got {value}")
+    return value
+
+
 def model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model a command runs: a file or a shipped name, its preprocessing, labels and
     device."""
@@ -436,13 +447,21 @@ def version_line() -> str:
     )
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: a library's multi-line text (onnxruntime's, a file's
+    metadata) joined with spaces, control characters escaped."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    joined = " ".join(lines)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in joined)
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run the parsed command; returns the exit status (0, 1 for a user's error, 130 for
     Ctrl-C)."""
     try:
         args.run(args)
     except CnnvizError as exc:
-        message = in_flags(str(exc), flags(parser, args.command))
+        message = in_flags(one_line(str(exc)), flags(parser, args.command))
         print(f"cnnviz: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -480,6 +499,7 @@ __all__ = [
     "run",
     "safe_name",
     "save_enlarged",
+    "seed",
     "steps_progress",
     "target_arguments",
     "version_line",

@@ -16,7 +16,7 @@ from cnnviz_core.preprocess import Preprocess, preset
 from ..attribution import REGISTRY, default_layer
 from ..models import load_model
 from ..render.report import build_report
-from .common import model_arguments, open_model, output_folder
+from .common import model_arguments, open_model, output_folder, seed
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
@@ -317,7 +317,7 @@ def add_commands(commands: Any) -> None:
         "and write an HTML report: model card, layer table, predictions.",
     )
     demo.add_argument("--out", type=Path, default=Path("demo"), help="output folder (demo/)")
-    demo.add_argument("--seed", type=int, default=2026, help="seed of the generated images")
+    demo.add_argument("--seed", type=seed, default=2026, help="seed of the generated images")
     demo.set_defaults(run=cmd_demo)
 
     layers = commands.add_parser(
@@ -379,7 +379,7 @@ def add_commands(commands: Any) -> None:
     )
     check.add_argument("--image", metavar="FILE", help="self-test input (default: noise)")
     check.add_argument("--directions", type=int, default=3, help="directions of the self-test (3)")
-    check.add_argument("--seed", type=int, default=0, help="seed of the self-test (0)")
+    check.add_argument("--seed", type=seed, default=0, help="seed of the self-test (0)")
     check.add_argument(
         "--no-gradient-test", action="store_true", help="skip the gradient self-test"
     )
