@@ -314,6 +314,33 @@ def test_conv_transpose_and_reduce_max_under_lrp_epsilon_equal_the_numpy_rules(i
     assert _relative(ours32.grads[model.input_name], reference32.grads[model.input_name]) <= 1e-4
 
 
+@pytest.mark.parametrize(
+    "mode",
+    [
+        LRP("epsilon", 1e-9),
+        LRP("gamma", 1e-9),
+        LRP("alphabeta", 1e-9),
+        LRP("epsilon", 1e-9, input_rule="zbox", low=-4.0, high=4.0),
+    ],
+    ids=["epsilon", "gamma", "alphabeta", "zbox"],
+)
+def test_lrp_conserves_the_score_through_conv_transpose_without_biases(inputs, mode) -> None:
+    """Bias-free, non-negative input and head weights: every rule (z^B too) hands the whole
+    score through ConvTranspose and ReduceMax to the input."""
+    rng = np.random.default_rng(7)
+    weights = {
+        "wt": rng.standard_normal((C_IN, CT_OUT, CT_K, CT_K)).astype(np.float32),
+        "bt": np.zeros(CT_OUT, np.float32),
+        "w2": np.abs(rng.standard_normal((CLASSES, CT_OUT))).astype(np.float32),
+        "b2": np.zeros(CLASSES, np.float32),
+    }
+    model = _up_graph(weights)
+    x = np.abs(inputs[0][:, :, :4, :4])
+    result = gradients(model, x, [1, 2], mode=mode, forward="numpy")
+    sums = result.grads[model.input_name].reshape(2, -1).sum(axis=1)
+    np.testing.assert_allclose(sums, result.scores, rtol=1e-6)
+
+
 def _extreme_graph(weights: dict[str, np.ndarray], minimum: bool) -> Model:
     """x -> Conv(3x3) -> channel minimum -> Flatten -> Gemm; with ``minimum`` False the same
     minimum written as -ReduceMax(-conv)."""
