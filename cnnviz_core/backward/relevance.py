@@ -22,21 +22,24 @@ walker as ``gradient`` / ``guided`` / ``deconvnet`` (no second graph walk).
 Per-op conventions (one table, :data:`OP_KINDS`; every registered op is classified, or
 listed in :data:`UNSUPPORTED` and raises naming the op and node before any work):
 
-- weighted (Conv, Gemm, MatMul with a constant weight operand): LRP: the mode's rule (z^B at
-  the input with ``input_rule="zbox"``); DeepLIFT: the gradient (linear).
+- weighted (Conv, ConvTranspose, Gemm, MatMul with a constant weight operand): LRP: the
+  mode's rule (z^B at the input with ``input_rule="zbox"``; a ConvTranspose is the linear
+  map x -> x W^T like a Conv, its rule the same formula through its own VJP); DeepLIFT: the
+  gradient (linear).
 - linear (Add, Sub, Sum, Neg, Mul / Div by a constant, BatchNormalization, average pools,
   ReduceMean / ReduceSum, Resize): LRP: the z-rule ``R_i = x_i * VJP_i(R / stab(y))`` with the
   mode's epsilon (Captum's ``EpsilonRule`` on pools and BatchNorm; an Add of two branches
   splits R in proportion to them, as zennit's residual canonizer; constants such as a bias
   absorb their share); DeepLIFT: the gradient.
-- maximum (MaxPool, GlobalMaxPool): LRP: the z-rule (winner takes all up to epsilon, as
-  Captum); DeepLIFT: Captum's max-pool rule.
+- maximum (MaxPool, GlobalMaxPool, ReduceMax, ReduceMin): LRP: the z-rule (winner takes all
+  up to epsilon, as Captum; ties share); DeepLIFT: Captum's max-pool rule (ReduceMin mirrored:
+  the input's argmin takes min(y, y0) - y0, the baseline's y - min(y, y0)).
 - activation (ReLU-like, sigmoid-like, GELU...): LRP: R passes unchanged (zennit's ``Pass``,
   Captum's non-linear layers); DeepLIFT: Rescale.
-- routing (reshapes, transposes, concatenation, split, slices, gathers, pads, casts, Dropout,
-  Identity, comparisons; Quantize/DequantizeLinear straight-through): both modes use the
-  op's VJP, which moves each element's relevance or multiplier with it, as autograd passes
-  them through these ops in zennit and Captum.
+- routing (reshapes, transposes, DepthToSpace / SpaceToDepth, concatenation, split, slices,
+  gathers, pads, casts, Dropout, Identity, comparisons; Quantize/DequantizeLinear
+  straight-through): both modes use the op's VJP, which moves each element's relevance or
+  multiplier with it, as autograd passes them through these ops in zennit and Captum.
 
 BatchNormalization is best folded into the preceding Conv first (:mod:`cnnviz_core.canonize`),
 as LRP's canonizers do. Shapes: (N, C, H, W).
@@ -70,6 +73,8 @@ ROUTING = frozenset(
         "Split",
         "Slice",
         "Pad",
+        "DepthToSpace",
+        "SpaceToDepth",
         "Gather",
         "GatherND",
         "Expand",
@@ -87,8 +92,8 @@ ROUTING = frozenset(
         "Or",
     }
 )
-#: ops with weights (input 1 for Conv; the constant operand of Gemm / MatMul)
-WEIGHTED = frozenset({"Conv", "Gemm", "MatMul"})
+#: ops with weights (input 1 for Conv / ConvTranspose; the constant operand of Gemm / MatMul)
+WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: ops affine in the inputs that carry the signal
 LINEAR = frozenset(
     {
@@ -107,8 +112,8 @@ LINEAR = frozenset(
         "Upsample",
     }
 )
-#: max pooling
-MAXIMA = frozenset({"MaxPool", "GlobalMaxPool"})
+#: max pooling and the reductions that pick one element (ReduceMin: the mirror image)
+MAXIMA = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "ReduceMin"})
 #: element-wise activations (one signal input; PRelu's slope and Clip's bounds are constants)
 ACTIVATIONS = frozenset(
     {
@@ -301,7 +306,13 @@ def op_kind(mode: str, node: onnx.NodeProto, needs: Sequence[bool]) -> str:
             "gradients) instead"
         )
     carriers = [k for k, need in enumerate(needs) if need]
-    allowed = {"Gemm": ([0], [1]), "MatMul": ([0], [1]), "Mul": ([0], [1]), "Div": ([0],)}
+    allowed = {
+        "Gemm": ([0], [1]),
+        "MatMul": ([0], [1]),
+        "Mul": ([0], [1]),
+        "Div": ([0],),
+        "ConvTranspose": ([0],),
+    }
     if op in allowed and carriers not in allowed[op]:
         raise UnsupportedOpError(
             f"the {mode} mode needs the image to reach one operand of {_label(node)} (the "
@@ -352,7 +363,7 @@ class LRPPropagation(Propagation):
 
     def _weighted(self, rule: OpRule, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
         data = self._carriers(call)[0]
-        weight = 1 if call.node.op_type == "Conv" else 1 - data
+        weight = 1 if call.node.op_type in ("Conv", "ConvTranspose") else 1 - data
         if self.options.input_rule == "zbox" and call.node.input[data] in self.bounds:
             return self._zbox(rule, call, grads, data, weight)
         if self.options.rule == "epsilon":
@@ -429,7 +440,7 @@ class DeepLiftPropagation(Propagation):
         if kind == "activation":  # Rescale
             moved = g * (y - y0)
         else:  # max: the input's argmax takes max(y, y0) - y0, the baseline's y - max(y, y0)
-            top = np.maximum(y, y0)
+            top = np.minimum(y, y0) if node.op_type == "ReduceMin" else np.maximum(y, y0)
             reference = replace(call, inputs=[x0, *call.inputs[1:]], outputs=[y0])
             first = rule.vjp(call, [g * (top - y0), *grads[1:]])[0]
             second = rule.vjp(reference, [g * (y - top), *grads[1:]])[0]
@@ -478,8 +489,8 @@ def input_bounds(
         node.op_type in WEIGHTED and any(i in bounds for i in node.input) for node, _ in nodes
     ):
         raise InputError(
-            "input_rule='zbox' found no Conv / Gemm / MatMul reading the input (directly or "
-            "through reshapes); use input_rule='same'"
+            "input_rule='zbox' found no Conv / ConvTranspose / Gemm / MatMul reading the input "
+            "(directly or through reshapes); use input_rule='same'"
         )
     return bounds
 

@@ -220,6 +220,174 @@ def test_lrp_with_biases_reports_what_they_absorb(inputs) -> None:
     assert not np.allclose(sums, result.scores, rtol=1e-3)  # biases take their share
 
 
+# --------------------------------------------- ConvTranspose and the extreme reductions
+
+CT_STRIDE, CT_PAD, CT_OUTPAD, CT_K, CT_OUT = 2, 1, 1, 3, 2
+
+
+def _up_graph(weights: dict[str, np.ndarray]) -> Model:
+    """x -> ConvTranspose(3x3, stride 2, pad 1, output_padding 1) -> Relu ->
+    ReduceMax(H, W) -> Gemm(transB): a decoder's upsampling, then a spatial max."""
+    nodes = [
+        helper.make_node(
+            "ConvTranspose",
+            ["x", "wt", "bt"],
+            ["up"],
+            "up",
+            strides=[CT_STRIDE] * 2,
+            pads=[CT_PAD] * 4,
+            output_padding=[CT_OUTPAD] * 2,
+        ),
+        helper.make_node("Relu", ["up"], ["relu"], "relu"),
+        helper.make_node("ReduceMax", ["relu", "hw"], ["peak"], "peak", keepdims=0),
+        helper.make_node("Gemm", ["peak", "w2", "b2"], ["logits"], "fc", transB=1),
+    ]
+    consts = {**weights, "hw": np.array([2, 3], np.int64)}
+    proto = make_graph_model(nodes, consts, ["N", C_IN, 4, 4], "logits")
+    return Model(proto.SerializeToString())
+
+
+def _up_frame(h: int) -> tuple[int, int]:
+    """(the uncropped extent of the ConvTranspose, its output extent) for input extent h."""
+    full = (h - 1) * CT_STRIDE + CT_K + CT_OUTPAD
+    return full, (h - 1) * CT_STRIDE - 2 * CT_PAD + CT_K + CT_OUTPAD
+
+
+def _up(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ConvTranspose in float64: each input pixel adds x W at its strided place, cropped."""
+    n, _, h, wd = x.shape
+    full, out = _up_frame(h)
+    frame = np.zeros((n, w.shape[1], full, full))
+    for i in range(CT_K):
+        for j in range(CT_K):
+            rows = slice(i, i + (h - 1) * CT_STRIDE + 1, CT_STRIDE)
+            cols = slice(j, j + (wd - 1) * CT_STRIDE + 1, CT_STRIDE)
+            frame[:, :, rows, cols] += np.einsum("nchw,co->nohw", x, w[:, :, i, j])
+    return frame[:, :, CT_PAD : CT_PAD + out, CT_PAD : CT_PAD + out] + b[None, :, None, None]
+
+
+def _up_adjoint(s: np.ndarray, w: np.ndarray, h: int) -> np.ndarray:
+    """sum over the outputs each input pixel reaches of W times ``s`` (outside: zero)."""
+    full, out = _up_frame(h)
+    frame = np.zeros((*s.shape[:2], full, full))
+    frame[:, :, CT_PAD : CT_PAD + out, CT_PAD : CT_PAD + out] = s
+    total = np.zeros((len(s), w.shape[0], h, h))
+    for i in range(CT_K):
+        for j in range(CT_K):
+            picked = frame[:, :, i : i + (h - 1) * CT_STRIDE + 1 : CT_STRIDE]
+            picked = picked[:, :, :, j : j + (h - 1) * CT_STRIDE + 1 : CT_STRIDE]
+            total += np.einsum("nohw,co->nchw", picked, w[:, :, i, j])
+    return total
+
+
+def test_conv_transpose_and_reduce_max_under_lrp_epsilon_equal_the_numpy_rules(inputs) -> None:
+    """ConvTranspose is a weighted layer (R = x W^T-side sum of R / stab(z)); ReduceMax
+    gives the relevance of each maximum to its winner."""
+    rng = np.random.default_rng(5)
+    weights = {
+        "wt": rng.standard_normal((C_IN, CT_OUT, CT_K, CT_K)).astype(np.float32) * 0.5,
+        "bt": rng.standard_normal(CT_OUT).astype(np.float32) * 0.2,
+        "w2": rng.standard_normal((CLASSES, CT_OUT)).astype(np.float32),
+        "b2": rng.standard_normal(CLASSES).astype(np.float32) * 0.2,
+    }
+    model = _up_graph(weights)
+    x = inputs[0][:, :, :4, :4]
+    eps, targets = 1e-3, [3, 1]
+    ours = gradients(model, x, targets, mode=LRP("epsilon", eps), forward="numpy")
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    up = _up(x, w["wt"], w["bt"])
+    relu = np.maximum(up, 0)
+    flat = relu.reshape(*relu.shape[:2], -1)
+    peak = flat.max(axis=2)
+    logits = peak @ w["w2"].T + w["b2"]
+    r_out = np.zeros_like(logits)
+    r_out[[0, 1], targets] = logits[[0, 1], targets]
+    r_peak = peak * ((r_out / stabilize(logits, eps)) @ w["w2"])
+    winner = np.zeros_like(flat)
+    np.put_along_axis(winner, flat.argmax(axis=2)[..., None], 1.0, axis=2)
+    r_relu = (winner * (r_peak / stabilize(peak, eps))[..., None] * flat).reshape(relu.shape)
+    reference = x * _up_adjoint(r_relu / stabilize(up, eps), w["wt"], x.shape[2])
+    assert _relative(ours.grads[model.input_name], reference) <= 1e-12
+    # float32 through onnxruntime: the same within float32 rounding
+    ours32 = gradients(model, x.astype(np.float32), targets, mode="lrp-epsilon")
+    reference32 = gradients(model, x, targets, mode=LRP("epsilon", 1e-6), forward="numpy")
+    assert _relative(ours32.grads[model.input_name], reference32.grads[model.input_name]) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        LRP("epsilon", 1e-9),
+        LRP("gamma", 1e-9),
+        LRP("alphabeta", 1e-9),
+        LRP("epsilon", 1e-9, input_rule="zbox", low=-4.0, high=4.0),
+    ],
+    ids=["epsilon", "gamma", "alphabeta", "zbox"],
+)
+def test_lrp_conserves_the_score_through_conv_transpose_without_biases(inputs, mode) -> None:
+    """Bias-free, non-negative input and head weights: every rule (z^B too) hands the whole
+    score through ConvTranspose and ReduceMax to the input."""
+    rng = np.random.default_rng(7)
+    weights = {
+        "wt": rng.standard_normal((C_IN, CT_OUT, CT_K, CT_K)).astype(np.float32),
+        "bt": np.zeros(CT_OUT, np.float32),
+        "w2": np.abs(rng.standard_normal((CLASSES, CT_OUT))).astype(np.float32),
+        "b2": np.zeros(CLASSES, np.float32),
+    }
+    model = _up_graph(weights)
+    x = np.abs(inputs[0][:, :, :4, :4])
+    result = gradients(model, x, [1, 2], mode=mode, forward="numpy")
+    sums = result.grads[model.input_name].reshape(2, -1).sum(axis=1)
+    np.testing.assert_allclose(sums, result.scores, rtol=1e-6)
+
+
+def _extreme_graph(weights: dict[str, np.ndarray], minimum: bool) -> Model:
+    """x -> Conv(3x3) -> channel minimum -> Flatten -> Gemm; with ``minimum`` False the same
+    minimum written as -ReduceMax(-conv)."""
+    reduce = [
+        helper.make_node("ReduceMin", ["conv", "c"], ["low"], "low")
+        if minimum
+        else helper.make_node("ReduceMax", ["negated", "c"], ["high"], "high"),
+    ]
+    if not minimum:
+        reduce = [
+            helper.make_node("Neg", ["conv"], ["negated"], "negate"),
+            *reduce,
+            helper.make_node("Neg", ["high"], ["low"], "negate_back"),
+        ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["conv"], "conv", pads=[1] * 4),
+        *reduce,
+        helper.make_node("Flatten", ["low"], ["flat"], "flat"),
+        helper.make_node("Gemm", ["flat", "w2", "b2"], ["logits"], "fc", transB=1),
+    ]
+    consts = {**weights, "c": np.array([1], np.int64)}
+    proto = make_graph_model(nodes, consts, ["N", C_IN, SIDE, SIDE], "logits")
+    return Model(proto.SerializeToString())
+
+
+def test_deeplift_through_reduce_min_mirrors_reduce_max_and_sums_to_the_delta(inputs) -> None:
+    """min(a) = -max(-a): DeepLIFT's rule at ReduceMin is the max-pool rule mirrored (the
+    input's argmin takes min(y, y0) - y0), so both graphs give the same contributions."""
+    x, x0 = inputs
+    rng = np.random.default_rng(6)
+    weights = {
+        "w1": rng.standard_normal((C_MID, C_IN, 3, 3)).astype(np.float32) * 0.6,
+        "b1": rng.standard_normal(C_MID).astype(np.float32) * 0.2,
+        "w2": rng.standard_normal((CLASSES, SIDE * SIDE)).astype(np.float32) * 0.5,
+        "b2": rng.standard_normal(CLASSES).astype(np.float32) * 0.2,
+    }
+    targets = [0, 2]
+    results = []
+    for minimum in (True, False):
+        model = _extreme_graph(weights, minimum)
+        result = gradients(model, x, targets, mode=DeepLift(x0), forward="numpy")
+        results.append(result.grads[model.input_name])
+        delta = result.scores - gradients(model, x0, targets, forward="numpy").scores
+        np.testing.assert_allclose(results[-1].reshape(2, -1).sum(axis=1), delta, rtol=1e-10)
+    assert _relative(results[0], results[1]) <= 1e-12
+
+
 # ------------------------------------------------------------------------- errors and modes
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -19,6 +20,9 @@ from ...model import Model
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .nn import Conv
 from .shape import _Reduce
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 
 class _ReduceExtreme(_Reduce):
@@ -49,6 +53,23 @@ class _ReduceExtreme(_Reduce):
         hits = x == self.extreme(x, axis=axes, keepdims=True)
         share = hits / hits.sum(axis=axes, keepdims=True)
         return [(share * dy).astype(dy.dtype, copy=False), None][: len(call.inputs)]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """The extreme recomputed (keepdims), the hits where x equals it, dy shared among
+        them: Equal, Cast, ReduceSum and a division (no scatter)."""
+        dy = grads[0]
+        assert dy is not None
+        axes = self.axes(call)
+        if not axes:
+            return [dy, None][: len(call.inputs)]
+        if not call.attrs.get("keepdims", 1):
+            dy = g.op("Unsqueeze", dy, g.ints(axes))
+        x = call.node.input[0]
+        extreme = g.reduce("ReduceMin" if self.minimum else "ReduceMax", x, axes)
+        dtype = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(call.inputs[0]).dtype)
+        hits = g.op("Cast", g.op("Equal", x, extreme), to=dtype)
+        share = g.op("Div", dy, g.reduce_sum(hits, axes))
+        return [g.mul(hits, share), None][: len(call.inputs)]
 
 
 @register_rule("ReduceMax")
@@ -95,6 +116,16 @@ class _Rearrange(OpRule):
             np.ascontiguousarray(dy.reshape(moved).transpose(np.argsort(perm))).reshape(x.shape)
         ]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """The VJP's reshape -> transpose -> reshape as nodes (the batch axis kept free)."""
+        dy = grads[0]
+        assert dy is not None
+        first, perm, _ = self.plan(call, np.shape(call.inputs[0]))
+        moved = [0, *(first[p] for p in perm[1:])]  # perm keeps axis 0: the batch (0: copied)
+        split = g.op("Reshape", dy, g.ints(moved))
+        back = g.op("Transpose", split, perm=[int(p) for p in np.argsort(perm)])
+        return [g.reshape_like(back, call.node.input[0])]
+
 
 @register_rule("DepthToSpace")
 class DepthToSpace(_Rearrange):
@@ -108,6 +139,14 @@ class DepthToSpace(_Rearrange):
             return (n, c // (b * b), b, b, h, w), (0, 1, 4, 2, 5, 3), out
         return (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2), out
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """DCR: SpaceToDepth (its exact inverse, a permutation); CRD: the generic nodes."""
+        dy = grads[0]
+        assert dy is not None
+        if call.attrs.get("mode", "DCR") == "CRD":
+            return super().emit(call, grads, g)
+        return [g.op("SpaceToDepth", dy, blocksize=int(call.attrs["blocksize"]))]
+
 
 @register_rule("SpaceToDepth")
 class SpaceToDepth(_Rearrange):
@@ -118,6 +157,12 @@ class SpaceToDepth(_Rearrange):
         b = int(call.attrs["blocksize"])
         first = (n, c, h // b, b, w // b, b)
         return first, (0, 3, 5, 1, 2, 4), (n, c * b * b, h // b, w // b)
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """DepthToSpace in DCR mode: the exact inverse (a permutation)."""
+        dy = grads[0]
+        assert dy is not None
+        return [g.op("DepthToSpace", dy, blocksize=int(call.attrs["blocksize"]), mode="DCR")]
 
 
 @register_rule("ConvTranspose")
@@ -169,4 +214,15 @@ class ConvTranspose(OpRule):
                 attrs=self.conv_attrs(call, w.shape[2:]),
             )
             out[0] = Conv().forward(conv)[0].astype(dy.dtype, copy=False)
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """dx = Conv(dy, W) with the node's strides, pads, dilations and groups (W read as
+        the weights of the convolution the node is the adjoint of)."""
+        dy = grads[0]
+        assert dy is not None
+        out: list[str | None] = [None] * len(call.inputs)
+        if call.needs[0]:
+            kernel = np.shape(call.inputs[1])[2:]
+            out[0] = g.op("Conv", dy, call.node.input[1], **self.conv_attrs(call, kernel))
         return out
