@@ -21,7 +21,7 @@ from cnnviz_core.backward.compile import GraphBuilder, Name
 from cnnviz_core.targets import ResolvedTarget
 
 from .cam import default_layer, find_cam_head
-from .integrated_gradients import BASELINES
+from .integrated_gradients import BASELINES, path_points
 from .saliency import VARIANTS
 
 
@@ -165,15 +165,7 @@ def compile_integrated_gradients(
     g, model = e.builder, e.model
     if steps < 1:
         raise InputError(f"integrated gradients needs steps >= 1; got {steps}")
-    if rule == "middle":
-        alphas = (np.arange(steps, dtype=np.float64) + 0.5) / steps
-        weights = np.full(steps, 1.0 / steps)
-    elif rule == "trapezoid":
-        alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float64)
-        weights = np.full(steps + 1, 1.0 / steps)
-        weights[[0, -1]] *= 0.5
-    else:
-        raise InputError(f"unknown rule {rule!r}; choose 'middle' or 'trapezoid'")
+    alphas, weights = path_points(steps, rule)
     if baseline == "zeros":
         base = np.zeros((1, 1, *model.input_shape), np.float32)
     elif baseline == "black":

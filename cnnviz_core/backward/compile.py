@@ -330,7 +330,7 @@ def emit_backward(
 
     for tensor, seed in seeds.items():
         accumulate(tensor, seed)
-    carries = _carriers(plan)
+    carries = plan.carriers()
     for node, rule in reversed(plan.nodes):
         out_grads = [grads.get(o) for o in node.output]
         if all(g is None for g in out_grads):
@@ -364,15 +364,6 @@ def emit_backward(
             grads[tensor] if tensor in grads else emitter.zeros_like(graph_name(tensor))
         )
     return result
-
-
-def _carriers(plan: BackwardPlan) -> set[str]:
-    """Tensors through which the source influences the seeds."""
-    reached = {plan.source}
-    for node, _ in plan.nodes:
-        if any(i in reached for i in node.input):
-            reached.update(o for o in node.output if o)
-    return reached
 
 
 # ------------------------------------------------------------------------------ the graph

@@ -59,6 +59,14 @@ class BackwardPlan:
         """Where the model runs (the factory's device): rules hand it to the kernels."""
         return self.sessions.device
 
+    def carriers(self) -> set[str]:
+        """Tensors through which the source influences the seeds (gradients worth computing)."""
+        reached = {self.source}
+        for node, _ in self.nodes:
+            if any(i in reached for i in node.input):
+                reached.update(o for o in node.output if o)
+        return reached
+
     @property
     def tensors(self) -> list[str]:
         """Every tensor the planned rules touch (by value or by shape)."""
@@ -207,7 +215,7 @@ def backward(
     In a relevance mode (:mod:`.relevance`: ``deeplift``, ``lrp-*`` or their option objects)
     ``values`` must hold every tensor of the plan, ``references`` (DeepLIFT) the same
     tensors on the baseline, and the results are relevances / contributions."""
-    carries = _carriers(plan)
+    carries = plan.carriers()
     options = relevance_options(mode)
     walk: Propagation | None = None
     if options is not None:
@@ -380,15 +388,6 @@ def _input_grads(
             f"{len(node.input)} inputs; a rule's vjp returns one array or None per input"
         )
     return in_grads
-
-
-def _carriers(plan: BackwardPlan) -> set[str]:
-    """Tensors through which the source influences the seeds (gradients worth computing)."""
-    reached = {plan.source}
-    for node, _ in plan.nodes:
-        if any(i in reached for i in node.input):
-            reached.update(o for o in node.output if o)
-    return reached
 
 
 def _accumulate(grads: dict[str, np.ndarray], name: str, grad: np.ndarray) -> None:
