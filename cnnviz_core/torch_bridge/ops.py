@@ -719,27 +719,9 @@ def _reduce_axes(call: OpCall, args: Args, from_input: bool, ndim: int) -> tuple
     return axes
 
 
-def _reduce(mean: bool, from_input: bool) -> OpFn:
-    def apply(call: OpCall, args: Args) -> list[Tensor]:
-        x = args[0]
-        axes = _reduce_axes(call, args, from_input, x.ndim)
-        if not axes:
-            return [x]
-        keep = bool(call.attrs.get("keepdims", 1))
-        return [(torch.mean if mean else torch.sum)(x, dim=axes, keepdim=keep)]
-
-    return apply
-
-
-register_op("ReduceMean")(_reduce(mean=True, from_input=False))
-register_op("ReduceMean", since=18)(_reduce(mean=True, from_input=True))
-register_op("ReduceSum")(_reduce(mean=False, from_input=False))
-register_op("ReduceSum", since=13)(_reduce(mean=False, from_input=True))
-
-
-def _reduce_extreme(maximum: bool, from_input: bool) -> OpFn:
-    """ReduceMax / ReduceMin as ``torch.amax`` / ``amin`` (ties share the gradient, as the
-    backward rule does)."""
+def _reduce(reduction: Callable[..., Tensor], from_input: bool) -> OpFn:
+    """A Reduce* op as ``reduction(x, dim=axes, keepdim=...)`` (torch.mean, sum, amax, amin:
+    amax / amin share the gradient between ties, as the backward rule does)."""
 
     def apply(call: OpCall, args: Args) -> list[Tensor]:
         x = args[0]
@@ -747,15 +729,21 @@ def _reduce_extreme(maximum: bool, from_input: bool) -> OpFn:
         if not axes:
             return [x]
         keep = bool(call.attrs.get("keepdims", 1))
-        return [(torch.amax if maximum else torch.amin)(x, dim=axes, keepdim=keep)]
+        return [reduction(x, dim=axes, keepdim=keep)]
 
     return apply
 
 
-register_op("ReduceMax")(_reduce_extreme(maximum=True, from_input=False))
-register_op("ReduceMax", since=18)(_reduce_extreme(maximum=True, from_input=True))
-register_op("ReduceMin")(_reduce_extreme(maximum=False, from_input=False))
-register_op("ReduceMin", since=18)(_reduce_extreme(maximum=False, from_input=True))
+register_op("ReduceMean")(_reduce(torch.mean, from_input=False))
+register_op("ReduceMean", since=18)(_reduce(torch.mean, from_input=True))
+register_op("ReduceSum")(_reduce(torch.sum, from_input=False))
+register_op("ReduceSum", since=13)(_reduce(torch.sum, from_input=True))
+
+
+register_op("ReduceMax")(_reduce(torch.amax, from_input=False))
+register_op("ReduceMax", since=18)(_reduce(torch.amax, from_input=True))
+register_op("ReduceMin")(_reduce(torch.amin, from_input=False))
+register_op("ReduceMin", since=18)(_reduce(torch.amin, from_input=True))
 
 
 @register_op("DepthToSpace")
