@@ -109,15 +109,7 @@ def canonized(model: Model) -> Model:
     proto, folded = fold_batchnorm(model.proto)
     result = None
     if folded:
-        result = Model(
-            proto.SerializeToString(),
-            preprocess=model.preprocess,
-            labels=model.labels,
-            device=model.device,
-            memory_budget=model.memory_budget,
-            threads=model.threads,
-            name=model.name,
-        )
+        result = model.with_graph(proto)
     _canonized[model] = result
     return result or model
 

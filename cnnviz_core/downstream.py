@@ -1,10 +1,13 @@
 """The rest of a graph after one tensor, run on changed values of that tensor.
 
 :class:`Downstream` cuts a model at an intermediate tensor (graph surgery): the nodes that
-depend on it become a sub-model whose inputs are that tensor and the other tensors those
-nodes read (skip connections from before the cut, shape computations), fed with one
-original image's values. Ablation-CAM runs it on copies of a layer's activations with one
-channel zeroed each, without re-running the layers before the cut.
+depend on it become a sub-model whose inputs are that tensor and the image-path tensors
+from before the cut that those nodes read (skip connections), fed with one original image's
+values repeated per row. What has no batch axis is computed inside the sub-model instead:
+shape computations (a ``Shape`` of a tensor after the cut must see the run's batch, not the
+original image's) and weights computed from constants. Ablation-CAM runs it on copies of a
+layer's activations with one channel zeroed each, without re-running the layers before the
+cut.
 
 Shape convention: the batch is the first axis of every tensor.
 """
@@ -40,7 +43,8 @@ class Downstream:
         outputs: the asked tensors that depend on ``start`` (the others are unaffected by
             any change of it: :meth:`base` gives their value).
         asked: every asked tensor (graph names).
-        side: the other tensors the sub-model reads, taken from the original image.
+        side: the image-path tensors from before the cut the sub-model reads (skip
+            connections; batch first), taken from the original image.
         max_batch: rows per sub-model run under the model's memory budget.
     """
 
@@ -53,10 +57,10 @@ class Downstream:
         made = {o for node in downstream for o in node.output if o}
         self.outputs = [o for o in asked if o in made or o == self.start]
         self.asked = asked
-        producer = {o: node for node in downstream for o in node.output if o}
-        constant_nodes = {
-            o: node for node in proto.graph.node if node.op_type == "Constant" for o in node.output
-        }
+        # image-path tensors (batch first): the only ones fed from the original image
+        batched = {o for node in graph.data_nodes(proto, model.input_name) for o in node.output}
+        batched.add(model.input_name)
+        producer = {o: node for node in proto.graph.node for o in node.output if o}
         initializers = {i.name: i for i in proto.graph.initializer}
         needed: dict[int, onnx.NodeProto] = {}
         side: list[str] = []
@@ -65,21 +69,20 @@ class Downstream:
         seen: set[str] = set()
         while stack:
             name = stack.pop()
-            if name in seen or not name or name == self.start:
+            if name in seen or not name or name == self.start or name in initializers:
                 continue
             seen.add(name)
-            if name in producer:
+            if name in made or (name in producer and name not in batched):
+                # after the cut, or without a batch axis (shape plumbing, computed weights)
                 node = producer[name]
                 if id(node) not in needed:
                     needed[id(node)] = node
-                    stack.extend(node.input)
-            elif name in constant_nodes:
-                needed[id(constant_nodes[name])] = constant_nodes[name]
-            elif name not in initializers:
+                    stack.extend(graph.node_reads(node))
+            else:  # an image-path tensor from before the cut, or another graph input
                 side.append(name)
         self.side = sorted(side)
         nodes = [node for node in proto.graph.node if id(node) in needed]
-        used = {n for node in nodes for n in node.input}
+        used = {n for node in nodes for n in graph.node_reads(node)}
         types = model._types
         inputs = [
             helper.make_tensor_value_info(
@@ -129,7 +132,10 @@ class Downstream:
             got = self._base_session.run(fetch, {self.model.input_name: batch[rows]})
             for name, value in zip(fetch, got):
                 values.setdefault(name, []).append(value)
-        result = {name: np.concatenate(parts) for name, parts in values.items()}
+        result = {
+            name: np.concatenate(parts) if self.model.depends_on_input(name) else parts[0]
+            for name, parts in values.items()
+        }
         result[self.model.input_name] = batch
         return result
 
@@ -165,6 +171,8 @@ class Downstream:
 
     def _row_bytes(self, name: str) -> int:
         elem, shape = self.model._types.get(name, (onnx.TensorProto.FLOAT, None))
+        if not self.model.depends_on_input(name):
+            return 0  # the same for every row (a computed weight or shape)
         if not shape or not all(isinstance(d, int) for d in shape[1:]):
             return 0
         itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(elem)).itemsize

@@ -365,6 +365,20 @@ class Model:
                 reached.update(o for o in node.output if o)
         return frozenset(reached)
 
+    def with_graph(self, proto: onnx.ModelProto, name: str | None = None) -> Model:
+        """A model of another graph (a modified copy of this one's proto) with this model's
+        preprocessing, labels, device, memory budget and threads, built in memory (no file);
+        named ``name``, or as this model."""
+        return Model(
+            proto.SerializeToString(),
+            preprocess=self.preprocess,
+            labels=self.labels,
+            device=self.device,
+            memory_budget=self.memory_budget,
+            threads=self.threads,
+            name=name or self.name,
+        )
+
     def label(self, index: int) -> str:
         return self.labels[index] if self.labels else f"class {index}"
 

@@ -5,9 +5,9 @@ weights it explains are destroyed explains nothing.
 The weights (and biases) of the model's Conv and Gemm layers are re-drawn layer by layer,
 from the top (``cascading``: each step randomizes one more layer, the layers above stay
 random) or one layer at a time (independent: the others keep their trained weights); each
-modified ONNX proto is rebuilt as a :class:`~cnnviz_core.Model` in memory (same
-preprocessing and labels), the method recomputes its maps for the SAME targets as the
-original's, and each randomized map is compared with the original by
+modified ONNX proto is rebuilt in memory by :meth:`~cnnviz_core.Model.with_graph` (same
+preprocessing, labels, device and budgets), the method recomputes its maps for the SAME
+targets as the original's, and each randomized map is compared with the original by
 
 - the Spearman rank correlation of the absolute maps (the paper's "rank correlation (ABS)"),
 - SSIM (Wang et al. 2004, 7x7 uniform window, the constants of scikit-image and Quantus)
@@ -160,20 +160,6 @@ def randomized_proto(proto: onnx.ModelProto, layers: Sequence[str], seed: int) -
     return copy
 
 
-def rebuilt(model: Model, proto: onnx.ModelProto) -> Model:
-    """``proto`` as a model with ``model``'s preprocessing, labels, device and budgets
-    (in memory: no file)."""
-    return Model(
-        proto.SerializeToString(),
-        preprocess=model.preprocess,
-        labels=model.labels,
-        device=model.device,
-        memory_budget=model.memory_budget,
-        threads=model.threads,
-        name=f"{model.name} (randomized)",
-    )
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two arrays (average ranks for ties); 0 when one of
     them is constant (no ranking to agree with)."""
@@ -298,7 +284,8 @@ def model_randomization(
     for step, name in enumerate(top_first):
         changed = top_first[: step + 1] if cascading else [name]
         proto = randomized_proto(model.proto, changed, seed)
-        result = explain(rebuilt(model, proto), batch, method, original.targets, **given)
+        randomized_model = model.with_graph(proto, f"{model.name} (randomized)")
+        result = explain(randomized_model, batch, method, original.targets, **given)
         rho, sim = _compare(original.heatmap, result.heatmap)
         randomized.append(result)
         rhos.append(rho)
@@ -325,7 +312,6 @@ __all__ = [
     "model_randomization",
     "randomizable_layers",
     "randomized_proto",
-    "rebuilt",
     "spearman",
     "ssim",
 ]

@@ -397,13 +397,7 @@ def _convert(model: Model, opset: int) -> Model:
             f"need opset {opset} or later and onnx.version_converter could not convert it "
             f"({error}); re-export the model at opset {opset}"
         ) from error
-    return Model(
-        converted.SerializeToString(),
-        preprocess=model.preprocess,
-        labels=model.labels,
-        device=model.device,
-        name=model.name,
-    )
+    return model.with_graph(converted)
 
 
 class GraphBuilder(Emitter):

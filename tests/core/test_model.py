@@ -165,6 +165,24 @@ def test_class_index_by_name_and_range():
         model.class_index("cta")
 
 
+def test_with_graph_keeps_the_settings_and_runs_the_new_graph():
+    preprocess = Preprocess(scale=1 / 255, size=(16, 16))
+    model = Model(
+        tiny_classifier().SerializeToString(), preprocess=preprocess, labels=list("abcd"),
+        memory_budget=20_000, threads=1, name="tiny",
+    )  # fmt: skip
+    proto = tiny_classifier(seed=1)  # other weights
+    other = model.with_graph(proto)
+    assert (other.preprocess, other.labels, other.device) == (preprocess, list("abcd"), "cpu")
+    assert (other.memory_budget, other.threads, other.name) == (20_000, 1, "tiny")
+    assert model.with_graph(proto, "tiny (randomized)").name == "tiny (randomized)"
+    batch = RNG.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(
+        other.scores(batch), reference_run(proto, batch, ["logits"])[0], rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(other.scores(batch), model.scores(batch))
+
+
 def test_unknown_layer_suggests_close_names():
     model = Model(tiny_classifier().SerializeToString())
     with pytest.raises(UnknownLayerError, match=r"did you mean .*'conv1'"):
