@@ -3,9 +3,8 @@ folded, Identity and dead nodes dropped), as users often ship them: a small torc
 exported by the legacy exporter without constant folding (BatchNormalization and Identity
 nodes kept for onnxslim to fuse and drop), and PaddleOCR's classifier from ``../shared``
 (weights as ``Constant`` nodes, symbolic height and width). The simplified model must
-explain like the original: same
-forward, same input gradient (and, for the torch net, torch autograd), a default Grad-CAM
-layer, occlusion ``auto`` = ``naive``."""
+explain like the original: same forward, same input gradient (and, for the torch net, torch
+autograd), a default Grad-CAM layer, occlusion ``auto`` = ``naive``."""
 
 from __future__ import annotations
 
