@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 
 from cnnviz.attribution import gradcam, occlusion
@@ -19,7 +20,6 @@ from cnnviz_core import Model, Preprocess
 from cnnviz_core.backward import gradients
 
 onnxslim = pytest.importorskip("onnxslim")
-onnx = pytest.importorskip("onnx")
 
 
 def slimmed(original: onnx.ModelProto) -> onnx.ModelProto:
@@ -49,8 +49,10 @@ def assert_explains_alike(
     relative64 = np.linalg.norm(difference) / np.linalg.norm(grad64[original.input_name])
     assert relative64 < 1e-6, relative64
 
-    layer = default_layer(simple)  # found without naming a layer
-    assert simple.layer_shape(layer)[1:] == original.layer_shape(default_layer(original))[1:]
+    simple_shape = simple.layer_shape(default_layer(simple))  # found without naming one
+    original_shape = original.layer_shape(default_layer(original))
+    assert simple_shape is not None and original_shape is not None
+    assert simple_shape[1:] == original_shape[1:]
     cam = gradcam(simple, batch)
     assert cam.maps.shape == (len(batch), *batch.shape[2:]) and np.isfinite(cam.maps).all()
     assert np.ptp(cam.maps) > 0
