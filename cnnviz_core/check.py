@@ -36,6 +36,7 @@ from .incremental import plan as incremental_plan
 from .labels import parse_names
 from .model import CARD_KEY
 from .preprocess import ImageLike
+from .targets import tensor_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Model
@@ -195,6 +196,8 @@ class CheckReport:
             full computation and why (None: it runs on crops to the end).
         gradient_test: the self-test (None when not run).
         problems: one line per thing that cannot work (a missing rule, a failed self-test).
+        output_shape: per-image shape of the first output ((4,) for 4 classes; (3549, 6)
+            for a detector's raw boxes).
     """
 
     model: str
@@ -213,6 +216,24 @@ class CheckReport:
     incremental: str | None
     gradient_test: GradientTest | None
     problems: tuple[str, ...] = field(default=())
+    output_shape: tuple[int, ...] = ()
+
+    @property
+    def classifies(self) -> bool:
+        """The first output is one score per class (a vector per image), not a map or a
+        detector's (cells, values) rows."""
+        return len(self.output_shape) <= 1
+
+    @property
+    def scores(self) -> str:
+        """What the first output holds, in words: ``4 classes``, or its per-image shape and
+        what to explain when it is not a class vector."""
+        if self.classifies:
+            return f"{self.num_classes} classes"
+        shape = "x".join(map(str, self.output_shape))
+        return (
+            f"output {shape} per image, not a class vector: explain a Neuron, Channel or Box of it"
+        )
 
     @property
     def ok(self) -> bool:
@@ -277,7 +298,8 @@ def check(
             test = gradient_self_test(model, image=image, directions=directions, seed=seed)
             if test.status == FAIL:
                 problems.append(f"gradient self-test failed: {test.reason}")
-    labels_source, unused = _labels_source(model)
+    output_shape = tensor_shape(model, model.output_names[0])
+    labels_source, unused = _labels_source(model, classifies=len(output_shape) <= 1)
     return CheckReport(
         model=model.name,
         opset=opset,
@@ -295,6 +317,7 @@ def check(
         incremental=_incremental_summary(model),
         gradient_test=test,
         problems=tuple(problems),
+        output_shape=output_shape,
     )
 
 
@@ -646,10 +669,11 @@ def _batching(model: Model) -> str:
     return "symbolic" if isinstance(_declared_shape(model)[0], str) else "rewritten"
 
 
-def _labels_source(model: Model) -> tuple[str, tuple[str, ...]]:
+def _labels_source(model: Model, classifies: bool = True) -> tuple[str, tuple[str, ...]]:
     """Where the labels came from (as the model recorded it), and metadata keys that hold one
-    name per class but were not used."""
-    source = model.labels_source or "none (classes show as 'class N')"
+    name per class but were not used; ``classifies``: the first output is a class vector
+    (else no class names are expected)."""
+    source = model.labels_source or ("none (classes show as 'class N')" if classifies else "none")
     unused = tuple(
         prop.key
         for prop in model.proto.metadata_props

@@ -214,7 +214,7 @@ def _print_check(
         "rewritten": "batches in one call (fixed batch made symbolic)",
         "loop": "one image at a time (the batch dimension could not be made symbolic)",
     }[report.batching]
-    labels = f"{sources['labels']}; {report.num_classes} classes"
+    labels = f"{sources['labels']}; {report.scores}"
     if report.unused_label_keys:
         keys = ", ".join(repr(k) for k in report.unused_label_keys)
         labels += f"; metadata {keys}: {report.num_classes} names, unused (give them with --labels)"

@@ -196,3 +196,35 @@ def test_the_shared_models_pass(shared_data, name, preprocess):
     assert report.missing_rules == () and report.ok
     test = report.gradient_test
     assert test is not None and test.status in (PASS, FLIP), test
+
+
+def test_a_detector_output_is_not_reported_as_classes(capsys, tmp_path):
+    """A (N, cells, values) output (a YOLO-style head: 1x1 Conv to 6 values per cell, then
+    cells first) is described by its shape and what to explain, not as 96 'classes'; a
+    class vector still reads 'N classes'."""
+    from cnnviz.cli import main
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "w": rng.standard_normal((6, 3, 1, 1)).astype(np.float32),
+        "shape": np.array([0, 6, -1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["head"], "head"),
+        helper.make_node("Reshape", ["head", "shape"], ["rows"], "rows"),
+        helper.make_node("Transpose", ["rows"], ["output"], "cells_first", perm=[0, 2, 1]),
+    ]
+    proto = make_graph_model(nodes, weights, ["N", 3, 4, 4], "output")
+    report = check(Model(proto.SerializeToString(), name="det"), gradient_test=False)
+    assert report.output_shape == (16, 6) and not report.classifies
+    assert report.labels_source == "none" and report.num_classes == 96
+    assert report.scores.startswith("output 16x6 per image, not a class vector")
+    assert json.loads(report.to_json())["output_shape"] == [16, 6]
+    classifier = check(Model(tiny_classifier().SerializeToString()), gradient_test=False)
+    assert classifier.classifies and classifier.scores == "4 classes"
+
+    path = tmp_path / "det.onnx"
+    path.write_bytes(proto.SerializeToString())
+    main(["check", str(path), "--no-gradient-test"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "labels" in x)
+    assert "not a class vector" in line and "classes" not in line
