@@ -162,6 +162,8 @@ def cmd_check(args: argparse.Namespace) -> None:
         cam_note = str(cam_layer)
     except CnnvizError as exc:
         cam_layer, cam_note = None, f"none found ({exc})"
+    if cam_layer is not None:
+        cam_note += report.layer_note(cam_layer, model)
     sources = {
         "preprocess": f"--preset {args.preset}" if args.preset else report.preprocess_source,
         "labels": f"--labels {args.labels}" if args.labels else report.labels_source,
