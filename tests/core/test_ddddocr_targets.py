@@ -110,3 +110,24 @@ def test_neuron_saliency_equals_central_differences(detector) -> None:
         fd = (objectness(x64 + step * d) - objectness(x64 - step * d)) / (2 * step)
         assert abs(float((grad64 * d).sum()) - fd) / max(scale, abs(fd)) < 1e-6, (cell, fd)
         assert abs(float((grad32 * d).sum()) - fd) / max(scale, abs(fd)) < 1e-3, (cell, fd)
+
+
+def test_the_doctor_finds_the_three_grids(detector) -> None:
+    """``check``: the output is (cells, values), not 21294 classes; rows of the stride-8,
+    16 and 32 grids; the default CAM layer feeds the stride-32 rows only (where ``CELL``
+    lies), and the doctor says so."""
+    from cnnviz.attribution.cam import default_layer
+    from cnnviz_core.check import check
+
+    model, _ = detector
+    report = check(model, gradient_test=False)
+    assert report.output_shape == (3549, 6) and not report.classifies
+    assert [(g.start, g.stop) for g in report.output_grids] == [
+        (0, 2704),
+        (2704, 3380),
+        (3380, 3549),
+    ]
+    assert report.output_grids[2].start <= CELL < report.output_grids[2].stop
+    assert report.layer_note(default_layer(model), model).startswith(
+        " (feeds output rows 3380-3548 only"
+    )
