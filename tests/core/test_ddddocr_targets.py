@@ -24,7 +24,7 @@ CELL = 3450
 OBJECTNESS = 4
 TARGETS = [Neuron("output", CELL, OBJECTNESS), Channel("output", CELL)]
 #: the sampling methods with as few samples as they take: the maps only need to exist
-FEW = {"smoothgrad": {"samples": 1}, "ig": {"steps": 2}, "gradientshap": {"n_samples": 1}}
+FEW = {"smoothgrad": {"samples": 1}, "ig": {"steps": 1}, "gradientshap": {"n_samples": 1}}
 #: relevance modes refuse SiLU (x * sigmoid(x): a Mul of two image-dependent operands) by
 #: name, before any work; CAM needs a classifier head (GAP + linear) the detector lacks
 REFUSED = {
