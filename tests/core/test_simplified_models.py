@@ -69,8 +69,7 @@ def assert_explains_alike(
 @pytest.mark.torch
 def test_slimmed_torch_cnn_explains_like_the_export_and_torch(tmp_path):
     """A residual CNN with BatchNorm (legacy export at opset 13, dynamic batch): onnxslim
-    fuses the 9 BatchNormalizations into their Convs and drops 30 Identities (63 nodes ->
-    24); the float64 gradient of the simplified model equals torch's float64 autograd
+    fuses the 9 BatchNormalizations into their Convs (33 nodes -> 24); the float64 gradient of the simplified model equals torch's float64 autograd
     within 1e-6 (relative)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
@@ -108,7 +107,8 @@ def test_slimmed_torch_cnn_explains_like_the_export_and_torch(tmp_path):
 @pytest.mark.shared
 def test_slimmed_paddle_classifier_explains_like_the_original(shared_data):
     """PaddleOCR's text-direction classifier (Constant-node weights, Shape ops, symbolic H
-    and W) before and after onnxslim, at PaddleOCR's 48x192."""
+    and W) before and after onnxslim (566 nodes -> 179: 308 Constants folded, 35
+    BatchNormalizations fused, the Shape subgraph folded), at PaddleOCR's 48x192."""
     original_proto = onnx.load(str(shared_data / "models" / "ppocr_mobile_v2_cls.onnx"))
     simple_proto = slimmed(original_proto)
     assert len(simple_proto.graph.node) < len(original_proto.graph.node)
