@@ -69,8 +69,9 @@ def assert_explains_alike(
 @pytest.mark.torch
 def test_slimmed_torch_cnn_explains_like_the_export_and_torch(tmp_path):
     """A residual CNN with BatchNorm (legacy export at opset 13, dynamic batch): onnxslim
-    fuses the 9 BatchNormalizations into their Convs (33 nodes -> 24); the float64 gradient of the simplified model equals torch's float64 autograd
-    within 1e-6 (relative)."""
+    fuses the 9 BatchNormalizations into their Convs (33 nodes -> 24); the float64
+    gradient of the simplified model equals torch's float64 autograd within 1e-6 (relative;
+    measured 6.6e-8, the float32 one 1.3e-7 against torch's own float32 1.6e-7)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     from conformance_families import CLASSES, FAMILIES
