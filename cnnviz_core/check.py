@@ -36,6 +36,7 @@ from .incremental import plan as incremental_plan
 from .labels import parse_names
 from .model import CARD_KEY
 from .preprocess import ImageLike
+from .targets import Neuron, resolve_target, tensor_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Model
@@ -195,6 +196,10 @@ class CheckReport:
             full computation and why (None: it runs on crops to the end).
         gradient_test: the self-test (None when not run).
         problems: one line per thing that cannot work (a missing rule, a failed self-test).
+        output_shape: per-image shape of the first output ((4,) for 4 classes; (3549, 6)
+            for a detector's raw boxes).
+        output_grids: for a (rows, values) output, the rows each grid's head computes
+            (:func:`output_grids`); () otherwise.
     """
 
     model: str
@@ -213,6 +218,46 @@ class CheckReport:
     incremental: str | None
     gradient_test: GradientTest | None
     problems: tuple[str, ...] = field(default=())
+    output_shape: tuple[int, ...] = ()
+    output_grids: tuple[OutputGrid, ...] = ()
+
+    @property
+    def classifies(self) -> bool:
+        """The first output is one score per class (a vector per image), not a map or a
+        detector's (cells, values) rows."""
+        return len(self.output_shape) <= 1
+
+    @property
+    def scores(self) -> str:
+        """What the first output holds, in words: ``4 classes``, or its per-image shape and
+        what to explain when it is not a class vector."""
+        if self.classifies:
+            return f"{self.num_classes} classes"
+        shape = "x".join(map(str, self.output_shape))
+        return (
+            f"output {shape} per image, not a class vector: explain a Neuron, Channel or Box of it"
+        )
+
+    def layer_note(self, layer: str, model: Model) -> str:
+        """What a CAM layer covers of a multi-grid output, in words ('' when it feeds every
+        row): Grad-CAM of a row off its grid is all zero."""
+        if len(self.output_grids) < 2:
+            return ""
+        upstream = _ancestors(model, layer)  # the heads it is computed from
+        fed = [
+            g for g in self.output_grids if g.head in upstream or layer in _ancestors(model, g.head)
+        ]
+        if len(fed) == len(self.output_grids):
+            return ""
+        rows = ", ".join(f"{g.start}-{g.stop - 1}" for g in fed) or "none"
+        maps = ", ".join(
+            f"rows {g.start}-{g.stop - 1}: {g.feature_map or g.head}" for g in self.output_grids
+        )
+        return (
+            f" (feeds output rows {rows} only: a Neuron or Channel of another row gets an "
+            f"all-zero map there; name the map of its grid with --layer, {maps}; a Box "
+            "target picks its grid's map itself)"
+        )
 
     @property
     def ok(self) -> bool:
@@ -277,7 +322,9 @@ def check(
             test = gradient_self_test(model, image=image, directions=directions, seed=seed)
             if test.status == FAIL:
                 problems.append(f"gradient self-test failed: {test.reason}")
-    labels_source, unused = _labels_source(model)
+    output_shape = tensor_shape(model, model.output_names[0])
+    labels_source, unused = _labels_source(model, classifies=len(output_shape) <= 1)
+    grids = output_grids(model) if len(output_shape) == 2 else ()
     return CheckReport(
         model=model.name,
         opset=opset,
@@ -295,7 +342,62 @@ def check(
         incremental=_incremental_summary(model),
         gradient_test=test,
         problems=tuple(problems),
+        output_shape=output_shape,
+        output_grids=grids,
     )
+
+
+@dataclass(frozen=True)
+class OutputGrid:
+    """Rows ``start`` to ``stop - 1`` of a (rows, values) output (a detector's cells) are
+    computed by the grid map ``head`` (:func:`~.detection.trace_element`), whose input
+    feature map is ``feature_map`` (:func:`~.detection.box_feature_map`; None when the walk
+    finds none, and the head itself is the map to name)."""
+
+    start: int
+    stop: int
+    head: str
+    feature_map: str | None
+
+
+def output_grids(model: Model) -> tuple[OutputGrid, ...]:
+    """The row ranges of the first output, (N, rows, values), that each grid computes, in
+    row order (one per grid of a multi-scale detector: YOLO's strides 8, 16, 32); found by
+    following rows back to their grid (binary search on the rows, which a detector's Concat
+    keeps contiguous per grid)."""
+    from .detection import box_feature_map, trace_element  # detection builds on targets
+
+    output = model.output_names[0]
+    rows = tensor_shape(model, output)[0]
+
+    def grid(row: int) -> str:
+        return trace_element(model, output, (row, 0))[0]
+
+    found: list[OutputGrid] = []
+    start = 0
+    while start < rows:
+        head = grid(start)
+        low, high = start, rows - 1  # the last row of this grid lies in [low, high]
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if grid(middle) == head else (low, middle - 1)
+        target = resolve_target(model, Neuron(output, start, 0))
+        found.append(OutputGrid(start, low + 1, head, box_feature_map(model, target)))
+        start = low + 1
+    return tuple(found)
+
+
+def _ancestors(model: Model, tensor: str) -> set[str]:
+    """Every tensor ``tensor`` is computed from (itself included)."""
+    producers = {o: n for n in model.runnable.graph.node for o in n.output}
+    seen, stack = {tensor}, [tensor]
+    while stack:
+        node = producers.get(stack.pop())
+        for name in node.input if node is not None else ():
+            if name and name not in seen:
+                seen.add(name)
+                stack.append(name)
+    return seen
 
 
 # ------------------------------------------------------------------------ gradient test
@@ -646,10 +748,11 @@ def _batching(model: Model) -> str:
     return "symbolic" if isinstance(_declared_shape(model)[0], str) else "rewritten"
 
 
-def _labels_source(model: Model) -> tuple[str, tuple[str, ...]]:
+def _labels_source(model: Model, classifies: bool = True) -> tuple[str, tuple[str, ...]]:
     """Where the labels came from (as the model recorded it), and metadata keys that hold one
-    name per class but were not used."""
-    source = model.labels_source or "none (classes show as 'class N')"
+    name per class but were not used; ``classifies``: the first output is a class vector
+    (else no class names are expected)."""
+    source = model.labels_source or ("none (classes show as 'class N')" if classifies else "none")
     unused = tuple(
         prop.key
         for prop in model.proto.metadata_props
@@ -675,7 +778,9 @@ __all__ = [
     "GradientTest",
     "Layout",
     "OpSupport",
+    "OutputGrid",
     "check",
     "gradient_self_test",
     "incremental_support",
+    "output_grids",
 ]

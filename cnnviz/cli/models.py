@@ -162,6 +162,8 @@ def cmd_check(args: argparse.Namespace) -> None:
         cam_note = str(cam_layer)
     except CnnvizError as exc:
         cam_layer, cam_note = None, f"none found ({exc})"
+    if cam_layer is not None:
+        cam_note += report.layer_note(cam_layer, model)
     sources = {
         "preprocess": f"--preset {args.preset}" if args.preset else report.preprocess_source,
         "labels": f"--labels {args.labels}" if args.labels else report.labels_source,
@@ -214,7 +216,7 @@ def _print_check(
         "rewritten": "batches in one call (fixed batch made symbolic)",
         "loop": "one image at a time (the batch dimension could not be made symbolic)",
     }[report.batching]
-    labels = f"{sources['labels']}; {report.num_classes} classes"
+    labels = f"{sources['labels']}; {report.scores}"
     if report.unused_label_keys:
         keys = ", ".join(repr(k) for k in report.unused_label_keys)
         labels += f"; metadata {keys}: {report.num_classes} names, unused (give them with --labels)"

@@ -196,3 +196,77 @@ def test_the_shared_models_pass(shared_data, name, preprocess):
     assert report.missing_rules == () and report.ok
     test = report.gradient_test
     assert test is not None and test.status in (PASS, FLIP), test
+
+
+def test_a_detector_output_is_not_reported_as_classes(capsys, tmp_path):
+    """A (N, cells, values) output (a YOLO-style head: 1x1 Conv to 6 values per cell, then
+    cells first) is described by its shape and what to explain, not as 96 'classes'; a
+    class vector still reads 'N classes'."""
+    from cnnviz.cli import main
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "w": rng.standard_normal((6, 3, 1, 1)).astype(np.float32),
+        "shape": np.array([0, 6, -1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["head"], "head"),
+        helper.make_node("Reshape", ["head", "shape"], ["rows"], "rows"),
+        helper.make_node("Transpose", ["rows"], ["output"], "cells_first", perm=[0, 2, 1]),
+    ]
+    proto = make_graph_model(nodes, weights, ["N", 3, 4, 4], "output")
+    report = check(Model(proto.SerializeToString(), name="det"), gradient_test=False)
+    assert report.output_shape == (16, 6) and not report.classifies
+    assert report.labels_source == "none" and report.num_classes == 96
+    assert report.scores.startswith("output 16x6 per image, not a class vector")
+    assert json.loads(report.to_json())["output_shape"] == [16, 6]
+    classifier = check(Model(tiny_classifier().SerializeToString()), gradient_test=False)
+    assert classifier.classifies and classifier.scores == "4 classes"
+
+    path = tmp_path / "det.onnx"
+    path.write_bytes(proto.SerializeToString())
+    main(["check", str(path), "--no-gradient-test"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "labels" in x)
+    assert "not a class vector" in line and "classes" not in line
+
+
+def test_a_cam_layer_feeding_one_grid_of_a_detector_is_flagged(capsys, tmp_path):
+    """Two grids (stride 1: rows 0-63, stride 2: rows 64-79) concatenated into (N, 80, 6):
+    the doctor finds each grid's rows, and says that the default CAM layer (the last spatial
+    map, the stride-2 head) feeds rows 64-79 only, naming each grid's map."""
+    from cnnviz.attribution.cam import default_layer
+    from cnnviz.cli import main
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "w8": rng.standard_normal((6, 3, 1, 1)).astype(np.float32),
+        "w4": rng.standard_normal((6, 3, 1, 1)).astype(np.float32),
+        "shape": np.array([0, 6, -1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w8"], ["head8"], "head8"),
+        helper.make_node("Reshape", ["head8", "shape"], ["rows8"], "rows8"),
+        helper.make_node("Conv", ["x", "w4"], ["head4"], "head4", strides=[2, 2]),
+        helper.make_node("Reshape", ["head4", "shape"], ["rows4"], "rows4"),
+        helper.make_node("Concat", ["rows8", "rows4"], ["rows"], "rows", axis=2),
+        helper.make_node("Transpose", ["rows"], ["output"], "cells_first", perm=[0, 2, 1]),
+    ]
+    proto = make_graph_model(nodes, weights, ["N", 3, 8, 8], "output")
+    model = Model(proto.SerializeToString(), name="det2")
+    report = check(model, gradient_test=False)
+    assert [(g.start, g.stop, g.head) for g in report.output_grids] == [
+        (0, 64, "head8"),
+        (64, 80, "head4"),
+    ]
+    layer = default_layer(model)
+    assert layer == "head4"
+    note = report.layer_note(layer, model)
+    assert note.startswith(" (feeds output rows 64-79 only") and "rows 0-63: head8" in note
+    one_grid = check(Model(tiny_classifier().SerializeToString()), gradient_test=False)
+    assert one_grid.output_grids == () and one_grid.layer_note("conv2", model) == ""
+
+    path = tmp_path / "det2.onnx"
+    path.write_bytes(proto.SerializeToString())
+    main(["check", str(path), "--no-gradient-test"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "CAM layer" in x)
+    assert "feeds output rows 64-79 only" in line
