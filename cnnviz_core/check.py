@@ -254,9 +254,9 @@ class CheckReport:
             f"rows {g.start}-{g.stop - 1}: {g.feature_map or g.head}" for g in self.output_grids
         )
         return (
-            f" (feeds output rows {rows} only: a Neuron or Channel of another row gets an "
-            f"all-zero map there; name the map of its grid with --layer, {maps}; a Box "
-            "target picks its grid's map itself)"
+            f" (feeds output rows {rows} only: a Box or Neuron target of another row gets "
+            f"its grid's map by default, a Channel of another row an all-zero map: name the "
+            f"map of its grid with --layer, {maps})"
         )
 
     @property

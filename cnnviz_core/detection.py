@@ -374,14 +374,20 @@ _FLAT_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 
 
 def trace_element(
-    model: Model, tensor: str, index: tuple[int, ...], batch: np.ndarray | None = None
+    model: Model,
+    tensor: str,
+    index: tuple[int, ...],
+    batch: np.ndarray | None = None,
+    passed: list[str] | None = None,
 ) -> tuple[str, tuple[int, ...]]:
     """Follow one element of one image's ``tensor`` back through ops that only move values
     (Transpose, Reshape-like, Concat, element-wise unary ops such as Sigmoid) to the tensor
     that computes it, e.g. a box's objectness back to its grid's head map (C, h, w).
 
     Returns:
-        (tensor, index) where the walk stopped (the arguments when it cannot start).
+        (tensor, index) where the walk stopped (the arguments when it cannot start, e.g. for
+        an index that names several elements); ``passed``, when given, receives the tensors
+        walked through, which only moved the element.
     """
     nodes = model.runnable.graph.node
     producers = {o: n for n in nodes for o in n.output}
@@ -393,6 +399,10 @@ def trace_element(
         return tensor_shape(model, name, batch)
 
     while (node := producers.get(tensor)) is not None:
+        if passed is not None:
+            passed.append(tensor)
+        if len(index) != len(shape(tensor)):  # a partial index (a channel): no one element
+            break
         inputs = [i for i in node.input if i in data]
         attrs = onnx_graph.attributes(node)
         if node.op_type in _UNARY_OPS and len(inputs) == 1:
@@ -447,7 +457,8 @@ def dominators(model: Model, tensor: str) -> list[str]:
 def box_feature_map(
     model: Model, target: ResolvedTarget, batch: np.ndarray | None = None
 ) -> str | None:
-    """The feature map that feeds a box target's head: follow the box's element back to
+    """The feature map that feeds a box (or single-element neuron) target's head: follow its
+    element back to
     its grid (:func:`trace_element`), then take the nearest map above it that every path
     passes through (:func:`dominators`), has spatial extent and feeds a Conv (the head's
     input, or the stem shared by its branches). None when the walk finds none.
@@ -455,7 +466,9 @@ def box_feature_map(
     On a multi-scale detector the default CAM layer (the last spatial map) belongs to one
     grid only; a box on another grid does not depend on it, so its gradient there is zero.
     """
-    grid, _ = trace_element(model, target.tensor, target.index, batch)
+    grid, index = trace_element(model, target.tensor, target.index, batch)
+    if len(index) < 3:  # not an element of a spatial grid: e.g. a classifier's logit
+        return None
     conv_inputs = {n.input[0] for n in model.runnable.graph.node if n.op_type == "Conv"}
     for name in dominators(model, grid):
         if name not in conv_inputs:
@@ -464,6 +477,21 @@ def box_feature_map(
         if len(shape) == 3 and shape[1] * shape[2] > 1:
             return name
     return None
+
+
+def depends_on_map(
+    model: Model, target: ResolvedTarget, layer: str, batch: np.ndarray | None = None
+) -> bool:
+    """Whether a single-element target is computed from ``layer``'s tensor: its element's
+    walk back to its grid (:func:`trace_element`) passes that tensor, or the grid has it among
+    its :func:`dominators`
+    (True when the element cannot be followed: nothing to say otherwise)."""
+    tensor = model.tensor_name(layer)
+    passed: list[str] = []
+    grid, index = trace_element(model, target.tensor, target.index, batch, passed)
+    if len(index) < 3:
+        return True
+    return tensor in (grid, *passed) or tensor in dominators(model, grid)
 
 
 def box_position(
@@ -491,6 +519,7 @@ __all__ = [
     "box_feature_map",
     "box_position",
     "decode_boxes",
+    "depends_on_map",
     "dominators",
     "iou",
     "layout_named",

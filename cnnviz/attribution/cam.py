@@ -32,9 +32,10 @@ import onnx
 
 from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError, backward
 from cnnviz_core import graph as onnx_graph
-from cnnviz_core.detection import Box, box_feature_map
+from cnnviz_core.detection import Box, box_feature_map, depends_on_map
 from cnnviz_core.graph import RESHAPE_OPS
 from cnnviz_core.targets import (
+    Neuron,
     ResolvedTarget,
     TargetLike,
     resolve_known,
@@ -60,27 +61,36 @@ def default_layer(model: Model, target: Any = None) -> str:
     that accepts any image size) come from a probe forward at the preprocessing size.
 
     For :class:`~cnnviz_core.detection.Box` targets: the feature map that feeds the box's
-    head (:func:`~cnnviz_core.detection.box_feature_map`). On a multi-scale detector the
-    last spatial map belongs to one grid only (YOLOX's stride 32): a box of another grid
-    does not depend on it, so its Grad-CAM there is all zero.
+    head (:func:`~cnnviz_core.detection.box_feature_map`); for
+    :class:`~cnnviz_core.targets.Neuron` targets the same, when the element does not depend
+    on the last spatial map. On a multi-scale detector the last spatial map belongs to one
+    grid only (YOLOX's stride 32): an element of another grid does not depend on it, so its
+    Grad-CAM there would be all zero.
 
     Raises:
         InputError: no spatial layer, or box targets of one batch fed by different maps.
     """
-    boxes = [
+    last = _last_spatial_map(model)
+    elements = [
         resolve_target(model, t)
         for t in (target if isinstance(target, (list, tuple)) else [target])
-        if isinstance(t, Box) or (isinstance(t, ResolvedTarget) and t.kind == "box")
+        if isinstance(t, (Box, Neuron))
+        or (isinstance(t, ResolvedTarget) and t.kind in ("box", "neuron"))
     ]
-    feeding = list(dict.fromkeys(box_feature_map(model, t) for t in boxes))
+    cut_off = [t for t in elements if t.kind == "box" or not depends_on_map(model, t, last)]
+    feeding = list(dict.fromkeys(box_feature_map(model, t) for t in cut_off))
     if len(feeding) > 1:
         raise InputError(
-            "the box targets of this batch are fed by different feature maps "
+            "the box or neuron targets of this batch are fed by different feature maps "
             f"({', '.join(map(str, feeding))}): explain them one at a time, or name one map "
             "with layer="
         )
     if feeding and feeding[0] is not None:
         return feeding[0]
+    return last
+
+
+def _last_spatial_map(model: Model) -> str:
     for layer in reversed(model.layers):
         shape = model.layer_shape(layer.name)
         if (

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnviz.attribution import gradcam
+from cnnviz.attribution.cam import default_layer
 from cnnviz.attribution.methods import SPECS, explain
 from cnnviz_core import Channel, Model, Neuron, Preprocess, UnsupportedOpError
 from cnnviz_core.backward import forward_values, gradients, plan_backward
@@ -131,3 +133,19 @@ def test_the_doctor_finds_the_three_grids(detector) -> None:
     assert report.layer_note(default_layer(model), model).startswith(
         " (feeds output rows 3380-3548 only"
     )
+
+
+@pytest.mark.parametrize("row", [100, 2800])
+def test_a_neuron_off_the_last_grid_gets_its_own_grids_map(detector, row: int) -> None:
+    """Rows of the stride-8 and stride-16 grids do not depend on the last spatial map (the
+    stride-32 head's: their gradient there is exactly zero, so Grad-CAM was all zero): their
+    default CAM layer is the map feeding their own head, where the gradient is not zero; a
+    channel (a whole row) keeps the last map without error."""
+    model, batch = detector
+    neuron, last = Neuron("output", row, 4), default_layer(model)
+    layer = default_layer(model, neuron)
+    assert layer != last
+    grads = gradients(model, batch[:1], neuron, wrt=[layer, last]).grads
+    assert np.abs(grads[last]).max() == 0 and np.abs(grads[layer]).max() > 0
+    assert gradcam(model, batch[:1], neuron).options["layer"] == layer
+    assert default_layer(model, Channel("output", row)) == last
