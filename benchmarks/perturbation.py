@@ -42,8 +42,10 @@ def run(quick: bool = False) -> list[dict]:
 
     try:
         from torchcam.methods import ScoreCAM
-    except ImportError:
-        ScoreCAM = None
+
+        has_torchcam = True
+    except ImportError:  # the Score-CAM peer is optional: its row says so
+        has_torchcam = False
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -130,7 +132,7 @@ def run(quick: bool = False) -> list[dict]:
         "ablationcam": ours_ablationcam,
         "raw ablationcam": raw_ablation,
     }
-    if ScoreCAM is not None:
+    if has_torchcam:
         extractor = ScoreCAM(net, target_layer=net[11], batch_size=min(model.max_batch, channels))
 
         def torchcam_scorecam() -> None:

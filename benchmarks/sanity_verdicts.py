@@ -71,7 +71,7 @@ SMALL: dict[str, dict[str, dict[str, Any]]] = {
 def _models(quick: bool) -> list[tuple[str, Model, Any]]:
     shapes = load_model("shapes")
     image = make_shapes(1, 2).images[:1]  # the held-out seed of the quality table
-    models = [("shapes", shapes, image)]
+    models: list[tuple[str, Model, Any]] = [("shapes", shapes, image)]
     if not quick:
         squeezenet = Model(
             DATA / "models" / "squeezenet1.1_fp32.onnx",
