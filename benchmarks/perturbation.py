@@ -1,4 +1,4 @@
-"""RISE and KernelSHAP throughput on a ResNet-18-like network (torch, exported to ONNX,
+"""Score-CAM, Ablation-CAM, RISE and KernelSHAP throughput on a ResNet-18-like network (torch, exported to ONNX,
 224 x 224, one image): masked images scored per second by ours (masks made, blended and
 scored in chunks of the engine's memory budget) vs the raw onnxruntime forward of as many
 images at the same batch size (the floor: overhead %), and KernelSHAP vs Captum's
@@ -10,6 +10,12 @@ Agreement: Captum fits its linear model in float32 (its samples are cast before
 scikit-learn), which at 49 segments and 128 samples (condition number ~6e3 with the 1e6
 endpoint weights) leaves ~1e-3 relative; ours matched a float64 fit of the torch model's own
 float32 scores to 3e-6 (2026-12 check), and equals Captum to 3e-6 on the tests' tiny net.
+
+Score-CAM (on the last block, 512 channels: 512 masked images) vs the raw onnxruntime
+forward of 513 images in the same chunks and vs torch-cam's ``ScoreCAM`` on the same torch
+weights (maps compared after ReLU and min-max at the layer's 7 x 7). Ablation-CAM vs the raw
+onnxruntime forward of one image plus the cut-off rest (GlobalAveragePool + Gemm) on the 512
+ablated activations; no peer: pytorch-grad-cam's needs torchvision, not installable here.
 
 Timing: interleaved best-of-N (``timing.interleaved_best``); the superpixels are cut once
 beforehand and given to both KernelSHAPs (Captum takes a feature mask)."""

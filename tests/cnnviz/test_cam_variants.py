@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnviz import load_model
 from cnnviz.attribution import METHODS, REGISTRY, Channel
 from cnnviz.attribution.cam_variants import (
     ablationcam,
@@ -26,6 +27,7 @@ from cnnviz.attribution.cam_variants import (
     scorecam,
     xgradcam,
 )
+from cnnviz.data import make_shapes
 from cnnviz_core import Model, Preprocess
 from cnnviz_core.downstream import Downstream
 
@@ -282,9 +284,6 @@ def test_ablationcam_without_side_tensors_runs_one_whole_forward(monkeypatch) ->
     """When the rest of the graph reads only the explained layer (the shapes model's GAP
     head), the unablated score comes from the rest on the layer's activations: no second
     whole forward, and the weights are still (y - y_k) / y with y the model's own score."""
-    from cnnviz import load_model
-    from cnnviz.data import make_shapes
-
     shapes = load_model("shapes")
     images = shapes.prepare(make_shapes(2, 2).images)
     layer = "relu_3"
