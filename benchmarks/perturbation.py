@@ -1,4 +1,5 @@
-"""Score-CAM, Ablation-CAM, RISE and KernelSHAP throughput on a ResNet-18-like network (torch, exported to ONNX,
+"""Score-CAM, Ablation-CAM, RISE and KernelSHAP throughput on a ResNet-18-like network
+(torch, exported to ONNX,
 224 x 224, one image): masked images scored per second by ours (masks made, blended and
 scored in chunks of the engine's memory budget) vs the raw onnxruntime forward of as many
 images at the same batch size (the floor: overhead %), and KernelSHAP vs Captum's
