@@ -1,10 +1,11 @@
-"""Score-CAM, Ablation-CAM, RISE and KernelSHAP throughput on a ResNet-18-like network
-(torch, exported to ONNX, 224 x 224, one image): masked images scored per second by ours
-(masks made, blended and scored in chunks of the engine's memory budget) vs the raw
-onnxruntime forward of as many images at the same batch size (the floor: overhead %), and KernelSHAP vs Captum's
-``KernelShap`` on the same torch model in the same run, fed the same superpixels, fill and
-coalitions (so the maps must agree too; KernelSHAP explains the class logit, a Neuron target,
-since a random network's probabilities barely move and float32 noise would swamp them).
+"""Score-CAM, Ablation-CAM, RISE and KernelSHAP throughput on a ResNet-18-like network (torch,
+exported to ONNX, 224 x 224, one image): masked images scored per second by ours (masks
+made, blended and scored in chunks of the engine's memory budget) vs the raw onnxruntime
+forward of as many images at the same batch size (the floor: overhead %), and KernelSHAP vs
+Captum's ``KernelShap`` on the same torch model in the same run, fed the same superpixels,
+fill and coalitions (so the maps must agree too; KernelSHAP explains the class logit, a
+Neuron target, since a random network's probabilities barely move and float32 noise would
+swamp them).
 
 Agreement: Captum fits its linear model in float32 (its samples are cast before
 scikit-learn), which at 49 segments and 128 samples (condition number ~6e3 with the 1e6
