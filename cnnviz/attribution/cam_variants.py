@@ -300,13 +300,14 @@ def ablationcam(
     ) -> np.ndarray:
         n, k = activations.shape[:2]
         rest = Downstream.of(model, layer, [t.tensor for t in targets])
-        base = rest.base(batch)
+        # a second whole forward only for the tensors the rest reads besides the layer
+        base = rest.base(batch) if rest.side else {}
         weights = np.zeros((n, k), np.float64)
         for i, t in enumerate(targets):
             if t.tensor not in rest.outputs:
                 continue
             mine = {name: value[i : i + 1] for name, value in base.items()}
-            score = t.values(mine[t.tensor])[0]
+            score = t.values(rest.run(activations[i : i + 1], mine)[t.tensor])[0]
             ablated_scores = np.empty(k, np.float64)
             for begin in range(0, k, rest.max_batch):
                 channels = np.arange(begin, min(begin + rest.max_batch, k))

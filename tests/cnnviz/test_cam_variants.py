@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnviz import load_model
 from cnnviz.attribution import METHODS, REGISTRY, Channel
 from cnnviz.attribution.cam_variants import (
     ablationcam,
@@ -26,6 +27,7 @@ from cnnviz.attribution.cam_variants import (
     scorecam,
     xgradcam,
 )
+from cnnviz.data import make_shapes
 from cnnviz_core import Model, Preprocess
 from cnnviz_core.downstream import Downstream
 
@@ -276,6 +278,34 @@ def test_ablated_runs_are_chunked_to_the_memory_budget(model: Model, batch) -> N
         scorecam(model, batch, CLASSES, layer=layer_name(model)).maps,
         atol=1e-6,
     )
+
+
+def test_ablationcam_without_side_tensors_runs_one_whole_forward(monkeypatch) -> None:
+    """When the rest of the graph reads only the explained layer (the shapes model's GAP
+    head), the unablated score comes from the rest on the layer's activations: no second
+    whole forward, and the weights are still (y - y_k) / y with y the model's own score."""
+    shapes = load_model("shapes")
+    images = shapes.prepare(make_shapes(2, 2).images)
+    layer = "relu_3"
+    rest = Downstream.of(shapes, layer, [shapes.score_tensor])
+    assert not rest.side
+
+    def no_second_forward(self, batch):
+        raise AssertionError("Downstream.base ran a second whole forward")
+
+    monkeypatch.setattr(Downstream, "base", no_second_forward)
+    result = ablationcam(shapes, images, layer=layer)
+    monkeypatch.undo()
+    activations = shapes.run(images, taps=[layer], outputs=False)[layer]
+    scores = shapes.scores(images)
+    for i, target in enumerate(result.targets):
+        y = scores[i, target.index]
+        k = activations.shape[1]
+        ablated = np.repeat(activations[i : i + 1], k, axis=0)
+        ablated[np.arange(k), np.arange(k)] = 0
+        y_k = rest.run(ablated, {})[shapes.score_tensor][:, target.index].ravel()
+        expected = (y - y_k) / y
+        np.testing.assert_allclose(result.extras["weights"][i], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_target_the_layer_does_not_reach(model: Model, batch) -> None:
