@@ -7,7 +7,7 @@ seconds each method took. Also writes results/sanity_verdicts.json.
 
 Shapes (5 Conv/Gemm layers): the full cascade of :func:`model_randomization`.
 SqueezeNet (26 Conv layers): the cascade's first and last steps only (top layer random;
-every layer random), built from the same pieces (``randomized_proto``, ``rebuilt``, the
+every layer random), built from the same pieces (``randomized_proto``, ``Model.with_graph``, the
 same Spearman / SSIM of absolute maps, the same targets), since 26 steps of the expensive
 methods would not fit a ~10 minute run. The expensive methods run with small settings
 (:data:`SMALL`), printed in the table.
@@ -33,7 +33,6 @@ from cnnviz.attribution.sanity import (
     model_randomization,
     randomizable_layers,
     randomized_proto,
-    rebuilt,
     spearman,
     ssim,
 )
@@ -90,7 +89,7 @@ def _first_and_last(model: Model, image: Any, method: str, options: dict) -> dic
     figures = {}
     for key, changed in (("top", layers[:1]), ("all", layers)):
         proto = randomized_proto(model.proto, changed, SEED)
-        result = explain(rebuilt(model, proto), batch, method, original.targets, **options)
+        result = explain(model.with_graph(proto), batch, method, original.targets, **options)
         x, y = np.abs(original.heatmap[0]), np.abs(result.heatmap[0])
         figures[key] = (spearman(x, y), ssim(x / (x.max() or 1.0), y / (y.max() or 1.0)))
     return {
