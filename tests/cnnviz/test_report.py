@@ -156,7 +156,7 @@ def test_custom_section_appears_in_order(
 
     add_section("custom-test", 15, custom)
     add_section("skipped-test", 16, lambda ctx, page: None)
-    page = build_report(tiny_model, tiny_images, tmp_path).read_text(encoding="utf-8")
+    page = build_report(tiny_model, tiny_images, tmp_path, assets=True).read_text(encoding="utf-8")
     ids = section_ids(page)
     assert ids.index("model") < ids.index("custom-test") < ids.index("layers")
     assert "skipped-test" not in ids
@@ -188,7 +188,7 @@ def test_builder_must_return_its_own_key(
 def test_report_on_tiny_model(
     tiny_model: Model, tiny_images: list[np.ndarray], tmp_path: Path
 ) -> None:
-    report = build_report(tiny_model, tiny_images, tmp_path / "out", top_k=2)
+    report = build_report(tiny_model, tiny_images, tmp_path / "out", top_k=2, assets=True)
     assert report == tmp_path / "out" / REPORT_FILE
     page = report.read_text(encoding="utf-8")
     assert section_ids(page)[:3] == ["model", "layers", "predictions"]
@@ -267,7 +267,7 @@ def test_interrupted_build_leaves_no_report(
 ) -> None:
     out = tmp_path / "out"
     if older_report:
-        build_report(tiny_model, tiny_images, out, title="older")
+        build_report(tiny_model, tiny_images, out, title="older", assets=True)
     before = (out / REPORT_FILE).read_bytes() if older_report else None
     staged: list[Path] = []
 
@@ -278,7 +278,7 @@ def test_interrupted_build_leaves_no_report(
 
     add_section("interrupt-test", 35, interrupt)  # after predictions: its PNGs are staged
     with pytest.raises(error):
-        build_report(tiny_model, tiny_images, out, title="newer")
+        build_report(tiny_model, tiny_images, out, title="newer", assets=True)
 
     assert staged, "the builder should have run with a staging folder in place"
     assert leftovers(out) == []
@@ -329,7 +329,7 @@ def test_all_images_load_in_chromium(
     tiny_model: Model, tiny_images: list[np.ndarray], tmp_path: Path
 ) -> None:
     chromium = find_chromium()
-    report = build_report(tiny_model, tiny_images, tmp_path / "out")
+    report = build_report(tiny_model, tiny_images, tmp_path / "out", assets=True)
     assert 'data-cnnviz-images="loaded"' in dump_dom(chromium, report, tmp_path)
 
     # the marker can fail: a missing picture is reported as broken
@@ -362,7 +362,7 @@ def test_report_on_shared_models(
         pytest.skip(f"{SHARED_DATA} is absent")
     model = Model(SHARED_DATA / "models" / model_file, preprocess=preprocess)
     images = sorted(SHARED_DATA.glob(pattern))
-    page = build_report(model, images, tmp_path).read_text(encoding="utf-8")
+    page = build_report(model, images, tmp_path, assets=True).read_text(encoding="utf-8")
     assert section_ids(page)[:3] == ["model", "layers", "predictions"]
     for layer in model.layers:
         assert f"<code>{layer.name}</code>" in page
