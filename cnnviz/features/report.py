@@ -27,7 +27,15 @@ import numpy as np
 from cnnviz_core import CnnvizError, Model
 
 from ..render.images import upscale
-from ..render.report import MIN_DISPLAY_SIDE, Markup, Page, ReportContext, Section, escape
+from ..render.report import (
+    MIN_DISPLAY_SIDE,
+    Hover,
+    Markup,
+    Page,
+    ReportContext,
+    Section,
+    escape,
+)
 from ..render.report import register_section as _register
 from . import activations as act
 from . import filters as flt
@@ -112,52 +120,108 @@ def filters_section(ctx: ReportContext, page: Page) -> Section | None:
     )
 
 
+#: the layer explorer shows at most this many layers and images
+MAX_EXPLORED_LAYERS = 8
+MAX_EXPLORED_IMAGES = 8
+
+
+def explored_layers(model: Model) -> list[str]:
+    """The layers the explorer's layer picker offers: every ReLU-like layer with 4-D
+    output (else every 4-D layer), at most :data:`MAX_EXPLORED_LAYERS`, spread evenly."""
+    four_d = [layer for layer in model.layers if layer.shape and len(layer.shape) == 4]
+    relus = [layer.name for layer in four_d if layer.op_type in {"Relu", "LeakyRelu", "Clip"}]
+    names = relus or [layer.name for layer in four_d]
+    if len(names) > MAX_EXPLORED_LAYERS:
+        keep = np.linspace(0, len(names) - 1, MAX_EXPLORED_LAYERS).round().astype(int)
+        names = [names[i] for i in keep]
+    return names
+
+
 @_register("activations", order=210)
 def activations_section(ctx: ReportContext, page: Page) -> Section | None:
+    """Per layer (layer picker) and image (image picker): the 16 strongest channels, the
+    strongest over the input, signed pre-ReLU maps beside the rectified ones; hovering a
+    feature map reads its activation."""
     if not ctx.names:
         return None
     model = ctx.model
-    layer = _options(ctx).get("layer") or default_activation_layer(model)
-    if layer is None:
+    options = _options(ctx)
+    first = options.get("layer") or default_activation_layer(model)
+    if first is None:
         return None
-    try:
-        maps = model.run(ctx.batch[:4], taps=[layer], outputs=False)[layer]
-        pair = act.pre_activation(model, layer)
-    except CnnvizError as exc:
-        return Section("activations", "Activations", _error(exc))
-    if maps.ndim != 4:
+    layers = [first, *(name for name in explored_layers(model) if name != first)]
+    count = min(len(ctx.batch), MAX_EXPLORED_IMAGES)
+    panels = []
+    for layer in layers:
+        try:
+            maps = model.run(ctx.batch[:count], taps=[layer], outputs=False)[layer]
+            pair = act.pre_activation(model, layer)
+        except CnnvizError as exc:
+            panels.append(page.for_layer(layer, _error(exc)))
+            continue
+        if maps.ndim != 4:
+            continue
+        for i in range(len(maps)):
+            panels.append(page.for_layer(layer, page.for_image(i, _activation_panel(
+                ctx, page, layer, i, maps[i], pair))))  # fmt: skip
+    if not panels:
         return None
-    rows = []
-    for i in range(len(maps)):
-        strongest = act.strongest_channels(maps[i], k=16, by="mean")
-        grid = act.feature_map_grid(maps[i], strongest, min_side=48, columns=8)
-        over = act.channel_overlay(
-            upscale(ctx.pixels[i], min_side=MIN_DISPLAY_SIDE), maps[i][strongest[0]]
-        )
-        cells: list[object] = [
-            Markup(escape(ctx.names[i])),
-            page.figure(
-                page.image(over, f"overlay-{i}", alt="strongest channel"), f"channel {strongest[0]}"
-            ),
-            page.figure(
-                page.image(grid, f"grid-{i}", alt="strongest channels"), "16 strongest by mean"
-            ),
-        ]
-        if pair is not None:
-            pre, post = act.signed_and_rectified(model, ctx.batch[i : i + 1], layer)
-            signed = act.signed_pairs_grid(pre, post, strongest[:8], min_side=40)
-            cells.append(
-                page.figure(
-                    page.image(signed, f"signed-{i}", alt="signed maps"), "signed | rectified"
-                )
-            )
-        rows.append(cells)
-    headers = ["image", "strongest over input", "feature maps", "before / after ReLU"]
     note = (
-        f'<p class="muted">Layer <code>{escape(layer)}</code>; each map min-max scaled on its '
-        "own. Signed maps: blue negative, red positive, grey zero.</p>"
+        '<p class="muted">Pick a layer and an image above. Each map min-max scaled on its own; '
+        "hover a map to read its activation (x, y in the layer's cells). Signed maps: blue "
+        "negative, red positive, grey zero.</p>"
     )
-    return Section("activations", "Activations", note + page.table(headers[: len(rows[0])], rows))
+    return Section("activations", "Activations", note + "".join(panels))
+
+
+def _activation_panel(
+    ctx: ReportContext,
+    page: Page,
+    layer: str,
+    i: int,
+    maps: np.ndarray,
+    pair: tuple[str, str] | None,
+) -> str:
+    """One image's maps at one layer: the strongest channel over the input, the 16 strongest
+    channels (hover: their values), signed and rectified maps."""
+    model = ctx.model
+    strongest = act.strongest_channels(maps, k=16, by="mean")
+    height, width = maps.shape[1:]
+    factor = max(1, -(-48 // max(1, min(height, width))))
+    columns = min(8, len(strongest))
+    grid = act.feature_map_grid(maps, strongest, min_side=48, columns=columns)
+    hover = Hover(
+        maps[strongest],
+        [f"{layer} channel {int(c)}" for c in strongest],
+        columns=columns,
+        pad=2,
+        tile=(height * factor, width * factor),
+    )
+    over = act.channel_overlay(
+        upscale(ctx.pixels[i], min_side=MIN_DISPLAY_SIDE), maps[strongest[0]]
+    )
+    stem = f"{layer}-{i}"  # Page makes it a safe file name
+    overlay_hover = Hover(maps[strongest[0]], f"{layer} channel {int(strongest[0])}")
+    figures = [
+        page.figure(
+            page.image(over, f"overlay-{stem}", alt="strongest channel", hover=overlay_hover),
+            f"{ctx.names[i]}: {layer} channel {strongest[0]} over the input",
+        ),
+        page.figure(
+            page.image(grid, f"grid-{stem}", alt="strongest channels", hover=hover),
+            f"{layer}: the 16 strongest channels by mean",
+        ),
+    ]
+    if pair is not None:
+        pre, post = act.signed_and_rectified(model, ctx.batch[i : i + 1], layer)
+        signed = act.signed_pairs_grid(pre, post, strongest[:8], min_side=40)
+        figures.append(
+            page.figure(
+                page.image(signed, f"signed-{stem}", alt="signed maps"),
+                "before | after ReLU, 8 strongest",
+            )
+        )
+    return '<div class="row">' + "".join(figures) + "</div>"
 
 
 def _dataset(ctx: ReportContext) -> tuple[Any, np.ndarray | None] | None:

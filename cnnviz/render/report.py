@@ -47,6 +47,7 @@ import base64
 import html
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -84,8 +85,8 @@ MAX_LISTED = 10
 TIMES = "\u00d7"
 #: default size budget of a self-contained report, bytes
 DEFAULT_BUDGET = 15 * 2**20
-#: hover values are kept at most this many per side (larger maps are subsampled)
-MAX_HOVER_SIDE = 256
+#: hover values kept per picture at most (larger maps are subsampled by an integer step)
+MAX_HOVER_VALUES = 2**15
 
 _KEY_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -158,7 +159,8 @@ class Hover:
     Attributes:
         values: (h, w) or (n, h, w) float values; NaN: nothing to show there. Coordinates
             are reported in this array's pixels (e.g. input pixels for an attribution map
-            shown enlarged, feature-map cells for an activation).
+            shown enlarged, feature-map cells for an activation); more than
+            :data:`MAX_HOVER_VALUES` are subsampled (every ``step``-th row and column).
         labels: one label, or one per map (e.g. ``channel 7``).
         columns: maps per row of the grid.
         pad: picture pixels between and around the tiles.
@@ -181,7 +183,7 @@ class Hover:
             raise ValueError(f"Hover values must be (h, w) or (n, h, w); got {values.shape}")
         count, height, width = values.shape
         tile = self.tile or (picture_size if count == 1 else (height, width))
-        step = max(1, -(-max(height, width) // MAX_HOVER_SIDE))
+        step = max(1, math.ceil(math.sqrt(count * height * width / MAX_HOVER_VALUES)))
         values = values[:, ::step, ::step]
         finite = np.isfinite(values)
         low = np.array([v[f].min() if f.any() else 0.0 for v, f in zip(values, finite)])
@@ -755,7 +757,7 @@ def _render_page(title: str, built: Sequence[Section], data: object, footer: str
         '<meta name="generator" content="cnnviz">\n'
         f"<title>{escape(title)}</title>\n<style>{_asset('explorer.css')}</style>\n</head>\n"
         f"<body>\n<header><h1>{escape(title)}</h1></header>\n"
-        f'<nav aria-label="sections"><div class="bar"><ul>{nav}</ul>'
+        f'<nav aria-label="sections"><div class="navbar"><ul>{nav}</ul>'
         '<div class="pickers" id="cnnviz-pickers"></div></div></nav>\n'
         f"<main>\n{body}\n</main>\n<footer>{footer}</footer>\n"
         '<div id="cnnviz-hover" role="status" hidden></div>\n'

@@ -127,7 +127,7 @@
     var q = values(img.dataset.map)[(tile * spec.h + y) * spec.w + x];
     if (q === 255) { return null; }
     var value = spec.lo[tile] + q / 254 * (spec.hi[tile] - spec.lo[tile]);
-    return { x: x, y: y, value: value, label: spec.labels[tile] || "" };
+    return { x: x * spec.step, y: y * spec.step, value: value, label: spec.labels[tile] || "" };
   }
 
   var hover = document.getElementById("cnnviz-hover");
