@@ -42,9 +42,9 @@ from . import filters as flt
 from .clusters import cluster_samples, kmeans, purity, render_clusters
 from .confusion import confusion_matrix, most_confused, render_confusion
 from .embeddings import extract
-from .neighbors import knn_accuracy
+from .neighbors import knn_accuracy, nearest_neighbors, neighbor_rows, pixel_features
 from .patches import projections, render_top_patches, top_patches
-from .projection import pca, pca_axes_arrows, scatter, tsne
+from .projection import image_grid, pca, pca_axes_arrows, scatter, tsne
 
 #: the feature-space sections need at least this many images
 MIN_DATASET = 16
@@ -79,19 +79,28 @@ def default_patch_layer(model: Model) -> str | None:
 
 @_register("filters", order=200)
 def filters_section(ctx: ReportContext, page: Page) -> Section | None:
-    if not ctx.names:  # a report without images stays model card + layer table
+    """The first Conv layer's filters (or those of ``options["filter_layers"]``, shown even
+    without images) and every Conv layer's filter smoothness."""
+    wanted = list(_options(ctx).get("filter_layers") or [])
+    if not ctx.names and not wanted:  # a report without images stays model card + layers
         return None
     model = ctx.model
     try:
-        first = flt.conv_filters(model)
+        shown = [flt.conv_filters(model, name) for name in wanted] or [flt.conv_filters(model)]
     except CnnvizError:
         return None
+    first = shown[0]
     bgr = model.preprocess.channel_order == "BGR"
     pictures = [
         page.figure(
-            page.image(flt.render_filters(first, norm, bgr=bgr), f"first-{norm}", alt=text),
-            text,
+            page.image(
+                flt.render_filters(weights, norm, bgr=bgr),
+                f"{weights.layer}-{norm}",
+                alt=f"{weights.layer}: {text}",
+            ),
+            f"{weights.layer}: {text}",
         )
+        for weights in shown
         for norm, text in (("filter", "each filter scaled"), ("joint", "one scale for all"))
     ]
     rows = []
@@ -250,7 +259,10 @@ def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
     if found is None or layer is None:
         return None
     source, labels = found
-    emb = extract(model, source, layer, pooling="avg", labels=labels, predictions=True)
+    emb = _options(ctx).get("embeddings")
+    if emb is None:
+        emb = extract(model, source, layer, pooling="avg", labels=labels, predictions=True)
+    layer = emb.layer
     feats, labels = emb.features, emb.labels
     parts: list[str] = []
     facts: list[tuple[str, object]] = [
@@ -297,7 +309,15 @@ def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
                 "t-SNE, thumbnails framed by class",
             )
         )
+        grid, _ = image_grid(coords, thumbs)
+        figures.append(
+            page.figure(
+                page.image(grid, "tsne-grid", alt="t-SNE image grid"),
+                "t-SNE image grid: each image in the cell its point snaps to",
+            )
+        )
     parts.append('<div class="cards">' + "".join(figures) + "</div>")
+    parts.append(_neighbours(page, feats, thumbs))
     if labels is not None and emb.predictions is not None:
         matrix = confusion_matrix(labels, emb.predictions, model.num_classes)
         pairs = most_confused(matrix, 5)
@@ -338,6 +358,28 @@ def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
     return Section("feature-space", "Feature space", "".join(parts))
 
 
+#: query images of the feature space's neighbour table
+NEIGHBOUR_QUERIES = 6
+
+
+def _neighbours(page: Page, feats: np.ndarray, thumbs: np.ndarray, k: int = 5) -> str:
+    """Query images beside their nearest neighbours in feature space and in pixel space."""
+    if len(feats) <= k + 1:
+        return ""
+    queries = np.linspace(0, len(feats) - 1, min(NEIGHBOUR_QUERIES, len(feats))).astype(int)
+    by_feature, _ = nearest_neighbors(feats, k=k + 1)
+    by_pixel, _ = nearest_neighbors(pixel_features(thumbs), k=k + 1)
+    rows = [
+        [j for j in by_feature[q] if j != q][:k] + [j for j in by_pixel[q] if j != q][:k]
+        for q in queries
+    ]
+    picture = neighbor_rows(thumbs, thumbs[queries], rows, separator_after=k)
+    return page.figure(
+        page.image(picture, "neighbours", alt="nearest neighbours"),
+        f"nearest neighbours: query | {k} nearest in feature space | {k} nearest in pixels",
+    )
+
+
 def _thumbnails(model: Model, source: Any, count: int) -> np.ndarray:
     from .sources import iter_chunks
 
@@ -347,29 +389,45 @@ def _thumbnails(model: Model, source: Any, count: int) -> np.ndarray:
 
 @_register("top-patches", order=230)
 def top_patches_section(ctx: ReportContext, page: Page) -> Section | None:
+    """The maximally activating patches of a data set (``options["top_patches"]``: a
+    precomputed :class:`~.patches.TopPatches`, else computed at ``patch_layer`` and at the
+    other explored layers, one per layer picker entry)."""
     found = _dataset(ctx)
     model = ctx.model
     options = _options(ctx)
-    layer = options.get("patch_layer") or default_patch_layer(model)
-    if found is None or layer is None:
+    given = options.get("top_patches")
+    first = given.layer if given is not None else options.get("patch_layer")
+    first = first or default_patch_layer(model)
+    if (found is None and given is None) or first is None:
         return None
-    shape = model.layer(layer).shape
-    channels = options.get("channels") or list(range(min(8, shape[1] if shape else 8)))
-    result = top_patches(model, found[0], layer, int(options.get("k", 6)), channels=channels)
-    try:
-        projected = projections(model, result)
-    except CnnvizError:
-        projected = None
-    grid = render_top_patches(model, result, projected=projected)
-    note = (
-        f'<p class="muted">Layer <code>{escape(layer)}</code>, channels '
-        f"{escape(', '.join(map(str, result.channels)))} (one row each): the strongest "
-        "patches of the data set, each cropped by the unit's receptive field"
-        + (", beside its guided-backprop projection" if projected is not None else "")
-        + ".</p>"
-    )
-    return Section(
-        "top-patches",
-        "Maximally activating patches",
-        note + page.image(grid, "grid", alt="top patches"),
-    )
+    fields = {layer.name for layer in model.layers if layer.receptive_field is not None}
+    layers = [first]
+    if given is None and options.get("patch_layer") is None:
+        layers += [name for name in explored_layers(model) if name in fields and name != first]
+    panels = []
+    for layer in layers:
+        if given is not None:
+            result, projected = given, options.get("projected")
+        else:
+            shape = model.layer(layer).shape
+            channels = options.get("channels") or list(range(min(8, shape[1] if shape else 8)))
+            assert found is not None
+            result = top_patches(
+                model, found[0], layer, int(options.get("k", 6)), channels=channels
+            )
+            try:
+                projected = projections(model, result)
+            except CnnvizError:
+                projected = None
+        grid = render_top_patches(model, result, projected=projected)
+        note = (
+            f'<p class="muted">Layer <code>{escape(layer)}</code>, channels '
+            f"{escape(', '.join(map(str, result.channels)))} (one row each): the strongest "
+            f"{'patches' if result.kind == 'patch' else 'images'} of the data set"
+            + (", each cropped by the unit's receptive field" if result.kind == "patch" else "")
+            + (", beside its guided-backprop projection" if projected is not None else "")
+            + ".</p>"
+        )
+        body = note + page.image(grid, f"grid-{layer}", alt=f"top patches of {layer}")
+        panels.append(page.for_layer(layer, body) if len(layers) > 1 else body)
+    return Section("top-patches", "Maximally activating patches", "".join(panels))

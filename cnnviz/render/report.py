@@ -31,9 +31,10 @@ controls. :meth:`Page.for_image` / :meth:`Page.for_layer` mark what the image / 
 picker shows, :meth:`Page.tabs` makes a tab set (tabs of one group switch together), and a
 picture given a :class:`Hover` shows the value under the cursor and its pixel coordinates.
 
-Size: embedded pictures count against ``budget`` bytes; past half of it, colour pictures
-are stored with a 256-colour palette, past 80 % at half resolution (shown at the same size),
-and a report still over budget warns (:class:`ReportSizeWarning`).
+Size: embedded colour pictures larger than :data:`PALETTE_ABOVE` are stored with a
+256-colour palette; pictures and hover data count against ``budget`` bytes: past half of it
+every colour picture gets the palette, past 80 % pictures are stored at half resolution
+(shown at the same size), and a report still over budget warns (:class:`ReportSizeWarning`).
 
 Atomicity: ``report.html`` is written last, by an atomic rename; with ``assets=True``
 pictures are staged in a hidden folder inside the output folder and moved into
@@ -85,6 +86,9 @@ MAX_LISTED = 10
 TIMES = "\u00d7"
 #: default size budget of a self-contained report, bytes
 DEFAULT_BUDGET = 15 * 2**20
+#: embedded colour pictures whose PNG is larger than this many bytes get a 256-colour
+#: palette (when that is smaller)
+PALETTE_ABOVE = 24 * 2**10
 #: hover values kept per picture at most (larger maps are subsampled by an integer step)
 MAX_HOVER_VALUES = 2**15
 
@@ -210,6 +214,12 @@ class Hover:
             "labels": labels,
             "q": base64.b64encode(codes.tobytes()).decode("ascii"),
         }
+
+
+def _png(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class _Budget:
@@ -368,11 +378,12 @@ class Page:
             picture = picture.resize(
                 (picture.width // 2, picture.height // 2), Image.Resampling.BOX
             )
-        if level >= 1 and picture.mode in ("RGB", "RGBA"):
-            picture = picture.quantize(256, method=Image.Quantize.FASTOCTREE)
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG", optimize=True)
-        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+        stored = _png(picture)
+        if picture.mode in ("RGB", "RGBA") and (level >= 1 or len(stored) > PALETTE_ABOVE):
+            stored = min(
+                stored, _png(picture.quantize(256, method=Image.Quantize.FASTOCTREE)), key=len
+            )
+        encoded = base64.b64encode(stored).decode("ascii")
         self._budget.used += len(encoded)
         return "data:image/png;base64," + encoded, halved
 

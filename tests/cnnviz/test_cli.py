@@ -14,6 +14,9 @@ from PIL import Image
 
 from cnnviz.cli import main
 
+#: the demo's self-contained report stays under this many bytes
+DEMO_BUDGET = 8 * 2**20
+
 
 @pytest.fixture
 def tiny(tmp_path):
@@ -109,7 +112,17 @@ def test_demo_writes_a_report_with_every_class(capsys, tmp_path):
     assert str(tmp_path / "demo" / "report.html") in out
     for name in CLASSES:
         assert f"{name} #" in html
-    assert len(list((tmp_path / "demo" / "images").rglob("*.png"))) >= len(CLASSES)
+    # one self-contained file: the pictures are embedded, nothing lies beside it
+    assert html.count('src="data:image/png;base64,') >= len(CLASSES)
+    assert [p.name for p in (tmp_path / "demo").iterdir()] == ["report.html"]
+    assert (tmp_path / "demo" / "report.html").stat().st_size < DEMO_BUDGET
+
+
+def test_report_with_assets_writes_pictures_beside_it(capsys, tmp_path, tiny, photo):
+    code, _, _ = run(capsys, "report", tiny, photo, "--out", tmp_path / "rep", "--assets")
+    assert code == 0
+    assert len(list((tmp_path / "rep" / "images").rglob("*.png"))) >= 1
+    assert "data:image/png" not in (tmp_path / "rep" / "report.html").read_text()
 
 
 def test_installed_entry_point_help():
