@@ -259,9 +259,14 @@ def confounded_section(ctx: ReportContext, page: Page) -> Section | None:
         occ = occlusion(m, images, None, window=8, stride=4, fill="grey")
         lim = lime(m, images, None, samples=300)
         results[name] = (occ, lim)
+        answers = np.array([target.class_index for target in occ.targets])
+        right = int((answers == plain.labels[keep]).sum())
+        stars = int((answers == SNOW_CLASS).sum())
         summary.append(
             [
                 Markup(escape(name)),
+                Markup(f"{right} of {len(keep)}"),
+                Markup(f"{stars} of {len(keep)}"),
                 Markup(f"{1 - energy_inside(occ, masks).mean():.2f}"),
                 Markup(f"{1 - energy_inside(lim, masks).mean():.2f}"),
             ]
@@ -289,14 +294,26 @@ def confounded_section(ctx: ReportContext, page: Page) -> Section | None:
                 )
             )
         rows.append(cells)
+    star = plain.classes[SNOW_CLASS]
     note = (
-        '<p class="muted">The confounded model was trained with every star on snow and no other '
-        "shape ever on it (<code>python -m cnnviz.data.train_confounded</code>). Put any shape "
-        'on snow and it answers "star", and its explanations point at the snow: the share of '
-        "positive attribution off the object, clean vs confounded model:</p>"
+        "<p>The confounded model was trained with every star on snow and no other shape ever "
+        "on it (<code>python -m cnnviz.data.train_confounded</code>), the way a husky-vs-wolf "
+        "classifier learned that wolves come with snow. Below, shapes that are <b>not</b> "
+        f"stars are put on snow. Neither model saw snow behind these shapes, so <b>both "
+        f"may be wrong</b>; the difference is how: the confounded model answers "
+        f'"{escape(star)}" because of the snow, and its explanations point at the snow '
+        "instead of the object (energy off object near 1), while the clean model's errors "
+        "still come from the object. The table counts both, over 8 images:</p>"
     )
     table = page.table(
-        ["model", "occlusion: energy off object", "LIME: energy off object"], summary
+        [
+            "model",
+            "right on snow",
+            f"answers {star!r}",
+            "occlusion: energy off object",
+            "LIME: energy off object",
+        ],
+        summary,
     )
     grid = page.table(
         ["input", "occlusion, clean", "LIME, clean", "occlusion, confounded", "LIME, confounded"],
