@@ -106,23 +106,19 @@ def filters_section(ctx: ReportContext, page: Page) -> Section | None:
     rows = []
     for name in flt.conv_layers(model):
         weights = flt.conv_filters(model, name)
-        score = flt.high_frequency_energy(weights.weights)
-        rows.append(
-            [
-                name,
-                "x".join(map(str, weights.weights.shape)),
-                weights.groups,
-                f"{score.mean():.2f}",
-                f"{score.max():.2f}",
-            ]
-        )
+        if weights.weights.shape[2:] == (1, 1):  # no spatial frequencies to measure
+            energy = ["-", "-"]
+        else:
+            score = flt.high_frequency_energy(weights.weights)
+            energy = [f"{score.mean():.2f}", f"{score.max():.2f}"]
+        rows.append([name, "x".join(map(str, weights.weights.shape)), weights.groups, *energy])
     table = page.table(
         ["layer", "weights (O x I/g x kh x kw)", "groups", "HF energy (mean)", "max"], rows
     )
     note = (
         f'<p class="muted">First layer <code>{escape(first.layer)}</code>. HF energy: share of '
         "a filter's energy above a quarter of the sampling rate (high: noisy or unconverged "
-        "filters).</p>"
+        "filters; - for 1x1 kernels).</p>"
     )
     return Section(
         "filters", "Filters", note + '<div class="cards">' + "".join(pictures) + "</div>" + table
