@@ -120,9 +120,38 @@ def filters_section(ctx: ReportContext, page: Page) -> Section | None:
         "a filter's energy above a quarter of the sampling rate (high: noisy or unconverged "
         "filters; - for 1x1 kernels).</p>"
     )
+    per_layer = "" if wanted else _filters_per_layer(model, page)
     return Section(
-        "filters", "Filters", note + '<div class="cards">' + "".join(pictures) + "</div>" + table
+        "filters",
+        "Filters",
+        note + '<div class="cards">' + "".join(pictures) + "</div>" + per_layer + table,
     )
+
+
+def _filters_per_layer(model: Model, page: Page) -> str:
+    """For each explored layer fed by a Conv (the layer picker), that Conv's first 16
+    filters over their first 16 input channels, grey, one row per filter."""
+    panels = []
+    for layer in explored_layers(model):
+        try:
+            weights = flt.conv_filters(model, layer)
+        except CnnvizError:
+            continue
+        if weights.weights.shape[2:] == (1, 1):
+            continue
+        picture = flt.render_filters(weights, "filter", tile_side=24, max_out=16, max_in=16)
+        shape = "x".join(map(str, weights.weights.shape))
+        caption = (
+            f"{layer}: filters of {weights.layer} ({shape}); rows: the first 16 filters, "
+            "columns: their first 16 input channels, each filter scaled"
+        )
+        panels.append(
+            page.for_layer(
+                layer,
+                page.figure(page.image(picture, f"layer-{layer}", alt=caption), caption),
+            )
+        )
+    return "<h3>Filters of the picked layer</h3>" + "".join(panels) if panels else ""
 
 
 #: the layer explorer shows at most this many layers and images
