@@ -39,6 +39,7 @@ SUITES = {
     "texture": __import__("texture").run,
     "fast_style": __import__("fast_style").run,
     "perturbation": __import__("perturbation").run,
+    "compiled_backward": __import__("compiled_backward").run,
 }
 
 

@@ -15,6 +15,7 @@ from cnnviz_core import (
     InputError,
     Model,
     ModelLoadError,
+    ModelRunError,
     Prediction,
     Preprocess,
     TargetError,
@@ -26,6 +27,7 @@ from . import (
     features,  # noqa: F401  (registers its report sections)
     synthesis,  # noqa: F401  (registers its report sections; torch is imported lazily)
 )
+from .attribution.export import export_explainer
 from .models import load_model
 from .render.report import build_report, register_section
 
@@ -37,11 +39,13 @@ __all__ = [
     "InputError",
     "Model",
     "ModelLoadError",
+    "ModelRunError",
     "Prediction",
     "Preprocess",
     "TargetError",
     "UnknownLayerError",
     "build_report",
+    "export_explainer",
     "load_model",
     "register_section",
 ]

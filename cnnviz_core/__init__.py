@@ -5,11 +5,13 @@ fields, targets (what a score or a gradient explains) and the native kernels. No
 HTML or argument parsing lives here.
 """
 
+from .detection import Box, DetectionLayout, list_boxes
 from .errors import (
     CnnvizError,
     DeviceError,
     InputError,
     ModelLoadError,
+    ModelRunError,
     TargetError,
     UnknownLayerError,
     UnsupportedOpError,
@@ -17,12 +19,10 @@ from .errors import (
 from .graph import ReceptiveField
 from .labels import load_labels
 from .model import Layer, Model, Prediction
-from .preprocess import PRESETS, Preprocess, load_image
+from .preprocess import PRESETS, LoadedImage, Preprocess, load_image, read_image
 from .targets import (
-    Box,
     Channel,
     Class,
-    DetectionLayout,
     Neuron,
     Region,
     ResolvedTarget,
@@ -43,8 +43,10 @@ __all__ = [
     "DeviceError",
     "InputError",
     "Layer",
+    "LoadedImage",
     "Model",
     "ModelLoadError",
+    "ModelRunError",
     "Neuron",
     "Prediction",
     "Preprocess",
@@ -56,8 +58,10 @@ __all__ = [
     "TargetLike",
     "UnknownLayerError",
     "UnsupportedOpError",
+    "list_boxes",
     "load_image",
     "load_labels",
+    "read_image",
     "resolve_target",
     "resolve_targets",
     "score_tensor",

@@ -49,3 +49,8 @@ class UnknownLayerError(CnnvizError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+
+class ModelRunError(CnnvizError, RuntimeError):
+    """onnxruntime loaded the model but cannot compute it (a corrupted graph, an allocation
+    that fails); the message carries onnxruntime's own."""

@@ -1,5 +1,5 @@
-"""ONNX graph utilities: loading with clear errors, shapes, exposing tensors, batching,
-layer names and receptive-field arithmetic.
+"""ONNX graph utilities: shapes, exposing tensors, batching, layer names and receptive-field
+arithmetic (loading files safely lives in :mod:`cnnviz_core.loading`).
 
 Everything here works on ``onnx.ModelProto`` and plain Python values; sessions and
 preprocessing live in :mod:`cnnviz_core.model`.
@@ -12,14 +12,11 @@ import copy
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from onnx.external_data_helper import load_external_data_for_model
 
-from .errors import ModelLoadError
 from .geometry import Window, needs_input_size
 
 #: protobuf cannot serialize a message this large (ONNX shape inference serializes the model)
@@ -64,35 +61,6 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 #: sliding-window ops (kernel, stride, pads, dilation)
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
-
-
-def load_onnx(source: str | Path | bytes) -> onnx.ModelProto:
-    """Load an ONNX model from a path or bytes, raising :class:`ModelLoadError` with the reason."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data, where = bytes(source), "<bytes>"
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ModelLoadError(f"model file not found: {str(path)!r}")
-        if path.is_dir():
-            raise ModelLoadError(f"{str(path)!r} is a directory, not an ONNX model file")
-        data, where = path.read_bytes(), str(path)
-    if not data:
-        raise ModelLoadError(f"{where!r} is empty, not an ONNX model")
-    try:
-        model = onnx.load_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError or RuntimeWarning-like errors
-        raise ModelLoadError(f"{where!r} is not an ONNX model (or it is truncated): {exc}") from exc
-    if not model.graph.node:
-        raise ModelLoadError(f"{where!r} is not an ONNX model: it has no graph nodes")
-    if isinstance(source, (str, Path)) and any(
-        init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer
-    ):  # weights in a side file (e.g. model.onnx.data) next to the model
-        try:
-            load_external_data_for_model(model, str(Path(source).parent))
-        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-            raise ModelLoadError(f"cannot read the external weights of {where!r}: {exc}") from exc
-    return model
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -162,15 +130,36 @@ def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
+def node_reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors a node reads: its inputs, and for control flow (If, Loop, Scan) the outer
+    tensors its branches or bodies use by name (a legacy torch export of LRN reads the
+    pooled map inside an If)."""
+    names = [name for name in node.input if name]
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            names.extend(_captured(sub))
+    return names
+
+
+def _captured(sub: onnx.GraphProto) -> list[str]:
+    """Names a subgraph reads that it does not make itself (outer-scope captures)."""
+    made = {i.name for i in sub.input} | {i.name for i in sub.initializer}
+    out: list[str] = []
+    for node in sub.node:
+        out.extend(name for name in node_reads(node) if name not in made)
+        made.update(node.output)
+    return out
+
+
 def data_nodes(model: onnx.ModelProto, source: str) -> list[onnx.NodeProto]:
     """Nodes (in graph order, which ONNX requires to be topological) whose outputs depend on
-    tensor ``source``."""
+    tensor ``source`` (through their inputs or, for control flow, their branches)."""
     reached = {source}
     nodes = []
     for node in model.graph.node:
         if node.op_type in NO_DATA_OPS:
             continue
-        if any(name in reached for name in node.input):
+        if any(name in reached for name in node_reads(node)):
             nodes.append(node)
             reached.update(o for o in node.output if o)
     return nodes
@@ -246,22 +235,47 @@ def input_consumers(model: onnx.ModelProto, input_name: str) -> list[onnx.NodePr
     return [node for node in model.graph.node if input_name in node.input]
 
 
+def _is_channels_first_view(
+    node: onnx.NodeProto, dims_nhwc: Sequence, consts: dict[str, np.ndarray]
+) -> bool:
+    """Whether ``node`` turns the (N, H, W, C) input into (N, C, H, W): a Transpose with perm
+    (0, 3, 1, 2), or for one channel (what tf2onnx writes then) a Reshape to a constant
+    (-1 | 0 | N, 1, H, W), the same bytes."""
+    if node.op_type == "Transpose":
+        return tuple(attributes(node).get("perm", ())) == NHWC_TO_NCHW
+    if node.op_type != "Reshape" or dims_nhwc[3] != 1 or len(node.input) < 2:
+        return False
+    target = consts.get(node.input[1])
+    height, width = dims_nhwc[1], dims_nhwc[2]
+    return (
+        target is not None
+        and target.shape == (4,)
+        and isinstance(height, int)
+        and isinstance(width, int)
+        and (int(target[0]) in (-1, 0) or target[0] == dims_nhwc[0])
+        and [int(v) for v in target[1:]] == [1, height, width]
+    )
+
+
 def peel_channels_last(model: onnx.ModelProto, input_name: str) -> onnx.ModelProto | None:
     """A copy of a channels-last model whose input is channels-first, or None.
 
     tf2onnx and Keras exports declare an (N, H, W, C) input that a Transpose with perm
-    (0, 3, 1, 2) turns into (N, C, H, W). When every reader of ``input_name`` is such a
-    Transpose (and none of their outputs is a graph output), the copy declares the input
-    as (N, C, H, W) (same name, symbolic dims kept) and drops those Transposes: what read
-    their outputs reads the input. Returns None otherwise (no Transpose, or the NHWC tensor
-    is also read as it is).
+    (0, 3, 1, 2) turns into (N, C, H, W) (for one channel tf2onnx writes a Reshape to
+    (-1, 1, H, W) instead). When every reader of ``input_name`` is such a node (and none of
+    their outputs is a graph output), the copy declares the input as (N, C, H, W) (same
+    name, symbolic dims kept) and drops those nodes: what read their outputs reads the
+    input. Returns None otherwise (no such node, or the NHWC tensor is also read as it is).
     """
     consumers = input_consumers(model, input_name)
     outputs = {o.name for o in model.graph.output}
+    inp = next(i for i in model.graph.input if i.name == input_name)
+    dims_nhwc = dims(inp.type)
+    if dims_nhwc is None or len(dims_nhwc) != 4:
+        return None
+    consts = initializers(model) if any(n.op_type == "Reshape" for n in consumers) else {}
     if not consumers or any(
-        node.op_type != "Transpose"
-        or tuple(attributes(node).get("perm", ())) != NHWC_TO_NCHW
-        or node.output[0] in outputs
+        not _is_channels_first_view(node, dims_nhwc, consts) or node.output[0] in outputs
         for node in consumers
     ):
         return None
@@ -272,7 +286,9 @@ def peel_channels_last(model: onnx.ModelProto, input_name: str) -> onnx.ModelPro
         node
         for node in graph.node
         if not (
-            node.op_type == "Transpose" and node.output[0] in peeled and input_name in node.input
+            node.op_type in ("Transpose", "Reshape")
+            and node.output[0] in peeled
+            and input_name in node.input
         )
     ]
     del graph.node[:]
@@ -285,10 +301,196 @@ def peel_channels_last(model: onnx.ModelProto, input_name: str) -> onnx.ModelPro
     for info in stale:
         graph.value_info.remove(info)
     inp = next(i for i in graph.input if i.name == input_name)
+    dims_proto = [copy.deepcopy(d) for d in inp.type.tensor_type.shape.dim]
+    del inp.type.tensor_type.shape.dim[:]
+    inp.type.tensor_type.shape.dim.extend(dims_proto[axis] for axis in NHWC_TO_NCHW)
+    return out
+
+
+#: NCHW -> NHWC, the inverse of :data:`NHWC_TO_NCHW`
+NCHW_TO_NHWC = (0, 2, 3, 1)
+#: element-wise ops a layout Transpose commutes with (their other operands, if any, are
+#: constants broadcast per channel, or tensors under the same Transpose)
+_LAYOUT_FREE_UNARY = frozenset(
+    {
+        "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Gelu", "Clip", "Sigmoid", "HardSigmoid",
+        "HardSwish", "Tanh", "Softplus", "Softsign", "Mish", "Erf", "Exp", "Log", "Sqrt",
+        "Reciprocal", "Neg", "Abs", "Dropout", "Identity", "Cast",
+    }
+)  # fmt: skip
+_LAYOUT_FREE_BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu"})
+_LAYOUT_REDUCE = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"})
+
+
+def channels_first_kept(model: onnx.ModelProto, input_name: str) -> onnx.ModelProto:
+    """A copy of a model whose (N, H, W, C) input is read as it is (NHWC kept through the
+    graph) that takes (N, C, H, W): a Transpose to NHWC is put after the input, then moved
+    down the graph (through element-wise ops, per-channel constants re-laid out, and
+    reductions over H and W) until it meets a Transpose back to NCHW and both vanish. The
+    result computes the same function of the channels-first input; a Transpose that cannot
+    move further stays (the graph stays exact, only that part of it keeps NHWC tensors).
+    """
+    out = copy.deepcopy(model)
+    graph = out.graph
+    inp = next(i for i in graph.input if i.name == input_name)
     dims_nhwc = [copy.deepcopy(d) for d in inp.type.tensor_type.shape.dim]
     del inp.type.tensor_type.shape.dim[:]
     inp.type.tensor_type.shape.dim.extend(dims_nhwc[axis] for axis in NHWC_TO_NCHW)
+    nhwc = f"{input_name}__nhwc"
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name == input_name:
+                node.input[index] = nhwc
+    first = onnx.helper.make_node(
+        "Transpose", [input_name], [nhwc], perm=list(NCHW_TO_NHWC), name=f"{nhwc}_transpose"
+    )
+    graph.node.insert(0, first)
+    while _sink_one_transpose(graph):
+        pass
+    _drop_unused(graph)
+    del graph.value_info[:]
     return out
+
+
+def _sink_one_transpose(graph: onnx.GraphProto) -> bool:
+    """Move one layout Transpose one node down (or cancel it); False when none can move."""
+    consts = {init.name: init for init in graph.initializer}
+    for node in graph.node:  # Constant nodes too (the legacy torch exporter writes them)
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and value is not None:
+            consts[node.output[0]] = value
+    outputs = {o.name for o in graph.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in set(node.input):
+            readers.setdefault(name, []).append(node)
+    for t in graph.node:
+        perm = tuple(attributes(t).get("perm", ())) if t.op_type == "Transpose" else ()
+        if perm != NCHW_TO_NHWC:  # only transposes to NHWC move (down to their inverse)
+            continue
+        for node in readers.get(t.output[0], []):
+            if node.op_type == "Transpose":
+                inner = tuple(attributes(node).get("perm", ()))
+                if tuple(perm[i] for i in inner) == (0, 1, 2, 3) and node.output[0] not in outputs:
+                    _rename_reads(graph, node.output[0], t.input[0])
+                    graph.node.remove(node)
+                    return True
+                continue
+            if node.output[0] in outputs or len(node.output) != 1:
+                continue
+            if _push_through(graph, t, node, perm, consts):
+                return True
+    return False
+
+
+def _push_through(
+    graph: onnx.GraphProto,
+    t: onnx.NodeProto,
+    node: onnx.NodeProto,
+    perm: tuple[int, ...],
+    consts: dict[str, onnx.TensorProto],
+) -> bool:
+    """Rewrite node(transpose(x)) as transpose(node'(x)) when node commutes with it."""
+    moved = t.output[0]
+    inputs = list(node.input)
+    if node.op_type in _LAYOUT_FREE_UNARY:
+        if any(name == moved for name in inputs[1:]):
+            return False
+        inputs[0] = t.input[0]
+        perm_after = perm
+    elif node.op_type in _LAYOUT_FREE_BINARY:
+        twins = {
+            n.output[0]: n.input[0]
+            for n in graph.node
+            if n.op_type == "Transpose" and tuple(attributes(n).get("perm", ())) == perm
+        }
+        for index, name in enumerate(inputs):
+            if name == moved:
+                inputs[index] = t.input[0]
+            elif name in twins:  # another branch under the same Transpose (a residual Add)
+                inputs[index] = twins[name]
+            elif name in consts:
+                value = numpy_helper.to_array(consts[name])
+                if value.ndim > 4:
+                    return False
+                full = value.reshape((1,) * (4 - value.ndim) + value.shape)
+                inverse = tuple(int(i) for i in np.argsort(perm))
+                tensor = numpy_helper.from_array(
+                    np.ascontiguousarray(full.transpose(inverse)), f"{name}__relaid_{t.name}"
+                )
+                graph.initializer.append(tensor)
+                consts[tensor.name] = tensor
+                inputs[index] = tensor.name
+            else:
+                return False
+        perm_after = perm
+    elif node.op_type in _LAYOUT_REDUCE and (len(inputs) == 1 or inputs[1] in consts):
+        attrs = attributes(node)
+        given = numpy_helper.to_array(consts[inputs[1]]) if len(inputs) > 1 else None
+        axes = [int(a) % 4 for a in (given if given is not None else attrs.get("axes", range(4)))]
+        mapped = sorted(perm[a] for a in axes)
+        if attrs.get("keepdims", 1):
+            perm_after = perm
+        else:
+            kept = [perm[a] for a in range(4) if a not in axes]
+            if kept != sorted(kept):
+                return False
+            perm_after = ()
+        for attr in node.attribute:
+            if attr.name == "axes":
+                del attr.ints[:]
+                attr.ints.extend(mapped)
+        if given is not None:  # axes as an input (opset 18): a re-laid copy
+            tensor = numpy_helper.from_array(
+                np.asarray(mapped, np.int64), f"{inputs[1]}__relaid_{t.name}"
+            )
+            graph.initializer.append(tensor)
+            inputs[1] = tensor.name
+        inputs[0] = t.input[0]
+    else:
+        return False
+    del node.input[:]
+    node.input.extend(inputs)
+    if perm_after:
+        name = node.output[0]
+        moved_name = f"{name}__nhwc"
+        node.output[0] = moved_name
+        after = onnx.helper.make_node(
+            "Transpose", [moved_name], [name], perm=list(perm_after), name=f"{name}_transpose"
+        )
+        graph.node.insert(list(graph.node).index(node) + 1, after)
+        # the channels-first tensor keeps the user-visible name, the remaining NHWC readers
+        # read ``NAME__nhwc``
+        _swap_names(graph, name, moved_name)
+    return True
+
+
+def _swap_names(graph: onnx.GraphProto, a: str, b: str) -> None:
+    for node in graph.node:
+        for seq in (node.input, node.output):
+            for index, name in enumerate(seq):
+                if name == a:
+                    seq[index] = b
+                elif name == b:
+                    seq[index] = a
+
+
+def _rename_reads(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name == old:
+                node.input[index] = new
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Remove Transposes whose outputs nothing reads (left behind by cancellations)."""
+    changed = True
+    while changed:
+        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type == "Transpose" and n.output[0] not in read]
+        for node in dead:
+            graph.node.remove(node)
+        changed = bool(dead)
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -20,9 +21,10 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from . import graph
-from .errors import DeviceError, InputError, ModelLoadError, UnknownLayerError
+from .errors import DeviceError, InputError, ModelLoadError, ModelRunError, UnknownLayerError
 from .graph import ReceptiveField, Shape
 from .labels import labels_from_metadata, load_labels, resolve_class
+from .loading import load_onnx
 from .preprocess import ImageLike, Preprocess, preset
 
 #: default bound on the activations one forward chunk may hold (bytes)
@@ -30,15 +32,24 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 #: metadata key under which a model card (JSON) travels inside an ONNX file
 CARD_KEY = "cnnviz.card"
 
-#: what onnxruntime raises when it cannot load or place a graph (its own types, none shared)
-_ORT_ERRORS: tuple[type[Exception], ...] = (
-    ort_state.Fail,
-    ort_state.InvalidArgument,
-    ort_state.InvalidGraph,
-    ort_state.InvalidProtobuf,
-    ort_state.NotImplemented,
-    ort_state.RuntimeException,
-    ort_state.EPFail,
+#: what onnxruntime raises when it cannot load, place or run a graph (its own types, none
+#: shared; the later ones are absent from older releases)
+_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(ort_state, name)
+    for name in (
+        "Fail",
+        "InvalidArgument",
+        "InvalidGraph",
+        "InvalidProtobuf",
+        "NotImplemented",
+        "RuntimeException",
+        "EPFail",
+        "EngineError",
+        "NoSuchFile",
+        "NotFound",
+        "NoModel",
+    )
+    if hasattr(ort_state, name)
 )
 
 #: what the batch-rewrite probe may meet: a session that does not load, or a run that fails
@@ -130,7 +141,9 @@ class SessionFactory:
             DeviceError: the session does not run on the device asked for.
         """
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        # onnxruntime's errors come back inside ours (ModelLoadError, ModelRunError), never
+        # as its own lines on stderr
+        options.log_severity_level = 4
         if self.threads:
             options.intra_op_num_threads = self.threads
         if not spin:
@@ -195,7 +208,7 @@ class Model:
         threads: int = 0,
         name: str | None = None,
     ):
-        self.proto = graph.load_onnx(source)
+        self.proto = load_onnx(source)
         self.name = name or (Path(source).stem if isinstance(source, (str, Path)) else "model")
         self.card: dict = _read_card(self.proto)
         #: ``NCHW``, or ``NHWC (input transpose removed)`` for a channels-last export
@@ -205,6 +218,8 @@ class Model:
         self.channels: int = input_shape[1]
         typed = graph.infer_shapes(self.proto)
         self._types = graph.tensor_types(typed)
+        self.memory_budget = memory_budget
+        self._check_tensor_sizes(input_shape)
         self._fields = graph.receptive_fields(typed, self.input_name, self._types)
         self.layers: list[Layer] = self._layer_table(typed)
         self._aliases = self._alias_table()
@@ -220,10 +235,11 @@ class Model:
         self.session_factory = SessionFactory(device, threads, name=self.name)
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._plans: dict[tuple[tuple[str, ...], bool], _RunPlan] = {}
-        self.memory_budget = memory_budget
+        self.preprocess = self._resolve_preprocess(preprocess, input_shape)
+        assert self.preprocess.size is not None
+        _check_windows(self.proto, self.input_name, self.preprocess.size, self.name)
         self.runnable, self.batched = self._batchable_graph(input_shape)
         self.max_batch = self._max_batch(typed) if self.batched else 1
-        self.preprocess = self._resolve_preprocess(preprocess, input_shape)
         self.labels = self._resolve_labels(labels)
 
     # ----------------------------------------------------------------------------- info
@@ -297,7 +313,7 @@ class Model:
             return {}
         session = self.session_factory(graph.expose(self.runnable, unknown, self._types))
         blank: np.ndarray = np.zeros((1, *self.input_shape), self.input_dtype)
-        values = session.run(unknown, {self.input_name: blank})
+        values = self._ort_run(session, unknown, blank)
         return {name: ("N", *value.shape[1:]) for name, value in zip(unknown, values)}
 
     def tensor_name(self, name: str) -> str:
@@ -345,7 +361,7 @@ class Model:
         """Tensors of the runnable graph reached from the input (through Shape ops too)."""
         reached = {self.input_name}
         for node in self.runnable.graph.node:
-            if any(i in reached for i in node.input if i):
+            if any(i in reached for i in graph.node_reads(node)):
                 reached.update(o for o in node.output if o)
         return frozenset(reached)
 
@@ -389,11 +405,11 @@ class Model:
         if not plan.fetch:
             return {}
         batch = self._check_batch(batch)
-        feed = self.input_name
         if len(batch) <= self.max_batch:
-            values = plan.session.run(plan.fetch, {feed: batch})
+            values = self._ort_run(plan.session, plan.fetch, batch)
         else:
-            parts = [plan.session.run(plan.fetch, {feed: chunk}) for chunk in self._chunks(batch)]
+            session, fetch = plan.session, plan.fetch
+            parts = [self._ort_run(session, fetch, chunk) for chunk in self._chunks(batch)]
             values = [
                 np.concatenate(column) if self.depends_on_input(name) else column[0]
                 for name, column in zip(plan.fetch, zip(*parts))
@@ -406,8 +422,16 @@ class Model:
         return out.reshape(len(out), -1)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, num_classes): the output itself or its softmax."""
-        return to_probabilities(self.scores(batch), self.outputs_probabilities)
+        """Class probabilities (N, num_classes): the output itself or its softmax; scores
+        that are not finite (a corrupted weight or attribute) raise ModelRunError."""
+        scores = self.scores(batch)
+        if not np.isfinite(scores).all():
+            raise ModelRunError(
+                f"model {self.name!r} gives scores that are not finite (NaN or infinite) for "
+                f"{int((~np.isfinite(scores)).any(axis=1).sum())} of {len(scores)} images: "
+                "a corrupted weight or attribute, or inputs far outside the trained range"
+            )
+        return to_probabilities(scores, self.outputs_probabilities)
 
     def predict(
         self, images: ImageLike | Sequence[ImageLike] | np.ndarray, k: int = 5
@@ -422,6 +446,45 @@ class Model:
         ]
 
     # -------------------------------------------------------------------------- helpers
+
+    def _ort_run(self, session: ort.InferenceSession, fetch: list[str], batch: np.ndarray) -> list:
+        """``session.run(fetch, {input: batch})`` with onnxruntime's failures (a corrupted
+        graph that loads but cannot compute, an allocation that fails) as ModelRunError."""
+        try:
+            return session.run(fetch, {self.input_name: batch})
+        except _ORT_ERRORS as exc:
+            raise ModelRunError(
+                f"onnxruntime cannot run model {self.name!r} on a batch of shape "
+                f"{tuple(batch.shape)}: {exc}"
+            ) from exc
+
+    def _check_tensor_sizes(self, input_shape: Shape) -> None:
+        """Raise before any session exists when one tensor the graph computes (or its input),
+        as shape inference sees it for one image, would not fit the memory budget (a hostile
+        model declaring a gigantic input or ``ConstantOfShape``, or one far too big for the
+        budget). Initializers are not counted: their bytes are in the file, checked against
+        their shapes when it was read."""
+        batch_dim = (self._types.get(self.input_name, (0, None))[1] or (None,))[0]
+        input_elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(self.input_dtype))
+        tensors = {self.input_name: (input_elem, input_shape), **self._types}
+        stored = {init.name for init in self.proto.graph.initializer}  # read already
+        for name, (elem, shape) in tensors.items():
+            if name in stored or not shape or not all(isinstance(d, int) for d in shape[1:]):
+                continue
+            dims = [1 if d == batch_dim or not isinstance(d, int) else d for d in shape[:1]]
+            dims += list(shape[1:])
+            try:
+                itemsize = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize
+            except (KeyError, ValueError):
+                itemsize = 4
+            size = math.prod(dims) * itemsize
+            if size > self.memory_budget:
+                raise ModelLoadError(
+                    f"model {self.name!r}: tensor {name!r} of shape {list(shape)} would take "
+                    f"{_human_bytes(size)} for one image, over the memory budget of "
+                    f"{_human_bytes(self.memory_budget)}; a corrupted or hostile file, or a "
+                    "model that needs a larger memory_budget="
+                )
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
@@ -563,10 +626,15 @@ class Model:
             card = self.card.get("preprocess")
             if card:
                 known = {f.name for f in fields(Preprocess)}
-                given = Preprocess(**{k: v for k, v in card.items() if k in known})
+                try:
+                    given = Preprocess(**{k: v for k, v in card.items() if k in known})
+                except InputError as exc:
+                    raise ModelLoadError(
+                        f"the model card of {self.name!r} has invalid preprocessing: {exc}"
+                    ) from exc
                 self.preprocess_source = "model card"
             else:
-                given = Preprocess(channel_order="L" if self.channels == 1 else "RGB")
+                given = Preprocess.for_channels(self.channels)
                 self.preprocess_source = (
                     "default (RGB 0-1; give a preset if the model was trained otherwise)"
                 )
@@ -628,45 +696,59 @@ def _as_float32(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32) if array.dtype == np.float16 else array
 
 
+def _human_bytes(size: int) -> str:
+    """``1.5 GiB`` and the like."""
+    if size < 1024:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def _read_card(proto: onnx.ModelProto) -> dict:
+    """The model card (JSON) the file carries, checked for the entries cnnviz reads:
+    ``classes`` (a list of names), ``preprocess`` (an object), ``output`` (a string)."""
     for prop in proto.metadata_props:
         if prop.key == CARD_KEY:
             try:
                 card = json.loads(prop.value)
             except json.JSONDecodeError as exc:
                 raise ModelLoadError(f"the model's {CARD_KEY} metadata is not JSON: {exc}") from exc
-            return card if isinstance(card, dict) else {}
+            if not isinstance(card, dict):
+                return {}
+            wanted = {"classes": (list, "a list of class names"), "preprocess": (dict, "an object")}
+            wanted["output"] = (str, "a string")
+            for key, (kind, what) in wanted.items():
+                if card.get(key) is not None and not isinstance(card[key], kind):
+                    raise ModelLoadError(
+                        f"the model's {CARD_KEY} metadata has {key!r} = {card[key]!r:.60}; "
+                        f"cnnviz needs {what}"
+                    )
+            return card
     return {}
 
 
 def _channels_first(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """``proto`` and ``NCHW``, or for a channels-last export (an (N, H, W, C) input with
-    1, 3 or 4 channels read only by Transposes to NCHW) the graph without those Transposes
-    and ``NHWC (input transpose removed)``. An NHWC input read as it is raises."""
+    """``proto`` and ``NCHW``, or for a channels-last export (an (N, H, W, C) input read only
+    by Transposes to NCHW, or for one channel by a Reshape to (N, 1, H, W)) the graph without
+    those nodes and ``NHWC (input transpose removed)``. An input that looks NHWC (1, 3 or 4
+    channels last) read as it is gets a Transpose moved down the graph
+    (:func:`graph.channels_first_kept`): ``NHWC (kept in the graph; transposed at load)``."""
     constant = {init.name for init in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in constant]
     shape = graph.dims(inputs[0].type) if len(inputs) == 1 else None
-    if shape is None or len(shape) != 4 or shape[3] not in (1, 3, 4):
+    if shape is None or len(shape) != 4:
         return proto, "NCHW"
     name = inputs[0].name
     peeled = graph.peel_channels_last(proto, name)
     if peeled is not None:
         return peeled, "NHWC (input transpose removed)"
-    if shape[1] in (1, 3):
+    if shape[3] not in (1, 3, 4) or shape[1] in (1, 3, 4):
         return proto, "NCHW"
-    others = [
-        node
-        for node in graph.input_consumers(proto, name)
-        if node.op_type != "Transpose"
-        or tuple(graph.attributes(node).get("perm", ())) != graph.NHWC_TO_NCHW
-    ]
-    first = f"{others[0].op_type} node {others[0].name!r}" if others else "a graph output"
-    raise ModelLoadError(
-        f"model input {name!r} has shape {shape}, channels-last (NHWC), and is read by "
-        f"{first}, not only by a Transpose to NCHW (perm 0, 3, 1, 2): channels-last "
-        "layouts kept through the graph are not supported yet; export with a "
-        "channels-first input (tf2onnx: --inputs-as-nchw)"
-    )
+    return graph.channels_first_kept(proto, name), "NHWC (kept in the graph; transposed at load)"
 
 
 def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
@@ -684,16 +766,84 @@ def _image_input(proto: onnx.ModelProto) -> tuple[str, type, Shape]:
     if elem not in _FLOAT_TYPES or shape is None or len(shape) != 4:
         raise ModelLoadError(
             f"model input {info.name!r} is not an image batch: cnnviz needs a float "
-            f"(N, C, H, W) input, got {onnx.TensorProto.DataType.Name(elem)} "
+            f"(N, C, H, W) input, got {_element_name(elem)} "
             f"shape {shape}"
         )
-    if shape[1] not in (1, 3):
-        layout = " (it looks channels-last, NHWC)" if shape[3] in (1, 3) else ""
+    if not isinstance(shape[1], int) or shape[1] < 1:
         raise ModelLoadError(
-            f"model input {info.name!r} has shape {shape}{layout}; cnnviz needs (N, C, H, W) "
-            "with 1 or 3 channels"
+            f"model input {info.name!r} has shape {shape}: cnnviz needs (N, C, H, W) with a "
+            "fixed number of channels C; export the model with a fixed channel dimension"
         )
     return info.name, _FLOAT_TYPES[elem], shape
+
+
+#: initializers up to this many values travel into the shape check (shape constants)
+_SHAPE_CONSTANT_VALUES = 64
+
+
+def _check_windows(
+    proto: onnx.ModelProto, input_name: str, size: tuple[int, int], name: str
+) -> None:
+    """Raise when a Conv or pooling node would give an empty output for one image of
+    ``size``: a window larger than its input (kernel, dilation, padding). onnxruntime does
+    not refuse such a graph; it dies running it (a division by zero), so this runs before
+    any session. Shapes come from ONNX's inference afresh, never from the file's own
+    ``value_info`` (which a corrupted file gets wrong); the check is skipped when ONNX
+    cannot infer the graph. Large weights travel as typed inputs (no copy of their bytes)."""
+    skeleton = onnx.GraphProto(name=proto.graph.name or "graph")
+    skeleton.node.extend(proto.graph.node)
+    constants = set()
+    for init in proto.graph.initializer:
+        if math.prod(init.dims) <= _SHAPE_CONSTANT_VALUES:
+            skeleton.initializer.append(init)
+        else:
+            skeleton.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims)
+            )
+        constants.add(init.name)
+    for info in proto.graph.input:
+        if info.name == input_name:
+            declared = graph.dims(info.type) or ()
+            elem = info.type.tensor_type.elem_type
+            image = [1, declared[1] if len(declared) > 1 else None, *size]
+            skeleton.input.append(onnx.helper.make_tensor_value_info(info.name, elem, image))
+        elif info.name not in constants:
+            skeleton.input.append(info)
+    for info in proto.graph.output:
+        elem = info.type.tensor_type.elem_type
+        skeleton.output.append(onnx.helper.make_tensor_value_info(info.name, elem, None))
+    light = onnx.helper.make_model(skeleton, opset_imports=proto.opset_import)
+    light.ir_version = proto.ir_version
+    light.functions.extend(proto.functions)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        return  # ONNX cannot infer it afresh: onnxruntime will judge the graph itself
+    shapes = {info.name: graph.dims(info.type) for info in inferred.graph.value_info}
+    for node in proto.graph.node:
+        if node.op_type not in graph.WINDOW_OPS or not node.output:
+            continue
+        inferred_shape = shapes.get(node.output[0])
+        if inferred_shape and any(d == 0 for d in inferred_shape[2:]):
+            attrs = graph.attributes(node)
+            window = ", ".join(
+                f"{key} {attrs[key]}"
+                for key in ("kernel_shape", "strides", "pads", "dilations")
+                if key in attrs
+            )
+            raise ModelLoadError(
+                f"model {name!r}: {node.op_type} node {node.name!r} gives an empty output "
+                f"{list(inferred_shape)} for a {size[0]}x{size[1]} image: its window ({window}) is "
+                "larger than its input (a corrupted attribute, or a preprocessing size too "
+                "small for the model)"
+            )
+
+
+def _element_name(elem: int) -> str:
+    try:
+        return str(onnx.TensorProto.DataType.Name(elem))
+    except ValueError:
+        return f"unknown element type {elem}"
 
 
 def _providers(device: str) -> tuple[list[str], list[dict]]:

@@ -14,9 +14,9 @@ class scores for a class (for a model ending in Softmax, the Softmax's input), t
 the channel's map for a channel, one element for a neuron. The target's score is the seed's
 dot product with the tensor, so its gradient is the backward pass of that seed.
 
-Beyond a class: :class:`Box` (a box's class score or objectness of a YOLO-style detector,
-see :class:`DetectionLayout`) and :class:`Region` (a class's score summed over a mask of a
-segmentation output).
+Beyond a class: :class:`~cnnviz_core.detection.Box` (a box's class score or objectness of a
+YOLO-style detector, see :mod:`cnnviz_core.detection`) and :class:`Region` (a class's score
+summed over a mask of a segmentation output).
 
 Adding a target form: write a frozen dataclass with ``resolve(model, shape_of) ->
 ResolvedTarget``; when its seed is none of the existing kinds, register the seed under a
@@ -43,7 +43,7 @@ ShapeOf = Callable[[str], tuple[int, ...]]
 @runtime_checkable
 class Target(Protocol):
     """Anything that resolves to a tensor and a seed: :class:`Class`, :class:`Channel`,
-    :class:`Neuron` (and, later, box and region targets)."""
+    :class:`Neuron`, :class:`Region`, :class:`~cnnviz_core.detection.Box`."""
 
     def resolve(self, model: Model, shape_of: ShapeOf) -> ResolvedTarget:
         """Check the target against ``model`` (tensor shapes from ``shape_of``).
@@ -236,6 +236,14 @@ def _check_channel(layer: str, channel: int, shape: tuple[int, ...]) -> None:
         )
 
 
+def nearest_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A boolean (H, W) mask resized to ``size`` (h, w) by nearest neighbour (each output
+    pixel takes the input pixel under its centre)."""
+    rows = ((np.arange(size[0]) + 0.5) * mask.shape[0] / size[0]).astype(int)
+    cols = ((np.arange(size[1]) + 0.5) * mask.shape[1] / size[1]).astype(int)
+    return np.asarray(mask[np.ix_(rows, cols)], bool)
+
+
 @dataclass(frozen=True, eq=False)
 class Region:
     """A segmentation target: class ``class_index``'s score **summed** over a boolean mask.
@@ -244,7 +252,8 @@ class Region:
     the explained value is ``scores[class_index][mask].sum()``.
 
     Attributes:
-        mask: boolean (H, W) at the output's resolution.
+        mask: boolean (H, W) at the output's resolution, or at the model input's (then
+            resized to the output's by nearest neighbour).
         class_index: the class plane; None only for a one-channel output (K = 1).
         output: the output tensor (layer name or alias); None: the model's first output.
     """
@@ -262,10 +271,13 @@ class Region:
                 f"a Region needs a (K, H, W) output per image; {tensor!r} is {shape}: "
                 "pass output= a segmentation map"
             )
+        if mask.shape != shape[1:] and mask.shape == tuple(model.input_shape[1:]):
+            mask = nearest_mask(mask, (shape[1], shape[2]))
         if mask.shape != shape[1:]:
             raise TargetError(
-                f"Region mask is {mask.shape}; output {tensor!r} is {shape[1:]} (H, W): "
-                "resize the mask to the output's resolution"
+                f"Region mask is {mask.shape}; output {tensor!r} is {shape[1:]} (H, W) and the "
+                f"input {tuple(model.input_shape[1:])}: resize the mask to the output's "
+                "resolution"
             )
         if self.class_index is None and shape[0] != 1:
             raise TargetError(f"Region needs class_index: output {tensor!r} has {shape[0]} classes")
@@ -274,122 +286,6 @@ class Region:
         pixels = tuple(int(i) for i in np.flatnonzero(mask))
         label = f"class {c} over {len(pixels)} pixels of {tensor}"
         return ResolvedTarget(tensor, (c, *pixels), "region", c, label)
-
-
-@dataclass(frozen=True)
-class DetectionLayout:
-    """Where a YOLO-style detector keeps its boxes (defaults: YOLOv5's (N, boxes, 5 + C)
-    with centre x, y, width, height, objectness, then the class scores).
-
-    Attributes:
-        output: the output tensor (layer name or alias); None: the model's first output.
-        box_axis: the boxes' axis in one image's (2-D) tensor: 0 for (boxes, 5 + C),
-            1 for (5 + C, boxes) (YOLOv8-style).
-        x, y, w, h: offsets of the box centre and size within a box's vector.
-        objectness: offset of the objectness score (None: the detector has none).
-        first_class: offset of the first class score.
-    """
-
-    output: str | None = None
-    box_axis: int = 0
-    x: int = 0
-    y: int = 1
-    w: int = 2
-    h: int = 3
-    objectness: int | None = 4
-    first_class: int = 5
-
-    def tensor(self, model: Model) -> str:
-        """The output tensor's graph name."""
-        return model.tensor_name(self.output) if self.output else model.output_names[0]
-
-    def boxes(self, values: np.ndarray) -> np.ndarray:
-        """(boxes, 5 + C) view of one image's output (boxes first)."""
-        if values.ndim != 2 or self.box_axis not in (0, 1):
-            raise TargetError(
-                f"a detection output must be 2-D per image with box_axis 0 or 1; got shape "
-                f"{values.shape}, box_axis={self.box_axis}"
-            )
-        return values if self.box_axis == 0 else values.T
-
-    def xyxy(self, values: np.ndarray) -> np.ndarray:
-        """(boxes, 4) corners (x0, y0, x1, y1) of one image's boxes."""
-        b = self.boxes(values).astype(np.float64)
-        cx, cy, w, h = b[:, self.x], b[:, self.y], b[:, self.w], b[:, self.h]
-        return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-
-
-@dataclass(frozen=True)
-class Box:
-    """One box of a YOLO-style detector: its class score or its objectness (pre-NMS).
-
-    Attributes:
-        index: the box's position along the layout's box axis.
-        score: ``"class"`` (the score of ``class_index``) or ``"objectness"``.
-        class_index: the class for ``score="class"``; None only for a one-class detector.
-        layout: where the boxes are (:class:`DetectionLayout`).
-    """
-
-    index: int
-    score: str = "class"
-    class_index: int | None = None
-    layout: DetectionLayout = DetectionLayout()
-
-    def resolve(self, model: Model, shape_of: ShapeOf) -> ResolvedTarget:
-        layout = self.layout
-        tensor = layout.tensor(model)
-        shape = shape_of(tensor)
-        if len(shape) != 2 or layout.box_axis not in (0, 1):
-            raise TargetError(
-                f"a Box needs a 2-D detection output per image; {tensor!r} is {shape} "
-                f"(box_axis={layout.box_axis}): set DetectionLayout(output=..., box_axis=...)"
-            )
-        boxes, width = shape[layout.box_axis], shape[1 - layout.box_axis]
-        if not 0 <= self.index < boxes:
-            raise TargetError(f"box {self.index} is out of range: {tensor!r} has {boxes} boxes")
-        if self.score == "objectness":
-            if layout.objectness is None:
-                raise TargetError("Box score='objectness': the layout has no objectness")
-            offset, what = layout.objectness, "objectness"
-        elif self.score == "class":
-            classes = width - layout.first_class
-            if self.class_index is None and classes != 1:
-                raise TargetError(f"Box needs class_index: {tensor!r} has {classes} classes")
-            c = 0 if self.class_index is None else self.class_index
-            if not 0 <= c < classes:
-                raise TargetError(f"class {c} is out of range: {tensor!r} has {classes} classes")
-            offset, what = layout.first_class + c, f"class {c}"
-        else:
-            raise TargetError(f"Box score must be 'class' or 'objectness'; got {self.score!r}")
-        if offset >= width:
-            raise TargetError(f"offset {offset} is out of range: a box has {width} values")
-        index = (self.index, offset) if layout.box_axis == 0 else (offset, self.index)
-        return ResolvedTarget(tensor, index, "box", None, f"box {self.index} {what}")
-
-    @classmethod
-    def best_match(
-        cls,
-        model: Model,
-        batch: np.ndarray,
-        xyxy: Sequence[float] | np.ndarray,
-        layout: DetectionLayout | None = None,
-        score: str = "class",
-        class_index: int | None = None,
-    ) -> Box:
-        """The box of the first image of ``batch`` with the highest IoU with ``xyxy``
-        (x0, y0, x1, y1, in the output's coordinates), from one forward run."""
-        layout = layout or DetectionLayout()
-        tensor = layout.tensor(model)
-        values = model.run(batch[:1], taps=[tensor], outputs=False)[tensor][0]
-        corners = layout.xyxy(values)
-        x0, y0, x1, y1 = (float(v) for v in xyxy)
-        iw = np.clip(np.minimum(corners[:, 2], x1) - np.maximum(corners[:, 0], x0), 0, None)
-        ih = np.clip(np.minimum(corners[:, 3], y1) - np.maximum(corners[:, 1], y0), 0, None)
-        inter = iw * ih
-        areas = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
-        union = areas + (x1 - x0) * (y1 - y0) - inter
-        iou = inter / np.maximum(union, 1e-12)
-        return cls(int(iou.argmax()), score, class_index, layout)
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -439,8 +335,8 @@ def resolve_target(
 
         return target.resolve(model, shape_of)
     raise TargetError(
-        f"a target must be a class index or label, Class, Channel, Neuron, None or a list of "
-        f"those; got {target!r}"
+        f"a target must be a class index or label, Class, Channel, Neuron, Box, Region, None "
+        f"or a list of those; got {target!r}"
     )
 
 
@@ -561,10 +457,8 @@ def target_scores(
 
 __all__ = [
     "SEEDS",
-    "Box",
     "Channel",
     "Class",
-    "DetectionLayout",
     "Neuron",
     "Region",
     "ResolvedTarget",
@@ -573,6 +467,7 @@ __all__ = [
     "TargetLike",
     "Targets",
     "cotangents",
+    "nearest_mask",
     "per_image",
     "resolve_known",
     "resolve_target",

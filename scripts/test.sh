@@ -16,12 +16,33 @@ export CNNVIZ_TEST_ARTIFACTS=${CNNVIZ_TEST_ARTIFACTS:-build/test-artifacts}
 
 # The CPU wheel of torch first, so the extra's range does not pull a CUDA build.
 "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q -e ".[torch,test,segmentation,distributed,lint,browser]"
+"$PY" -m pip install -q -e ".[torch,test,segmentation,distributed,lint,deploy,browser]"
+
+# Keras (tf2onnx) and Paddle (paddle2onnx) exporters for tests/core/test_exporters_tf_paddle.py,
+# in their own virtual environment: paddle2onnx pins onnx<=1.17 and tensorflow pulls keras, grpc...
+# The tests run its Python in a subprocess to export models; cnnviz checks them here. Measured:
+# ~40 s to install from scratch (wheels: tensorflow-cpu 274 MB, paddlepaddle 195 MB), 2.6 GB on
+# disk; a cached venv costs ~3 s. onnxruntime, onnx_graphsurgeon and sympy are what paddle2onnx's
+# optimizer (polygraphy) would otherwise pip-install in the middle of an export.
+EXPORTERS_VENV=${CNNVIZ_EXPORTERS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnviz/exporters-venv}
+[ -x "$EXPORTERS_VENV/bin/python" ] || "$PY" -m venv "$EXPORTERS_VENV"
+"$EXPORTERS_VENV/bin/python" -m pip install -q "tensorflow-cpu==2.21.0" "tf2onnx==1.17.0" \
+  "paddlepaddle==3.3.1" "paddle2onnx==2.1.0" "onnxruntime==1.32.0" "onnx_graphsurgeon==0.6.1" \
+  "sympy==1.14.0"
+export CNNVIZ_EXPORTERS_PYTHON="$EXPORTERS_VENV/bin/python" CNNVIZ_REQUIRE_EXPORTERS=1
 
 # Lint, format and types: both packages, tests and benchmarks (zero findings, no blanket ignores).
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
 "$PY" -m mypy cnnviz cnnviz_core
+
+# The OpenVINO C++ example (an exported explainer run from C++), against the C++ runtime the
+# openvino wheel ships; tests/cnnviz/test_deploy_openvino.py runs it and checks its maps.
+OPENVINO_CMAKE=$("$PY" -c "import openvino, pathlib; print(pathlib.Path(openvino.__file__).parent / 'cmake')")
+cmake -S csrc/examples/openvino -B build/openvino-example -DOpenVINO_DIR="$OPENVINO_CMAKE" \
+  -DCMAKE_BUILD_TYPE=Release
+cmake --build build/openvino-example -j2
+export CNNVIZ_EXPLAIN_OPENVINO="$PWD/build/openvino-example/explain_openvino"
 
 # Python tests, from the installed (editable) package with its built extension.
 "$PY" -m pytest -p no:cacheprovider tests

@@ -26,7 +26,11 @@ from cnnviz_core.targets import (
     score_tensor,
 )
 
-from . import report, segmentation  # their report sections register on import (explicitly)
+from . import (  # their report sections register on import (explicitly)
+    deploy_report,  # the deployable ONNX file's section (issue 16)
+    report,
+    segmentation,
+)
 from .base import Attribution, Images, Method
 from .cam import cam, class_activation_map, default_layer, find_cam_head, gradcam, guided_gradcam
 from .cam_variants import (
@@ -39,12 +43,14 @@ from .cam_variants import (
     scorecam,
     xgradcam,
 )
+from .deeplift import deeplift
 from .drilldown import drilldown
 from .gradient_shap import gradient_shap
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
 from .kernel_shap import kernel_shap
 from .lime import lime
+from .lrp import lrp, lrp_alphabeta, lrp_epsilon, lrp_gamma
 from .methods import METHODS, REGISTRY, SPECS, MethodSpec, explain
 from .occlusion import occlusion
 from .rise import rise
@@ -67,7 +73,9 @@ __all__ = [
     "cam",
     "class_activation_map",
     "deconvnet",
+    "deeplift",
     "default_layer",
+    "deploy_report",
     "drilldown",
     "eigencam",
     "explain",
@@ -83,6 +91,10 @@ __all__ = [
     "kernel_shap",
     "layercam",
     "lime",
+    "lrp",
+    "lrp_alphabeta",
+    "lrp_epsilon",
+    "lrp_gamma",
     "occlusion",
     "report",
     "resolve_targets",

@@ -271,11 +271,16 @@ def make_attribution(
     options: dict[str, Any],
     model: Model,
     batch: np.ndarray,
+    *,
+    gradients: bool = False,
     **fields: Any,
 ) -> Attribution:
-    """An :class:`Attribution` with float32 maps and the batch's display images; for a
-    QDQ-quantized model, ``metrics["straight_through"]`` is True: its gradients pass
-    Quantize/DequantizeLinear as straight-through estimates (see ``Model.quantization``)."""
+    """An :class:`Attribution` with float32 maps and the batch's display images.
+
+    ``gradients``: the maps come from the engine's backward pass. Then, for a QDQ-quantized
+    model, ``metrics["straight_through"]`` is True: its gradients pass
+    Quantize/DequantizeLinear as straight-through estimates (see ``Model.quantization``);
+    perturbation methods (forward runs only) are exact and carry no such flag."""
     attribution = Attribution(
         np.ascontiguousarray(maps, np.float32),
         method,
@@ -284,7 +289,7 @@ def make_attribution(
         display_images(model, batch),
         **fields,
     )
-    if model.quantization == "qdq":
+    if gradients and model.quantization == "qdq":
         attribution.metrics["straight_through"] = True
     return attribution
 

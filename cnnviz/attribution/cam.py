@@ -32,11 +32,13 @@ import onnx
 
 from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError, backward
 from cnnviz_core import graph as onnx_graph
+from cnnviz_core.detection import Box, box_feature_map
 from cnnviz_core.graph import RESHAPE_OPS
 from cnnviz_core.targets import (
     ResolvedTarget,
     TargetLike,
     resolve_known,
+    resolve_target,
     resolve_targets,
     score_tensor,
     seed_tensors,
@@ -51,16 +53,41 @@ from .guided import guided_backprop
 WeightFn = Callable[[np.ndarray, np.ndarray | None, Sequence[ResolvedTarget]], np.ndarray]
 
 
-def default_layer(model: Model) -> str:
-    """The last layer with spatial extent (a 4-D output larger than 1x1): the usual
-    Grad-CAM layer, just before global pooling. Shapes left symbolic by the export (a model
-    that accepts any image size) come from a probe forward at the preprocessing size."""
+def default_layer(model: Model, target: Any = None) -> str:
+    """The last layer with spatial extent (a 4-D output larger than 1x1, not a Transpose: a
+    channels-last export's NHWC copy before its flatten is no map): the usual Grad-CAM
+    layer, just before global pooling. Shapes left symbolic by the export (a model
+    that accepts any image size) come from a probe forward at the preprocessing size.
+
+    For :class:`~cnnviz_core.detection.Box` targets: the feature map that feeds the box's
+    head (:func:`~cnnviz_core.detection.box_feature_map`). On a multi-scale detector the
+    last spatial map belongs to one grid only (YOLOX's stride 32): a box of another grid
+    does not depend on it, so its Grad-CAM there is all zero.
+
+    Raises:
+        InputError: no spatial layer, or box targets of one batch fed by different maps.
+    """
+    boxes = [
+        resolve_target(model, t)
+        for t in (target if isinstance(target, (list, tuple)) else [target])
+        if isinstance(t, Box) or (isinstance(t, ResolvedTarget) and t.kind == "box")
+    ]
+    feeding = list(dict.fromkeys(box_feature_map(model, t) for t in boxes))
+    if len(feeding) > 1:
+        raise InputError(
+            "the box targets of this batch are fed by different feature maps "
+            f"({', '.join(map(str, feeding))}): explain them one at a time, or name one map "
+            "with layer="
+        )
+    if feeding and feeding[0] is not None:
+        return feeding[0]
     for layer in reversed(model.layers):
         shape = model.layer_shape(layer.name)
         if (
             shape is not None
             and len(shape) == 4
             and layer.op_type not in RESHAPE_OPS
+            and layer.op_type != "Transpose"  # axes 2, 3 of a permuted map are not H, W
             and all(isinstance(d, int) for d in shape[2:])
             and shape[2] * shape[3] > 1
         ):
@@ -126,6 +153,7 @@ def class_activation_map(
         model,
         batch,
         extras={"layer_maps": low.astype(np.float32), "weights": w},
+        gradients=gradients,
     )
 
 
@@ -163,7 +191,8 @@ def gradcam(
         model: the model.
         images: images or a preprocessed (N, C, H, W) batch.
         target: as for :func:`~.saliency.saliency`.
-        layer: a conv layer (name or alias) with a spatial map.
+        layer: a conv layer (name or alias) with a spatial map (default: the last one;
+            for a box target, the map that feeds the box's head).
         relu: keep only the positive evidence (the paper's ReLU).
         normalize: min-max each map to [0, 1].
 
@@ -174,7 +203,7 @@ def gradcam(
         model,
         images,
         target,
-        layer=layer or default_layer(model),
+        layer=layer or default_layer(model, target),
         weights=gradcam_weights,
         method="gradcam",
         gradients=True,
@@ -203,6 +232,7 @@ def guided_gradcam(
         model,
         batch,
         extras={"gradcam": coarse.maps, "guided": fine.maps},
+        gradients=True,
     )
 
 

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cnnviz_core import Model, backward
+from cnnviz_core.detection import box_position
 from cnnviz_core.downstream import Downstream
 from cnnviz_core.targets import ResolvedTarget, TargetLike
 
@@ -57,7 +58,7 @@ def _variant(
         model,
         images,
         target,
-        layer=layer or default_layer(model),
+        layer=layer or default_layer(model, target),
         weights=weights,
         method=method,
         gradients=gradients,
@@ -199,10 +200,21 @@ def eigencam(
 ) -> Attribution:
     """Eigen-CAM (Muhammad & Yeasin 2020, "Eigen-CAM: Class Activation Map using Principal
     Components") on ``layer``: class-agnostic (the target is resolved and recorded, the
-    map does not depend on it); no backward pass."""
-    return _variant(
-        model, images, target, layer, eigencam_weights, "eigencam", False, relu, normalize
-    )
+    map does not depend on it); no backward pass. The singular vector's sign is free: for a
+    box target it is the one that makes the map positive at the box's own grid cell (on a
+    page of text the first component is the background, and "sums to >= 0" picks it)."""
+
+    def weights(
+        activations: np.ndarray, grads: np.ndarray | None, targets: Sequence[ResolvedTarget]
+    ) -> np.ndarray:
+        w = eigencam_weights(activations, grads, targets)
+        for i, t in enumerate(targets):
+            cell = box_position(model, t, activations.shape[2:]) if t.kind == "box" else None
+            if cell is not None and activations[i][:, cell[0], cell[1]] @ w[i] < 0:
+                w[i] = -w[i]
+        return w
+
+    return _variant(model, images, target, layer, weights, "eigencam", False, relu, normalize)
 
 
 # ------------------------------------------------------------------------- Score-CAM
@@ -281,7 +293,7 @@ def ablationcam(
     does not reach gets zero weights (ablating changes nothing); ``w_k = y - y_k`` when
     ``y`` is 0."""
     batch = model.prepare(images)
-    layer = layer or default_layer(model)
+    layer = layer or default_layer(model, target)
 
     def ablation_weights(
         activations: np.ndarray, grads: np.ndarray | None, targets: Sequence[ResolvedTarget]
@@ -372,6 +384,7 @@ def fullgrad(
             "input_term": inputs.astype(np.float32),
             "bias_terms": bias_terms.astype(np.float32),
         },
+        gradients=True,
     )
 
 

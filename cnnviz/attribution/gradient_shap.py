@@ -153,6 +153,7 @@ def gradient_shap(
         options,
         model,
         batch,
+        gradients=True,
         signed=True,
         metrics={
             "sum": attributions.reshape(n, -1).sum(axis=1).tolist(),

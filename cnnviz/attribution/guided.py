@@ -21,11 +21,11 @@ def guided_backprop(model: Model, images: Images, target: TargetLike | list = No
     """Guided-backprop images, (N, C, H, W) (see the module doc for the arguments'
     forms: ``target`` as for :func:`~.saliency.saliency`)."""
     batch, grads, targets = input_gradients(model, images, target, mode="guided")
-    return make_attribution(grads, "guided", targets, {}, model, batch)
+    return make_attribution(grads, "guided", targets, {}, model, batch, gradients=True)
 
 
 def deconvnet(model: Model, images: Images, target: TargetLike | list = None) -> Attribution:
     """Deconvnet reconstructions, (N, C, H, W) (``target`` as for
     :func:`~.saliency.saliency`)."""
     batch, grads, targets = input_gradients(model, images, target, mode="deconvnet")
-    return make_attribution(grads, "deconvnet", targets, {}, model, batch)
+    return make_attribution(grads, "deconvnet", targets, {}, model, batch, gradients=True)

@@ -42,6 +42,18 @@ def make_baseline(
     raise InputError(f"unknown baseline {baseline!r}; choose one of {BASELINES} or an array")
 
 
+def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """The Riemann sum of the path integral: (alphas, weights) in float64, ``middle`` (steps
+    midpoints) or ``trapezoid`` (steps + 1 points, half weight at the ends)."""
+    if rule == "middle":
+        return (np.arange(steps, dtype=np.float64) + 0.5) / steps, np.full(steps, 1.0 / steps)
+    if rule == "trapezoid":
+        weights = np.full(steps + 1, 1.0 / steps)
+        weights[[0, -1]] *= 0.5
+        return np.linspace(0.0, 1.0, steps + 1, dtype=np.float64), weights
+    raise InputError(f"unknown rule {rule!r}; choose 'middle' or 'trapezoid'")
+
+
 def integrated_gradients(
     model: Model,
     images: Images,
@@ -78,15 +90,7 @@ def integrated_gradients(
     batch = model.prepare(images)
     targets, f_x = target_scores(model, batch, target)  # one forward: targets and f(x)
     base = make_baseline(model, batch, baseline, blur_sigma)
-    if rule == "middle":
-        alphas = (np.arange(steps, dtype=np.float64) + 0.5) / steps
-        weights = np.full(steps, 1.0 / steps)
-    elif rule == "trapezoid":
-        alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float64)
-        weights = np.full(steps + 1, 1.0 / steps)
-        weights[[0, -1]] *= 0.5
-    else:
-        raise InputError(f"unknown rule {rule!r}; choose 'middle' or 'trapezoid'")
+    alphas, weights = path_points(steps, rule)
     n = len(batch)
     # every (image, alpha) pair, image-major, run in chunks
     points = [(i, k) for i in range(n) for k in range(len(alphas))]
@@ -117,6 +121,7 @@ def integrated_gradients(
         options,
         model,
         batch,
+        gradients=True,
         signed=True,
         metrics={
             "completeness": completeness.tolist(),

@@ -29,12 +29,25 @@ from .cam_variants import (
     scorecam,
     xgradcam,
 )
+from .compiled import (
+    CompiledMethod,
+    compile_cam,
+    compile_deconvnet,
+    compile_gradcam,
+    compile_guided,
+    compile_guided_gradcam,
+    compile_integrated_gradients,
+    compile_saliency,
+    compile_smoothgrad,
+)
+from .deeplift import deeplift
 from .drilldown import drilldown
 from .gradient_shap import gradient_shap
 from .guided import deconvnet, guided_backprop
 from .integrated_gradients import integrated_gradients
 from .kernel_shap import kernel_shap
 from .lime import lime
+from .lrp import lrp_alphabeta, lrp_epsilon, lrp_gamma
 from .occlusion import occlusion
 from .rise import rise
 from .saliency import saliency
@@ -99,10 +112,25 @@ class MethodSpec:
         """The names of its :attr:`parameters`."""
         return frozenset(p.name for p in self.parameters)
 
+    @property
+    def compiled(self) -> CompiledMethod | None:
+        """Its ONNX form (:mod:`.compiled`, see :data:`COMPILED`) for
+        :func:`~.export.export_explainer`, or None when it cannot be one graph."""
+        return COMPILED.get(self.name)
+
 
 _ZEILER_FERGUS = 'Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks"'
 _GRADCAM = 'Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks"'
 _SHAP = 'Lundberg & Lee 2017, "A Unified Approach to Interpreting Model Predictions"'
+_LRP = (
+    'Bach et al. 2015, "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by '
+    'Layer-Wise Relevance Propagation"; Montavon et al. 2019, "Layer-Wise Relevance '
+    'Propagation: An Overview"'
+)
+_EPSILON = Parameter("epsilon", float, "LRP stabiliser, the epsilon rule's epsilon (1e-6)")
+_INPUT_RULE = Parameter(
+    "input_rule", str, "rule at the layers reading the pixels: zbox or same (zbox)"
+)
 _WINDOW = (
     Parameter("window", int, "occluding square's side in pixels (8)"),
     Parameter("stride", int, "step between occluded positions in pixels (4)"),
@@ -290,7 +318,58 @@ SPECS: tuple[MethodSpec, ...] = (
             Parameter("stdevs", float, "noise standard deviation, input units (0)"),
         ),
     ),
+    # DeepLIFT and LRP: relevance modes of the engine's backward pass (issue 17)
+    MethodSpec(
+        "deeplift",
+        "DeepLIFT",
+        'Shrikumar, Greenside & Kundaje 2017, "Learning Important Features Through '
+        'Propagating Activation Differences"',
+        "gradient",
+        deeplift,
+        parameters=(Parameter("baseline", str, "reference input: zeros, black or blur (zeros)"),),
+    ),
+    MethodSpec(
+        "lrp-epsilon",
+        "LRP-epsilon",
+        _LRP,
+        "gradient",
+        lrp_epsilon,
+        parameters=(_EPSILON, _INPUT_RULE),
+    ),
+    MethodSpec(
+        "lrp-gamma",
+        "LRP-gamma",
+        _LRP,
+        "gradient",
+        lrp_gamma,
+        parameters=(
+            Parameter("gamma", float, "weight on positive weights (0.25)"),
+            _EPSILON,
+            _INPUT_RULE,
+        ),
+    ),
+    MethodSpec(
+        "lrp-alphabeta",
+        "LRP-alpha1-beta0",
+        _LRP,
+        "gradient",
+        lrp_alphabeta,
+        parameters=(_EPSILON, _INPUT_RULE),
+    ),
 )
+
+#: the compiled form (one ONNX graph) of each method that has one, by name; perturbation
+#: methods (many forwards of perturbed images) and the synthesis loops have none
+COMPILED: dict[str, CompiledMethod] = {
+    "saliency": compile_saliency,
+    "guided": compile_guided,
+    "deconvnet": compile_deconvnet,
+    "cam": compile_cam,
+    "gradcam": compile_gradcam,
+    "guided-gradcam": compile_guided_gradcam,
+    "smoothgrad": compile_smoothgrad,
+    "ig": compile_integrated_gradients,
+}
 
 #: spec by name
 REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in SPECS}
@@ -370,6 +449,7 @@ def explain(
 
 
 __all__ = [
+    "COMPILED",
     "METHODS",
     "OPTIONS",
     "REGISTRY",

@@ -64,8 +64,7 @@ def fill_values(
     n, c, h, w = batch.shape
     if isinstance(fill, str):
         if fill == "grey":
-            grey = model.prepare([np.full((h, w, 3), 128, np.uint8)])[0]
-            return np.repeat(grey.mean(axis=(1, 2))[None], n, axis=0).astype(np.float32)
+            return np.repeat(model.preprocess.grey()[None], n, axis=0)
         if fill == "zeros":
             return np.zeros((n, c), np.float32)
         if fill == "mean":

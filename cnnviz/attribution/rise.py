@@ -50,6 +50,10 @@ def mask_grids(
     """The random draws of :func:`rise_masks`: (count, gh, gw) float32 0/1 grids (1 with
     probability ``p``) and (count, 2) int64 shifts (row, column), each in [0, cell size)."""
     gh, gw = _pair(cells, "cells")
+    if gh > size[0] or gw > size[1]:
+        raise InputError(
+            f"cells= {cells!r} is more cells than the {size[0]}x{size[1]} input has pixels"
+        )
     cell = (math.ceil(size[0] / gh), math.ceil(size[1] / gw))
     rng = np.random.default_rng(seed)
     grids = (rng.random((count, gh, gw)) < p).astype(np.float32)

@@ -65,4 +65,5 @@ def saliency(
         batch,
         signed=variant != "abs",
         extras={"gradient": grads},
+        gradients=True,
     )

@@ -89,6 +89,7 @@ def smooth(
             model,
             batch,
             signed=first.signed,
+            gradients=bool(first.metrics.get("straight_through")),
         )
 
     smoothed.__name__ = f"smooth_{name}"

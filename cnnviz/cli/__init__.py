@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import attribution, features, models, synthesis
+from . import attribution, deploy, features, models, synthesis
 from .common import run, version_line
 
 EXAMPLES = """\
@@ -21,6 +21,7 @@ examples:
   cnnviz predict squeezenet.onnx cat.jpg --preset caffe --labels synset_words.txt
   cnnviz report model.onnx a.jpg b.png --out report/
   cnnviz explain shapes star.png --method gradcam --target star --out explain/
+  cnnviz export-explainer shapes --method gradcam --out gradcam.onnx   model + Grad-CAM, one ONNX
 """
 
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in (models, attribution, features, synthesis):
+    for family in (models, attribution, features, synthesis, deploy):
         family.add_commands(commands)
     return parser
 

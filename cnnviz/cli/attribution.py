@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cnnviz_core import Model
+from cnnviz_core import Model, list_boxes
+from cnnviz_core.detection import layout_named
 
 from ..attribution import SPECS, explain
 from ..attribution.methods import parameters, taking
@@ -17,16 +18,23 @@ from ..output import atomic_write_text
 from ..render.images import save_png
 from ..render.report import build_report
 from .common import (
+    command_targets,
     count_progress,
+    layout_argument,
+    method_parameter_arguments,
     model_arguments,
     open_model,
     output_folder,
+    parse_target,
     safe_name,
+    seed,
+    target_arguments,
     with_model,
 )
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
+    spec = parse_target(args.target)
     output_folder(args)
     model = open_model(args)
     tuning = {name: getattr(args, name) for name in parameters()}
@@ -34,7 +42,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         model,
         args.images,
         args.method,
-        args.target,
+        command_targets(args, model, spec),
         layer=args.layer,
         precision=args.precision,
         **tuning,
@@ -62,7 +70,7 @@ def cmd_sanity(args: argparse.Namespace, model: Model) -> None:
         model,
         args.images,
         args.method,
-        target=args.target,
+        target=command_targets(args, model, parse_target(args.target)),
         cascading=not args.independent,
         seed=args.seed,
         layers=args.layers,
@@ -86,29 +94,24 @@ def cmd_sanity(args: argparse.Namespace, model: Model) -> None:
     print(f"strip written to {strip}, figures to {table}")
 
 
+def cmd_boxes(args: argparse.Namespace, model: Model) -> None:
+    layout = layout_named(args.layout)
+    for image in args.images:
+        found = list_boxes(
+            model, [image], layout, min_score=args.min_score, nms_iou=args.nms, top=args.top
+        )
+        print(f"{image}: {len(found)} boxes (score >= {args.min_score}, input pixels)")
+        for box in found:
+            x0, y0, x1, y1 = box.xyxy
+            print(
+                f"  box:{box.index:<6} score {box.score:.3f}  class {box.class_index}  "
+                f"({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f})"
+            )
+
+
 def _taking(option: str) -> str:
     """The methods that take an option or parameter of :func:`~cnnviz.attribution.explain`."""
     return ", ".join(taking(option))
-
-
-def _parameter_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per tuning parameter of the registered methods (their
-    :attr:`~cnnviz.attribution.MethodSpec.parameters`): a new method's parameters appear
-    without code here; :func:`~cnnviz.attribution.explain` rejects one the chosen method does
-    not take, naming the flag."""
-    group = parser.add_argument_group("method parameters (default: the method's own)")
-    for parameter in parameters().values():
-        group.add_argument(
-            "--" + parameter.name.replace("_", "-"),
-            dest=parameter.name,
-            type=parameter.type,
-            help="; ".join(
-                f"{spec.name}: {own.help}"
-                for spec in SPECS
-                for own in spec.parameters
-                if own.name == parameter.name
-            ),
-        )
 
 
 def add_commands(commands: Any) -> None:
@@ -127,9 +130,7 @@ def add_commands(commands: Any) -> None:
         default="gradcam",
         help="technique (gradcam)",
     )
-    p.add_argument(
-        "--target", metavar="CLASS", help="class index or label (default: the predicted class)"
-    )
+    target_arguments(p)
     p.add_argument(
         "--layer",
         metavar="NAME",
@@ -142,9 +143,31 @@ def add_commands(commands: Any) -> None:
         "needs torch)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    _parameter_arguments(p)
+    method_parameter_arguments(p)
     p.set_defaults(run=cmd_explain)
     add_sanity_command(commands)
+    add_boxes_command(commands)
+
+
+def add_boxes_command(commands: Any) -> None:
+    """Add ``boxes`` (a detector's boxes, to pick ``--target box:INDEX``) to the subparsers."""
+    p = commands.add_parser(
+        "boxes",
+        help="list a detector's boxes (after NMS) with their indices for --target box:INDEX",
+        description="Decode a YOLO-style detector's output (--layout) and print each image's "
+        "boxes, best first: pre-NMS index, score, class, corners in input pixels.",
+    )
+    model_arguments(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    layout_argument(p)
+    p.add_argument(
+        "--min-score", type=float, default=0.25, metavar="S", help="lowest score shown (0.25)"
+    )
+    p.add_argument(
+        "--nms", type=float, default=0.45, metavar="IOU", help="NMS IoU threshold (0.45)"
+    )
+    p.add_argument("--top", type=int, metavar="N", help="at most this many boxes per image")
+    p.set_defaults(run=with_model(cmd_boxes))
 
 
 def add_sanity_command(commands: Any) -> None:
@@ -169,9 +192,7 @@ def add_sanity_command(commands: Any) -> None:
         action="store_true",
         help="randomize one layer at a time (default: cascading from the top)",
     )
-    p.add_argument(
-        "--target", metavar="CLASS", help="class index or label (default: the predicted class)"
-    )
+    target_arguments(p)
     p.add_argument(
         "--randomize",
         dest="layers",
@@ -180,9 +201,16 @@ def add_sanity_command(commands: Any) -> None:
         help="the Conv/Gemm layers to randomize (default: all)",
     )
     p.add_argument("--layer", metavar="NAME", help=f"layer for {_taking('layer')}")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random weights (0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(run=with_model(cmd_sanity))
 
 
-__all__ = ["add_commands", "add_sanity_command", "cmd_explain", "cmd_sanity"]
+__all__ = [
+    "add_boxes_command",
+    "add_commands",
+    "add_sanity_command",
+    "cmd_boxes",
+    "cmd_explain",
+    "cmd_sanity",
+]

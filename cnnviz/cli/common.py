@@ -13,13 +13,17 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cnnviz_core import CnnvizError, InputError, Model
-from cnnviz_core.preprocess import PRESETS
+from cnnviz_core import Box, CnnvizError, InputError, Model, Region
+from cnnviz_core.detection import LAYOUTS, DetectionLayout, layout_named
+from cnnviz_core.preprocess import PRESETS, ImageLike
+from cnnviz_core.targets import Targets
 
+from ..attribution.methods import SPECS, parameters
 from ..models import SHIPPED, load_model
 from ..render.images import save_png, upscale
 
@@ -27,6 +31,17 @@ from ..render.images import save_png, upscale
 FILE_SUFFIXES = (".npz", ".onnx")
 
 Command = Callable[[argparse.Namespace], None]
+
+
+def seed(text: str) -> int:
+    """``--seed``: a whole number from 0 to 2**64 - 1 (NumPy's and torch's seed range)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"a seed is between 0 and 2**64 - 1, got {value}")
+    return value
 
 
 def model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +132,169 @@ def preset_hint(model: Model) -> str | None:
         f"no --preset and no model card: using {model.preprocess.channel_order} "
         f"scaled by {model.preprocess.scale:.4g}, but {why}; try --preset {name}"
     )
+
+
+#: the ``--target`` syntax, for the help text and the errors
+TARGET_SYNTAX = (
+    "CLASS (index or label), box:INDEX[:objectness|:class=K], "
+    "box@X0,Y0,X1,Y1[:objectness|:class=K] or region:CLASS@MASK.png"
+)
+
+TARGET_HELP = (
+    "what to explain (default: the predicted class): CLASS, an index or label; "
+    "box:INDEX[:objectness|:class=K], one box of a detector's pre-NMS output (list them "
+    "with `cnnviz boxes`; default score: the class, for a one-class detector); "
+    "box@X0,Y0,X1,Y1[:...], the best-scoring box overlapping that rectangle (input pixels, "
+    "IoU >= 0.3), per image; region:CLASS@MASK.png, a segmentation class summed over the "
+    "mask's nonzero pixels (mask at the output's or the input's resolution). Boxes follow "
+    "--layout"
+)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A parsed ``--target`` (see :data:`TARGET_SYNTAX`).
+
+    Attributes:
+        text: the spec as given (None: the predicted class).
+        kind: ``class``, ``box`` (by index), ``box@`` (by rectangle) or ``region``.
+        label: the class (index or label) of a class or region target.
+        index: the box's index.
+        rect: the rectangle (x0, y0, x1, y1) in input pixels.
+        score: ``class`` or ``objectness`` for a box.
+        class_index: a box's class (``:class=K``).
+        mask: the mask file of a region.
+    """
+
+    text: str | None
+    kind: str = "class"
+    label: str | None = None
+    index: int | None = None
+    rect: tuple[float, float, float, float] | None = None
+    score: str = "class"
+    class_index: int | None = None
+    mask: Path | None = None
+
+    def targets(
+        self,
+        model: Model,
+        images: Sequence[ImageLike],
+        layout: DetectionLayout | None = None,
+    ) -> Targets:
+        """The target(s) of ``images`` for :func:`~cnnviz.attribution.explain`: one target,
+        or one box per image for ``box@`` (each image's own best box)."""
+        layout = layout or DetectionLayout()
+        if self.kind == "class":
+            return self.label
+        if self.kind == "box":
+            assert self.index is not None
+            return Box(self.index, self.score, self.class_index, layout)
+        if self.kind == "box@":
+            assert self.rect is not None
+            batch = model.prepare(images)
+            return [
+                Box.at(model, batch[i : i + 1], self.rect, layout, self.score, self.class_index)
+                for i in range(len(batch))
+            ]
+        assert self.mask is not None and self.label is not None
+        if not self.mask.is_file():
+            raise InputError(f"--target {self.text!r}: no mask file {str(self.mask)!r}")
+        from PIL import Image
+
+        with Image.open(self.mask) as picture:
+            mask = np.asarray(picture.convert("L")) > 0
+        label = int(self.label) if self.label.isdigit() else model.class_index(self.label)
+        return Region(mask, label)
+
+
+def _spec_error(text: str, why: str) -> InputError:
+    return InputError(f"--target {text!r}: {why}; expected {TARGET_SYNTAX}")
+
+
+def _box_score(text: str, qualifier: str | None) -> tuple[str, int | None]:
+    """``objectness``, ``class=K`` or nothing (the class score) -> (score, class_index)."""
+    if qualifier is None:
+        return "class", None
+    if qualifier == "objectness":
+        return "objectness", None
+    key, _, value = qualifier.partition("=")
+    if key == "class" and value.isdigit():
+        return "class", int(value)
+    raise _spec_error(text, f"{qualifier!r} is neither 'objectness' nor 'class=K'")
+
+
+def parse_target(text: str | None) -> TargetSpec:
+    """Parse a ``--target`` (see :data:`TARGET_SYNTAX`); anything that is not a box or
+    region spec is a class (index or label), checked later against the model.
+
+    Raises:
+        InputError: a malformed box or region spec (one line naming ``--target``).
+    """
+    if text is None or not text.startswith(("box:", "box@", "region:")):
+        return TargetSpec(text, "class", label=text)
+    if text.startswith("region:"):
+        label, at, mask = text[len("region:") :].partition("@")
+        if not at or not label or not mask:
+            raise _spec_error(text, "a region needs a class and a mask file")
+        return TargetSpec(text, "region", label=label, mask=Path(mask))
+    body, _, qualifier = text[len("box") + 1 :].partition(":")
+    score, class_index = _box_score(text, qualifier or None)
+    if text.startswith("box:"):
+        if not body.isdigit():
+            raise _spec_error(text, f"the box index {body!r} is not a whole number >= 0")
+        return TargetSpec(text, "box", index=int(body), score=score, class_index=class_index)
+    try:
+        x0, y0, x1, y1 = (float(v) for v in body.split(","))
+    except ValueError:
+        raise _spec_error(text, f"the rectangle {body!r} is not four numbers X0,Y0,X1,Y1") from None
+    if not (x1 > x0 and y1 > y0):
+        raise _spec_error(text, "the rectangle needs X1 > X0 and Y1 > Y0")
+    return TargetSpec(text, "box@", rect=(x0, y0, x1, y1), score=score, class_index=class_index)
+
+
+def target_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--target`` (:func:`parse_target`) and ``--layout`` (the detection layout of box
+    targets)."""
+    parser.add_argument("--target", metavar="SPEC", help=TARGET_HELP)
+    layout_argument(parser)
+
+
+def method_parameter_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per tuning parameter of the registered methods (their
+    :attr:`~cnnviz.attribution.MethodSpec.parameters`): a new method's parameters appear
+    without code here; :func:`~cnnviz.attribution.explain` rejects one the chosen method does
+    not take, naming the flag."""
+    group = parser.add_argument_group("method parameters (default: the method's own)")
+    for parameter in parameters().values():
+        group.add_argument(
+            "--" + parameter.name.replace("_", "-"),
+            dest=parameter.name,
+            type=parameter.type,
+            help="; ".join(
+                f"{spec.name}: {own.help}"
+                for spec in SPECS
+                for own in spec.parameters
+                if own.name == parameter.name
+            ),
+        )
+
+
+def layout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--layout``: a detector's output layout, by preset name."""
+    parser.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default="yolov5",
+        help="detector output layout for box targets: yolov5 (decoded boxes x 5+C, default), "
+        "yolov8 (4+C x boxes), yolox (raw grids of strides 8, 16, 32, e.g. ddddocr)",
+    )
+
+
+def command_targets(args: argparse.Namespace, model: Model, spec: TargetSpec) -> Targets:
+    """The command's parsed ``--target`` (:func:`parse_target`, parsed before the model is
+    opened so a malformed spec fails at once) as targets of its images, boxes laid out as
+    ``--layout`` says."""
+    return spec.targets(model, args.images, layout_named(args.layout))
 
 
 def output_folder(args: argparse.Namespace) -> None:
@@ -312,13 +490,21 @@ def version_line() -> str:
     )
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: a library's multi-line text (onnxruntime's, a file's
+    metadata) joined with spaces, control characters escaped."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    joined = " ".join(lines)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in joined)
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run the parsed command; returns the exit status (0, 1 for a user's error, 130 for
     Ctrl-C)."""
     try:
         args.run(args)
     except CnnvizError as exc:
-        message = in_flags(str(exc), flags(parser, args.command))
+        message = in_flags(one_line(str(exc)), flags(parser, args.command))
         print(f"cnnviz: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -337,21 +523,29 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 __all__ = [
     "FILE_SUFFIXES",
+    "TARGET_HELP",
+    "TARGET_SYNTAX",
     "Command",
+    "TargetSpec",
+    "command_targets",
     "flags",
     "images_progress",
     "in_flags",
     "keep_partial_argument",
+    "layout_argument",
     "model_arguments",
     "open_model",
     "output_folder",
+    "parse_target",
     "partial_suffix",
     "preset_hint",
     "progress_line",
     "run",
     "safe_name",
     "save_enlarged",
+    "seed",
     "steps_progress",
+    "target_arguments",
     "version_line",
     "with_model",
 ]

@@ -42,7 +42,7 @@ from ..features.activations import pre_activation
 from ..features.neighbors import pixel_features
 from ..render.images import save_png, upscale
 from ..render.report import build_report
-from .common import images_progress, model_arguments, safe_name, with_model
+from .common import images_progress, model_arguments, safe_name, seed, with_model
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--shapes", type=int, metavar="N", help="the first N images of the shapes data set"
     )
-    parser.add_argument("--seed", type=int, default=0, help="shapes data set seed (0)")
+    parser.add_argument("--seed", type=seed, default=0, help="shapes data set seed (0)")
     parser.add_argument("--batch", type=int, default=256, help="images per forward chunk")
 
 

@@ -16,7 +16,7 @@ from cnnviz_core.preprocess import Preprocess, preset
 from ..attribution import REGISTRY, default_layer
 from ..models import load_model
 from ..render.report import DEFAULT_BUDGET, build_report
-from .common import model_arguments, open_model, output_folder
+from .common import model_arguments, open_model, output_folder, seed
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
@@ -128,6 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "attribution": {"methods": DEMO_METHODS, "quality": True, "confounded": True},
         # feature space and top patches over a data set of their own
         "features": {"dataset": dataset.images, "labels": list(dataset.labels)},
+        "deploy": {"method": "gradcam"},  # the same Grad-CAM as one deployable ONNX file
     }
     if _torch_installed():
         # kept short: one class model per class in 20 steps, one inverted layer
@@ -371,7 +372,7 @@ def add_commands(commands: Any) -> None:
         "64-image data set, and synthesis when torch is installed.",
     )
     demo.add_argument("--out", type=Path, default=Path("demo"), help="output folder (demo/)")
-    demo.add_argument("--seed", type=int, default=2026, help="seed of the generated images")
+    demo.add_argument("--seed", type=seed, default=2026, help="seed of the generated images")
     _report_arguments(demo)
     demo.set_defaults(run=cmd_demo)
 
@@ -434,7 +435,7 @@ def add_commands(commands: Any) -> None:
     )
     check.add_argument("--image", metavar="FILE", help="self-test input (default: noise)")
     check.add_argument("--directions", type=int, default=3, help="directions of the self-test (3)")
-    check.add_argument("--seed", type=int, default=0, help="seed of the self-test (0)")
+    check.add_argument("--seed", type=seed, default=0, help="seed of the self-test (0)")
     check.add_argument(
         "--no-gradient-test", action="store_true", help="skip the gradient self-test"
     )

@@ -35,6 +35,7 @@ from .common import (
     partial_suffix,
     safe_name,
     save_enlarged,
+    seed,
     steps_progress,
     with_model,
 )
@@ -318,7 +319,7 @@ def add_commands(commands: Any) -> None:
     def common(p: argparse.ArgumentParser, steps: int) -> None:
         model_arguments(p)
         p.add_argument("--steps", type=int, default=steps, help=f"steps ({steps})")
-        p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+        p.add_argument("--seed", type=seed, default=0, help="random seed (0)")
         p.add_argument("--out", type=Path, required=True, help="output folder")
         keep_partial_argument(p)
 
@@ -433,7 +434,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--blocks", type=int, default=3, help="residual blocks (3)")
     p.add_argument("--style-layer", action="append", default=[], metavar="NAME")
     p.add_argument("--content-layer", metavar="NAME")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (0)")
     keep_partial_argument(p)
     p.set_defaults(run=cmd_train_style)
 
@@ -457,7 +458,7 @@ def add_commands(commands: Any) -> None:
         help="efros-leung: grow from the sample's centre SIDE x SIDE crop (the search time "
         "grows with the sample's area; the paper's samples are about 64 x 64)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (0)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", default="shapes", help="gram: loss network .onnx or shipped name")
     p.add_argument("--preset", help="gram: preprocessing convention of --model")
@@ -495,7 +496,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--tv-weight", type=float, default=1.0, help="total variation weight (1)")
     p.add_argument("--content-layer", metavar="NAME", help="default: see cnnviz.synthesis.style")
     p.add_argument("--style-layer", action="append", default=[], metavar="NAME", help="repeat")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (0)")
     keep_partial_argument(p)
     p.set_defaults(run=with_model(cmd_style))
 

@@ -137,7 +137,8 @@ def efros_leung(
     _check_window(window, pixels.shape[:2])
     if order not in ORDERS:
         raise InputError(f"efros_leung: unknown order {order!r}; expected one of: {ORDERS}")
-    if not (np.isfinite(epsilon) and epsilon >= 0):
+    # the kernels compare in float32: (1 + epsilon) must stay finite there
+    if not (np.isfinite(epsilon) and 0 <= epsilon < float(np.finfo(np.float32).max) - 1):
         raise InputError(f"efros_leung: epsilon must be finite and >= 0, got {epsilon}")
     if backend not in kernels.BACKENDS:
         raise InputError(f"efros_leung: unknown backend {backend!r}; expected {kernels.BACKENDS}")

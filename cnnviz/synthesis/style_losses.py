@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image
 
 from cnnviz_core import InputError, Model
-from cnnviz_core.preprocess import ImageLike, load_image
+from cnnviz_core.preprocess import MAX_PIXELS_ENV, ImageLike, load_image, max_image_pixels
 
 from .base import bridge, require_torch
 
@@ -183,10 +183,16 @@ def fit_size(shape: tuple[int, int], size: Size) -> tuple[int, int]:
             raise InputError(f"size must be positive, got {size}")
         h, w = shape
         scale = int(size) / max(h, w)
-        return max(1, round(h * scale)), max(1, round(w * scale))
-    h, w = (int(v) for v in size)
-    if h < 1 or w < 1:
-        raise InputError(f"size must be positive, got {tuple(size)}")
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    else:
+        h, w = (int(v) for v in size)
+        if h < 1 or w < 1:
+            raise InputError(f"size must be positive, got {tuple(size)}")
+    if h * w > max_image_pixels():
+        raise InputError(
+            f"size {h}x{w} is {h * w} pixels, over the limit of {max_image_pixels()} "
+            f"({MAX_PIXELS_ENV}); give a smaller size"
+        )
     return h, w
 
 

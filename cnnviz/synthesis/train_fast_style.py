@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,14 @@ from onnx import numpy_helper
 from PIL import Image
 
 from cnnviz_core import InputError, Model, ModelLoadError
-from cnnviz_core.model import CARD_KEY, SessionFactory
-from cnnviz_core.preprocess import ImageLike, as_image_list, load_image
+from cnnviz_core.model import CARD_KEY, DEFAULT_MEMORY_BUDGET, SessionFactory
+from cnnviz_core.preprocess import (
+    MAX_PIXELS_ENV,
+    ImageLike,
+    as_image_list,
+    load_image,
+    max_image_pixels,
+)
 
 from ..data.train_shapes import quiet_export
 from .base import Progress, require_torch
@@ -162,6 +169,12 @@ def transform_net(width: int = 16, blocks: int = 3, seed: int = 0, skip: bool = 
     torch = require_torch()
     if width < 1 or blocks < 0:
         raise InputError(f"width must be >= 1 and blocks >= 0, got {width} and {blocks}")
+    weights = 4 * (486 * width + (180 + 288 * blocks) * width * width)  # float32 conv weights
+    if weights > DEFAULT_MEMORY_BUDGET:
+        raise InputError(
+            f"a network of width {width} with {blocks} blocks would hold {weights} bytes of "
+            f"weights, over {DEFAULT_MEMORY_BUDGET}; use a smaller width or fewer blocks"
+        )
     net_class, _ = _modules()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -396,6 +409,19 @@ def train_style(
         raise InputError(f"size must be at least 16 pixels, got {size}")
     if steps < 0 or batch < 1:
         raise InputError(f"steps must be >= 0 and batch >= 1, got {steps} and {batch}")
+    if batch * size * size > max_image_pixels():
+        raise InputError(
+            f"a batch of {batch} crops of {size}x{size} is {batch * size * size} pixels, over "
+            f"the limit of {max_image_pixels()} ({MAX_PIXELS_ENV}); use a smaller size or batch"
+        )
+    for name, value in {
+        "lr": lr,
+        "style_weight": style_weight,
+        "content_weight": content_weight,
+        "tv_weight": tv_weight,
+    }.items():
+        if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
+            raise InputError(f"{name} must be a finite number > 0 (>= 0 for weights), got {value}")
     if isinstance(loss_model, Model):
         loss_net = LossNetwork(loss_model, style_layers, content_layer, style_weights)
     else:

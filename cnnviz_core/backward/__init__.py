@@ -4,17 +4,31 @@
     result.grads[model.input_name]   # (N, C, H, W)
     result.scores                    # (N,) the explained scores, from the same forward
     gradients(model, batch, {"logits": one_hot})  # explicit cotangents
+    gradients(model, batch, 3, mode=LRP("gamma", input_rule="zbox", low=lo, high=hi))
+    gradients(model, batch, 3, mode=DeepLift(baseline))  # relevance modes (.relevance)
 
 See :mod:`.registry` for the op table and how to add a rule.
 """
 
 from . import rules
 from .engine import BackwardPlan, Gradients, backward, forward_values, gradients, plan_backward
-from .registry import MODES, NodeCall, OpRule, register_rule, rule_for, supported_ops
+from .registry import (
+    MODES,
+    RELEVANCE_MODES,
+    NodeCall,
+    OpRule,
+    register_rule,
+    rule_for,
+    supported_ops,
+)
+from .relevance import LRP, DeepLift
 
 __all__ = [
+    "LRP",
     "MODES",
+    "RELEVANCE_MODES",
     "BackwardPlan",
+    "DeepLift",
     "Gradients",
     "NodeCall",
     "OpRule",

@@ -82,7 +82,12 @@ def _cached(
         None,
     )
     if found is None:
-        found = (weights, make())
+        try:
+            found = (weights, make())
+        except Exception:
+            if not entries:  # no empty list left behind for the eviction to pop from
+                del _sessions[key]
+            raise
         entries.append(found)
         if cached_sessions() > _CACHE_SIZE:
             oldest = next(iter(_sessions))

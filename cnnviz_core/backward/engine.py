@@ -4,7 +4,7 @@ NumPy and the native kernels, one rule per op (see :mod:`.registry`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -22,7 +22,18 @@ from ..targets import (
     seed_tensors,
     seeded_scores,
 )
-from .registry import RULES, Grad, NodeCall, OpRule, backward_mode, make_call
+from .registry import (
+    MODES,
+    RELEVANCE_MODES,
+    RULES,
+    Grad,
+    Mode,
+    NodeCall,
+    OpRule,
+    backward_mode,
+    make_call,
+)
+from .relevance import DeepLift, Propagation, Relevance, propagation, relevance_options
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,14 @@ class BackwardPlan:
     def device(self) -> str:
         """Where the model runs (the factory's device): rules hand it to the kernels."""
         return self.sessions.device
+
+    def carriers(self) -> set[str]:
+        """Tensors through which the source influences the seeds (gradients worth computing)."""
+        reached = {self.source}
+        for node, _ in self.nodes:
+            if any(i in reached for i in node.input):
+                reached.update(o for o in node.output if o)
+        return reached
 
     @property
     def tensors(self) -> list[str]:
@@ -86,7 +105,7 @@ def plan_backward(
     """Plan the pass from ``seeds`` (layer names or aliases) back to ``source`` (default: the
     model input), with the rules of ``rules`` (default: the registered ones). Raises
     :class:`UnsupportedOpError` naming the op and node before any work when a node on the
-    path has no rule."""
+    path has no rule, or one its rule does not cover (``OpRule.check``)."""
     opset = next((o.version for o in model.proto.opset_import if o.domain in ("", "ai.onnx")), 13)
     source = model.input_name if source in (None, model.input_name) else model.tensor_name(source)
     seed_tensors = tuple(dict.fromkeys(model.tensor_name(s) for s in seeds))
@@ -97,7 +116,7 @@ def plan_backward(
     for node in reversed(forward):
         if any(o in needed for o in node.output):
             path.append(node)
-            needed.update(i for i in node.input if i)
+            needed.update(graph.node_reads(node))  # control flow: what its branches read
     if not any(source in node.input for node in path):
         raise InputError(f"no path from {source!r} to {', '.join(seed_tensors)}")
     nodes = []
@@ -114,10 +133,17 @@ def plan_backward(
                     "Quantize/DequantizeLinear as straight-through estimates, or explain the "
                     "float model"
                 )
+            elif node.op_type in ("If", "Loop", "Scan"):
+                hint = (
+                    ": control flow whose branches read the image has no gradient rule (the "
+                    "legacy torch exporter writes one for LocalResponseNorm); export with "
+                    "torch's dynamo exporter, which writes none, or replace the If by its branch"
+                )
             raise UnsupportedOpError(
                 f"the backward pass has no rule for ONNX op {node.op_type!r} (node "
                 f"{label}making {node.output[0]!r}, opset {opset}){hint}"
             )
+        rule.check(node, model)
         nodes.append((node, rule))
     return BackwardPlan(tuple(nodes), source, seed_tensors, opset, model.session_factory)
 
@@ -180,15 +206,32 @@ def backward(
     values: Mapping[str, np.ndarray],
     cotangents: Mapping[str, np.ndarray],
     wrt: Sequence[str],
-    mode: str = "gradient",
+    mode: str | Relevance = "gradient",
+    references: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Propagate ``cotangents`` (tensor -> array shaped like it) back through the plan and
-    return the gradients of the tensors ``wrt`` (zeros where nothing flows)."""
-    relu_mode = backward_mode(mode)
+    return the gradients of the tensors ``wrt`` (zeros where nothing flows).
+
+    In a relevance mode (:mod:`.relevance`: ``deeplift``, ``lrp-*`` or their option objects)
+    ``values`` must hold every tensor of the plan, ``references`` (DeepLIFT) the same
+    tensors on the baseline, and the results are relevances / contributions."""
+    carries = plan.carriers()
+    options = relevance_options(mode)
+    walk: Propagation | None = None
+    if options is not None:
+        walk = propagation(
+            options, plan.nodes, plan.source, values, references, plan.opset, carries
+        )
+    relu_mode: Mode = "gradient"  # what the rules see: relevance modes change the VJPs
+    if walk is None:
+        if mode not in MODES:
+            known = ", ".join((*MODES, *RELEVANCE_MODES))
+            raise InputError(f"unknown backward mode {mode!r}; choose one of {known}")
+        relu_mode = backward_mode(str(mode))
     grads: dict[str, np.ndarray] = {}
     for name, value in cotangents.items():
-        _accumulate(grads, name, np.asarray(value))
-    carries = _carriers(plan)
+        seed = np.asarray(value)
+        _accumulate(grads, name, seed if walk is None else walk.seed(name, seed))
     for node, rule in reversed(plan.nodes):
         out_grads = [grads.get(o) for o in node.output]
         if all(g is None for g in out_grads):
@@ -207,9 +250,11 @@ def backward(
             plan.opset,
             plan.sessions,
         )
-        for name, grad, need in zip(node.input, _input_grads(rule, call, out_grads), needs):
+        for name, grad, need in zip(node.input, _input_grads(rule, call, out_grads, walk), needs):
             if need and grad is not None:
                 _accumulate(grads, name, grad)
+    if walk is not None:
+        grads = {name: walk.result(name, grad) for name, grad in grads.items() if name in wrt}
     return {name: grads[name] if name in grads else np.zeros_like(values[name]) for name in wrt}
 
 
@@ -225,6 +270,7 @@ class Gradients:
         seeds: seeded tensor -> (N, ...) cotangent.
         values: the forward values read (every tensor on the path, seeds and ``wrt``
             included), keyed by tensor name.
+        references: DeepLIFT: the same tensors' values on the baseline (else empty).
     """
 
     grads: dict[str, np.ndarray]
@@ -232,6 +278,7 @@ class Gradients:
     targets: list[ResolvedTarget]
     seeds: dict[str, np.ndarray]
     values: dict[str, np.ndarray]
+    references: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def gradients(
@@ -240,7 +287,7 @@ def gradients(
     target: Targets | Mapping[str, np.ndarray] = None,
     *,
     wrt: Sequence[str] = (),
-    mode: str = "gradient",
+    mode: str | Relevance = "gradient",
     forward: str = "onnxruntime",
 ) -> Gradients:
     """Scores and gradients of the targets of a batch w.r.t. the input and any intermediate
@@ -257,14 +304,25 @@ def gradients(
         wrt: layer names whose gradients to return besides the input (keyed as given); a
             layer off the path to the targets gets zeros.
         mode: ``gradient``, ``guided`` (Springenberg et al. 2015) or ``deconvnet`` (Zeiler &
-            Fergus 2014); they differ at ReLU-like ops only.
-        forward: ``onnxruntime`` (float32) or ``numpy`` (the batch's dtype, e.g. float64).
+            Fergus 2014), which differ at ReLU-like ops only; or a relevance mode
+            (:mod:`.relevance`): ``deeplift`` / :class:`~.relevance.DeepLift` (a second
+            forward runs on its baseline), ``lrp-epsilon`` / ``lrp-gamma`` /
+            ``lrp-alphabeta`` / :class:`~.relevance.LRP`, where ``grads`` hold relevances
+            (DeepLIFT: contributions to f(x) - f(baseline)).
+        forward: ``onnxruntime`` (float32), ``numpy`` (the batch's dtype, e.g. float64: the
+            oracle) or ``compiled`` (float32: forward and backward as one ONNX graph run by
+            onnxruntime, see :func:`~.compile.compiled_gradients`; gradient, guided and
+            deconvnet modes only).
 
     Raises:
         TargetError: a target out of range, or a list whose length is not the batch size.
         InputError: a cotangent whose shape is not its tensor's, or an unknown mode.
         UnsupportedOpError: an op on the path without a backward rule.
     """
+    if forward == "compiled":
+        from .compile import compiled_gradients  # the compiled pass builds on this module
+
+        return compiled_gradients(model, batch, target, wrt=wrt, mode=mode)
     if isinstance(target, Mapping):
         known: list[ResolvedTarget | None] = []
         seeded = list(dict.fromkeys(model.tensor_name(k) for k in target))
@@ -273,7 +331,13 @@ def gradients(
         seeded = seed_tensors(model, known)
     plan = plan_backward(model, seeded)
     layers = {w: model.tensor_name(w) for w in wrt}
-    values = forward_values(model, batch, plan, forward, keep=[*seeded, *layers.values()])
+    options = relevance_options(mode)
+    keep = [*seeded, *layers.values(), *(plan.tensors if options is not None else [])]
+    values = forward_values(model, batch, plan, forward, keep=keep)
+    references = None
+    if isinstance(options, DeepLift):  # the baseline's values of the same tensors
+        base = options.reference_batch(np.asarray(values[plan.source]))
+        references = forward_values(model, base, plan, forward, keep=keep)
     dtype = values[plan.source].dtype
     if isinstance(target, Mapping):
         resolved: list[ResolvedTarget] = []
@@ -286,11 +350,11 @@ def gradients(
         }
     planned = set(plan.tensors)
     on_path = [t for t in layers.values() if t in planned]
-    result = backward(plan, values, seeds, [plan.source, *on_path], mode)
+    result = backward(plan, values, seeds, [plan.source, *on_path], mode, references)
     grads = {model.input_name: result[plan.source]}
     for w, t in layers.items():
         grads[w] = result[t] if t in result else np.zeros_like(values[t])
-    return Gradients(grads, seeded_scores(seeds, values), resolved, seeds, values)
+    return Gradients(grads, seeded_scores(seeds, values), resolved, seeds, values, references or {})
 
 
 def _given_cotangents(
@@ -309,9 +373,12 @@ def _given_cotangents(
     return seeds
 
 
-def _input_grads(rule: OpRule, call: NodeCall, out_grads: Sequence[Grad]) -> Sequence[Grad]:
-    """The rule's VJP, checked to give one cotangent (or None) per input of the node."""
-    in_grads = rule.vjp(call, out_grads)
+def _input_grads(
+    rule: OpRule, call: NodeCall, out_grads: Sequence[Grad], walk: Propagation | None = None
+) -> Sequence[Grad]:
+    """The rule's VJP (or the relevance mode's rule at the node), checked to give one
+    cotangent (or None) per input of the node."""
+    in_grads = rule.vjp(call, out_grads) if walk is None else walk.vjp(rule, call, out_grads)
     if len(in_grads) != len(call.node.input):
         node = call.node
         label = f"{node.name!r} " if node.name else ""
@@ -321,15 +388,6 @@ def _input_grads(rule: OpRule, call: NodeCall, out_grads: Sequence[Grad]) -> Seq
             f"{len(node.input)} inputs; a rule's vjp returns one array or None per input"
         )
     return in_grads
-
-
-def _carriers(plan: BackwardPlan) -> set[str]:
-    """Tensors through which the source influences the seeds (gradients worth computing)."""
-    reached = {plan.source}
-    for node, _ in plan.nodes:
-        if any(i in reached for i in node.input):
-            reached.update(o for o in node.output if o)
-    return reached
 
 
 def _accumulate(grads: dict[str, np.ndarray], name: str, grad: np.ndarray) -> None:

@@ -19,20 +19,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import onnx
 
 from ..errors import InputError
 from ..graph import attributes
-from ..model import SessionFactory
+from ..model import Model, SessionFactory
 from ..registry import VersionedRegistry
+
+if TYPE_CHECKING:
+    from .compile import Emitter
 
 #: a backward mode: differs from the gradient at ReLU-like ops only (everything else has one
 #: true gradient): guided backprop (Springenberg et al. 2015), deconvnet (Zeiler & Fergus 2014)
 Mode = Literal["gradient", "guided", "deconvnet"]
 MODES: tuple[Mode, ...] = ("gradient", "guided", "deconvnet")
+#: relevance modes (see :mod:`.relevance`): the rule at Conv/Gemm/MatMul, activations and pooling
+#: is DeepLIFT's Rescale (Shrikumar et al. 2017) or LRP's (Bach et al. 2015); rules see "gradient"
+RelevanceMode = Literal["deeplift", "lrp-epsilon", "lrp-gamma", "lrp-alphabeta"]
+RELEVANCE_MODES: tuple[RelevanceMode, ...] = (
+    "deeplift",
+    "lrp-epsilon",
+    "lrp-gamma",
+    "lrp-alphabeta",
+)
 
 Grad = np.ndarray | None
 
@@ -98,6 +110,19 @@ class OpRule:
         """Cotangents of the inputs (None where ``call.needs`` is False) given those of the
         outputs (None for an output nothing downstream uses)."""
         raise NotImplementedError
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """The VJP as ONNX nodes: ``grads`` are the graph tensors holding the outputs'
+        cotangents (None for an unused output); write nodes with ``g`` (an
+        :class:`~.compile.Emitter`) and return the input cotangents' tensor names (None where
+        ``call.needs`` is False). ``call.node`` names the graph's tensors; ``call.inputs`` /
+        ``call.outputs`` hold a probe forward's values (shapes; constant inputs' values)."""
+        raise NotImplementedError
+
+    def check(self, node: onnx.NodeProto, model: Model) -> None:
+        """Raise :class:`~cnnviz_core.errors.UnsupportedOpError` naming the node when this
+        rule cannot differentiate it (an attribute form it does not cover); the planner
+        calls it before any work. Default: every node of the op is covered."""
 
 
 #: the backward pass's op table: one rule instance per (op type, since opset)

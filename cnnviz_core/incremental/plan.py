@@ -278,7 +278,7 @@ def build_plan(
         out_shape = shape(node.output[0])
         flops = 0
         if node.op_type == "Conv" and out_shape:
-            flops = conv_flops(node, weights, out_shape[1] * out_shape[2])
+            flops = conv_flops(node, weights, int(np.prod(out_shape[1:])))  # 1-D convs too
         elif node.op_type in ("Gemm", "MatMul"):
             flops = dense_flops(node, types, weights)
         flops_naive += flops

@@ -737,6 +737,45 @@ register_op("ReduceSum")(_reduce(mean=False, from_input=False))
 register_op("ReduceSum", since=13)(_reduce(mean=False, from_input=True))
 
 
+def _reduce_extreme(maximum: bool, from_input: bool) -> OpFn:
+    """ReduceMax / ReduceMin as ``torch.amax`` / ``amin`` (ties share the gradient, as the
+    backward rule does)."""
+
+    def apply(call: OpCall, args: Args) -> list[Tensor]:
+        x = args[0]
+        axes = _reduce_axes(call, args, from_input, x.ndim)
+        if not axes:
+            return [x]
+        keep = bool(call.attrs.get("keepdims", 1))
+        return [(torch.amax if maximum else torch.amin)(x, dim=axes, keepdim=keep)]
+
+    return apply
+
+
+register_op("ReduceMax")(_reduce_extreme(maximum=True, from_input=False))
+register_op("ReduceMax", since=18)(_reduce_extreme(maximum=True, from_input=True))
+register_op("ReduceMin")(_reduce_extreme(maximum=False, from_input=False))
+register_op("ReduceMin", since=18)(_reduce_extreme(maximum=False, from_input=True))
+
+
+@register_op("DepthToSpace")
+def depth_to_space(call: OpCall, args: Args) -> list[Tensor]:
+    x, b = args[0], int(call.attrs["blocksize"])
+    if call.attrs.get("mode", "DCR") == "CRD":
+        return [torch.nn.functional.pixel_shuffle(x, b)]
+    n, c, h, w = x.shape
+    y = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+    return [y.reshape(n, c // (b * b), h * b, w * b)]
+
+
+@register_op("SpaceToDepth")
+def space_to_depth(call: OpCall, args: Args) -> list[Tensor]:
+    x, b = args[0], int(call.attrs["blocksize"])
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
+    return [y.reshape(n, c * b * b, h // b, w // b)]
+
+
 @register_op("Transpose")
 def transpose(call: OpCall, args: Args) -> list[Tensor]:
     x = args[0]

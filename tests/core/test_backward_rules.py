@@ -528,6 +528,32 @@ CASES = [
          data=(), outputs=(B,)),
     Case("Or", 7, "broadcast", lambda g: [g.rng.random((2, 3)) > 0.5, g.rng.random(3) > 0.5],
          data=(), outputs=(B,)),
+    # ---------------------------------------------------------------- found by conformance
+    Case("ReduceMax", 13, "channels-keep", lambda g: [g.distinct(2, 3, 4, 5)],
+         {"axes": [1], "keepdims": 1}, torch=lambda x: x.amax(1, keepdim=True)),
+    Case("ReduceMax", 18, "axes-input-drop", lambda g: [g.distinct(2, 3, 4, 5), i64(2, 3)],
+         {"keepdims": 0}, torch=lambda x, a: x.amax((2, 3))),
+    Case("ReduceMin", 13, "all", lambda g: [g.distinct(2, 3, 4)], {"keepdims": 0},
+         torch=lambda x: x.amin()),
+    Case("ReduceMin", 18, "axes-input", lambda g: [g.distinct(2, 3, 4), i64(-1)],
+         torch=lambda x, a: x.amin(-1, keepdim=True)),
+    Case("DepthToSpace", 13, "dcr", lambda g: [g.n(2, 8, 3, 2)], {"blocksize": 2},
+         torch=lambda x: x.reshape(2, 2, 2, 2, 3, 2).permute(0, 3, 4, 1, 5, 2).reshape(2, 2, 6, 4)),
+    Case("DepthToSpace", 13, "crd-pixelshuffle", lambda g: [g.n(2, 8, 3, 2)],
+         {"blocksize": 2, "mode": "CRD"}, torch=lambda x: tf().pixel_shuffle(x, 2)),
+    Case("SpaceToDepth", 13, "b2", lambda g: [g.n(2, 3, 4, 6)], {"blocksize": 2},
+         torch=lambda x: tf().pixel_unshuffle(x, 2).reshape(2, 3, 2, 2, 2, 3)
+         .permute(0, 2, 3, 1, 4, 5).reshape(2, 12, 2, 3)),
+    Case("ConvTranspose", 13, "s2-pad1-outpad1",
+         lambda g: [g.n(2, 4, 5, 4), g.n(4, 3, 3, 3), g.n(3)],
+         {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]},
+         torch=lambda x, w, b: tf().conv_transpose2d(x, w, b, 2, 1, 1)),
+    Case("ConvTranspose", 13, "groups2-dil2", lambda g: [g.n(1, 4, 4, 5), g.n(4, 2, 2, 3)],
+         {"group": 2, "dilations": [2, 2]},
+         torch=lambda x, w: tf().conv_transpose2d(x, w, None, 1, 0, 0, 2, 2)),
+    Case("ConvTranspose", 13, "k2s2-unet",
+         lambda g: [g.n(2, 3, 4, 4), g.n(3, 5, 2, 2), g.n(5)],
+         {"strides": [2, 2]}, torch=lambda x, w, b: tf().conv_transpose2d(x, w, b, 2)),
 ]
 # fmt: on
 

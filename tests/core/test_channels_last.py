@@ -1,6 +1,7 @@
 """Channels-last exports (what tf2onnx and Keras write): an (N, H, W, C) input read only by a
 Transpose to NCHW loads with that Transpose removed, so every technique runs in NCHW and maps
-are in image coordinates. An NHWC input read as it is elsewhere is refused with one clear error.
+are in image coordinates. An NHWC input read as it is elsewhere (NHWC kept through the graph,
+transposes around each conv) gets a Transpose that is moved down the graph until it cancels.
 
 The model is a torch module whose forward takes NHWC and permutes it, exported with the dynamo
 exporter and the legacy one (opset 17); checked: predictions equal onnxruntime on the original
@@ -21,7 +22,6 @@ from cnnviz.attribution import gradcam, occlusion
 from cnnviz_core import Model, Preprocess
 from cnnviz_core.backward import gradients
 from cnnviz_core.check import check
-from cnnviz_core.errors import ModelLoadError
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -121,8 +121,9 @@ def test_gradcam_and_occlusion(exported, batch):
     np.testing.assert_allclose(auto.maps, naive.maps, rtol=1e-4, atol=1e-5)
 
 
-def test_nhwc_kept_through_graph_is_refused(tmp_path):
-    """The NHWC input also feeds a non-Transpose node: one clear error, no silent wrong map."""
+def test_nhwc_input_also_read_as_it_is_loads_channels_first(tmp_path):
+    """The NHWC input also feeds a non-Transpose node (a ReduceMean over H, W): a Transpose
+    to NHWC is put after the input and moved down until nothing reads NHWC; same scores."""
     perm = helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2])
     pool = helper.make_node("GlobalAveragePool", ["nchw"], ["pooled"])
     side = helper.make_node("ReduceMean", ["image"], ["side"], axes=[1, 2], keepdims=0)
@@ -136,8 +137,73 @@ def test_nhwc_kept_through_graph_is_refused(tmp_path):
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     path = tmp_path / "kept.onnx"
     onnx.save(proto, str(path))
-    with pytest.raises(ModelLoadError, match=r"'image'.*ReduceMean.*not supported yet"):
-        Model(path)
+    model = Model(path, preprocess=Preprocess(scale=1.0))
+    assert model.layout == "NHWC (kept in the graph; transposed at load)"
+    assert not [n for n in model.proto.graph.node if n.op_type == "Transpose"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"image": x.transpose(0, 2, 3, 1)})[0]
+    np.testing.assert_allclose(model.scores(x), expected, rtol=1e-5, atol=1e-6)
+
+
+class TransposesAroundEachConv(nn.Module):
+    """NHWC kept through the graph: every conv wrapped in permutes (what a converter without
+    a transpose optimizer writes), per-channel bias and activations applied in NHWC, a
+    residual Add of two NHWC branches, the head pools over H, W of the NHWC map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bias1, self.bias2 = nn.Parameter(torch.randn(8)), nn.Parameter(torch.randn(8))
+        self.head = nn.Linear(8, CLASSES)
+
+    @staticmethod
+    def nhwc_conv(conv: nn.Module, x):
+        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def forward(self, x):
+        x = x * 0.5 + 0.1  # input scaling in NHWC (a Keras Rescaling layer)
+        y = torch.relu(self.nhwc_conv(self.conv1, x) + self.bias1)
+        z = torch.sigmoid(self.nhwc_conv(self.conv2, y) + self.bias2)
+        return self.head((y + z).mean(dim=(1, 2)))
+
+
+@pytest.fixture(scope="module", params=["dynamo", "legacy17"])
+def kept(request, tmp_path_factory):
+    torch.manual_seed(0)
+    net = TransposesAroundEachConv().eval()
+    path = tmp_path_factory.mktemp("kept") / f"{request.param}.onnx"
+    export(net, path, dynamo=request.param == "dynamo")
+    return net, path, Model(path, preprocess=Preprocess(scale=1.0))
+
+
+def test_transposes_around_each_conv_cancel_at_load(kept, batch):
+    _, path, model = kept
+    assert model.layout == "NHWC (kept in the graph; transposed at load)"
+    assert not [n for n in model.proto.graph.node if n.op_type == "Transpose"]
+    conv_fields = [layer.receptive_field for layer in model.layers if layer.op_type == "Conv"]
+    assert len(conv_fields) == 2 and all(f is not None for f in conv_fields)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    expected = session.run(None, {name: batch.transpose(0, 2, 3, 1)})[0]
+    np.testing.assert_allclose(model.scores(batch), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_transposes_around_each_conv_gradient_cam_occlusion(kept, batch):
+    net, _, model = kept
+    seed = np.random.default_rng(1).standard_normal((len(batch), CLASSES)).astype(np.float32)
+    ours = gradients(model, batch, {model.output_names[0]: seed}).grads[model.input_name]
+    x = torch.tensor(batch.transpose(0, 2, 3, 1).astype(np.float64), requires_grad=True)
+    net.double()(x).backward(torch.tensor(seed, dtype=torch.float64))
+    net.float()
+    expected = x.grad.numpy().transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    cam = gradcam(model, batch)
+    assert model.tensor_shape(cam.options["layer"], 1)[1] == 8  # an NCHW map of 8 channels
+    auto = occlusion(model, batch, 0, window=6, stride=5)
+    naive = occlusion(model, batch, 0, window=6, stride=5, engine="naive")
+    np.testing.assert_allclose(auto.maps, naive.maps, rtol=1e-4, atol=1e-5)
 
 
 def test_doctor_reports_layout_and_passes_its_self_test(exported):

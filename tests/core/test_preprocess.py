@@ -75,7 +75,7 @@ def test_bad_preset_and_fields():
     with pytest.raises(InputError, match="mean needs 3"):
         Preprocess(mean=(1.0, 2.0))
     with pytest.raises(InputError, match="channel_order"):
-        Preprocess(channel_order="RGBA")
+        Preprocess(channel_order="ARGB")  # RGBA and C<n> are orders now
 
 
 def test_labels_file_drops_synset_ids(tmp_path):

@@ -117,6 +117,34 @@ def test_saliency_on_a_qdq_model_states_the_straight_through_estimate(exported):
     assert "straight_through" not in saliency(load(float_path), batch).metrics
 
 
+#: the methods whose maps come from the backward pass (the rest only run forwards)
+GRADIENT_BASED = {
+    "saliency", "guided", "deconvnet", "gradcam", "guided-gradcam", "gradcam++", "xgradcam",
+    "layercam", "hirescam", "fullgrad", "smoothgrad", "ig", "gradientshap",
+}  # fmt: skip
+
+
+@pytest.mark.torch
+def test_only_gradient_results_state_the_straight_through_estimate(exported):
+    """Perturbation and activation-only methods are exact on a QDQ model: no flag."""
+    from cnnviz.attribution.methods import SPECS
+
+    _, _, qdq_path, _ = exported
+    model = load(qdq_path)
+    batch = np.random.default_rng(2).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    small = {"window": 8, "stride": 8, "samples": 4, "n": 2, "steps": 4, "masks": 8}
+    ran = set()
+    for spec in SPECS:
+        if spec.name == "cam":  # the QDQ head (DequantizeLinear) is no GAP + linear layer
+            continue
+        kwargs = {k: v for k, v in small.items() if k in spec.parameter_names}
+        result = spec.function(model, batch, 0, **kwargs)
+        flagged = result.metrics.get("straight_through", False)
+        assert flagged is (spec.name in GRADIENT_BASED), spec.name
+        ran.add(spec.name)
+    assert GRADIENT_BASED <= ran
+
+
 @pytest.mark.torch
 def test_qdq_torch_bridge_matches_the_engine(exported):
     from cnnviz_core.torch_bridge import to_torch

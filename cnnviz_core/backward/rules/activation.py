@@ -6,12 +6,16 @@ true gradient."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ... import kernels
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 #: Clip's bounds before opset 11 default to the float32 extremes
 _FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -35,6 +39,15 @@ class LeakyRelu(OpRule):
                 x.astype(dy.dtype, copy=False), dy, call.mode, alpha, device=call.device
             )
         ]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        alpha = float(call.attrs.get("alpha", 0.01))
+        passed = None
+        if call.mode != "deconvnet":
+            passed = g.op("Greater", call.node.input[0], g.scalar(0.0))
+        return [g.gated(passed, dy, call.mode, alpha)]
 
 
 @register_rule("PRelu")
@@ -62,6 +75,27 @@ class PRelu(OpRule):
             out[1] = unbroadcast(np.where(x > 0, 0, dy * x), np.shape(slope))
         return out
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        x, slope = call.node.input
+        zero = g.scalar(0.0)
+        positive = g.op("Greater", x, zero)
+        out: list[str | None] = [None, None]
+        if call.needs[0]:
+            if call.mode == "deconvnet":
+                out[0] = g.gated(None, dy, "deconvnet")
+            else:
+                local = g.where(positive, dy, g.mul(slope, dy))
+                if call.mode == "guided":  # rectify the incoming signal dy
+                    local = g.where(g.op("Greater", dy, zero), local, zero)
+                out[0] = local
+        if call.needs[1]:
+            shape = np.broadcast_shapes(np.shape(call.inputs[0]), np.shape(call.inputs[1]))
+            part = g.where(positive, zero, g.mul(dy, x))
+            out[1] = g.unbroadcast(part, shape, np.shape(call.inputs[1]))
+        return out
+
 
 class _Clip(OpRule):
     """Clip (ReLU6 in MobileNets): the gate is lo < x < hi, modes as for ReLU."""
@@ -84,6 +118,20 @@ class _Clip(OpRule):
             x.astype(dy.dtype, copy=False), dy, lo, hi, call.mode, device=call.device
         )
         return [dx, None, None][: len(call.inputs)]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        lo, hi = self.bounds(call)
+        passed = None
+        if call.mode != "deconvnet":
+            x = call.node.input[0]
+            passed = g.op(
+                "And",
+                g.op("Greater", x, g.scalar(np.float32(lo))),
+                g.op("Less", x, g.scalar(np.float32(hi))),
+            )
+        return [g.gated(passed, dy, call.mode), None, None][: len(call.inputs)]
 
 
 @register_rule("Clip", since=6)
@@ -121,6 +169,14 @@ class HardSigmoid(OpRule):
         z = alpha * x + beta
         return [np.where((z > 0) & (z < 1), alpha * dy, 0).astype(dy.dtype)]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        alpha, beta = call.attrs.get("alpha", 0.2), call.attrs.get("beta", 0.5)
+        z = g.op("Add", g.scale(call.node.input[0], alpha), g.scalar(beta))
+        inside = g.op("And", g.op("Greater", z, g.scalar(0.0)), g.op("Less", z, g.scalar(1.0)))
+        return [g.where(inside, g.scale(dy, alpha), g.scalar(0.0))]
+
 
 @register_rule("HardSwish")
 class HardSwish(OpRule):
@@ -135,6 +191,14 @@ class HardSwish(OpRule):
         assert dy is not None
         local = np.where(x > 3, 1, np.where(x < -3, 0, x / 3 + 0.5))
         return [(dy * local).astype(dy.dtype, copy=False)]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        x = call.node.input[0]
+        middle = g.op("Add", g.op("Div", x, g.scalar(3.0)), g.scalar(0.5))
+        low = g.where(g.op("Less", x, g.scalar(-3.0)), g.scalar(0.0), middle)
+        return [g.mul(dy, g.where(g.op("Greater", x, g.scalar(3.0)), g.scalar(1.0), low))]
 
 
 class _SoftmaxBase(OpRule):
@@ -174,6 +238,24 @@ class _SoftmaxBase(OpRule):
             dx = y * (g - (g * y).sum(axis=axis, keepdims=True))
         return [dx.reshape(x.shape)]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        x = call.inputs[0]
+        y, grad = call.node.output[0], dy
+        if self.coerce_2d:
+            axis = call.attrs.get("axis", 1) % max(x.ndim, 1)
+            y, grad, along = g.op("Flatten", y, axis=axis), g.op("Flatten", dy, axis=axis), 1
+        else:
+            along = call.attrs.get("axis", -1) % x.ndim
+        if self.log:
+            total = g.reduce_sum(grad, [along])
+            dx = g.op("Sub", grad, g.mul(g.op("Exp", y), total))
+        else:
+            total = g.reduce_sum(g.mul(grad, y), [along])
+            dx = g.mul(y, g.op("Sub", grad, total))
+        return [g.reshape_like(dx, call.node.input[0]) if self.coerce_2d else dx]
+
 
 @register_rule("Softmax")
 class Softmax(_SoftmaxBase):
@@ -209,6 +291,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * x))
 
 
+def emit_sigmoid(x: str, g: Emitter) -> str:
+    """:func:`_sigmoid` as ONNX nodes."""
+    return g.scale(g.op("Add", g.scalar(1.0), g.op("Tanh", g.scale(x, 0.5))), 0.5)
+
+
 class _Smooth(OpRule):
     """A smooth activation y = f(x) whose derivative is written with x alone (the output is
     not fetched); one true gradient in every backward mode."""
@@ -231,6 +318,15 @@ class _Smooth(OpRule):
         x = call.inputs[0].astype(dy.dtype, copy=False)
         return [(dy * self.derivative(x, call)).astype(dy.dtype, copy=False)]
 
+    def emit_derivative(self, x: str, call: NodeCall, g: Emitter) -> str:
+        """f'(x) as ONNX nodes on the graph tensor ``x``."""
+        raise NotImplementedError
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        return [g.mul(dy, self.emit_derivative(call.node.input[0], call, g))]
+
 
 @register_rule("Erf", since=9)
 class Erf(_Smooth):
@@ -241,6 +337,9 @@ class Erf(_Smooth):
 
     def derivative(self, x, call):
         return 2 / np.sqrt(np.pi) * np.exp(-x * x)
+
+    def emit_derivative(self, x, call, g):
+        return g.scale(g.op("Exp", g.op("Neg", g.mul(x, x))), 2 / np.sqrt(np.pi))
 
 
 #: sqrt(2 / pi) and the cubic coefficient of GELU's tanh approximation
@@ -271,6 +370,20 @@ class Gelu(_Smooth):
             raise ValueError(f"Gelu node {call.node.name!r}: unknown approximate={approximate!r}")
         return approximate == "tanh"
 
+    def emit_derivative(self, x, call, g):
+        if self._tanh(call):
+            cube = g.scale(g.mul(g.mul(x, x), x), _GELU_TANH_CUBIC)
+            t = g.op("Tanh", g.scale(g.op("Add", x, cube), _GELU_TANH_SCALE))
+            square = g.scale(g.mul(x, x), 3 * _GELU_TANH_CUBIC)
+            inner = g.scale(g.op("Add", g.scalar(1.0), square), _GELU_TANH_SCALE)
+            left = g.scale(g.op("Add", g.scalar(1.0), t), 0.5)
+            slope = g.op("Sub", g.scalar(1.0), g.mul(t, t))
+            return g.op("Add", left, g.mul(g.mul(g.scale(x, 0.5), slope), inner))
+        erf = g.op("Erf", g.scale(x, 1 / np.sqrt(2)))
+        left = g.scale(g.op("Add", g.scalar(1.0), erf), 0.5)
+        bump = g.op("Exp", g.scale(g.mul(x, x), -0.5))
+        return g.op("Add", left, g.scale(g.mul(x, bump), 1 / np.sqrt(2 * np.pi)))
+
 
 @register_rule("Softplus")
 class Softplus(_Smooth):
@@ -281,6 +394,9 @@ class Softplus(_Smooth):
 
     def derivative(self, x, call):
         return _sigmoid(x)
+
+    def emit_derivative(self, x, call, g):
+        return emit_sigmoid(x, g)
 
 
 @register_rule("Mish", since=18)
@@ -294,3 +410,8 @@ class Mish(_Smooth):
     def derivative(self, x, call):
         t = np.tanh(np.logaddexp(0, x))
         return t + x * (1 - t * t) * _sigmoid(x)
+
+    def emit_derivative(self, x, call, g):
+        t = g.op("Tanh", g.op("Softplus", x))
+        slope = g.op("Sub", g.scalar(1.0), g.mul(t, t))
+        return g.op("Add", t, g.mul(g.mul(x, slope), emit_sigmoid(x, g)))

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 from ...errors import UnsupportedOpError
+from ...graph import attributes
+from ...model import Model
 from ..registry import Grad, NodeCall, OpRule, register_rule
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 _ELLIPSIS = "..."
 
@@ -98,6 +105,43 @@ class Einsum(OpRule):
                 g = np.broadcast_to(np.expand_dims(g, summed), np.shape(x))
             out.append(np.ascontiguousarray(g, dtype=dy.dtype))
         return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        terms, output = self._terms(call)
+        out: list[str | None] = []
+        for i, (term, need) in enumerate(zip(terms, call.needs)):
+            if not need:
+                out.append(None)
+                continue
+            others = [t for j, t in enumerate(terms) if j != i]
+            operands = [n for j, n in enumerate(call.node.input) if j != i]
+            reached = set(output).union(*others)
+            kept = "".join(c for c in term if c in reached)
+            spec = ",".join([output, *others]) + "->" + kept
+            grad = g.op("Einsum", dy, *operands, equation=spec)
+            summed = [k for k, c in enumerate(term) if c not in reached]
+            if summed:
+                grad = g.op("Unsqueeze", grad, g.ints(summed))
+                grad = g.op("Expand", grad, g.shape_of(call.node.input[i]))
+            out.append(grad)
+        return out
+
+    def check(self, node: onnx.NodeProto, model: Model) -> None:
+        """Refuse at planning an equation the rule does not cover (with static shapes when
+        shape inference knows them, else the equation's structure alone)."""
+        equation = attributes(node)["equation"]
+        shapes: list[Sequence[int] | None] = [
+            model.tensor_shape(name, 1) if name else None for name in node.input
+        ]
+        if any(shape is None for shape in shapes):  # shapes unknown: one size per index
+            terms = equation.replace(" ", "").partition("->")[0].split(",")
+            named = [term.replace(_ELLIPSIS, "") for term in terms]
+            shapes = [[1] * len(term) for term in named] if len(named) == len(shapes) else shapes
+            shapes = [shape or [] for shape in shapes]
+            equation = equation.replace(_ELLIPSIS, "")
+        einsum_terms(equation, [list(shape or []) for shape in shapes], node.name)
 
     @staticmethod
     def _terms(call: NodeCall) -> tuple[list[str], str]:

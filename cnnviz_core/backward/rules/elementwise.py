@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -11,6 +12,9 @@ from ... import kernels
 from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 
 @register_rule("Relu")
@@ -31,6 +35,11 @@ class Relu(OpRule):
             kernels.relu_backward(y.astype(dy.dtype, copy=False), dy, call.mode, device=call.device)
         ]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        return [g.relu_from_output(call.node.output[0], dy, call.mode)]
+
 
 @register_rule("Add")
 class Add(OpRule):
@@ -47,11 +56,26 @@ class Add(OpRule):
             for x, need in zip(call.inputs, call.needs)
         ]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        return emit_needed_unbroadcast(call, g, [lambda: dy] * len(call.inputs))
+
 
 def _needed_unbroadcast(call: NodeCall, parts: Sequence) -> list[Grad]:
     """Per input: its cotangent (a thunk, evaluated only when needed) summed to its shape."""
     return [
         unbroadcast(part(), np.shape(x)) if need else None
+        for x, need, part in zip(call.inputs, call.needs, parts)
+    ]
+
+
+def emit_needed_unbroadcast(call: NodeCall, g: Emitter, parts: Sequence) -> list[str | None]:
+    """:func:`_needed_unbroadcast` in ONNX: per needed input, its cotangent (a thunk making
+    a tensor of the broadcast output's shape) summed back to the input's shape."""
+    out = np.broadcast_shapes(*(np.shape(x) for x in call.inputs if x is not None))
+    return [
+        g.unbroadcast(part(), out, np.shape(x)) if need else None
         for x, need, part in zip(call.inputs, call.needs, parts)
     ]
 
@@ -66,6 +90,11 @@ class Sub(OpRule):
         assert dy is not None
         return _needed_unbroadcast(call, [lambda: dy, lambda: -dy])
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        return emit_needed_unbroadcast(call, g, [lambda: dy, lambda: g.op("Neg", dy)])
+
 
 @register_rule("Mul")
 class Mul(OpRule):
@@ -78,6 +107,12 @@ class Mul(OpRule):
         a, b = call.inputs
         return _needed_unbroadcast(call, [lambda: dy * b, lambda: dy * a])
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        a, b = call.node.input
+        return emit_needed_unbroadcast(call, g, [lambda: g.mul(dy, b), lambda: g.mul(dy, a)])
+
 
 @register_rule("Div")
 class Div(OpRule):
@@ -89,6 +124,19 @@ class Div(OpRule):
         assert dy is not None
         a, b = call.inputs
         return _needed_unbroadcast(call, [lambda: dy / b, lambda: -dy * a / (b * b)])
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        a, b = call.node.input
+        return emit_needed_unbroadcast(
+            call,
+            g,
+            [
+                lambda: g.op("Div", dy, b),
+                lambda: g.op("Div", g.mul(g.op("Neg", dy), a), g.mul(b, b)),
+            ],
+        )
 
 
 @register_rule("Pow")
@@ -108,6 +156,19 @@ class Pow(OpRule):
             [lambda: dy * e * np.power(x, e - 1), lambda: dy * np.power(x, e) * np.log(x)],
         )
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        x, e = call.node.input
+        return emit_needed_unbroadcast(
+            call,
+            g,
+            [
+                lambda: g.mul(g.mul(dy, e), g.op("Pow", x, g.op("Sub", e, g.scalar(1.0)))),
+                lambda: g.mul(g.mul(dy, g.op("Pow", x, e)), g.op("Log", x)),
+            ],
+        )
+
 
 @register_rule("Sum")
 class Sum(OpRule):
@@ -123,6 +184,11 @@ class Sum(OpRule):
         dy = grads[0]
         assert dy is not None
         return _needed_unbroadcast(call, [lambda: dy] * len(call.inputs))
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        return emit_needed_unbroadcast(call, g, [lambda: dy] * len(call.inputs))
 
 
 class _Extremum(OpRule):
@@ -147,6 +213,22 @@ class _Extremum(OpRule):
             mine = (np.broadcast_to(x, y.shape) == y) & ~taken
             taken |= mine
             out.append(unbroadcast(np.where(mine, dy, 0), np.shape(x)) if need else None)
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        y = call.node.output[0]
+        shape = np.broadcast_shapes(*(np.shape(x) for x in call.inputs))
+        taken: str | None = None
+        out: list[str | None] = []
+        for name, x, need in zip(call.node.input, call.inputs, call.needs):
+            mine = g.op("Equal", name, y)
+            if taken is not None:
+                mine = g.op("And", mine, g.op("Not", taken))
+            taken = mine if taken is None else g.op("Or", taken, mine)
+            picked = g.where(mine, dy, g.scalar(0.0))
+            out.append(g.unbroadcast(picked, shape, np.shape(x)) if need else None)
         return out
 
 
@@ -180,6 +262,15 @@ class _Unary(OpRule):
         y = call.outputs[0] if call.outputs else self.forward(call)[0]
         return [dy * self.derivative(x, y.astype(dy.dtype, copy=False), call)]
 
+    def emit_derivative(self, x: str, y: str, g: Emitter) -> str:
+        """f'(x) as ONNX nodes, written with the graph tensors ``x`` and ``y``."""
+        raise NotImplementedError
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        return [g.mul(dy, self.emit_derivative(call.node.input[0], call.node.output[0], g))]
+
 
 @register_rule("Neg")
 class Neg(_Unary):
@@ -188,6 +279,9 @@ class Neg(_Unary):
 
     def derivative(self, x, y, call):
         return -np.ones_like(x)
+
+    def emit_derivative(self, x, y, g):
+        return g.scalar(-1.0)
 
 
 @register_rule("Reciprocal")
@@ -198,6 +292,9 @@ class Reciprocal(_Unary):
     def derivative(self, x, y, call):
         return -y * y
 
+    def emit_derivative(self, x, y, g):
+        return g.mul(g.op("Neg", y), y)
+
 
 @register_rule("Sqrt")
 class Sqrt(_Unary):
@@ -207,6 +304,9 @@ class Sqrt(_Unary):
     def derivative(self, x, y, call):
         return 0.5 / y
 
+    def emit_derivative(self, x, y, g):
+        return g.op("Div", g.scalar(0.5), y)
+
 
 @register_rule("Exp")
 class Exp(_Unary):
@@ -214,6 +314,9 @@ class Exp(_Unary):
         return np.exp(x)
 
     def derivative(self, x, y, call):
+        return y
+
+    def emit_derivative(self, x, y, g):
         return y
 
 
@@ -225,6 +328,9 @@ class Log(_Unary):
     def derivative(self, x, y, call):
         return 1 / x
 
+    def emit_derivative(self, x, y, g):
+        return g.op("Div", g.scalar(1.0), x)
+
 
 @register_rule("Sigmoid")
 class Sigmoid(_Unary):
@@ -233,6 +339,9 @@ class Sigmoid(_Unary):
 
     def derivative(self, x, y, call):
         return y * (1 - y)
+
+    def emit_derivative(self, x, y, g):
+        return g.mul(y, g.op("Sub", g.scalar(1.0), y))
 
 
 @register_rule("Tanh")
@@ -243,6 +352,9 @@ class Tanh(_Unary):
     def derivative(self, x, y, call):
         return 1 - y * y
 
+    def emit_derivative(self, x, y, g):
+        return g.op("Sub", g.scalar(1.0), g.mul(y, y))
+
 
 @register_rule("Identity")
 class Identity(OpRule):
@@ -250,6 +362,9 @@ class Identity(OpRule):
         return [call.inputs[0]]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        return [grads[0]]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
         return [grads[0]]
 
 
@@ -276,6 +391,9 @@ class Dropout(OpRule):
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
         return [grads[0], None, None][: len(call.inputs)]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        return [grads[0], None, None][: len(call.inputs)]
+
 
 @register_rule("Cast")
 class Cast(OpRule):
@@ -296,3 +414,12 @@ class Cast(OpRule):
         if dy is None or x.dtype.kind != "f" or target.kind != "f":
             return [None]
         return [dy.astype(np.result_type(x.dtype, dy.dtype), copy=False)]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        x, dy = call.inputs[0], grads[0]
+        target = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(call.attrs["to"]))
+        if dy is None or x.dtype.kind != "f" or target.kind != "f":
+            return [None]
+        if np.dtype(x.dtype) == target:
+            return [dy]
+        return [g.op("Cast", dy, to=onnx.helper.np_dtype_to_tensor_dtype(np.dtype(x.dtype)))]

@@ -5,12 +5,17 @@ Tile. Indices, conditions, shapes and repeats are constants of the pass (no grad
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 
 def nd_index(shape: Sequence[int], indices: np.ndarray, batch_dims: int = 0) -> tuple:
@@ -31,6 +36,22 @@ def nd_index(shape: Sequence[int], indices: np.ndarray, batch_dims: int = 0) -> 
     return tuple(parts)
 
 
+def _full_index(
+    shape: Sequence[int], indices: np.ndarray, batch_dims: int, g: Emitter, call: NodeCall
+) -> np.ndarray:
+    """GatherND / ScatterND indices with ``batch_dims`` spelled out and negatives resolved:
+    (..., batch_dims + k) int64 for ScatterND / GatherND with batch_dims 0."""
+    if g.batched:
+        raise UnsupportedOpError(
+            f"{call.node.op_type} node {call.node.name!r} indexes a data tensor with constant "
+            "indices of a fixed batch; compiled graphs keep the batch free (explain this model "
+            "with the engine)"
+        )
+    parts = nd_index(shape, indices, batch_dims)
+    lead = np.shape(indices)[:-1]
+    return np.stack([np.broadcast_to(p, lead) for p in parts], axis=-1).astype(np.int64)
+
+
 @register_rule("GatherND", since=11)
 class GatherND(OpRule):
     """y = data[indices] with ``batch_dims`` (opset 12 on; 0 before); the backward scatter-adds
@@ -48,6 +69,13 @@ class GatherND(OpRule):
         dx = np.zeros(np.shape(data), dy.dtype)
         np.add.at(dx, nd_index(dx.shape, indices, call.attrs.get("batch_dims", 0)), dy)
         return [dx, None]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        (data, indices), dy = call.inputs, grads[0]
+        assert dy is not None
+        index = _full_index(np.shape(data), indices, call.attrs.get("batch_dims", 0), g, call)
+        zeros = g.zeros_like(call.node.input[0])
+        return [g.op("ScatterND", zeros, g.const(index, np.int64, "nd"), dy, reduction="add"), None]
 
 
 @register_rule("ScatterND", since=11)
@@ -81,6 +109,19 @@ class ScatterND(OpRule):
             out[0] = d_data
         if call.needs[2]:
             out[2] = dy[index].reshape(np.shape(updates))
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        (data, indices, _), dy = call.inputs, grads[0]
+        assert dy is not None
+        index = g.const(_full_index(np.shape(data), indices, 0, g, call), np.int64, "nd")
+        out: list[str | None] = [None, None, None]
+        if call.needs[0]:
+            out[0] = dy
+            if not self._adds(call):
+                out[0] = g.op("ScatterND", dy, index, g.zeros_like(call.node.input[2]))
+        if call.needs[2]:
+            out[2] = g.op("GatherND", dy, index)
         return out
 
     @staticmethod
@@ -117,6 +158,19 @@ class Where(OpRule):
             out[2] = unbroadcast(np.where(chosen, zero, dy), np.shape(y))
         return out
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        shape = np.broadcast_shapes(*(np.shape(v) for v in call.inputs))
+        chosen = g.op("Cast", call.node.input[0], to=onnx.TensorProto.BOOL)
+        zero = g.scalar(0.0)
+        out: list[str | None] = [None, None, None]
+        if call.needs[1]:
+            out[1] = g.unbroadcast(g.where(chosen, dy, zero), shape, np.shape(call.inputs[1]))
+        if call.needs[2]:
+            out[2] = g.unbroadcast(g.where(chosen, zero, dy), shape, np.shape(call.inputs[2]))
+        return out
+
 
 @register_rule("Expand", since=8)
 class Expand(OpRule):
@@ -134,6 +188,13 @@ class Expand(OpRule):
         dy = grads[0]
         assert dy is not None
         return [unbroadcast(dy, np.shape(call.inputs[0])), None]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        x, shape = call.inputs
+        out = np.broadcast_shapes(np.shape(x), tuple(int(d) for d in np.ravel(shape)))
+        return [g.unbroadcast(dy, out, np.shape(x)), None]
 
 
 @register_rule("Tile", since=6)
@@ -154,6 +215,18 @@ class Tile(OpRule):
         summed = dy.reshape(split).sum(axis=tuple(range(0, 2 * len(shape), 2)))
         return [summed.reshape(shape), None]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        (x, repeats), dy = call.inputs, grads[0]
+        assert dy is not None
+        shape = np.shape(x)
+        split = [n for r, d in zip(np.ravel(repeats), shape) for n in (int(r), d)]
+        if g.batched:
+            split[1] = -1  # the batch stays free
+        summed = g.reduce_sum(
+            g.op("Reshape", dy, g.ints(split)), list(range(0, 2 * len(shape), 2)), keepdims=False
+        )
+        return [summed, None]
+
 
 class _Predicate(OpRule):
     """A comparison or logic op: a boolean output (a Where's condition computed from the image,
@@ -165,6 +238,9 @@ class _Predicate(OpRule):
         return [np.asarray(self.fn(*call.inputs))]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        return [None] * len(call.inputs)
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
         return [None] * len(call.inputs)
 
 

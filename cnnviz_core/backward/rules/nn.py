@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +15,21 @@ from .. import adjoint
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
 
+if TYPE_CHECKING:
+    from ..compile import Emitter
+
+
+def conv_1d_as_2d(call: NodeCall) -> NodeCall:
+    """The call of a 1-D Conv (N, C, L) as the 2-D one of height 1 (N, C, 1, L)."""
+    attrs = dict(call.attrs)
+    for key, pad in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+        if key in attrs:
+            attrs[key] = [pad, *attrs[key]]
+    if "pads" in attrs:
+        attrs["pads"] = [0, attrs["pads"][0], 0, attrs["pads"][1]]
+    inputs = [x if x is None or i > 1 else x[:, :, None] for i, x in enumerate(call.inputs)]
+    return dataclasses.replace(call, attrs=attrs, inputs=inputs)
+
 
 @register_rule("Conv")
 class Conv(OpRule):
@@ -21,6 +38,8 @@ class Conv(OpRule):
     reads_inputs = reads_outputs = False  # x's shape; weights are values (constant or computed)
 
     def forward(self, call: NodeCall) -> list[np.ndarray]:
+        if np.ndim(call.inputs[0]) == 3:  # a 1-D conv (ECA-Net's channel attention)
+            return [self.forward(conv_1d_as_2d(call))[0][:, :, 0]]
         x, w = call.inputs[0], call.inputs[1]
         b = call.inputs[2] if len(call.inputs) > 2 else None
         win = Window.from_onnx(call.attrs, w.shape[2:], x.shape[2:])
@@ -38,6 +57,9 @@ class Conv(OpRule):
         return [y + b.reshape(1, -1, 1, 1) if b is not None else y]
 
     def vjp(self, call: NodeCall, grads: Sequence[Grad]) -> list[Grad]:
+        if np.ndim(call.inputs[0]) == 3 and grads[0] is not None:  # 1-D: as a 2-D of height 1
+            lifted = self.vjp(conv_1d_as_2d(call), [grads[0][:, :, None]])
+            return [None if g is None else g[:, :, 0] for g in lifted]
         x, w = call.inputs[0], call.inputs[1]
         dy = grads[0]
         assert dy is not None
@@ -49,6 +71,36 @@ class Conv(OpRule):
                 out[0] = adjoint.conv_input_grad(dy, w, win, groups, x.shape[2:], call.sessions)
             else:
                 out[0] = self.input_grad(dy, w, win, groups, x.shape[2:])
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        x, w, dy = call.inputs[0], call.inputs[1], grads[0]
+        assert dy is not None
+        out: list[str | None] = [None] * len(call.inputs)
+        if call.needs[0]:
+            win = Window.from_onnx(call.attrs, w.shape[2:], x.shape[2:])
+            groups = call.attrs.get("group", 1)
+            pads = [win.span(a % len(win.kernel)) - 1 - p for a, p in enumerate(win.pads)]
+            if len(win.kernel) == 2 and win.stride == (1, 1) and min(pads) >= 0:
+                # a stride-1 adjoint is a convolution with flipped kernels (faster than a
+                # ConvTranspose); the flip is written as nodes on the weight, which runtimes
+                # fold once at load when the weight is constant (the file keeps one copy)
+                kernel = emit_flipped_kernel(g, call.node.input[1], w.shape, groups)
+                out[0] = g.op(
+                    "Conv", dy, kernel, pads=pads, dilations=list(win.dilation), group=groups
+                )
+                return out
+            out[0] = g.transpose_window(
+                dy,
+                call.node.input[1],
+                win.kernel,
+                win.stride,
+                win.dilation,
+                win.begins,
+                x.shape[2:],
+                win.output_size(x.shape[2:]),
+                call.attrs.get("group", 1),
+            )
         return out
 
     @staticmethod
@@ -103,6 +155,25 @@ class Gemm(OpRule):
             out[2] = unbroadcast(call.attrs.get("beta", 1.0) * dy, c.shape)
         return out
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        a, b = call.node.input[0], call.node.input[1]
+        alpha = float(call.attrs.get("alpha", 1.0))
+        trans_a, trans_b = call.attrs.get("transA", 0), call.attrs.get("transB", 0)
+        out: list[str | None] = [None] * len(call.inputs)
+        if call.needs[0]:
+            da = g.op("Gemm", dy, b, alpha=alpha, transB=0 if trans_b else 1)
+            out[0] = g.op("Transpose", da, perm=[1, 0]) if trans_a else da
+        if call.needs[1]:
+            db = g.op("Gemm", a, dy, alpha=alpha, transA=0 if trans_a else 1)
+            out[1] = g.op("Transpose", db, perm=[1, 0]) if trans_b else db
+        if len(call.inputs) > 2 and call.needs[2]:
+            shape = np.shape(call.outputs[0]) if call.outputs else np.shape(call.inputs[2])
+            beta = float(call.attrs.get("beta", 1.0))
+            out[2] = g.unbroadcast(g.scale(dy, beta), shape, np.shape(call.inputs[2]))
+        return out
+
     @staticmethod
     def _operands(call: NodeCall) -> tuple[np.ndarray, np.ndarray]:
         a, b = call.inputs[0], call.inputs[1]
@@ -140,12 +211,65 @@ class MaxPool(OpRule):
         _, switches = self._pool(call, x)
         return [kernels.max_unpool2d(dy, switches, x.shape[2:], device=call.device)]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """Unpooling through the switches: the Indices of a MaxPool of the same window
+        (flat over the whole tensor), then a ScatterElements that adds (overlapping windows)."""
+        dy = grads[0]
+        assert dy is not None
+        x = call.node.input[0]
+        attrs = {k: v for k, v in call.attrs.items() if k != "storage_order"}
+        _, switches = g.add("MaxPool", [x], 2, **attrs)
+        win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], np.shape(call.inputs[0])[2:])
+        disjoint = all(k <= s for k, s in zip(win.kernel, win.stride))
+        if disjoint and set(win.dilation) == {1} and not g.portable:
+            # windows do not overlap: each input position gets at most one cotangent
+            return [g.op("MaxUnpool", dy, switches, g.shape_of(x), **_unpool_attrs(win))]
+        flat = g.ints([-1])
+        zeros = g.zeros_like(g.op("Reshape", x, flat))
+        scattered = g.op(
+            "ScatterElements",
+            zeros,
+            g.op("Reshape", switches, flat),
+            g.op("Reshape", dy, flat),
+            axis=0,
+            reduction="add",
+        )
+        return [g.reshape_like(scattered, x)]
+
     @staticmethod
     def _pool(call: NodeCall, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], x.shape[2:])
         return kernels.max_pool2d(
             x, win.kernel, win.stride, win.pads, win.dilation, win.ceil_mode, device=call.device
         )
+
+
+def emit_flipped_kernel(g: Emitter, weight: str, shape: Sequence[int], groups: int) -> str:
+    """The kernel of a stride-1 convolution's adjoint: per group, in and out channels swapped
+    and the spatial axes reversed (as :mod:`..adjoint` builds it in NumPy)."""
+    c_out, c_in_group = int(shape[0]), int(shape[1])
+    kernel = [int(k) for k in shape[2:]]
+    swapped = weight
+    if groups == 1:
+        swapped = g.op("Transpose", weight, perm=[1, 0, 2, 3])
+    elif c_in_group > 1 or c_out // groups > 1:
+        grouped = g.op("Reshape", weight, g.ints([groups, c_out // groups, c_in_group, *kernel]))
+        moved = g.op("Transpose", grouped, perm=[0, 2, 1, 3, 4])
+        swapped = g.op("Reshape", moved, g.ints([groups * c_in_group, c_out // groups, *kernel]))
+    lowest = int(np.iinfo(np.int64).min)
+    return g.op(
+        "Slice",
+        swapped,
+        g.ints([-1, -1]),
+        g.ints([lowest, lowest]),
+        g.ints([2, 3]),
+        g.ints([-1, -1]),
+    )
+
+
+def _unpool_attrs(win: Window) -> dict:
+    """MaxUnpool's attributes for the windows of a MaxPool (the output shape is given)."""
+    return {"kernel_shape": list(win.kernel), "strides": list(win.stride), "pads": list(win.pads)}
 
 
 @register_rule("AveragePool")
@@ -177,6 +301,27 @@ class AveragePool(OpRule):
             padded[tap] += spread
         return [padded[win.inside(x.shape[2:])].copy()]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """dy / count spread back by a depthwise ConvTranspose with a kernel of ones."""
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        win, count = self._geometry(call, x.shape[2:], np.dtype(np.float32))
+        spread = g.op("Div", dy, g.const(count, hint="count"))
+        channels = x.shape[1]
+        ones = g.const(np.ones((channels, 1, *win.kernel), np.float32), hint="ones")
+        dx = g.transpose_window(
+            spread,
+            ones,
+            win.kernel,
+            win.stride,
+            win.dilation,
+            win.begins,
+            x.shape[2:],
+            win.output_size(x.shape[2:]),
+            channels,
+        )
+        return [dx]
+
     @staticmethod
     def _geometry(
         call: NodeCall, spatial: Sequence[int], dtype: np.dtype
@@ -204,6 +349,12 @@ class GlobalAveragePool(OpRule):
         assert dy is not None
         return [np.broadcast_to(dy / (x.shape[2] * x.shape[3]), x.shape).copy()]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        spread = g.op("Div", dy, g.scalar(x.shape[2] * x.shape[3]))
+        return [g.op("Expand", spread, g.shape_of(call.node.input[0]))]
+
 
 @register_rule("GlobalMaxPool")
 class GlobalMaxPool(OpRule):
@@ -221,6 +372,16 @@ class GlobalMaxPool(OpRule):
         arg = flat.argmax(axis=2)[..., None]
         np.put_along_axis(dx, arg, dy.reshape(*x.shape[:2], 1), axis=2)
         return [dx.reshape(x.shape)]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        x = call.node.input[0]
+        flat = g.op("Reshape", x, g.ints([0, 0, -1]))
+        arg = g.op("ArgMax", flat, axis=2, keepdims=1, select_last_index=0)
+        values = g.op("Reshape", dy, g.ints([0, 0, 1]))
+        scattered = g.op("ScatterElements", g.zeros_like(flat), arg, values, axis=2)
+        return [g.reshape_like(scattered, x)]
 
 
 @register_rule("MatMul")
@@ -243,6 +404,40 @@ class MatMul(OpRule):
             out[0] = unbroadcast(g @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
         if call.needs[1]:
             out[1] = unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        a, b = call.inputs
+        a_name, b_name = call.node.input
+        a_shape = (1, *np.shape(a)) if np.ndim(a) == 1 else np.shape(a)
+        b_shape = (*np.shape(b), 1) if np.ndim(b) == 1 else np.shape(b)
+        a2 = g.op("Unsqueeze", a_name, g.ints([0])) if np.ndim(a) == 1 else a_name
+        b2 = g.op("Unsqueeze", b_name, g.ints([1])) if np.ndim(b) == 1 else b_name
+        grad = g.op("Unsqueeze", dy, g.ints([-1])) if np.ndim(b) == 1 else dy
+        grad = g.op("Unsqueeze", grad, g.ints([-2])) if np.ndim(a) == 1 else grad
+        out_shape = (*np.broadcast_shapes(a_shape[:-2], b_shape[:-2]), a_shape[-2], b_shape[-1])
+
+        def swap(name: str, rank: int) -> str:
+            perm = [*range(rank - 2), rank - 1, rank - 2]
+            return g.op("Transpose", name, perm=perm)
+
+        out: list[str | None] = [None, None]
+        if call.needs[0]:
+            da = g.op("MatMul", grad, swap(b2, len(b_shape)))
+            shape = (*out_shape[:-1], b_shape[-2])
+            da = g.unbroadcast(da, shape, a_shape)
+            if np.ndim(a) == 1:  # the promoted axis dropped (a vector has no batch axis)
+                da = g.op("Reshape", da, g.ints(np.shape(a)))
+            out[0] = da
+        if call.needs[1]:
+            db = g.op("MatMul", swap(a2, len(a_shape)), grad)
+            shape = (*out_shape[:-2], a_shape[-1], out_shape[-1])
+            db = g.unbroadcast(db, shape, b_shape)
+            if np.ndim(b) == 1:
+                db = g.op("Reshape", db, g.ints(np.shape(b)))
+            out[1] = db
         return out
 
 
@@ -270,6 +465,12 @@ class BatchNormalization(OpRule):
         scale, _ = self._affine(call)
         return [(dy * scale).astype(dy.dtype, copy=False), None, None, None, None]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        scale, _ = self._affine(call)
+        return [g.mul(dy, g.const(scale, hint="bn_scale")), None, None, None, None]
+
     @staticmethod
     def _affine(call: NodeCall) -> tuple[np.ndarray, np.ndarray]:
         if call.attrs.get("training_mode", 0):
@@ -292,6 +493,23 @@ def _channel_window_sum(a: np.ndarray, before: int, after: int) -> np.ndarray:
     return out
 
 
+def emit_channel_window_sum(
+    g: Emitter, a: str, before: int, after: int, channels: int, rank: int
+) -> str:
+    """:func:`_channel_window_sum` in ONNX: the channels zero-padded, then shifted slices
+    summed."""
+    pads = [0] * rank
+    pads_end = [0] * rank
+    pads[1], pads_end[1] = before, after
+    padded = g.op("Pad", a, g.ints(pads + pads_end), mode="constant")
+    total = None
+    for k in range(before + after + 1):
+        part = g.op("Slice", padded, g.ints([k]), g.ints([k + channels]), g.ints([1]))
+        total = part if total is None else g.op("Add", total, part)
+    assert total is not None
+    return total
+
+
 @register_rule("LRN")
 class LRN(OpRule):
     """Local response normalisation across channels (AlexNet): y = x / d^beta with
@@ -310,6 +528,23 @@ class LRN(OpRule):
         d, beta, coef, before, after = self._denominator(call, x)
         inner = _channel_window_sum(dy * x * d ** (-beta - 1), after, before)
         return [dy * d**-beta - 2 * beta * coef * x * inner]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        x_value, x = call.inputs[0], call.node.input[0]
+        size = int(call.attrs["size"])
+        alpha, beta = call.attrs.get("alpha", 1e-4), call.attrs.get("beta", 0.75)
+        bias = call.attrs.get("bias", 1.0)
+        before, after = (size - 1) // 2, -(-(size - 1) // 2)
+        coef = alpha / size
+        rank, channels = np.ndim(x_value), np.shape(x_value)[1]
+        window = emit_channel_window_sum(g, g.mul(x, x), before, after, channels, rank)
+        d = g.op("Add", g.scalar(bias), g.scale(window, coef))
+        weighted = g.mul(g.mul(dy, x), g.op("Pow", d, g.scalar(-beta - 1)))
+        inner = emit_channel_window_sum(g, weighted, after, before, channels, rank)
+        first = g.mul(dy, g.op("Pow", d, g.scalar(-beta)))
+        return [g.op("Sub", first, g.mul(g.scale(x, 2 * beta * coef), inner))]
 
     @staticmethod
     def _denominator(call: NodeCall, x: np.ndarray) -> tuple:

@@ -10,12 +10,16 @@ axes, is dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 
 def standardize(
@@ -35,6 +39,24 @@ def standardize_vjp(
     mean_g = g.mean(axis=axes, keepdims=True)
     mean_gx = (g * x_hat).mean(axis=axes, keepdims=True)
     return (g - mean_g - x_hat * mean_gx) * inv_std
+
+
+def emit_standardize(g: Emitter, x: str, axes: Sequence[int], eps: float) -> tuple[str, str]:
+    """:func:`standardize` in ONNX: (x_hat, 1 / sqrt(var + eps)) over ``axes``."""
+    centred = g.op("Sub", x, g.reduce("ReduceMean", x, axes))
+    variance = g.reduce("ReduceMean", g.mul(centred, centred), axes)
+    inv_std = g.op("Div", g.scalar(1.0), g.op("Sqrt", g.op("Add", variance, g.scalar(eps))))
+    return g.mul(centred, inv_std), inv_std
+
+
+def emit_standardize_vjp(
+    g: Emitter, grad: str, x_hat: str, inv_std: str, axes: Sequence[int]
+) -> str:
+    """:func:`standardize_vjp` in ONNX."""
+    mean_g = g.reduce("ReduceMean", grad, axes)
+    mean_gx = g.reduce("ReduceMean", g.mul(grad, x_hat), axes)
+    centred = g.op("Sub", g.op("Sub", grad, mean_g), g.mul(x_hat, mean_gx))
+    return g.mul(centred, inv_std)
 
 
 @register_rule("LayerNormalization", since=17)
@@ -76,6 +98,34 @@ class LayerNormalization(OpRule):
             out[1] = unbroadcast(dy * x_hat, np.shape(scale))
         if dy is not None and len(call.inputs) > 2 and call.needs[2]:
             out[2] = unbroadcast(dy, np.shape(call.inputs[2]))
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        x_value = call.inputs[0]
+        x, scale = call.node.input[0], call.node.input[1]
+        shape = np.shape(x_value)
+        axes = self._axes(call, len(shape))
+        x_hat, inv_std = emit_standardize(g, x, axes, self._eps(call))
+        dy, d_mean, d_inv = [*grads, None, None][:3]
+        count = int(np.prod([shape[a] for a in axes]))
+        out: list[str | None] = [None] * len(call.inputs)
+        if call.needs[0]:
+            parts = []
+            if dy is not None:
+                parts.append(emit_standardize_vjp(g, g.mul(dy, scale), x_hat, inv_std, axes))
+            if d_mean is not None:
+                parts.append(g.op("Expand", g.scale(d_mean, 1 / count), g.shape_of(x)))
+            if d_inv is not None:
+                term = g.mul(g.mul(g.mul(d_inv, inv_std), inv_std), x_hat)
+                parts.append(g.op("Neg", g.op("Div", term, g.scalar(count))))
+            dx = parts[0] if parts else g.zeros_like(x)
+            for part in parts[1:]:
+                dx = g.op("Add", dx, part)
+            out[0] = dx
+        if dy is not None and call.needs[1]:
+            out[1] = g.unbroadcast(g.mul(dy, x_hat), shape, np.shape(call.inputs[1]))
+        if dy is not None and len(call.inputs) > 2 and call.needs[2]:
+            out[2] = g.unbroadcast(dy, shape, np.shape(call.inputs[2]))
         return out
 
     @staticmethod
@@ -122,6 +172,32 @@ class _GroupNorm(OpRule):
                 if self.per_group:
                     per_channel = per_channel.reshape(grouped[1], -1).sum(axis=1)
                 out[i] = per_channel.reshape(np.shape(call.inputs[i]))
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        x_value, x = call.inputs[0], call.node.input[0]
+        channels = np.shape(x_value)[1]
+        groups = self.groups(call, channels)
+        _, _, grouped = self._standardize(call, np.asarray(x_value, np.float32))
+        x_grouped = g.op("Reshape", x, g.ints([0, groups, -1]))
+        x_hat, inv_std = emit_standardize(g, x_grouped, [2], call.attrs.get("epsilon", 1e-5))
+        scale, _ = self._per_channel(call, np.asarray(x_value))
+        out: list[str | None] = [None] * len(call.inputs)
+        if call.needs[0]:
+            grad = g.op("Reshape", g.mul(dy, g.const(scale, hint="scale")), g.ints([0, groups, -1]))
+            out[0] = g.reshape_like(emit_standardize_vjp(g, grad, x_hat, inv_std, [2]), x)
+        reduce = [0, *range(2, np.ndim(x_value))]
+        x_hat_full = g.reshape_like(x_hat, x)
+        for i, part in ((1, lambda: g.mul(dy, x_hat_full)), (2, lambda: dy)):
+            if len(call.inputs) > i and call.needs[i]:
+                per_channel = g.reduce_sum(part(), reduce, keepdims=False)
+                if self.per_group:
+                    per_channel = g.reduce_sum(
+                        g.op("Reshape", per_channel, g.ints([grouped[1], -1])), [1], keepdims=False
+                    )
+                out[i] = g.op("Reshape", per_channel, g.ints(np.shape(call.inputs[i])))
         return out
 
     def _standardize(

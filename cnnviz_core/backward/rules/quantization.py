@@ -19,11 +19,15 @@ rule: the engine refuses them before any work, saying to export QDQ instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 #: ONNX elem types of QuantizeLinear's ``output_dtype`` (opset 21) -> NumPy integer types
 _OUTPUT_DTYPES: dict[int, type[np.integer]] = {
@@ -108,6 +112,24 @@ class QuantizeLinear(OpRule):
         out[0] = np.where(inside, dq / scale.astype(dq.dtype), 0).astype(dq.dtype, copy=False)
         return out
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dq = grads[0]
+        out: list[str | None] = [None] * len(call.inputs)
+        if dq is None or not call.needs[0]:
+            return out
+        x = call.node.input[0]
+        info = np.iinfo(_quantized_dtype(call))
+        scale, zp = _params(call, np.ndim(call.inputs[0]))
+        scale_c = g.const(scale.astype(np.float32), hint="q_scale")
+        q = g.op("Add", g.op("Round", g.op("Div", x, scale_c)), g.const(zp, np.float32, "zp"))
+        inside = g.op(
+            "And",
+            g.op("GreaterOrEqual", q, g.scalar(info.min)),
+            g.op("LessOrEqual", q, g.scalar(info.max)),
+        )
+        out[0] = g.where(inside, g.op("Div", dq, scale_c), g.scalar(0.0))
+        return out
+
 
 @register_rule("DequantizeLinear")
 class DequantizeLinear(OpRule):
@@ -129,4 +151,13 @@ class DequantizeLinear(OpRule):
             return out
         scale, _ = _params(call, dy.ndim)
         out[0] = (dy * scale.astype(dy.dtype)).astype(dy.dtype, copy=False)
+        return out
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        out: list[str | None] = [None] * len(call.inputs)
+        if dy is None or not call.needs[0]:
+            return out
+        scale, _ = _params(call, np.ndim(call.inputs[0]))
+        out[0] = g.mul(dy, g.const(scale.astype(np.float32), hint="dq_scale"))
         return out

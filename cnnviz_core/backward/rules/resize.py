@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,17 @@ class _Resize(OpRule):
         assert dy is not None
         dx = _apply(dy, self.steps(call, x.shape), call.attrs, self.legacy, back=True)
         return [dx] + [None] * (len(call.inputs) - 1)
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        """The transposed interpolation matrices, axis by axis (matrix products)."""
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        shape = np.shape(x)
+        out = dy
+        for step in self.steps(call, shape):
+            m = interpolation_matrix(step, call.attrs, self.legacy).astype(np.float32)
+            out = g.axis_matmul(out, len(shape), step.axis, m.T)
+        return [out] + [None] * (len(call.inputs) - 1)
 
 
 def _from_scales(

@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import pad_maps, reshape_target, slice_index
+
+if TYPE_CHECKING:
+    from ..compile import Emitter
+
+
+def emit_index_map(
+    g: Emitter, grad: str, axis: int, source: np.ndarray, size: int, rank: int, node: str
+) -> str:
+    """The backward of an index map along ``axis`` (output position j reads input position
+    ``source[j]``, -1 for none): a Slice (and Pad) when the read positions are one increasing
+    run, else a one-hot matrix product (repeats add up)."""
+    if axis % rank == 0 and g.batched:
+        raise UnsupportedOpError(
+            f"node {node!r} slices or pads the batch axis; compiled graphs keep the batch free "
+            "(explain this model with the engine)"
+        )
+    source = np.asarray(source, np.int64)
+    kept = np.flatnonzero(source >= 0)
+    run = source[kept]
+    contiguous = len(kept) > 0 and np.array_equal(kept, np.arange(kept[0], kept[0] + len(kept)))
+    if contiguous and np.array_equal(run, np.arange(run[0], run[0] + len(run))):
+        out = grad
+        if kept[0] > 0 or kept[-1] + 1 < len(source):
+            out = g.op("Slice", out, g.ints([kept[0]]), g.ints([kept[-1] + 1]), g.ints([axis]))
+        before, after = int(run[0]), size - int(run[-1]) - 1
+        if before or after:
+            pads = [0] * (2 * rank)
+            pads[axis], pads[rank + axis] = before, after
+            out = g.op("Pad", out, g.ints(pads), mode="constant")
+        return out
+    matrix = np.zeros((size, len(source)), np.float32)
+    np.add.at(matrix, (run, kept), 1.0)
+    return g.axis_matmul(grad, rank, axis, matrix)
 
 
 class _SameValues(OpRule):
@@ -20,6 +55,12 @@ class _SameValues(OpRule):
         dy = grads[0]
         assert dy is not None
         return [dy.reshape(call.inputs[0].shape)] + [None] * (len(call.inputs) - 1)
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        dx = g.reshape_like(dy, call.node.input[0])
+        return [dx] + [None] * (len(call.inputs) - 1)
 
 
 @register_rule("Reshape")
@@ -74,6 +115,17 @@ class _Reduce(OpRule):
             dy = dy / int(np.prod([x.shape[a] for a in axes]))
         return [np.broadcast_to(dy, x.shape).copy(), None][: len(call.inputs)]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        axes = self.axes(call)
+        if axes and not call.attrs.get("keepdims", 1):
+            dy = g.op("Unsqueeze", dy, g.ints(axes))
+        if self.mean and axes:
+            dy = g.op("Div", dy, g.scalar(int(np.prod([x.shape[a] for a in axes]))))
+        dx = g.op("Expand", dy, g.shape_of(call.node.input[0]))
+        return [dx, None][: len(call.inputs)]
+
 
 @register_rule("ReduceMean")
 class ReduceMean(_Reduce):
@@ -106,6 +158,12 @@ class Transpose(OpRule):
         dy = grads[0]
         assert dy is not None
         return [np.transpose(dy, np.argsort(self._perm(call, dy.ndim)))]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        perm = np.argsort(self._perm(call, np.ndim(call.inputs[0])))
+        return [g.op("Transpose", dy, perm=[int(p) for p in perm])]
 
     @staticmethod
     def _perm(call: NodeCall, ndim: int) -> list[int]:
@@ -175,6 +233,17 @@ class Concat(OpRule):
         parts = np.split(dy, bounds, axis=axis)
         return [p if need else None for p, need in zip(parts, call.needs)]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        dy = grads[0]
+        assert dy is not None
+        rank = np.ndim(call.inputs[0])
+        axis = call.attrs["axis"] % rank
+        sizes = [np.shape(x)[axis] for x in call.inputs]
+        if len(sizes) == 1:
+            return [dy if call.needs[0] else None]
+        parts = g.add("Split", [dy, g.ints(sizes)], len(sizes), axis=axis)
+        return [p if need else None for p, need in zip(parts, call.needs)]
+
 
 class _Split(OpRule):
     """Split along ``axis``: sizes from the ``split`` attribute (before 13), the second input
@@ -211,6 +280,15 @@ class _Split(OpRule):
             parts.append(np.zeros(shape, dtype) if g is None else g)
         return [np.concatenate(parts, axis=axis), None][: len(call.inputs)]
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        axis = call.attrs.get("axis", 0) % np.ndim(call.inputs[0])
+        parts = [
+            grad if grad is not None else g.zeros_like(output)
+            for grad, output in zip(grads, call.node.output)
+        ]
+        dx = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=axis)
+        return [dx, None][: len(call.inputs)]
+
 
 @register_rule("Split", since=2)
 class Split(_Split):
@@ -244,6 +322,17 @@ class _Slice(OpRule):
         dx = np.zeros(x.shape, dy.dtype)
         dx[self.index(call)] = dy
         return [dx] + [None] * (len(call.inputs) - 1)
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        shape = np.shape(x)
+        out = dy
+        for axis, part in enumerate(self.index(call)):
+            source = np.arange(shape[axis])[part]
+            if len(source) != shape[axis] or not np.array_equal(source, np.arange(shape[axis])):
+                out = emit_index_map(g, out, axis, source, shape[axis], len(shape), call.node.name)
+        return [out] + [None] * (len(call.inputs) - 1)
 
 
 @register_rule("Slice")
@@ -300,6 +389,17 @@ class _Pad(OpRule):
             g = np.moveaxis(out, 0, axis)
         return [g] + [None] * (len(call.inputs) - 1)
 
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        x, dy = call.inputs[0], grads[0]
+        assert dy is not None
+        pads, _, axes = self.params(call)
+        shape = np.shape(x)
+        maps = pad_maps(shape, pads, call.attrs.get("mode", "constant"), axes)
+        out = dy
+        for axis, source in reversed(maps):
+            out = emit_index_map(g, out, axis, source, shape[axis], len(shape), call.node.name)
+        return [out] + [None] * (len(call.inputs) - 1)
+
 
 @register_rule("Pad", since=2)
 class Pad(_Pad):
@@ -343,6 +443,19 @@ class Gather(OpRule):
         moved = np.moveaxis(dy, list(range(axis, axis + index.ndim)), list(range(index.ndim)))
         np.add.at(np.moveaxis(dx, axis, 0), index, moved)
         return [dx, None]
+
+    def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
+        (x, indices), dy = call.inputs, grads[0]
+        assert dy is not None
+        rank = np.ndim(x)
+        axis = call.attrs.get("axis", 0) % rank
+        index = self._indices(indices, np.shape(x)[axis]).reshape(-1)
+        if np.ndim(indices) == 0:
+            dy = g.op("Unsqueeze", dy, g.ints([axis]))
+        elif np.ndim(indices) > 1:
+            target = [0] * axis + [len(index)] + list(np.shape(x)[axis + 1 :])
+            dy = g.op("Reshape", dy, g.ints(target))
+        return [emit_index_map(g, dy, axis, index, np.shape(x)[axis], rank, call.node.name), None]
 
     @staticmethod
     def _indices(indices: np.ndarray, dim: int) -> np.ndarray:

@@ -1,0 +1,174 @@
+"""The engine's compiled backward (forward and backward as one onnxruntime graph,
+``gradients(..., forward="compiled")``) against the engine's default path (onnxruntime forward
+with taps + NumPy / native backward), torch autograd (parameters frozen) and Captum's
+Saliency, on ResNet-18-like and VGG-16-like networks (random weights), input gradient of one
+class score per image, batch 1 and 16.
+
+    python benchmarks/compiled_backward.py                 # 224x224, batch 1 and 16
+    python benchmarks/compiled_backward.py --size 32 --quick   # a smoke run
+
+The goal (issue 16): the compiled path at least 2x torch autograd at both batch sizes on the
+CPU; the FP32 column is the fraction of the machine's FP32 GEMM ceiling reached (forward +
+input-gradient backward = 2 forwards of multiply-adds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from table import RESULTS, print_table, write_json
+from timing import interleaved_best
+
+from cnnviz_core import Model, Preprocess
+from cnnviz_core.backward import gradients
+
+#: FP32 GEMM ceiling of the CPU the benchmarks run on (GFLOP/s, DESIGN.md's figure)
+FP32_CEILING_GFLOPS = 375.0
+#: multiply-adds x 2 of one forward pass at 224x224 (torchvision's figures)
+FORWARD_GFLOP_224 = {"vgg16": 2 * 15.47, "resnet18": 2 * 1.81}
+CLASS = 7
+
+
+def networks(size: int) -> dict[str, Any]:
+    """VGG-16 and ResNet-18 (torchvision's layouts) for ``size`` x ``size`` inputs."""
+    import torch
+    from torch import nn
+
+    def vgg16() -> nn.Module:
+        layers: list[nn.Module] = []
+        c = 3
+        for width, repeat in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
+            for _ in range(repeat):
+                layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
+                c = width
+            layers.append(nn.MaxPool2d(2))
+        side = size // 32
+        return nn.Sequential(
+            *layers, nn.Flatten(), nn.Linear(512 * side * side, 4096), nn.ReLU(),
+            nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000),
+        )  # fmt: skip
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.a = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
+            )
+            self.b = nn.Sequential(
+                nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+            )
+            self.down: nn.Module = (
+                nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                              nn.BatchNorm2d(c_out))
+                if stride != 1 or c_in != c_out else nn.Identity()
+            )  # fmt: skip
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.b(self.a(x)) + self.down(x))
+
+    def resnet18() -> nn.Module:
+        blocks: list[nn.Module] = []
+        c = 64
+        for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [Block(c, width, stride), Block(width, width, 1)]
+            c = width
+        return nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(512, 1000),
+        )  # fmt: skip
+
+    return {"resnet18": resnet18, "vgg16": vgg16}
+
+
+def captum_saliency(saliency: Any, x: Any) -> object:
+    """Captum's Saliency (signed gradient) of the benchmark's class."""
+    return saliency.attribute(x.clone().requires_grad_(), target=CLASS, abs=False)
+
+
+def run(quick: bool = False, size: int = 224, batches: tuple[int, ...] = (1, 16)) -> list[dict]:
+    try:
+        import torch
+    except ImportError:
+        return [{"note": "torch is not installed: compiled_backward suite skipped"}]
+    try:
+        from captum.attr import Saliency  # type: ignore[import-untyped]  # no stubs
+    except ImportError:
+        Saliency = None
+    torch.set_num_threads(2)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, make in networks(size).items():
+            torch.manual_seed(0)
+            net = make().eval()
+            for p in net.parameters():
+                p.requires_grad_(False)  # input gradients only, as the engine computes
+            path = Path(folder) / f"{name}.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    net, (torch.randn(1, 3, size, size),), str(path), dynamo=True,
+                    dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+                )  # fmt: skip
+            model = Model(path, preprocess=Preprocess(scale=1.0, size=(size, size)))
+            for n in batches:
+                x = np.random.default_rng(0).standard_normal((n, 3, size, size), np.float32)
+                xt = torch.from_numpy(x)
+                seed = torch.zeros(n, 1000)
+                seed[:, CLASS] = 1
+
+                def torch_autograd(xt: Any = xt, seed: Any = seed, net: Any = net) -> object:
+                    leaf = xt.clone().requires_grad_()
+                    (net(leaf) * seed).sum().backward()
+                    return leaf.grad
+
+                calls: dict[str, Callable[[], object]] = {
+                    "compiled": partial(gradients, model, x, CLASS, forward="compiled"),
+                    "engine": partial(gradients, model, x, CLASS),
+                    "torch": torch_autograd,
+                }
+                if Saliency is not None:
+                    calls["captum"] = partial(captum_saliency, Saliency(net), xt)
+                best = interleaved_best(calls, 1 if quick else 5)
+                ours = gradients(model, x, CLASS, forward="compiled").grads[model.input_name]
+                reference = torch_autograd().numpy()  # type: ignore[attr-defined]
+                error = float(np.abs(ours - reference).max() / np.abs(reference).max())
+                gflop = 2 * FORWARD_GFLOP_224[name] * (size / 224) ** 2
+                row: dict[str, Any] = {"model": name, "size": size, "batch": n}
+                for key, seconds in best.items():
+                    row[f"{key} ms/img"] = round(1000 * seconds / n, 1)
+                row["compiled / torch speed"] = round(best["torch"] / best["compiled"], 2)
+                row["compiled / engine speed"] = round(best["engine"] / best["compiled"], 2)
+                if "captum" in best:
+                    row["compiled / captum speed"] = round(best["captum"] / best["compiled"], 2)
+                rate = gflop * n / best["compiled"]
+                row["compiled GFLOP/s"] = round(rate, 1)
+                row["FP32 ceiling fraction"] = round(rate / FP32_CEILING_GFLOPS, 2)
+                row["max rel. error vs torch"] = f"{error:.1e}"
+                rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224, help="input side (a multiple of 32)")
+    parser.add_argument("--quick", action="store_true", help="one timed round, batch 1 and 2")
+    args = parser.parse_args()
+    rows = run(args.quick, args.size, (1, 2) if args.quick else (1, 16))
+    print_table(rows)
+    write_json(RESULTS / f"compiled_backward-{args.size}.json", rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,787 @@
+"""The backward pass as ONNX nodes: each rule's :meth:`~.registry.OpRule.emit` writes its VJP
+into an :class:`Emitter`, and :class:`GraphBuilder` joins a model's forward nodes, the seeds
+of its targets and the emitted backward into one standalone ONNX graph (no cnnviz, no torch
+needed to run it).
+
+    builder = GraphBuilder(model)                       # forward at opset >= 17
+    x = builder.add_input(model.input_name, TensorProto.FLOAT, ["N", *model.input_shape])
+    names = builder.forward(x)                          # model tensor -> graph tensor
+    classes = builder.predicted(names)                  # int64 (N,)
+    seeds = builder.class_seeds(names, classes)
+    grads = builder.backward(names, seeds, [model.input_name], mode="guided")
+    builder.add_output("grad", grads[model.input_name])
+    proto = builder.to_model()
+
+The same rule table serves both faces: ``vjp`` (NumPy, float64 oracle) and ``emit`` (ONNX).
+Emission is shape-specialised: shapes (all but the batch axis) and constant inputs come from
+one probe forward of the model, so the graph takes any batch size at the model's image size.
+Modes: ``gradient``, ``guided``, ``deconvnet`` (any other raises :class:`UnsupportedOpError`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, version_converter
+
+from ..errors import InputError, UnsupportedOpError
+from ..graph import attributes
+from ..model import Model
+from ..targets import (
+    ResolvedTarget,
+    Targets,
+    cotangents,
+    resolve_known,
+    resolve_targets,
+    score_tensor,
+    seeded_scores,
+)
+from .engine import BackwardPlan, Gradients, forward_values, plan_backward
+from .registry import NodeCall, OpRule
+
+#: backward modes the emission covers (the ReLU-like rules read them)
+EMITTED_MODES = ("gradient", "guided", "deconvnet")
+#: lowest default-domain opset of an exported graph (ScatterElements with reduction="add" is
+#: opset 16; older models are converted with onnx.version_converter)
+MIN_OPSET = 17
+
+Name = str
+
+
+def emitted_mode(mode: object) -> str:
+    """``mode`` checked to be one the emission covers (not a relevance mode); raises naming
+    them."""
+    if not isinstance(mode, str) or mode not in EMITTED_MODES:
+        raise UnsupportedOpError(
+            f"backward mode {mode!r} has no ONNX emission; compiled graphs cover "
+            f"{', '.join(EMITTED_MODES)}: run this mode in the engine (cnnviz_core.backward)"
+        )
+    return mode
+
+
+class Emitter:
+    """Collects ONNX nodes and initializers with unique names at one opset.
+
+    Args:
+        opset: the default-domain opset the nodes are written for (at least
+            :data:`MIN_OPSET`).
+        prefix: prefix of every name it creates.
+        taken: names already used in the graph the nodes join.
+        constants: tensors of that graph that are constants (weights): rules may fold them
+            (a convolution's flipped kernel).
+    """
+
+    def __init__(
+        self,
+        opset: int,
+        prefix: str = "cnnviz",
+        taken: Sequence[str] = (),
+        constants: Collection[str] = (),
+    ):
+        if opset < MIN_OPSET:
+            raise InputError(f"the emitter writes opset {MIN_OPSET} or later; got {opset}")
+        self.opset = opset
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.ops: set[str] = set()
+        #: whether axis 0 of every data tensor is the batch (free in size): rules refuse
+        #: shape-specialised maps along it
+        self.batched = False
+        #: whether to use only ops every ONNX runtime converts (exported files): no MaxUnpool,
+        #: which OpenVINO's ONNX frontend lacks; onnxruntime-only graphs may clear it
+        self.portable = True
+        self.constants = frozenset(constants)
+        self._taken = set(taken)
+        self._count = 0
+        self._consts: dict[tuple, str] = {}
+        self._shapes: dict[str, str] = {}
+
+    # ----------------------------------------------------------------------- primitives
+
+    def fresh(self, hint: str) -> Name:
+        """A new unique tensor name."""
+        while True:
+            self._count += 1
+            name = f"{self.prefix}/{hint}_{self._count}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def add(
+        self, op_type: str, inputs: Sequence[Name], outputs: int = 1, **attrs: Any
+    ) -> list[Name]:
+        """Append one node; returns its output names (fresh)."""
+        names = [self.fresh(op_type.lower()) for _ in range(outputs)]
+        self.add_node(op_type, inputs, names, **attrs)
+        return names
+
+    def add_node(
+        self, op_type: str, inputs: Sequence[Name], outputs: Sequence[Name], **attrs: Any
+    ) -> None:
+        """Append one node with given output names."""
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        name = f"{self.prefix}/{op_type}_{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name, **attrs))
+        self.ops.add(op_type)
+
+    def op(self, op_type: str, *inputs: Name, **attrs: Any) -> Name:
+        """Append a one-output node; returns its output name."""
+        return self.add(op_type, inputs, 1, **attrs)[0]
+
+    def const(self, value: Any, dtype: Any = np.float32, hint: str = "const") -> Name:
+        """An initializer holding ``value`` (small ones are shared)."""
+        array = np.array(value, dtype, order="C")  # 0-d stays 0-d (ascontiguousarray: 1-d)
+        key = None
+        if array.size <= 64:
+            key = (array.dtype.str, array.shape, array.tobytes())
+            if key in self._consts:
+                return self._consts[key]
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        if key is not None:
+            self._consts[key] = name
+        return name
+
+    def ints(self, values: Sequence[int]) -> Name:
+        """A 1-D int64 initializer (shapes, axes, pads)."""
+        return self.const(np.asarray(list(values), np.int64).reshape(-1), np.int64, "ints")
+
+    def scalar(self, value: float) -> Name:
+        """A float32 scalar initializer."""
+        return self.const(np.float32(value), np.float32, "scalar")
+
+    # -------------------------------------------------------------------------- helpers
+
+    def shape_of(self, x: Name) -> Name:
+        """Shape(x), one node per tensor."""
+        if x not in self._shapes:
+            self._shapes[x] = self.op("Shape", x)
+        return self._shapes[x]
+
+    def reshape_like(self, x: Name, like: Name) -> Name:
+        """``x`` reshaped to the (runtime) shape of ``like``."""
+        return self.op("Reshape", x, self.shape_of(like))
+
+    def zeros_like(self, like: Name) -> Name:
+        """float32 zeros with the runtime shape of ``like``."""
+        zero = numpy_helper.from_array(np.zeros(1, np.float32))
+        return self.op("ConstantOfShape", self.shape_of(like), value=zero)
+
+    def reduce(self, op_type: str, x: Name, axes: Sequence[int], keepdims: bool = True) -> Name:
+        """ReduceSum / ReduceMax / ReduceMin / ReduceMean over ``axes`` (axes as an input from
+        opset 13 for ReduceSum, 18 for the others)."""
+        keep = int(keepdims)
+        axes_input = self.opset >= (13 if op_type == "ReduceSum" else 18)
+        if axes_input:
+            return self.op(op_type, x, self.ints(axes), keepdims=keep)
+        return self.op(op_type, x, axes=list(axes), keepdims=keep)
+
+    def reduce_sum(self, x: Name, axes: Sequence[int], keepdims: bool = True) -> Name:
+        """ReduceSum over ``axes`` (x itself when there are none)."""
+        return self.reduce("ReduceSum", x, axes, keepdims) if len(axes) else x
+
+    def unbroadcast(self, g: Name, g_shape: Sequence[int], shape: Sequence[int]) -> Name:
+        """:func:`~.rules.common.unbroadcast` in ONNX: sum a broadcast result's cotangent
+        ``g`` (of ``g_shape``) back to an operand's ``shape``."""
+        extra = len(g_shape) - len(shape)
+        if extra > 0:
+            g = self.reduce_sum(g, list(range(extra)), keepdims=False)
+            g_shape = g_shape[extra:]
+        axes = [i for i, n in enumerate(shape) if n == 1 and g_shape[i] != 1]
+        return self.reduce_sum(g, axes, keepdims=True) if axes else g
+
+    def mul(self, a: Name, b: Name) -> Name:
+        return self.op("Mul", a, b)
+
+    def scale(self, x: Name, factor: float) -> Name:
+        """x * factor (x itself for 1)."""
+        return x if factor == 1.0 else self.mul(x, self.scalar(factor))
+
+    def where(self, condition: Name, a: Name, b: Name) -> Name:
+        return self.op("Where", condition, a, b)
+
+    def gated(self, passed: Name | None, dy: Name, mode: str, slope: float = 0.0) -> Name:
+        """The ReLU-family backward in ONNX (:func:`~cnnviz_core.kernels.relu_backward`):
+        ``passed`` the forward gate (boolean), ``slope`` the leak; deconvnet rectifies ``dy``
+        alone, guided also zeroes negative ``dy``."""
+        emitted_mode(mode)
+        if mode == "deconvnet":
+            return self.op("Relu", dy)
+        zero = self.scalar(0.0)
+        positive = self.op("Greater", dy, zero)
+        assert passed is not None, "gradient and guided modes need the forward gate"
+        blocked = self.scale(dy, slope) if slope != 0 else zero
+        local = self.where(passed, dy, blocked)
+        return self.where(positive, local, zero) if mode == "guided" else local
+
+    def relu_from_output(self, y: Name, dy: Name, mode: str) -> Name:
+        """ReLU's backward read from its output ``y`` >= 0: dy x Sign(y) (the gate is 0 or 1,
+        so the product is exact), guided Relu(dy) x Sign(y), deconvnet Relu(dy): element-wise
+        ops cheaper than a Where."""
+        emitted_mode(mode)
+        if mode == "deconvnet":
+            return self.op("Relu", dy)
+        signal = self.op("Relu", dy) if mode == "guided" else dy
+        return self.mul(signal, self.op("Sign", y))
+
+    def axis_matmul(self, x: Name, rank: int, axis: int, matrix: np.ndarray) -> Name:
+        """A linear map along one axis: y[..., i, ...] = sum_j matrix[i, j] x[..., j, ...]
+        (slices, pads, gathers and resizes are such maps; one-hot rows copy exactly)."""
+        axis %= rank
+        perm = [a for a in range(rank) if a != axis] + [axis]
+        moved = x if axis == rank - 1 else self.op("Transpose", x, perm=perm)
+        y = self.op("MatMul", moved, self.const(np.asarray(matrix).T, hint="axis_map"))
+        if axis == rank - 1:
+            return y
+        return self.op("Transpose", y, perm=[int(i) for i in np.argsort(perm)])
+
+    def transpose_window(
+        self,
+        dy: Name,
+        weight: Name,
+        kernel_spatial: Sequence[int],
+        stride: Sequence[int],
+        dilation: Sequence[int],
+        begins: Sequence[int],
+        spatial: Sequence[int],
+        out_spatial: Sequence[int],
+        groups: int = 1,
+    ) -> Name:
+        """The adjoint of a sliding window: ConvTranspose(dy, weight) without pads, then the
+        input's extent cut out (``begins`` dropped, zeros added where no window reached)."""
+        y = self.op(
+            "ConvTranspose",
+            dy,
+            weight,
+            strides=list(stride),
+            dilations=list(dilation),
+            group=groups,
+        )
+        full = [
+            (o - 1) * s + d * (k - 1) + 1
+            for o, s, d, k in zip(out_spatial, stride, dilation, kernel_spatial)
+        ]
+        short = [max(b + n - f, 0) for b, n, f in zip(begins, spatial, full)]
+        rank = 2 + len(spatial)
+        if any(short):
+            y = self.op("Pad", y, self.ints([0] * rank + [0, 0] + short), mode="constant")
+        if any(begins) or any(b + n != f + s for b, n, f, s in zip(begins, spatial, full, short)):
+            axes = list(range(2, rank))
+            y = self.op(
+                "Slice",
+                y,
+                self.ints(begins),
+                self.ints([b + n for b, n in zip(begins, spatial)]),
+                self.ints(axes),
+            )
+        return y
+
+
+def emit_rule(
+    rule: OpRule, call: NodeCall, grads: Sequence[Name | None], emitter: Emitter
+) -> list[Name | None]:
+    """The rule's emitted VJP, checked to give one name (or None) per input of the node."""
+    node = call.node
+    if type(rule).emit is OpRule.emit:
+        label = f"{node.name!r} " if node.name else ""
+        raise UnsupportedOpError(
+            f"the backward rule {type(rule).__name__} for ONNX op {node.op_type!r} (node "
+            f"{label}making {node.output[0]!r}) has no ONNX emission; explain this model with "
+            "the engine (cnnviz.explain) instead of a compiled graph"
+        )
+    in_grads = rule.emit(call, grads, emitter)
+    if len(in_grads) != len(call.inputs):
+        raise TypeError(
+            f"the emission of {type(rule).__name__} for ONNX op {node.op_type!r} returned "
+            f"{len(in_grads)} input cotangents for {len(call.inputs)} inputs"
+        )
+    return list(in_grads)
+
+
+def emit_backward(
+    emitter: Emitter,
+    plan: BackwardPlan,
+    values: Mapping[str, np.ndarray],
+    seeds: Mapping[str, Name],
+    wrt: Sequence[str],
+    mode: str = "gradient",
+    names: Mapping[str, Name] | None = None,
+) -> dict[str, Name]:
+    """Emit the backward pass of ``plan`` from ``seeds`` (model tensor -> cotangent tensor in
+    the graph) and return the cotangent tensor of each model tensor of ``wrt`` (zeros where
+    nothing flows). ``values`` are a probe forward's (shapes, constant inputs); ``names``
+    maps model tensors to graph tensors (a renamed forward copy; identity when None)."""
+    emitted_mode(mode)
+    rename = dict(names or {})
+
+    def graph_name(tensor: str) -> str:
+        return rename.get(tensor, tensor) if tensor else tensor
+
+    grads: dict[str, Name] = {}
+
+    def accumulate(tensor: str, grad: Name) -> None:
+        grads[tensor] = emitter.op("Add", grads[tensor], grad) if tensor in grads else grad
+
+    for tensor, seed in seeds.items():
+        accumulate(tensor, seed)
+    carries = plan.carriers()
+    for node, rule in reversed(plan.nodes):
+        out_grads = [grads.get(o) for o in node.output]
+        if all(g is None for g in out_grads):
+            continue
+        needs = [
+            bool(name) and name in carries and i not in rule.constant_inputs
+            for i, name in enumerate(node.input)
+        ]
+        renamed = onnx.NodeProto()
+        renamed.CopyFrom(node)
+        renamed.ClearField("input")
+        renamed.ClearField("output")
+        renamed.input.extend(graph_name(i) for i in node.input)
+        renamed.output.extend(graph_name(o) for o in node.output)
+        call = NodeCall(
+            renamed,
+            attributes(node),
+            [values.get(i) if i else None for i in node.input],
+            [values[o] for o in node.output if o in values],
+            needs,
+            mode,  # type: ignore[arg-type]  # checked by emitted_mode
+            plan.opset,
+            plan.sessions,
+        )
+        for name, grad, need in zip(node.input, emit_rule(rule, call, out_grads, emitter), needs):
+            if need and grad is not None:
+                accumulate(name, grad)
+    result = {}
+    for tensor in wrt:
+        result[tensor] = (
+            grads[tensor] if tensor in grads else emitter.zeros_like(graph_name(tensor))
+        )
+    return result
+
+
+# ------------------------------------------------------------------------------ the graph
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+
+
+#: converted copies of models older than the emission's opset, by (model, opset)
+_converted: weakref.WeakKeyDictionary[Model, dict[int, Model]] = weakref.WeakKeyDictionary()
+
+
+def at_least_opset(model: Model, opset: int = MIN_OPSET) -> Model:
+    """``model`` itself when its opset is at least ``opset``, else a copy converted with
+    ``onnx.version_converter`` (same preprocessing, labels and device; made once per model)."""
+    if _default_opset(model.runnable) >= opset:
+        return model
+    known = _converted.setdefault(model, {})
+    if opset not in known:
+        known[opset] = _convert(model, opset)
+    return known[opset]
+
+
+def _convert(model: Model, opset: int) -> Model:
+    try:
+        converted = version_converter.convert_version(model.runnable, opset)
+    except Exception as error:  # the converter raises bare RuntimeErrors / ValueErrors
+        raise UnsupportedOpError(
+            f"model {model.name!r} is opset {_default_opset(model.runnable)}; compiled graphs "
+            f"need opset {opset} or later and onnx.version_converter could not convert it "
+            f"({error}); re-export the model at opset {opset}"
+        ) from error
+    return Model(
+        converted.SerializeToString(),
+        preprocess=model.preprocess,
+        labels=model.labels,
+        device=model.device,
+        name=model.name,
+    )
+
+
+class GraphBuilder(Emitter):
+    """One standalone ONNX graph built from a model: inputs, forward copies, seeds, backward
+    passes, outputs (see the module doc).
+
+    Args:
+        model: the model (converted to :data:`MIN_OPSET` when older: see :func:`at_least_opset`).
+        probe_batch: images per probe forward (shapes and constants for the emission).
+        image_shape: (C, H, W) the graph is specialised to (default: the model's input
+            shape at its preprocessing size).
+
+    Raises:
+        InputError: a model that is not float32.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        probe_batch: int = 2,
+        image_shape: Sequence[int] | None = None,
+    ):
+        half = [
+            t.name
+            for t in model.runnable.graph.initializer
+            if t.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+        ]
+        if np.dtype(model.input_dtype) != np.float32 or half:
+            raise InputError(
+                f"model {model.name!r} computes in {np.dtype(model.input_dtype).name} (input) "
+                f"{'with non-float32 weights such as ' + repr(half[0]) if half else ''}; "
+                "compiled graphs are float32: convert the model to float32 first (e.g. "
+                "onnxconverter_common.float16.convert_float16_to_float32), or explain it with "
+                "the engine"
+            )
+        self.model = at_least_opset(model)
+        #: (C, H, W) of one input image the graph is specialised to
+        self.image_shape = tuple(image_shape or self.model.input_shape)
+        proto = self.model.runnable
+        taken = [t for n in proto.graph.node for t in [*n.input, *n.output]]
+        taken += [i.name for i in proto.graph.initializer] + [i.name for i in proto.graph.input]
+        super().__init__(_default_opset(proto), "cnnviz", taken, self.model.constants)
+        self.batched = True
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._forwards = 0
+        self._probe_batch = probe_batch
+        self._probes: dict[tuple[str, ...], tuple[BackwardPlan, dict[str, np.ndarray]]] = {}
+        self._constants_added = False
+
+    # ------------------------------------------------------------------------ interface
+
+    def add_input(self, name: str, elem_type: int, shape: Sequence[int | str]) -> Name:
+        """A graph input (``elem_type`` a TensorProto type)."""
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        self._taken.add(name)
+        return name
+
+    def add_output(
+        self,
+        name: str,
+        tensor: Name,
+        elem_type: int = TensorProto.FLOAT,
+        shape: Sequence | None = None,
+    ) -> None:
+        """A graph output named ``name`` holding ``tensor`` (an Identity when they differ)."""
+        if name != tensor:
+            self.add_node("Identity", [tensor], [name])
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+
+    def forward(self, x: Name) -> dict[str, Name]:
+        """The model's nodes applied to ``x`` (N, C, H, W): the first copy keeps the model's
+        tensor names, later ones are renamed. Returns model tensor -> graph tensor."""
+        proto = self.model.runnable
+        self._add_constants()
+        first = self._forwards == 0
+        self._forwards += 1
+        names: dict[str, Name] = {self.model.input_name: x}
+        constants = {i.name for i in proto.graph.initializer}
+        for node in proto.graph.node:
+            for tensor in node.output:
+                if tensor and tensor not in names:
+                    if first or tensor in constants or not self.model.depends_on_input(tensor):
+                        names[tensor] = tensor
+                    else:
+                        names[tensor] = self.fresh(f"f{self._forwards}/{tensor.split('/')[-1]}")
+        for node in proto.graph.node:
+            if first or any(self.model.depends_on_input(o) for o in node.output if o):
+                copy = onnx.NodeProto()
+                copy.CopyFrom(node)
+                copy.ClearField("input")
+                copy.ClearField("output")
+                copy.input.extend(names.get(i, i) if i else i for i in node.input)
+                copy.output.extend(names.get(o, o) if o else o for o in node.output)
+                if not first:
+                    copy.name = self.fresh(f"f{self._forwards}_node")
+                self.nodes.append(copy)
+                self.ops.add(copy.op_type)
+        return names
+
+    def predicted(self, names: Mapping[str, Name]) -> Name:
+        """int64 (N,): the argmax of the class scores (the first maximum, as NumPy)."""
+        scores = names[score_tensor(self.model)]
+        flat = self.op("Reshape", scores, self.ints([0, -1]))
+        return self.op("ArgMax", flat, axis=1, keepdims=0, select_last_index=0)
+
+    def constant_classes(self, like: Name, index: int) -> Name:
+        """int64 (N,) filled with ``index``, N from the batch of ``like``."""
+        n = self.op("Slice", self.shape_of(like), self.ints([0]), self.ints([1]))
+        return self.op("Expand", self.const([index], np.int64, "class"), n)
+
+    def class_seeds(self, names: Mapping[str, Name], classes: Name) -> dict[str, Name]:
+        """The seeds of class targets ``classes`` (int64 (N,)): one-hot on the flattened
+        class scores (:func:`~cnnviz_core.targets.one_hot_flat`)."""
+        tensor = score_tensor(self.model)
+        _, values = self.probe([tensor])
+        depth = int(np.prod(values[tensor].shape[1:]))
+        hot = self.op(
+            "OneHot", classes, self.const(depth, np.int64, "depth"), self.const([0.0, 1.0]), axis=-1
+        )
+        return {tensor: self.reshape_like(hot, names[tensor])}
+
+    def target_seeds(self, names: Mapping[str, Name], target: ResolvedTarget) -> dict[str, Name]:
+        """The seed of one resolved target, the same for every image (a constant broadcast
+        over the batch): a channel, a neuron, a box or a region."""
+        _, values = self.probe([target.tensor])
+        seed = target.cotangent(values[target.tensor].shape[1:])[None]
+        graph_tensor = names[target.tensor]
+        return {
+            target.tensor: self.op(
+                "Expand", self.const(seed, hint="seed"), self.shape_of(graph_tensor)
+            )
+        }
+
+    def probe(self, seeds: Sequence[str]) -> tuple[BackwardPlan, dict[str, np.ndarray]]:
+        """The plan from ``seeds`` back to the input and a probe forward's values (cached)."""
+        key = tuple(sorted(seeds))
+        if key not in self._probes:
+            plan = plan_backward(self.model, list(key))
+            batch = np.zeros((self._probe_batch, *self.image_shape), np.float32)
+            batch += np.linspace(-1, 1, batch[0].size, dtype=np.float32).reshape(batch.shape[1:])
+            values = forward_values(self.model, batch, plan, keep=list(key))
+            self._probes[key] = (plan, values)
+        return self._probes[key]
+
+    def dims(self, tensor: str) -> list[int | str]:
+        """A model tensor's shape with the batch as ``N`` (from a probe forward)."""
+        for _, values in self._probes.values():
+            if tensor in values:
+                return ["N", *values[tensor].shape[1:]]
+        if tensor == self.model.input_name:
+            return ["N", *self.image_shape]
+        batch = np.zeros((1, *self.image_shape), np.float32)
+        value = self.model.run(batch, taps=[tensor], outputs=False)[tensor]
+        return ["N", *value.shape[1:]]
+
+    def backward(
+        self,
+        names: Mapping[str, Name],
+        seeds: Mapping[str, Name],
+        wrt: Sequence[str],
+        mode: str = "gradient",
+    ) -> dict[str, Name]:
+        """Emit a backward pass over the forward copy ``names`` from ``seeds`` (model tensor ->
+        cotangent) to the model tensors ``wrt`` (layer names or aliases allowed)."""
+        tensors = {w: w if w == self.model.input_name else self.model.tensor_name(w) for w in wrt}
+        plan, values = self.probe(list(seeds))
+        grads = emit_backward(self, plan, values, seeds, list(tensors.values()), mode, names)
+        return {w: grads[t] for w, t in tensors.items()}
+
+    def to_model(
+        self,
+        metadata: Mapping[str, str] | None = None,
+        name: str = "explainer",
+        full_check: bool = True,
+    ) -> onnx.ModelProto:
+        """The ModelProto, checked by ``onnx.checker.check_model`` (``full_check``: with
+        shape inference, which needs every output's rank)."""
+        graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
+        proto = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", self.opset)],
+            producer_name="cnnviz",
+        )
+        opsets = [helper.make_opsetid("", self.opset)]
+        proto.ir_version = max(helper.find_min_ir_version_for(opsets), 8)
+        for key, value in (metadata or {}).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto, full_check=full_check)
+        return proto
+
+    def _add_constants(self) -> None:
+        if not self._constants_added:
+            self.initializers.extend(self.model.runnable.graph.initializer)
+            self._constants_added = True
+
+
+# --------------------------------------------------------------- the engine's fast path
+
+
+@dataclass(frozen=True)
+class CompiledPass:
+    """One compiled forward + backward pass of a model, as an onnxruntime session.
+
+    Attributes:
+        session: runs the graph on the model's device.
+        proto: the graph.
+        classes: whether the seeds are class targets fed as ``classes`` int64 (N,) (-1: the
+            predicted class, computed in the graph); else one cotangent input per seeded
+            tensor (``cotangent_inputs``).
+        seeds: the seeded tensors.
+        wrt: the tensors whose gradients come out (the input first).
+        values: the tensors whose values come out (seeds and layers).
+    """
+
+    session: Any
+    proto: onnx.ModelProto
+    classes: bool
+    seeds: tuple[str, ...]
+    wrt: tuple[str, ...]
+    values: tuple[str, ...]
+    cotangent_inputs: tuple[str, ...]
+
+    def run(
+        self, batch: np.ndarray, feed: np.ndarray | Sequence[np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(gradients by wrt tensor, values by tensor) of one batch; ``feed``: the classes
+        (int64 (N,)) or the cotangents (one per seed)."""
+        inputs = {self.session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)}
+        if self.classes:
+            inputs["classes"] = np.asarray(feed, np.int64)
+        else:
+            for name, value in zip(self.cotangent_inputs, feed):
+                inputs[name] = np.ascontiguousarray(value, np.float32)
+        outputs = self.session.run(None, inputs)
+        grads = dict(zip(self.wrt, outputs[: len(self.wrt)]))
+        return grads, dict(zip(self.values, outputs[len(self.wrt) :]))
+
+
+#: compiled passes per model, by (seeds, wrt, mode, image shape, classes)
+_passes: weakref.WeakKeyDictionary[Model, dict[tuple, CompiledPass]] = weakref.WeakKeyDictionary()
+
+
+def compiled_pass(
+    model: Model,
+    seeds: Sequence[str] | None,
+    wrt: Sequence[str],
+    mode: str = "gradient",
+    image_shape: Sequence[int] | None = None,
+) -> CompiledPass:
+    """The compiled pass of ``model`` (made once per model, seeds, wrt tensors, mode and image
+    shape; cached): seeds None means class targets fed as ``classes``.
+
+    Raises:
+        UnsupportedOpError: an op without an emission, or a mode without one.
+    """
+    emitted_mode(mode)
+    shape = tuple(image_shape or model.input_shape)
+    key = (None if seeds is None else tuple(seeds), tuple(wrt), mode, shape)
+    cache = _passes.setdefault(model, {})
+    if key not in cache:
+        cache[key] = _build_pass(model, seeds, tuple(wrt), mode, shape)
+    return cache[key]
+
+
+def _build_pass(
+    model: Model,
+    seeds: Sequence[str] | None,
+    wrt: tuple[str, ...],
+    mode: str,
+    shape: tuple[int, ...],
+) -> CompiledPass:
+    builder = GraphBuilder(model, image_shape=shape)
+    builder.portable = False  # run by onnxruntime only: MaxUnpool is allowed
+    x = builder.add_input(model.input_name, TensorProto.FLOAT, ["N", *shape])
+    names = builder.forward(x)
+    cotangents: list[str] = []
+    if seeds is None:
+        given = builder.add_input("classes", TensorProto.INT64, ["N"])
+        negative = builder.op("Less", given, builder.const(0, np.int64, "zero"))
+        classes = builder.where(negative, builder.predicted(names), given)
+        seed_names = builder.class_seeds(names, classes)
+    else:
+        seed_names = {}
+        for k, tensor in enumerate(seeds):
+            _, values = builder.probe(list(seeds))
+            cotangent = builder.add_input(
+                f"cotangent_{k}", TensorProto.FLOAT, ["N", *values[tensor].shape[1:]]
+            )
+            seed_names[tensor] = cotangent
+            cotangents.append(cotangent)
+    grads = builder.backward(names, seed_names, list(wrt), mode)
+    for k, tensor in enumerate(wrt):
+        dims = builder.dims(tensor)
+        builder.add_output(f"cnnviz_grad_{k}", grads[tensor], TensorProto.FLOAT, dims)
+    shown = tuple(dict.fromkeys([*seed_names, *(t for t in wrt if t != model.input_name)]))
+    for k, tensor in enumerate(shown):
+        dims = builder.dims(tensor)
+        builder.add_output(f"cnnviz_value_{k}", names[tensor], TensorProto.FLOAT, dims)
+    proto = builder.to_model({"cnnviz.mode": mode}, name=f"{model.name}_backward", full_check=False)
+    session = model.session_factory(proto)
+    return CompiledPass(
+        session, proto, seeds is None, tuple(seed_names), wrt, shown, tuple(cotangents)
+    )
+
+
+def compiled_gradients(
+    model: Model,
+    batch: np.ndarray,
+    target: Targets | Mapping[str, np.ndarray] = None,
+    *,
+    wrt: Sequence[str] = (),
+    mode: object = "gradient",
+) -> Gradients:
+    """:func:`~.engine.gradients` through one compiled forward + backward graph run by
+    onnxruntime (``forward="compiled"``): float32, one session call per batch chunk, no
+    separate forward for the predicted class. ``Gradients.values`` holds the seeded tensors
+    and the ``wrt`` layers (not every tensor on the path)."""
+    checked_mode = emitted_mode(mode)
+    batch = np.ascontiguousarray(batch, np.float32)
+    layers = {w: model.tensor_name(w) for w in wrt}
+    sources = tuple(dict.fromkeys([model.input_name, *layers.values()]))
+    shape = tuple(batch.shape[1:])
+    resolved: list[ResolvedTarget] = []
+    if isinstance(target, Mapping):
+        given = {model.tensor_name(k): np.asarray(v, np.float32) for k, v in target.items()}
+        compiled = compiled_pass(model, tuple(given), sources, checked_mode, shape)
+        grads, values = _run_chunks(model, compiled, batch, list(given.values()))
+        seeds = given
+    else:
+        known = resolve_known(model, batch, target)
+        scores = score_tensor(model)
+        if all(t is None or (t.kind == "class" and t.tensor == scores) for t in known):
+            compiled = compiled_pass(model, None, sources, checked_mode, shape)
+            classes = np.array([-1 if t is None else t.class_index for t in known], np.int64)
+            grads, values = _run_chunks(model, compiled, batch, classes)
+            resolved = resolve_targets(model, batch, known, values)
+        else:
+            resolved = resolve_targets(model, batch, known)
+            seeds_in = cotangents(model, batch, resolved)
+            compiled = compiled_pass(model, tuple(seeds_in), sources, checked_mode, shape)
+            grads, values = _run_chunks(model, compiled, batch, list(seeds_in.values()))
+        seeds = cotangents(model, batch, resolved, values)
+    values = {**values, model.input_name: batch}
+    out = {model.input_name: grads[model.input_name]}
+    for w, t in layers.items():
+        out[w] = grads[t]
+    return Gradients(out, seeded_scores(seeds, values), resolved, seeds, values)
+
+
+def _run_chunks(
+    model: Model, compiled: CompiledPass, batch: np.ndarray, feed: Any
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The compiled pass over the batch in chunks of the model's ``max_batch``."""
+    step = max(1, model.max_batch)
+    parts = []
+    for start in range(0, max(len(batch), 1), step):
+        part = slice(start, start + step)
+        chunk_feed = feed[part] if isinstance(feed, np.ndarray) else [f[part] for f in feed]
+        parts.append(compiled.run(batch[part], chunk_feed))
+    if len(parts) == 1:
+        return parts[0]
+    grads = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    values = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    return grads, values
+
+
+__all__ = [
+    "EMITTED_MODES",
+    "MIN_OPSET",
+    "CompiledPass",
+    "Emitter",
+    "GraphBuilder",
+    "at_least_opset",
+    "compiled_gradients",
+    "compiled_pass",
+    "emit_backward",
+    "emit_rule",
+    "emitted_mode",
+]
