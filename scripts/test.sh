@@ -5,15 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# Headless Chromium for the report test (Debian package).
+# Headless Chromium for the report tests (Debian package; Playwright drives it through
+# executable_path, so it downloads no browser of its own).
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 export CNNVIZ_REQUIRE_CHROMIUM=1
+# Screenshots of each report section from the browser tests land here.
+export CNNVIZ_TEST_ARTIFACTS=${CNNVIZ_TEST_ARTIFACTS:-build/test-artifacts}
 
 # The CPU wheel of torch first, so the extra's range does not pull a CUDA build.
 "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q -e ".[torch,test,segmentation,distributed,lint,deploy]"
+"$PY" -m pip install -q -e ".[torch,test,segmentation,distributed,lint,deploy,browser]"
 
 # Keras (tf2onnx) and Paddle (paddle2onnx) exporters for tests/core/test_exporters_tf_paddle.py,
 # in their own virtual environment: paddle2onnx pins onnx<=1.17 and tensorflow pulls keras, grpc...

@@ -23,6 +23,7 @@ from cnnviz_core.preprocess import ImageLike
 from cnnviz_core.targets import ResolvedTarget, TargetLike, resolve_targets
 
 from ..render.colormap import COLORMAPS, apply_colormap, clip_threshold, overlay
+from ..render.display import new_axes
 from ..render.images import png_bytes, png_data_uri, tile_grid
 
 Images = ImageLike | Sequence[ImageLike] | np.ndarray
@@ -188,21 +189,12 @@ class Attribution:
         Returns:
             ``(figure, axes)``.
         """
-        try:
-            import matplotlib.pyplot as plt
-            from matplotlib.cm import ScalarMappable
-            from matplotlib.colors import LinearSegmentedColormap, Normalize
-        except ImportError as error:
-            raise ImportError(
-                "Attribution.plot needs matplotlib, which is not installed: pip install matplotlib"
-            ) from error
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for {len(self)} images")
-        created = ax is None
-        if ax is None:
-            figure, ax = plt.subplots(figsize=(5.4, 4.2))
-        else:
-            figure = ax.figure
+        figure, ax, created = new_axes(ax)
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import LinearSegmentedColormap, Normalize
+
         name = colormap or ("coolwarm" if self.signed else "inferno")
         ax.imshow(self.render(index, colormap=name, clip_percentile=clip_percentile))
         ax.set_axis_off()

@@ -23,7 +23,15 @@ import numpy as np
 from cnnviz_core import CnnvizError
 
 from ..render.images import upscale
-from ..render.report import MIN_DISPLAY_SIDE, Markup, Page, ReportContext, Section, escape
+from ..render.report import (
+    MIN_DISPLAY_SIDE,
+    Hover,
+    Markup,
+    Page,
+    ReportContext,
+    Section,
+    escape,
+)
 from ..render.report import register_section as _register
 from .base import Attribution, Method
 from .cam import gradcam
@@ -61,7 +69,8 @@ def _error(exc: CnnvizError) -> Markup:
 
 @_register("attribution", order=100)
 def attribution_section(ctx: ReportContext, page: Page) -> Section | None:
-    """Input, then one map per method, for every image."""
+    """Per image (the explorer's image picker): the input, then one tab per method with its
+    map over the input; hovering a map reads its value at that input pixel."""
     if not ctx.names:
         return None
     options = _options(ctx)
@@ -76,34 +85,37 @@ def attribution_section(ctx: ReportContext, page: Page) -> Section | None:
             results[name] = _explain(ctx, name, options.get("target"))
         except CnnvizError as exc:  # shown in the report, not hidden
             results[name] = exc
-    rows = []
+    panels = []
     for i, image_name in enumerate(ctx.names):
-        cells: list[object] = [
-            _picture(page, ctx.pixels[i], f"input-{i}", f"{image_name} as the model sees it", "")
-        ]
+        tabs: list[tuple[str, str]] = []
         for name in methods:
             result = results[name]
             if isinstance(result, CnnvizError):
-                cells.append(_error(result))
+                tabs.append((title(name), _error(result)))
                 continue
-            cells.append(
-                _picture(
-                    page,
-                    result.render(i),
-                    f"{name}-{i}",
-                    f"{title(name)} of {image_name} for {result.targets[i].label}",
-                    result.targets[i].label,
-                )
+            target = result.targets[i]
+            caption = target.label
+            if target.class_index is not None and len(ctx.probabilities):
+                caption += f", p = {float(ctx.probabilities[i, target.class_index]):.3f}"
+            picture = page.image(
+                upscale(result.render(i), min_side=MIN_DISPLAY_SIDE),
+                f"{name}-{i}",
+                alt=f"{title(name)} of {image_name} for {target.label}",
+                hover=Hover(result.heatmap[i], title(name)),
             )
-        rows.append([Markup(escape(image_name)), *cells])
-    headers = ["image", "input", *(title(m) for m in methods)]
+            tabs.append((title(name), page.figure(picture, caption)))
+        source = _picture(page, ctx.pixels[i], f"input-{i}", f"{image_name} as the model sees it",
+                          image_name)  # fmt: skip
+        body = f'<div class="row">{source}{page.tabs("attribution", tabs)}</div>'
+        panels.append(page.for_image(i, body))
     note = (
-        '<p class="muted">Target: the predicted class unless one was given. Heat maps: '
-        "bright = strong evidence for the target (Grad-CAM: normalised to the image's own "
-        "maximum); guided backprop and deconvnet show the signal reaching the pixels, grey = "
-        "zero.</p>"
+        '<p class="muted">Target: the predicted class (p: its probability) unless one was '
+        "given. Pick the image above, a method in the tabs (All: side by side); hover a map to "
+        "read its value at that input pixel. Heat maps: bright = strong evidence for the "
+        "target (scaled to the image's own 99th percentile); signed maps blue < 0 < red; "
+        "guided backprop and deconvnet show the signal reaching the pixels, grey = zero.</p>"
     )
-    return Section("attribution", "Attribution", note + page.table(headers, rows))
+    return Section("attribution", "Attribution", note + "".join(panels))
 
 
 @_register("attribution-true-class", order=110)
@@ -247,9 +259,14 @@ def confounded_section(ctx: ReportContext, page: Page) -> Section | None:
         occ = occlusion(m, images, None, window=8, stride=4, fill="grey")
         lim = lime(m, images, None, samples=300)
         results[name] = (occ, lim)
+        answers = np.array([target.class_index for target in occ.targets])
+        right = int((answers == plain.labels[keep]).sum())
+        stars = int((answers == SNOW_CLASS).sum())
         summary.append(
             [
                 Markup(escape(name)),
+                Markup(f"{right} of {len(keep)}"),
+                Markup(f"{stars} of {len(keep)}"),
                 Markup(f"{1 - energy_inside(occ, masks).mean():.2f}"),
                 Markup(f"{1 - energy_inside(lim, masks).mean():.2f}"),
             ]
@@ -277,14 +294,26 @@ def confounded_section(ctx: ReportContext, page: Page) -> Section | None:
                 )
             )
         rows.append(cells)
+    star = plain.classes[SNOW_CLASS]
     note = (
-        '<p class="muted">The confounded model was trained with every star on snow and no other '
-        "shape ever on it (<code>python -m cnnviz.data.train_confounded</code>). Put any shape "
-        'on snow and it answers "star", and its explanations point at the snow: the share of '
-        "positive attribution off the object, clean vs confounded model:</p>"
+        "<p>The confounded model was trained with every star on snow and no other shape ever "
+        "on it (<code>python -m cnnviz.data.train_confounded</code>), the way a husky-vs-wolf "
+        "classifier learned that wolves come with snow. Below, shapes that are <b>not</b> "
+        f"stars are put on snow. Neither model saw snow behind these shapes, so <b>both "
+        f"may be wrong</b>; the difference is how: the confounded model answers "
+        f'"{escape(star)}" because of the snow, and its explanations point at the snow '
+        "instead of the object (energy off object near 1), while the clean model's errors "
+        "still come from the object. The table counts both, over 8 images:</p>"
     )
     table = page.table(
-        ["model", "occlusion: energy off object", "LIME: energy off object"], summary
+        [
+            "model",
+            "right on snow",
+            f"answers {star!r}",
+            "occlusion: energy off object",
+            "LIME: energy off object",
+        ],
+        summary,
     )
     grid = page.table(
         ["input", "occlusion, clean", "LIME, clean", "occlusion, confounded", "LIME, confounded"],

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,16 +328,55 @@ def with_model(fn: Callable[[argparse.Namespace, Model], None]) -> Command:
     return run
 
 
+#: width of the bar itself, in characters (the line adds counts, rate and time left)
+BAR_WIDTH = 24
+
+
+def progress_line(done: int, total: int | None, unit: str, elapsed: float, extra: str = "") -> str:
+    """One progress-bar line: ``[#########.......]  45% 45/100 images  12.3/s  ETA 0:04``
+    (without a total: the count and the rate only)."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    speed = f"{rate:.1f}/s" if rate < 100 else f"{rate:.0f}/s"
+    parts = []
+    if total:
+        filled = min(BAR_WIDTH, BAR_WIDTH * done // total)
+        parts.append(f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {100 * done // total:3d}%")
+        parts.append(f"{done}/{total} {unit}")
+        if rate > 0 and done < total:
+            left = round((total - done) / rate)
+            parts.append(f"{speed}  ETA {left // 60}:{left % 60:02d}")
+        else:
+            parts.append(f"{speed}  {int(elapsed) // 60}:{int(elapsed) % 60:02d}")
+    else:
+        parts.append(f"{done} {unit}  {speed}")
+    if extra:
+        parts.append(extra)
+    return "  ".join(parts)
+
+
+def _show_bar(line: str, finished: bool) -> None:
+    """Redraw the terminal's progress line in place (a newline once finished)."""
+    width = shutil.get_terminal_size((80, 24)).columns - 1
+    print(f"\r{line[:width]:<{width}}", end="\n" if finished else "", file=sys.stderr, flush=True)
+
+
 def count_progress(unit: str) -> Callable[[int, int | None], None]:
-    """``progress(done, total)`` counting ``unit`` on stderr: one line updated in place on a
-    terminal, a plain line per call in a log."""
+    """``progress(done, total)`` counting ``unit`` on stderr: a progress bar redrawn in place
+    on a terminal (count, rate, time left), a plain ``done/total unit`` line per call in a
+    log. The clock starts at the first call, and again when the count goes back (a new
+    run)."""
+    state: dict[str, float] = {"started": 0.0, "done": -1.0}
 
     def report(done: int, total: int | None) -> None:
-        line = f"{done}/{total if total is not None else '?'} {unit}"
+        if done <= state["done"] or state["done"] < 0:
+            state["started"] = time.monotonic()
+        state["done"] = done
         if sys.stderr.isatty():
-            print(f"\r{line}", end="\n" if done == total else "", file=sys.stderr)
+            elapsed = time.monotonic() - state["started"]
+            _show_bar(progress_line(done, total, unit, elapsed), done == total)
         else:
-            print(line, file=sys.stderr, flush=True)
+            print(f"{done}/{total if total is not None else '?'} {unit}", file=sys.stderr,
+                  flush=True)  # fmt: skip
 
     return report
 
@@ -349,19 +390,21 @@ LOG_LINES = 10
 
 
 def steps_progress(name: str) -> Callable[[int, int, float], None]:
-    """``progress(step, total, loss)`` of an optimization on stderr: one line updated in
-    place (``\\r``) on a terminal; in a log file or pipe, plain lines about every tenth of
-    the run (and the first and last step), never carriage returns."""
+    """``progress(step, total, loss)`` of an optimization on stderr: a progress bar with the
+    loss, redrawn in place on a terminal; in a log file or pipe, plain lines about every
+    tenth of the run (and the first and last step), never carriage returns."""
     terminal = sys.stderr.isatty()
+    started = time.monotonic()
 
     def report(step: int, total: int, loss: float) -> None:
-        line = f"{name}: step {step}/{total}  loss {loss:.4g}"
         if terminal:
-            print(f"\r{line}", end="\n" if step == total else "", file=sys.stderr)
+            elapsed = time.monotonic() - started
+            line = progress_line(step, total, "steps", elapsed, f"loss {loss:.4g}")
+            _show_bar(f"{name}: {line}", step == total)
             return
         every = max(1, total // LOG_LINES)
         if step == 1 or step == total or step % every == 0:
-            print(line, file=sys.stderr, flush=True)
+            print(f"{name}: step {step}/{total}  loss {loss:.4g}", file=sys.stderr, flush=True)
 
     return report
 
@@ -496,6 +539,7 @@ __all__ = [
     "parse_target",
     "partial_suffix",
     "preset_hint",
+    "progress_line",
     "run",
     "safe_name",
     "save_enlarged",

@@ -41,6 +41,7 @@ from ..features import (
 from ..features.activations import pre_activation
 from ..features.neighbors import pixel_features
 from ..render.images import save_png, upscale
+from ..render.report import build_report
 from .common import images_progress, model_arguments, safe_name, seed, with_model
 
 
@@ -58,6 +59,25 @@ def _dataset(args: argparse.Namespace) -> tuple[Any, int | None]:
     if args.shapes is not None:
         return iter_shapes(args.shapes, args.seed, batch=args.batch), args.shapes
     return args.data, None
+
+
+def _write_report(
+    args: argparse.Namespace,
+    model: Model,
+    sections: list[str],
+    options: dict[str, Any],
+    images: Any = (),
+) -> None:
+    """``OUT/report.html``: the command's result as report sections (self-contained)."""
+    path = build_report(
+        model,
+        list(images),
+        args.out,
+        sections=["model", *sections],
+        options={"features": options},
+        title=f"cnnviz {args.command}: {model.name}",
+    )
+    print(f"report written to {path}")
 
 
 def _pixels(model: Model, source: Any, count: int | None = None) -> np.ndarray:
@@ -82,6 +102,7 @@ def cmd_filters(args: argparse.Namespace, model: Model) -> None:
             f"  high-frequency energy: mean {score.mean():.3f}, noisiest filters "
             + ", ".join(f"#{i} {score[i]:.2f}" for i in worst)
         )
+    _write_report(args, model, ["filters"], {"filter_layers": names})
 
 
 def cmd_activations(args: argparse.Namespace, model: Model) -> None:
@@ -103,6 +124,7 @@ def cmd_activations(args: argparse.Namespace, model: Model) -> None:
             save_png(signed_pairs_grid(pre, post, top), args.out / f"{stem}-signed.png")
         print(f"{image}: strongest channels by {args.by}: {', '.join(map(str, top))}")
     print(f"pictures written to {args.out}")
+    _write_report(args, model, ["predictions", "activations"], {"layer": args.layer}, args.images)
 
 
 def cmd_embed(args: argparse.Namespace, model: Model) -> None:
@@ -148,6 +170,7 @@ def cmd_neighbors(args: argparse.Namespace, model: Model) -> None:
         for name, feats in (("features", emb.features), ("pixels", pixel_features(pixels))):
             accuracy = knn_accuracy(feats, emb.labels, args.k, args.metric)
             print(f"{args.k}-NN accuracy ({name}, {args.metric}): {accuracy:.3f}")
+    _write_report(args, model, ["feature-space"], {"dataset": pixels, "embeddings": emb})
 
 
 def cmd_project(args: argparse.Namespace, model: Model) -> None:
@@ -167,6 +190,7 @@ def cmd_project(args: argparse.Namespace, model: Model) -> None:
         grid, _ = image_grid(coords, pixels)
         save_png(grid, args.out / "tsne-grid.png")
         print(f"t-SNE -> {args.out / 'tsne.png'}, {args.out / 'tsne-grid.png'}")
+    _write_report(args, model, ["feature-space"], {"dataset": pixels, "embeddings": emb})
 
 
 def cmd_top_patches(args: argparse.Namespace, model: Model) -> None:
@@ -189,6 +213,7 @@ def cmd_top_patches(args: argparse.Namespace, model: Model) -> None:
         print(f"channel {channel}: {hits}")
     what = "patches" if result.kind == "patch" else "images"
     print(f"{len(result.channels)} channels x {result.k} {what} -> {path}")
+    _write_report(args, model, ["top-patches"], {"top_patches": result, "projected": projected})
 
 
 def add_commands(commands: Any) -> None:

@@ -15,7 +15,7 @@ from cnnviz_core.preprocess import Preprocess, preset
 
 from ..attribution import REGISTRY, default_layer
 from ..models import load_model
-from ..render.report import build_report
+from ..render.report import DEFAULT_BUDGET, build_report
 from .common import model_arguments, open_model, output_folder, seed
 
 
@@ -100,8 +100,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     output_folder(args)
     model = open_model(args)
-    path = build_report(model, args.images, args.out, top_k=args.top)
+    path = build_report(
+        model, args.images, args.out, top_k=args.top, assets=args.assets, budget=_budget(args)
+    )
     print(f"report written to {path}")
+
+
+#: images of the demo's data set (feature space, top patches): 8 per class
+DEMO_DATASET = 64
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -116,19 +122,65 @@ def cmd_demo(args: argparse.Namespace) -> None:
         if c in sample.labels
     ]
     names = [f"{CLASSES[sample.labels[i]]} #{i}" for i in picked]
+    dataset = make_shapes(DEMO_DATASET, seed=args.seed + 1)
+    options: dict[str, Any] = {
+        # the worked examples: every method side by side, scored, and the confounded model
+        "attribution": {"methods": DEMO_METHODS, "quality": True, "confounded": True},
+        # feature space and top patches over a data set of their own
+        "features": {"dataset": dataset.images, "labels": list(dataset.labels)},
+        "deploy": {"method": "gradcam"},  # the same Grad-CAM as one deployable ONNX file
+    }
+    if _torch_installed():
+        # kept short: one class model per class in 20 steps, one inverted layer
+        options["synthesis"] = {
+            "classes": list(range(len(CLASSES))),
+            "steps": 20,
+            "layers": ["relu_1"],
+        }
     path = build_report(
         model,
         list(sample.images[picked]),
         args.out,
         names=names,
         title="cnnviz demo: the shipped shapes model",
-        # the worked examples: scored explanation methods and the confounded model
-        options={
-            "attribution": {"quality": True, "confounded": True},
-            "deploy": {"method": "gradcam"},  # the same Grad-CAM as one deployable ONNX file
-        },
+        options=options,
+        assets=args.assets,
+        budget=_budget(args),
     )
     print(f"report written to {path}")
+
+
+#: the demo's attribution methods (all fast on the 64-pixel shapes model)
+DEMO_METHODS = ["saliency", "guided", "gradcam", "ig", "smoothgrad", "occlusion"]
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def _budget(args: argparse.Namespace) -> int | None:
+    """``--budget-mb`` in bytes (0: no limit)."""
+    return None if args.budget_mb == 0 else int(args.budget_mb * 2**20)
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--assets`` and ``--budget-mb``: how the report is written."""
+    parser.add_argument(
+        "--assets",
+        action="store_true",
+        help="write the pictures as PNG files in OUT/images/ (default: one self-contained "
+        "report.html with the pictures embedded)",
+    )
+    parser.add_argument(
+        "--budget-mb",
+        type=float,
+        default=DEFAULT_BUDGET / 2**20,
+        metavar="MB",
+        help=f"size budget of the self-contained report ({DEFAULT_BUDGET / 2**20:g}; pictures "
+        "are stored smaller as it fills; 0: no limit)",
+    )
 
 
 #: CAM-family methods that need no backward pass (the others do)
@@ -316,10 +368,14 @@ def add_commands(commands: Any) -> None:
         "demo",
         help="write a report on the shipped shapes model (start here)",
         description="Classify one generated image per class with the shipped 'shapes' model "
-        "and write an HTML report: model card, layer table, predictions.",
+        "and write OUT/report.html, one self-contained explorer: model card, layer table, "
+        "predictions, every attribution method side by side (scored), the husky-vs-wolf "
+        "lesson, filters, activations per layer, the feature space and top patches of a "
+        "64-image data set, and synthesis when torch is installed.",
     )
     demo.add_argument("--out", type=Path, default=Path("demo"), help="output folder (demo/)")
     demo.add_argument("--seed", type=seed, default=2026, help="seed of the generated images")
+    _report_arguments(demo)
     demo.set_defaults(run=cmd_demo)
 
     layers = commands.add_parser(
@@ -391,13 +447,15 @@ def add_commands(commands: Any) -> None:
     report = commands.add_parser(
         "report",
         help="write an HTML report for a model and images",
-        description="Write OUT/report.html (images beside it in OUT/images/) with the model "
-        "card, the layer table and the predictions for the images.",
+        description="Write OUT/report.html, one self-contained explorer (pick an image or "
+        "a layer, hover a map to read its values): the model card, the layer table, the "
+        "predictions, attribution maps, filters and activations for the images.",
     )
     model_arguments(report)
     report.add_argument("images", nargs="+", help="image files")
     report.add_argument("--out", type=Path, required=True, help="output folder")
     report.add_argument("--top", type=int, default=5, help="classes shown per image (5)")
+    _report_arguments(report)
     report.set_defaults(run=cmd_report)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from cnnviz_core import InputError, Model
 
 from ..output import PathLike, atomic_path
+from ..render.display import Displayable
 from .sources import DEFAULT_BATCH, ENGINES, Chunk, Progress, Source, iter_chunks
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ POOLINGS = ("flatten", "avg", "max")
 
 
 @dataclass
-class Embeddings:
+class Embeddings(Displayable):
     """Features of a data set at one layer.
 
     Attributes:
@@ -51,6 +52,24 @@ class Embeddings:
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def picture(self) -> np.ndarray:
+        """The features' first two principal components, coloured by label (else by
+        prediction), (H, W, 3) uint8: what Jupyter and ``plot()`` show."""
+        from .projection import pca, pca_axes_arrows, scatter
+
+        result = pca(self.features, min(2, *self.features.shape))
+        colours = self.labels if self.labels is not None else self.predictions
+        return scatter(result.coords, colours, arrows=pca_axes_arrows(result), size=480)
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Layer, pooling and size, for the HTML display."""
+        return [
+            ("layer", self.layer),
+            ("pooling", self.pooling),
+            ("images x features", f"{len(self)} x {self.features.shape[1]}"),
+            ("labels", "yes" if self.labels is not None else "no"),
+        ]
 
     def save(self, path: PathLike) -> Path:
         """Write a ``.npz`` (features, names, labels, predictions, layer, pooling),

@@ -18,6 +18,7 @@ import numpy as np
 
 from cnnviz_core import InputError, Model
 
+from ..render.display import Displayable
 from ..render.images import tile_grid, upscale
 
 #: normalisations of filter pictures
@@ -29,7 +30,7 @@ _FFT_SIZE = 32
 
 
 @dataclass(frozen=True)
-class ConvFilters:
+class ConvFilters(Displayable):
     """The weights of one Conv node.
 
     Attributes:
@@ -47,6 +48,19 @@ class ConvFilters:
     @property
     def depthwise(self) -> bool:
         return self.groups > 1 and self.weights.shape[1] == 1
+
+    def picture(self) -> np.ndarray:
+        """The filters, each scaled on its own (:func:`render_filters`), (H, W, 3) uint8:
+        what Jupyter and ``plot()`` show."""
+        return render_filters(self, "filter")
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Layer, weight shape and groups, for the HTML display."""
+        return [
+            ("layer", self.layer),
+            ("weights (O x I/g x kh x kw)", "x".join(map(str, self.weights.shape))),
+            ("groups", self.groups),
+        ]
 
     def input_channel(self, out: int, j: int) -> int:
         """The layer input channel that column ``j`` of output filter ``out`` reads."""

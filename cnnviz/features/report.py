@@ -27,16 +27,24 @@ import numpy as np
 from cnnviz_core import CnnvizError, Model
 
 from ..render.images import upscale
-from ..render.report import MIN_DISPLAY_SIDE, Markup, Page, ReportContext, Section, escape
+from ..render.report import (
+    MIN_DISPLAY_SIDE,
+    Hover,
+    Markup,
+    Page,
+    ReportContext,
+    Section,
+    escape,
+)
 from ..render.report import register_section as _register
 from . import activations as act
 from . import filters as flt
 from .clusters import cluster_samples, kmeans, purity, render_clusters
 from .confusion import confusion_matrix, most_confused, render_confusion
 from .embeddings import extract
-from .neighbors import knn_accuracy
+from .neighbors import knn_accuracy, nearest_neighbors, neighbor_rows, pixel_features
 from .patches import projections, render_top_patches, top_patches
-from .projection import pca, pca_axes_arrows, scatter, tsne
+from .projection import image_grid, pca, pca_axes_arrows, scatter, tsne
 
 #: the feature-space sections need at least this many images
 MIN_DATASET = 16
@@ -71,93 +79,183 @@ def default_patch_layer(model: Model) -> str | None:
 
 @_register("filters", order=200)
 def filters_section(ctx: ReportContext, page: Page) -> Section | None:
-    if not ctx.names:  # a report without images stays model card + layer table
+    """The first Conv layer's filters (or those of ``options["filter_layers"]``, shown even
+    without images) and every Conv layer's filter smoothness."""
+    wanted = list(_options(ctx).get("filter_layers") or [])
+    if not ctx.names and not wanted:  # a report without images stays model card + layers
         return None
     model = ctx.model
     try:
-        first = flt.conv_filters(model)
+        shown = [flt.conv_filters(model, name) for name in wanted] or [flt.conv_filters(model)]
     except CnnvizError:
         return None
+    first = shown[0]
     bgr = model.preprocess.channel_order == "BGR"
     pictures = [
         page.figure(
-            page.image(flt.render_filters(first, norm, bgr=bgr), f"first-{norm}", alt=text),
-            text,
+            page.image(
+                flt.render_filters(weights, norm, bgr=bgr),
+                f"{weights.layer}-{norm}",
+                alt=f"{weights.layer}: {text}",
+            ),
+            f"{weights.layer}: {text}",
         )
+        for weights in shown
         for norm, text in (("filter", "each filter scaled"), ("joint", "one scale for all"))
     ]
     rows = []
     for name in flt.conv_layers(model):
         weights = flt.conv_filters(model, name)
-        score = flt.high_frequency_energy(weights.weights)
-        rows.append(
-            [
-                name,
-                "x".join(map(str, weights.weights.shape)),
-                weights.groups,
-                f"{score.mean():.2f}",
-                f"{score.max():.2f}",
-            ]
-        )
+        if weights.weights.shape[2:] == (1, 1):  # no spatial frequencies to measure
+            energy = ["-", "-"]
+        else:
+            score = flt.high_frequency_energy(weights.weights)
+            energy = [f"{score.mean():.2f}", f"{score.max():.2f}"]
+        rows.append([name, "x".join(map(str, weights.weights.shape)), weights.groups, *energy])
     table = page.table(
         ["layer", "weights (O x I/g x kh x kw)", "groups", "HF energy (mean)", "max"], rows
     )
     note = (
         f'<p class="muted">First layer <code>{escape(first.layer)}</code>. HF energy: share of '
         "a filter's energy above a quarter of the sampling rate (high: noisy or unconverged "
-        "filters).</p>"
+        "filters; - for 1x1 kernels).</p>"
     )
+    per_layer = "" if wanted else _filters_per_layer(model, page)
     return Section(
-        "filters", "Filters", note + '<div class="cards">' + "".join(pictures) + "</div>" + table
+        "filters",
+        "Filters",
+        note + '<div class="cards">' + "".join(pictures) + "</div>" + per_layer + table,
     )
+
+
+def _filters_per_layer(model: Model, page: Page) -> str:
+    """For each explored layer fed by a Conv (the layer picker), that Conv's first 16
+    filters over their first 16 input channels, grey, one row per filter."""
+    panels = []
+    for layer in explored_layers(model):
+        try:
+            weights = flt.conv_filters(model, layer)
+        except CnnvizError:
+            continue
+        if weights.weights.shape[2:] == (1, 1):
+            continue
+        picture = flt.render_filters(weights, "filter", tile_side=24, max_out=16, max_in=16)
+        shape = "x".join(map(str, weights.weights.shape))
+        caption = (
+            f"{layer}: filters of {weights.layer} ({shape}); rows: the first 16 filters, "
+            "columns: their first 16 input channels, each filter scaled"
+        )
+        panels.append(
+            page.for_layer(
+                layer,
+                page.figure(page.image(picture, f"layer-{layer}", alt=caption), caption),
+            )
+        )
+    return "<h3>Filters of the picked layer</h3>" + "".join(panels) if panels else ""
+
+
+#: the layer explorer shows at most this many layers and images
+MAX_EXPLORED_LAYERS = 8
+MAX_EXPLORED_IMAGES = 8
+
+
+def explored_layers(model: Model) -> list[str]:
+    """The layers the explorer's layer picker offers: every ReLU-like layer with 4-D
+    output (else every 4-D layer), at most :data:`MAX_EXPLORED_LAYERS`, spread evenly."""
+    four_d = [layer for layer in model.layers if layer.shape and len(layer.shape) == 4]
+    relus = [layer.name for layer in four_d if layer.op_type in {"Relu", "LeakyRelu", "Clip"}]
+    names = relus or [layer.name for layer in four_d]
+    if len(names) > MAX_EXPLORED_LAYERS:
+        keep = np.linspace(0, len(names) - 1, MAX_EXPLORED_LAYERS).round().astype(int)
+        names = [names[i] for i in keep]
+    return names
 
 
 @_register("activations", order=210)
 def activations_section(ctx: ReportContext, page: Page) -> Section | None:
+    """Per layer (layer picker) and image (image picker): the 16 strongest channels, the
+    strongest over the input, signed pre-ReLU maps beside the rectified ones; hovering a
+    feature map reads its activation."""
     if not ctx.names:
         return None
     model = ctx.model
-    layer = _options(ctx).get("layer") or default_activation_layer(model)
-    if layer is None:
+    options = _options(ctx)
+    first = options.get("layer") or default_activation_layer(model)
+    if first is None:
         return None
-    try:
-        maps = model.run(ctx.batch[:4], taps=[layer], outputs=False)[layer]
-        pair = act.pre_activation(model, layer)
-    except CnnvizError as exc:
-        return Section("activations", "Activations", _error(exc))
-    if maps.ndim != 4:
+    layers = [first, *(name for name in explored_layers(model) if name != first)]
+    count = min(len(ctx.batch), MAX_EXPLORED_IMAGES)
+    panels = []
+    for layer in layers:
+        try:
+            maps = model.run(ctx.batch[:count], taps=[layer], outputs=False)[layer]
+            pair = act.pre_activation(model, layer)
+        except CnnvizError as exc:
+            panels.append(page.for_layer(layer, _error(exc)))
+            continue
+        if maps.ndim != 4:
+            continue
+        for i in range(len(maps)):
+            panels.append(page.for_layer(layer, page.for_image(i, _activation_panel(
+                ctx, page, layer, i, maps[i], pair))))  # fmt: skip
+    if not panels:
         return None
-    rows = []
-    for i in range(len(maps)):
-        strongest = act.strongest_channels(maps[i], k=16, by="mean")
-        grid = act.feature_map_grid(maps[i], strongest, min_side=48, columns=8)
-        over = act.channel_overlay(
-            upscale(ctx.pixels[i], min_side=MIN_DISPLAY_SIDE), maps[i][strongest[0]]
-        )
-        cells: list[object] = [
-            Markup(escape(ctx.names[i])),
-            page.figure(
-                page.image(over, f"overlay-{i}", alt="strongest channel"), f"channel {strongest[0]}"
-            ),
-            page.figure(
-                page.image(grid, f"grid-{i}", alt="strongest channels"), "16 strongest by mean"
-            ),
-        ]
-        if pair is not None:
-            pre, post = act.signed_and_rectified(model, ctx.batch[i : i + 1], layer)
-            signed = act.signed_pairs_grid(pre, post, strongest[:8], min_side=40)
-            cells.append(
-                page.figure(
-                    page.image(signed, f"signed-{i}", alt="signed maps"), "signed | rectified"
-                )
-            )
-        rows.append(cells)
-    headers = ["image", "strongest over input", "feature maps", "before / after ReLU"]
     note = (
-        f'<p class="muted">Layer <code>{escape(layer)}</code>; each map min-max scaled on its '
-        "own. Signed maps: blue negative, red positive, grey zero.</p>"
+        '<p class="muted">Pick a layer and an image above. Each map min-max scaled on its own; '
+        "hover a map to read its activation (x, y in the layer's cells). Signed maps: blue "
+        "negative, red positive, grey zero.</p>"
     )
-    return Section("activations", "Activations", note + page.table(headers[: len(rows[0])], rows))
+    return Section("activations", "Activations", note + "".join(panels))
+
+
+def _activation_panel(
+    ctx: ReportContext,
+    page: Page,
+    layer: str,
+    i: int,
+    maps: np.ndarray,
+    pair: tuple[str, str] | None,
+) -> str:
+    """One image's maps at one layer: the strongest channel over the input, the 16 strongest
+    channels (hover: their values), signed and rectified maps."""
+    model = ctx.model
+    strongest = act.strongest_channels(maps, k=16, by="mean")
+    height, width = maps.shape[1:]
+    factor = max(1, -(-48 // max(1, min(height, width))))
+    columns = min(8, len(strongest))
+    grid = act.feature_map_grid(maps, strongest, min_side=48, columns=columns)
+    hover = Hover(
+        maps[strongest],
+        [f"{layer} channel {int(c)}" for c in strongest],
+        columns=columns,
+        pad=2,
+        tile=(height * factor, width * factor),
+    )
+    over = act.channel_overlay(
+        upscale(ctx.pixels[i], min_side=MIN_DISPLAY_SIDE), maps[strongest[0]]
+    )
+    stem = f"{layer}-{i}"  # Page makes it a safe file name
+    overlay_hover = Hover(maps[strongest[0]], f"{layer} channel {int(strongest[0])}")
+    figures = [
+        page.figure(
+            page.image(over, f"overlay-{stem}", alt="strongest channel", hover=overlay_hover),
+            f"{ctx.names[i]}: {layer} channel {strongest[0]} over the input",
+        ),
+        page.figure(
+            page.image(grid, f"grid-{stem}", alt="strongest channels", hover=hover),
+            f"{layer}: the 16 strongest channels by mean",
+        ),
+    ]
+    if pair is not None:
+        pre, post = act.signed_and_rectified(model, ctx.batch[i : i + 1], layer)
+        signed = act.signed_pairs_grid(pre, post, strongest[:8], min_side=40)
+        figures.append(
+            page.figure(
+                page.image(signed, f"signed-{stem}", alt="signed maps"),
+                "before | after ReLU, 8 strongest",
+            )
+        )
+    return '<div class="row">' + "".join(figures) + "</div>"
 
 
 def _dataset(ctx: ReportContext) -> tuple[Any, np.ndarray | None] | None:
@@ -186,7 +284,10 @@ def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
     if found is None or layer is None:
         return None
     source, labels = found
-    emb = extract(model, source, layer, pooling="avg", labels=labels, predictions=True)
+    emb = _options(ctx).get("embeddings")
+    if emb is None:
+        emb = extract(model, source, layer, pooling="avg", labels=labels, predictions=True)
+    layer = emb.layer
     feats, labels = emb.features, emb.labels
     parts: list[str] = []
     facts: list[tuple[str, object]] = [
@@ -233,7 +334,15 @@ def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
                 "t-SNE, thumbnails framed by class",
             )
         )
+        grid, _ = image_grid(coords, thumbs)
+        figures.append(
+            page.figure(
+                page.image(grid, "tsne-grid", alt="t-SNE image grid"),
+                "t-SNE image grid: each image in the cell its point snaps to",
+            )
+        )
     parts.append('<div class="cards">' + "".join(figures) + "</div>")
+    parts.append(_neighbours(page, feats, thumbs))
     if labels is not None and emb.predictions is not None:
         matrix = confusion_matrix(labels, emb.predictions, model.num_classes)
         pairs = most_confused(matrix, 5)
@@ -274,6 +383,28 @@ def feature_space_section(ctx: ReportContext, page: Page) -> Section | None:
     return Section("feature-space", "Feature space", "".join(parts))
 
 
+#: query images of the feature space's neighbour table
+NEIGHBOUR_QUERIES = 6
+
+
+def _neighbours(page: Page, feats: np.ndarray, thumbs: np.ndarray, k: int = 5) -> str:
+    """Query images beside their nearest neighbours in feature space and in pixel space."""
+    if len(feats) <= k + 1:
+        return ""
+    queries = np.linspace(0, len(feats) - 1, min(NEIGHBOUR_QUERIES, len(feats))).astype(int)
+    by_feature, _ = nearest_neighbors(feats, k=k + 1)
+    by_pixel, _ = nearest_neighbors(pixel_features(thumbs), k=k + 1)
+    rows = [
+        [j for j in by_feature[q] if j != q][:k] + [j for j in by_pixel[q] if j != q][:k]
+        for q in queries
+    ]
+    picture = neighbor_rows(thumbs, thumbs[queries], rows, separator_after=k)
+    return page.figure(
+        page.image(picture, "neighbours", alt="nearest neighbours"),
+        f"nearest neighbours: query | {k} nearest in feature space | {k} nearest in pixels",
+    )
+
+
 def _thumbnails(model: Model, source: Any, count: int) -> np.ndarray:
     from .sources import iter_chunks
 
@@ -283,29 +414,45 @@ def _thumbnails(model: Model, source: Any, count: int) -> np.ndarray:
 
 @_register("top-patches", order=230)
 def top_patches_section(ctx: ReportContext, page: Page) -> Section | None:
+    """The maximally activating patches of a data set (``options["top_patches"]``: a
+    precomputed :class:`~.patches.TopPatches`, else computed at ``patch_layer`` and at the
+    other explored layers, one per layer picker entry)."""
     found = _dataset(ctx)
     model = ctx.model
     options = _options(ctx)
-    layer = options.get("patch_layer") or default_patch_layer(model)
-    if found is None or layer is None:
+    given = options.get("top_patches")
+    first = given.layer if given is not None else options.get("patch_layer")
+    first = first or default_patch_layer(model)
+    if (found is None and given is None) or first is None:
         return None
-    shape = model.layer(layer).shape
-    channels = options.get("channels") or list(range(min(8, shape[1] if shape else 8)))
-    result = top_patches(model, found[0], layer, int(options.get("k", 6)), channels=channels)
-    try:
-        projected = projections(model, result)
-    except CnnvizError:
-        projected = None
-    grid = render_top_patches(model, result, projected=projected)
-    note = (
-        f'<p class="muted">Layer <code>{escape(layer)}</code>, channels '
-        f"{escape(', '.join(map(str, result.channels)))} (one row each): the strongest "
-        "patches of the data set, each cropped by the unit's receptive field"
-        + (", beside its guided-backprop projection" if projected is not None else "")
-        + ".</p>"
-    )
-    return Section(
-        "top-patches",
-        "Maximally activating patches",
-        note + page.image(grid, "grid", alt="top patches"),
-    )
+    fields = {layer.name for layer in model.layers if layer.receptive_field is not None}
+    layers = [first]
+    if given is None and options.get("patch_layer") is None:
+        layers += [name for name in explored_layers(model) if name in fields and name != first]
+    panels = []
+    for layer in layers:
+        if given is not None:
+            result, projected = given, options.get("projected")
+        else:
+            shape = model.layer(layer).shape
+            channels = options.get("channels") or list(range(min(8, shape[1] if shape else 8)))
+            assert found is not None
+            result = top_patches(
+                model, found[0], layer, int(options.get("k", 6)), channels=channels
+            )
+            try:
+                projected = projections(model, result)
+            except CnnvizError:
+                projected = None
+        grid = render_top_patches(model, result, projected=projected)
+        note = (
+            f'<p class="muted">Layer <code>{escape(layer)}</code>, channels '
+            f"{escape(', '.join(map(str, result.channels)))} (one row each): the strongest "
+            f"{'patches' if result.kind == 'patch' else 'images'} of the data set"
+            + (", each cropped by the unit's receptive field" if result.kind == "patch" else "")
+            + (", beside its guided-backprop projection" if projected is not None else "")
+            + ".</p>"
+        )
+        body = note + page.image(grid, f"grid-{layer}", alt=f"top patches of {layer}")
+        panels.append(page.for_layer(layer, body) if len(layers) > 1 else body)
+    return Section("top-patches", "Maximally activating patches", "".join(panels))

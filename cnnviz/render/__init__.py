@@ -1,11 +1,15 @@
-"""Rendering: image arrays to PNGs, upscaling, tile grids, and the HTML report."""
+"""Rendering: image arrays to PNGs, upscaling, tile grids, results that display themselves
+(Jupyter, matplotlib), and the HTML report explorer."""
 
 from .colormap import COLORMAPS, apply_colormap, overlay
+from .display import Displayable
 from .images import save_png, tile_grid, to_pil, to_uint8, upscale
 from .report import (
+    Hover,
     Markup,
     Page,
     ReportContext,
+    ReportSizeWarning,
     Section,
     build_report,
     escape,
@@ -16,9 +20,12 @@ from .report import (
 
 __all__ = [
     "COLORMAPS",
+    "Displayable",
+    "Hover",
     "Markup",
     "Page",
     "ReportContext",
+    "ReportSizeWarning",
     "Section",
     "apply_colormap",
     "build_report",

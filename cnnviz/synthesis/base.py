@@ -21,6 +21,9 @@ import numpy as np
 from cnnviz_core import InputError, Model
 from cnnviz_core.preprocess import ImageLike
 
+from ..render.display import Displayable
+from ..render.images import tile_grid
+
 #: what to run when torch is missing
 INSTALL_HINT = "pip install 'cnnviz[torch]'"
 
@@ -44,7 +47,7 @@ def require_torch() -> Any:
 
 
 @dataclass
-class SynthesisResult:
+class SynthesisResult(Displayable):
     """A synthesized image (or a batch of them) and how it was made.
 
     Attributes:
@@ -78,12 +81,22 @@ class SynthesisResult:
     def __len__(self) -> int:
         return len(self.images)
 
-    def _repr_png_(self) -> bytes:
-        """Jupyter: the pictures in a grid (up to 8 per row), as PNG bytes."""
-        from ..render.images import png_bytes, tile_grid
-
+    def picture(self) -> np.ndarray:
+        """The pictures in a grid (up to 8 per row), (H, W, 3) uint8 (what Jupyter and
+        ``plot()`` show, see :class:`~cnnviz.render.display.Displayable`)."""
         tiles = list(self.images)
-        return png_bytes(tile_grid(tiles, columns=min(8, len(tiles)), pad=2, background=255))
+        return tile_grid(tiles, columns=min(8, len(tiles)), pad=2, background=255)
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Method, labels, steps, last loss and metrics, for the HTML display."""
+        rows: list[tuple[str, object]] = [("method", self.method)]
+        if self.labels:
+            rows.append(("images", ", ".join(self.labels)))
+        rows.append(("steps", f"{self.steps}{' (interrupted)' if self.interrupted else ''}"))
+        if self.losses:
+            rows.append(("final loss", f"{self.losses[-1]:.4g}"))
+        rows += [(key, value) for key, value in self.metrics.items()]
+        return rows
 
 
 # --------------------------------------------------------------------------- the network

@@ -456,6 +456,7 @@ def test_report_sections(model: Model, sample, tmp_path: Path) -> None:
         tmp_path,
         sections=["attribution", "attribution-true-class"],
         options={"true_labels": true},
+        assets=True,
     ).read_text(encoding="utf-8")
     assert '<section id="attribution">' in page
     assert '<section id="attribution-true-class">' in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -13,6 +14,9 @@ from conftest import tiny_classifier
 from PIL import Image
 
 from cnnviz.cli import main
+
+#: the demo's self-contained report stays under this many bytes
+DEMO_BUDGET = 8 * 2**20
 
 
 @pytest.fixture
@@ -109,7 +113,47 @@ def test_demo_writes_a_report_with_every_class(capsys, tmp_path):
     assert str(tmp_path / "demo" / "report.html") in out
     for name in CLASSES:
         assert f"{name} #" in html
-    assert len(list((tmp_path / "demo" / "images").rglob("*.png"))) >= len(CLASSES)
+    # every section the installed extras allow, every fast method side by side, a footer
+    for key in ("attribution", "attribution-confounded", "activations", "feature-space",
+                "top-patches"):  # fmt: skip
+        assert f'<section id="{key}">' in html, key
+    assert 'data-tab="occlusion">occlusion</button>' in html and "right on snow" in html
+    if importlib.util.find_spec("torch") is not None:
+        assert '<section id="class-models">' in html and '<section id="inversion">' in html
+    assert "<footer>" in html and "timings" in html
+    # one self-contained file: the pictures are embedded, nothing lies beside it
+    assert html.count('src="data:image/png;base64,') >= len(CLASSES)
+    assert [p.name for p in (tmp_path / "demo").iterdir()] == ["report.html"]
+    assert (tmp_path / "demo" / "report.html").stat().st_size < DEMO_BUDGET
+
+
+def test_report_with_assets_writes_pictures_beside_it(capsys, tmp_path, tiny, photo):
+    code, _, _ = run(capsys, "report", tiny, photo, "--out", tmp_path / "rep", "--assets")
+    assert code == 0
+    assert len(list((tmp_path / "rep" / "images").rglob("*.png"))) >= 1
+    assert "data:image/png" not in (tmp_path / "rep" / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "sections"),
+    [
+        (["filters", "shapes", "--layer", "conv2d_1"], ["filters"]),
+        (["activations", "shapes", "{photo}", "--layer", "relu_1"], ["activations"]),
+        (["top-patches", "shapes", "--shapes", "24", "--layer", "relu_2", "--k", "2"],
+         ["top-patches"]),
+        (["project", "shapes", "--shapes", "24", "--layer", "view"], ["feature-space"]),
+    ],
+)  # fmt: skip
+def test_feature_commands_write_their_report_sections(capsys, tmp_path, argv, sections):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(photo)
+    out = tmp_path / "out"
+    code, stdout, _ = run(capsys, *[a.format(photo=photo) for a in argv], "--out", out)
+    assert code == 0 and f"report written to {out / 'report.html'}" in stdout
+    html = (out / "report.html").read_text()
+    for key in ["model", *sections]:
+        assert f'<section id="{key}">' in html, key
+    assert "not available" not in html
 
 
 def test_installed_entry_point_help():

@@ -32,8 +32,8 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def report(tmp_path: Path, options: dict[str, Any]) -> str:
     images = list(shapes_pixels(2).astype("uint8"))
-    path = cnnviz.build_report(
-        load_model("shapes"), images, tmp_path, sections=["deploy"], options=options
+    path = cnnviz.build_report(  # assets: the test opens the pictures as files
+        load_model("shapes"), images, tmp_path, sections=["deploy"], options=options, assets=True
     )
     return path.read_text(encoding="utf-8")
 

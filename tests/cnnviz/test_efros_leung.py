@@ -230,7 +230,9 @@ def test_report_section_grows_a_crop_of_the_first_image(tmp_path: Path) -> None:
     plain = build_report(model, [picture], tmp_path / "plain", sections=sections)
     assert "Efros-Leung" not in plain.read_text()  # opt-in
     options = {"synthesis": {"texture_crop": 16, "texture_window": 5}}
-    path = build_report(model, [picture], tmp_path / "r", sections=sections, options=options)
+    path = build_report(
+        model, [picture], tmp_path / "r", sections=sections, options=options, assets=True
+    )
     assert "Texture synthesis (Efros-Leung)" in path.read_text()
     grown = np.asarray(Image.open(tmp_path / "r" / "images" / "efros-leung" / "efros-leung.png"))
     assert grown.shape[0] >= 32 and grown.ndim == 3

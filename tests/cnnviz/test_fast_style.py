@@ -328,7 +328,12 @@ def test_report_section_shows_each_image_stylized(tmp_path, picture) -> None:
     plain = build_report(model, [picture], tmp_path / "plain", sections=sections)
     assert "Fast style transfer" not in plain.read_text()
     path = build_report(
-        model, [picture], tmp_path / "r", sections=sections, options={"fast-style": [network]}
+        model,
+        [picture],
+        tmp_path / "r",
+        sections=sections,
+        options={"fast-style": [network]},
+        assets=True,
     )
     assert "Fast style transfer" in path.read_text()
     shown = np.asarray(Image.open(tmp_path / "r" / "images" / "fast-style" / "style-gate-0.png"))

@@ -19,7 +19,7 @@ from cnnviz.features import (
 )
 from cnnviz.features.projection import CLASS_COLORS, LEGEND_SWATCH
 from cnnviz.render.images import TEXT_LINE_HEIGHT
-from cnnviz.render.report import _CSS
+from cnnviz.render.report import _asset
 from cnnviz_core import Model
 
 
@@ -135,7 +135,7 @@ def test_pca_scatter_has_a_class_legend():
 def test_prediction_cards_wrap_class_names_at_spaces():
     # "hummingbird" in a narrow card broke as "humm ingbir d": the class column may only
     # break inside a word that does not fit on a line of its own.
-    rule = _CSS.split("table.topk td:first-child", 1)
+    rule = _asset("explorer.css").split("table.topk td:first-child", 1)  # the report's CSS
     assert len(rule) == 2, "no rule for the class column"
     body = rule[1].split("}", 1)[0]
     assert "overflow-wrap: break-word" in body and "word-break: normal" in body

@@ -403,6 +403,7 @@ def test_report_sections(model, tmp_path):
         tmp_path,
         sections=["filters", "activations", "feature-space", "top-patches"],
         options=options,
+        assets=True,
     )
     html = path.read_text()
     for key in ("filters", "activations", "feature-space", "top-patches"):

@@ -551,3 +551,29 @@ def test_image_progress_shows_in_a_log(capsys: pytest.CaptureFixture) -> None:
     images_progress(256, 1000)
     images_progress(1000, 1000)
     assert capsys.readouterr().err.splitlines() == ["256/1000 images", "1000/1000 images"]
+
+
+def test_progress_on_a_terminal_is_a_bar(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A progress bar redrawn in place (rate, time left) on a terminal; one line at the end."""
+    import sys
+
+    from cnnviz.cli.common import count_progress, progress_line, steps_progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    report = steps_progress("invert")
+    for step in range(1, 51):
+        report(step, 50, 1.0 / step)
+    count = count_progress("images")
+    count(30, 120)
+    count(120, 120)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and err.count("\r") == 52
+    final = err.split("\r")[50].rstrip()
+    assert final.startswith("invert: [" + "#" * 24 + "] 100%  50/50 steps")
+    assert final.endswith("loss 0.02")
+    assert "[######..................]  25%  30/120 images" in err
+    line = progress_line(45, 100, "images", 4.5)
+    assert line == "[##########..............]  45%  45/100 images  10.0/s  ETA 0:06"
+    assert progress_line(7, None, "images", 2.0) == "7 images  3.5/s"

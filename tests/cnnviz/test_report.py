@@ -7,6 +7,8 @@ MNIST and CIFAR-10 models are used when ``../shared/data`` is present.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -35,7 +37,14 @@ from cnnviz.render import (
     unregister_section,
     upscale,
 )
-from cnnviz.render.report import IMAGES_DIR, REPORT_FILE, STAGING_PREFIX
+from cnnviz.render.report import (
+    IMAGES_DIR,
+    MAX_HOVER_VALUES,
+    REPORT_FILE,
+    STAGING_PREFIX,
+    Hover,
+    ReportSizeWarning,
+)
 from cnnviz_core import Model
 
 SHARED_DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
@@ -156,7 +165,7 @@ def test_custom_section_appears_in_order(
 
     add_section("custom-test", 15, custom)
     add_section("skipped-test", 16, lambda ctx, page: None)
-    page = build_report(tiny_model, tiny_images, tmp_path).read_text(encoding="utf-8")
+    page = build_report(tiny_model, tiny_images, tmp_path, assets=True).read_text(encoding="utf-8")
     ids = section_ids(page)
     assert ids.index("model") < ids.index("custom-test") < ids.index("layers")
     assert "skipped-test" not in ids
@@ -188,7 +197,7 @@ def test_builder_must_return_its_own_key(
 def test_report_on_tiny_model(
     tiny_model: Model, tiny_images: list[np.ndarray], tmp_path: Path
 ) -> None:
-    report = build_report(tiny_model, tiny_images, tmp_path / "out", top_k=2)
+    report = build_report(tiny_model, tiny_images, tmp_path / "out", top_k=2, assets=True)
     assert report == tmp_path / "out" / REPORT_FILE
     page = report.read_text(encoding="utf-8")
     assert section_ids(page)[:3] == ["model", "layers", "predictions"]
@@ -252,6 +261,118 @@ def test_text_is_escaped(tiny_model: Model, tiny_images: list[np.ndarray], tmp_p
     assert page.count("<script>") == 1  # the report's own marker script only
 
 
+# ------------------------------------------------------------------- the explorer page
+
+
+def embedded_pictures(page: str) -> list[Image.Image]:
+    """The pictures embedded in a report, decoded, in page order."""
+    pictures = []
+    for encoded in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
+        picture = Image.open(io.BytesIO(base64.b64decode(encoded)))
+        picture.load()
+        pictures.append(picture)
+    return pictures
+
+
+def page_data(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="cnnviz-data">(.*?)</script>', page)
+    assert found is not None
+    return json.loads(found.group(1))
+
+
+def test_self_contained_by_default(
+    tiny_model: Model, tiny_images: list[np.ndarray], tmp_path: Path
+) -> None:
+    chosen = ["model", "layers", "predictions"]
+    report = build_report(tiny_model, tiny_images, tmp_path, top_k=2, sections=chosen)
+    assert [p.name for p in tmp_path.iterdir()] == [REPORT_FILE]
+    page = report.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page
+    assert 'src="images/' not in page and "<link" not in page
+    pictures = embedded_pictures(page)
+    assert len(pictures) == len(tiny_images)
+    batch = tiny_model.prepare(tiny_images)
+    expected = upscale(tiny_model.preprocess.invert(batch[:1])[0], factor=8)
+    np.testing.assert_array_equal(np.asarray(pictures[0].convert("RGB")), expected)
+    data = page_data(page)
+    assert data["images"] == [f"image {i + 1}" for i in range(len(tiny_images))]
+    # the footer: version, model, preprocessing source, timings per section
+    footer = page.split("<footer>")[1]
+    for text in ("cnnviz", "0.1.0", "tiny", "model card", "predictions", "budget"):
+        assert text in footer, text
+
+
+def test_page_helpers_feed_the_explorer(
+    tiny_model: Model, tiny_images: list[np.ndarray], tmp_path: Path, add_section: AddSection
+) -> None:
+    evil = "</script><script>alert(1)</script>"
+    values = np.arange(16 * 16, dtype=np.float32).reshape(16, 16)
+
+    def explorer(ctx: ReportContext, page: Page) -> Section:
+        picture = page.image(ctx.pixels[0], "map", alt="map", hover=Hover(values, evil))
+        panels = [
+            page.for_layer("conv", page.for_image(0, picture)),
+            page.for_layer(evil, page.tabs("group", [("One <b>", "1"), ("Two", "2")])),
+        ]
+        return Section("explorer-test", "Explorer", "".join(panels))
+
+    add_section("explorer-test", 40, explorer)
+    chosen = ["predictions", "explorer-test"]
+    page = build_report(tiny_model, tiny_images, tmp_path, sections=chosen).read_text(
+        encoding="utf-8"
+    )
+    assert page.count("<script>") == 1 and "alert(1)</script>" not in page
+    data = page_data(page)
+    assert data["layers"] == ["conv", evil]
+    spec = data["maps"]["explorer-test/map"]
+    assert 'data-map="explorer-test/map"' in page
+    assert (spec["h"], spec["w"], spec["n"], spec["labels"]) == (16, 16, 1, [evil])
+    codes = np.frombuffer(base64.b64decode(spec["q"]), np.uint8).reshape(16, 16)
+    decoded = spec["lo"][0] + codes / 254 * (spec["hi"][0] - spec["lo"][0])
+    np.testing.assert_allclose(decoded, values, atol=(values.max() - values.min()) / 254 / 2)
+    assert '<div data-layer="conv"><div data-image="0">' in page
+    assert 'role="tab" data-tab="all">All</button>' in page
+    assert 'data-tab="one-b">One &lt;b&gt;</button>' in page
+
+
+def test_hover_spec_tiles_nan_and_subsampling() -> None:
+    maps = np.random.default_rng(0).normal(size=(3, 4, 5))
+    maps[1, 2, 3] = np.nan
+    spec = Hover(maps, ["a", "b", "c"], columns=2, pad=2, tile=(8, 10)).spec((22, 26))
+    codes = np.frombuffer(base64.b64decode(spec["q"]), np.uint8).reshape(3, 4, 5)
+    assert codes[1, 2, 3] == 255 and (np.delete(codes.ravel(), 1 * 20 + 2 * 5 + 3) < 255).all()
+    assert (spec["columns"], spec["pad"], spec["th"], spec["tw"], spec["step"]) == (2, 2, 8, 10, 1)
+    np.testing.assert_allclose(spec["lo"], np.nanmin(maps, axis=(1, 2)))
+    with pytest.raises(ValueError, match="3 maps but 2 labels"):
+        Hover(maps, ["a", "b"]).spec((4, 5))
+    big = Hover(np.ones((512, 512))).spec((512, 512))
+    assert big["step"] == 3 and big["h"] * big["w"] <= MAX_HOVER_VALUES
+
+
+def test_budget_shrinks_pictures_then_warns(
+    tiny_model: Model, tiny_images: list[np.ndarray], tmp_path: Path, add_section: AddSection
+) -> None:
+    rng = np.random.default_rng(3)
+    noise = [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(12)]
+
+    def heavy(ctx: ReportContext, page: Page) -> Section:
+        return Section("heavy-test", "Heavy", "".join(page.image(n, "n", alt="") for n in noise))
+
+    add_section("heavy-test", 40, heavy)
+    sections = ["heavy-test"]
+    roomy = build_report(tiny_model, [], tmp_path / "a", sections=sections, budget=None)
+    assert {p.mode for p in embedded_pictures(roomy.read_text())} == {"P"}  # large: palette
+    budget = 60_000
+    with pytest.warns(ReportSizeWarning, match="over its budget"):
+        tight = build_report(tiny_model, [], tmp_path / "b", sections=sections, budget=budget)
+    sizes = [p.size for p in embedded_pictures(tight.read_text())]
+    assert sizes[0] == (96, 96) and sizes[-1] == (48, 48)  # halved once the budget filled
+    assert tight.stat().st_size < roomy.stat().st_size
+    assert 'width="96" height="96" class="pixelated"' in tight.read_text()  # shown as large
+    with pytest.raises(ValueError, match="budget must be"):
+        build_report(tiny_model, [], tmp_path / "c", budget=0)
+
+
 # ---------------------------------------------------------------------------- atomicity
 
 
@@ -267,7 +388,7 @@ def test_interrupted_build_leaves_no_report(
 ) -> None:
     out = tmp_path / "out"
     if older_report:
-        build_report(tiny_model, tiny_images, out, title="older")
+        build_report(tiny_model, tiny_images, out, title="older", assets=True)
     before = (out / REPORT_FILE).read_bytes() if older_report else None
     staged: list[Path] = []
 
@@ -278,7 +399,7 @@ def test_interrupted_build_leaves_no_report(
 
     add_section("interrupt-test", 35, interrupt)  # after predictions: its PNGs are staged
     with pytest.raises(error):
-        build_report(tiny_model, tiny_images, out, title="newer")
+        build_report(tiny_model, tiny_images, out, title="newer", assets=True)
 
     assert staged, "the builder should have run with a staging folder in place"
     assert leftovers(out) == []
@@ -329,7 +450,7 @@ def test_all_images_load_in_chromium(
     tiny_model: Model, tiny_images: list[np.ndarray], tmp_path: Path
 ) -> None:
     chromium = find_chromium()
-    report = build_report(tiny_model, tiny_images, tmp_path / "out")
+    report = build_report(tiny_model, tiny_images, tmp_path / "out", assets=True)
     assert 'data-cnnviz-images="loaded"' in dump_dom(chromium, report, tmp_path)
 
     # the marker can fail: a missing picture is reported as broken
@@ -362,7 +483,7 @@ def test_report_on_shared_models(
         pytest.skip(f"{SHARED_DATA} is absent")
     model = Model(SHARED_DATA / "models" / model_file, preprocess=preprocess)
     images = sorted(SHARED_DATA.glob(pattern))
-    page = build_report(model, images, tmp_path).read_text(encoding="utf-8")
+    page = build_report(model, images, tmp_path, assets=True).read_text(encoding="utf-8")
     assert section_ids(page)[:3] == ["model", "layers", "predictions"]
     for layer in model.layers:
         assert f"<code>{layer.name}</code>" in page
