@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnnviz_core import InputError, Model, TargetError
-from cnnviz_core.backward.compile import GraphBuilder, Name
+from cnnviz_core.backward.compile import GraphBuilder
+from cnnviz_core.backward.emitter import Name
 from cnnviz_core.targets import ResolvedTarget
 
 from .cam import default_layer, find_cam_head

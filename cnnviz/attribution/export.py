@@ -32,7 +32,8 @@ import onnx
 from onnx import TensorProto
 
 from cnnviz_core import InputError, Model
-from cnnviz_core.backward.compile import GraphBuilder, Name
+from cnnviz_core.backward.compile import GraphBuilder
+from cnnviz_core.backward.emitter import Name
 from cnnviz_core.targets import Class, ResolvedTarget, resolve_target
 
 from ..models import load_model

@@ -11,7 +11,8 @@ See :mod:`.registry` for the op table and how to add a rule.
 """
 
 from . import rules
-from .engine import BackwardPlan, Gradients, backward, forward_values, gradients, plan_backward
+from .engine import backward, gradients
+from .plan import BackwardPlan, Gradients, forward_values, plan_backward
 from .registry import (
     MODES,
     RELEVANCE_MODES,

@@ -30,7 +30,7 @@ from ..model import Model, SessionFactory
 from ..registry import VersionedRegistry
 
 if TYPE_CHECKING:
-    from .compile import Emitter
+    from .emitter import Emitter
 
 #: a backward mode: differs from the gradient at ReLU-like ops only (everything else has one
 #: true gradient): guided backprop (Springenberg et al. 2015), deconvnet (Zeiler & Fergus 2014)
@@ -114,7 +114,7 @@ class OpRule:
     def emit(self, call: NodeCall, grads: Sequence[str | None], g: Emitter) -> list[str | None]:
         """The VJP as ONNX nodes: ``grads`` are the graph tensors holding the outputs'
         cotangents (None for an unused output); write nodes with ``g`` (an
-        :class:`~.compile.Emitter`) and return the input cotangents' tensor names (None where
+        :class:`~.emitter.Emitter`) and return the input cotangents' tensor names (None where
         ``call.needs`` is False). ``call.node`` names the graph's tensors; ``call.inputs`` /
         ``call.outputs`` hold a probe forward's values (shapes; constant inputs' values)."""
         raise NotImplementedError

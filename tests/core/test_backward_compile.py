@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnviz_core import UnsupportedOpError
-from cnnviz_core.backward.compile import MIN_OPSET, Emitter, emit_rule
+from cnnviz_core.backward.compile import emit_rule
+from cnnviz_core.backward.emitter import MIN_OPSET, Emitter
 from cnnviz_core.backward.registry import RULES, OpRule, registered_rules, rule_for
 from tests.core.test_backward_rules import CASES, RELU_LIKE, Case, _as32, _call, _inputs
 

@@ -15,7 +15,7 @@ from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 #: Clip's bounds before opset 11 default to the float32 extremes
 _FLOAT_MAX = float(np.finfo(np.float32).max)

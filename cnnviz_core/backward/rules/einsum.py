@@ -22,7 +22,7 @@ from ...model import Model
 from ..registry import Grad, NodeCall, OpRule, register_rule
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 _ELLIPSIS = "..."
 

@@ -15,7 +15,7 @@ from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 
 def nd_index(shape: Sequence[int], indices: np.ndarray, batch_dims: int = 0) -> tuple:

@@ -22,7 +22,7 @@ from .nn import Conv
 from .shape import _Reduce
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 
 class _ReduceExtreme(_Reduce):

@@ -16,7 +16,7 @@ from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 
 def conv_1d_as_2d(call: NodeCall) -> NodeCall:

@@ -19,7 +19,7 @@ from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import unbroadcast
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 
 def standardize(

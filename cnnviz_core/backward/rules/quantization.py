@@ -27,7 +27,7 @@ from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 #: ONNX elem types of QuantizeLinear's ``output_dtype`` (opset 21) -> NumPy integer types
 _OUTPUT_DTYPES: dict[int, type[np.integer]] = {

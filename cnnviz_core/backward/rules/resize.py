@@ -19,7 +19,7 @@ from ...errors import UnsupportedOpError
 from ..registry import Grad, NodeCall, OpRule, register_rule
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 
 @dataclass(frozen=True)

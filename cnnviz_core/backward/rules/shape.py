@@ -12,7 +12,7 @@ from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import pad_maps, reshape_target, slice_index
 
 if TYPE_CHECKING:
-    from ..compile import Emitter
+    from ..emitter import Emitter
 
 
 def emit_index_map(
