@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from models import networks
 from table import RESULTS, print_table, write_json
 from timing import interleaved_best
 
@@ -38,58 +39,6 @@ FP32_CEILING_GFLOPS = 375.0
 #: multiply-adds x 2 of one forward pass at 224x224 (torchvision's figures)
 FORWARD_GFLOP_224 = {"vgg16": 2 * 15.47, "resnet18": 2 * 1.81}
 CLASS = 7
-
-
-def networks(size: int) -> dict[str, Any]:
-    """VGG-16 and ResNet-18 (torchvision's layouts) for ``size`` x ``size`` inputs."""
-    import torch
-    from torch import nn
-
-    def vgg16() -> nn.Module:
-        layers: list[nn.Module] = []
-        c = 3
-        for width, repeat in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
-            for _ in range(repeat):
-                layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
-                c = width
-            layers.append(nn.MaxPool2d(2))
-        side = size // 32
-        return nn.Sequential(
-            *layers, nn.Flatten(), nn.Linear(512 * side * side, 4096), nn.ReLU(),
-            nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000),
-        )  # fmt: skip
-
-    class Block(nn.Module):
-        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-            super().__init__()
-            self.a = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
-            )
-            self.b = nn.Sequential(
-                nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
-            )
-            self.down: nn.Module = (
-                nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                              nn.BatchNorm2d(c_out))
-                if stride != 1 or c_in != c_out else nn.Identity()
-            )  # fmt: skip
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.relu(self.b(self.a(x)) + self.down(x))
-
-    def resnet18() -> nn.Module:
-        blocks: list[nn.Module] = []
-        c = 64
-        for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            blocks += [Block(c, width, stride), Block(width, width, 1)]
-            c = width
-        return nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.MaxPool2d(3, 2, 1), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(512, 1000),
-        )  # fmt: skip
-
-    return {"resnet18": resnet18, "vgg16": vgg16}
 
 
 def captum_saliency(saliency: Any, x: Any) -> object:
