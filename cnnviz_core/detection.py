@@ -484,8 +484,7 @@ def depends_on_map(
 ) -> bool:
     """Whether a single-element target is computed from ``layer``'s tensor: its element's
     walk back to its grid (:func:`trace_element`) passes that tensor, or the grid has it among
-    its :func:`dominators`
-    (True when the element cannot be followed: nothing to say otherwise)."""
+    its :func:`dominators`; True when the element cannot be followed (nothing to say)."""
     tensor = model.tensor_name(layer)
     passed: list[str] = []
     grid, index = trace_element(model, target.tensor, target.index, batch, passed)
