@@ -173,7 +173,19 @@ class Emitter:
         return x if factor == 1.0 else self.mul(x, self.scalar(factor))
 
     def where(self, condition: Name, a: Name, b: Name) -> Name:
+        """Where (any dtype); float tensors on the backward path use :meth:`masked` or
+        :meth:`select`, which onnxruntime's CPU runs about 10x faster."""
         return self.op("Where", condition, a, b)
+
+    def masked(self, x: Name, condition: Name) -> Name:
+        """x where ``condition`` else 0, as x x Cast(condition): exact for finite float32 x
+        (the factor is 0 or 1)."""
+        return self.mul(x, self.op("Cast", condition, to=onnx.TensorProto.FLOAT))
+
+    def select(self, condition: Name, a: Name, b: Name) -> Name:
+        """Where(condition, a, b) for finite float32 tensors as two masked products (one of
+        them an exact 0)."""
+        return self.op("Add", self.masked(a, condition), self.masked(b, self.op("Not", condition)))
 
     def gated(self, passed: Name | None, dy: Name, mode: str, slope: float = 0.0) -> Name:
         """The ReLU-family backward in ONNX (:func:`~cnnviz_core.kernels.relu_backward`):
@@ -182,22 +194,23 @@ class Emitter:
         emitted_mode(mode)
         if mode == "deconvnet":
             return self.op("Relu", dy)
-        zero = self.scalar(0.0)
-        positive = self.op("Greater", dy, zero)
         assert passed is not None, "gradient and guided modes need the forward gate"
-        blocked = self.scale(dy, slope) if slope != 0 else zero
-        local = self.where(passed, dy, blocked)
-        return self.where(positive, local, zero) if mode == "guided" else local
+        if slope != 0:
+            local = self.select(passed, dy, self.scale(dy, slope))
+        else:
+            local = self.masked(dy, passed)
+        if mode == "guided":  # rectify the incoming signal dy
+            return self.masked(local, self.op("Greater", dy, self.scalar(0.0)))
+        return local
 
     def relu_from_output(self, y: Name, dy: Name, mode: str) -> Name:
-        """ReLU's backward read from its output ``y`` >= 0: dy x Sign(y) (the gate is 0 or 1,
-        so the product is exact), guided Relu(dy) x Sign(y), deconvnet Relu(dy): element-wise
-        ops cheaper than a Where."""
+        """ReLU's backward read from its output ``y`` >= 0: dy where y > 0 (:meth:`masked`),
+        guided Relu(dy) where y > 0, deconvnet Relu(dy)."""
         emitted_mode(mode)
         if mode == "deconvnet":
             return self.op("Relu", dy)
         signal = self.op("Relu", dy) if mode == "guided" else dy
-        return self.mul(signal, self.op("Sign", y))
+        return self.masked(signal, self.op("Greater", y, self.scalar(0.0)))
 
     def axis_matmul(self, x: Name, rank: int, axis: int, matrix: np.ndarray) -> Name:
         """A linear map along one axis: y[..., i, ...] = sum_j matrix[i, j] x[..., j, ...]

@@ -86,13 +86,13 @@ class PRelu(OpRule):
             if call.mode == "deconvnet":
                 out[0] = g.gated(None, dy, "deconvnet")
             else:
-                local = g.where(positive, dy, g.mul(slope, dy))
+                local = g.select(positive, dy, g.mul(slope, dy))
                 if call.mode == "guided":  # rectify the incoming signal dy
-                    local = g.where(g.op("Greater", dy, zero), local, zero)
+                    local = g.masked(local, g.op("Greater", dy, zero))
                 out[0] = local
         if call.needs[1]:
             shape = np.broadcast_shapes(np.shape(call.inputs[0]), np.shape(call.inputs[1]))
-            part = g.where(positive, zero, g.mul(dy, x))
+            part = g.masked(g.mul(dy, x), g.op("Not", positive))
             out[1] = g.unbroadcast(part, shape, np.shape(call.inputs[1]))
         return out
 
@@ -175,7 +175,7 @@ class HardSigmoid(OpRule):
         alpha, beta = call.attrs.get("alpha", 0.2), call.attrs.get("beta", 0.5)
         z = g.op("Add", g.scale(call.node.input[0], alpha), g.scalar(beta))
         inside = g.op("And", g.op("Greater", z, g.scalar(0.0)), g.op("Less", z, g.scalar(1.0)))
-        return [g.where(inside, g.scale(dy, alpha), g.scalar(0.0))]
+        return [g.masked(g.scale(dy, alpha), inside)]
 
 
 @register_rule("HardSwish")
@@ -197,8 +197,9 @@ class HardSwish(OpRule):
         assert dy is not None
         x = call.node.input[0]
         middle = g.op("Add", g.op("Div", x, g.scalar(3.0)), g.scalar(0.5))
-        low = g.where(g.op("Less", x, g.scalar(-3.0)), g.scalar(0.0), middle)
-        return [g.mul(dy, g.where(g.op("Greater", x, g.scalar(3.0)), g.scalar(1.0), low))]
+        low = g.masked(middle, g.op("GreaterOrEqual", x, g.scalar(-3.0)))
+        high = g.op("Greater", x, g.scalar(3.0))
+        return [g.mul(dy, g.select(high, g.scalar(1.0), low))]
 
 
 class _SoftmaxBase(OpRule):

@@ -227,7 +227,7 @@ class _Extremum(OpRule):
             if taken is not None:
                 mine = g.op("And", mine, g.op("Not", taken))
             taken = mine if taken is None else g.op("Or", taken, mine)
-            picked = g.where(mine, dy, g.scalar(0.0))
+            picked = g.masked(dy, mine)
             out.append(g.unbroadcast(picked, shape, np.shape(x)) if need else None)
         return out
 

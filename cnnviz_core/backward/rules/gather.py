@@ -163,12 +163,13 @@ class Where(OpRule):
         assert dy is not None
         shape = np.broadcast_shapes(*(np.shape(v) for v in call.inputs))
         chosen = g.op("Cast", call.node.input[0], to=onnx.TensorProto.BOOL)
-        zero = g.scalar(0.0)
         out: list[str | None] = [None, None, None]
         if call.needs[1]:
-            out[1] = g.unbroadcast(g.where(chosen, dy, zero), shape, np.shape(call.inputs[1]))
+            out[1] = g.unbroadcast(g.masked(dy, chosen), shape, np.shape(call.inputs[1]))
         if call.needs[2]:
-            out[2] = g.unbroadcast(g.where(chosen, zero, dy), shape, np.shape(call.inputs[2]))
+            out[2] = g.unbroadcast(
+                g.masked(dy, g.op("Not", chosen)), shape, np.shape(call.inputs[2])
+            )
         return out
 
 

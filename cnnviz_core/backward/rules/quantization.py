@@ -127,7 +127,7 @@ class QuantizeLinear(OpRule):
             g.op("GreaterOrEqual", q, g.scalar(info.min)),
             g.op("LessOrEqual", q, g.scalar(info.max)),
         )
-        out[0] = g.where(inside, g.op("Div", dq, scale_c), g.scalar(0.0))
+        out[0] = g.masked(g.op("Div", dq, scale_c), inside)
         return out
 
 
