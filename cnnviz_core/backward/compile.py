@@ -39,10 +39,11 @@ from ..targets import (
     resolve_known,
     resolve_targets,
     score_tensor,
+    seed_tensors,
     seeded_scores,
 )
 from .emitter import EMITTED_MODES, MIN_OPSET, Emitter, Name, emitted_mode
-from .plan import BackwardPlan, Gradients, forward_values, plan_backward
+from .plan import BackwardPlan, Gradients, check_cotangent, forward_values, plan_backward
 from .registry import NodeCall, OpRule
 
 
@@ -209,6 +210,7 @@ class GraphBuilder(Emitter):
         self._forwards = 0
         self._probe_batch = probe_batch
         self._probes: dict[tuple[str, ...], tuple[BackwardPlan, dict[str, np.ndarray]]] = {}
+        self._dims: dict[str, list[int | str]] = {}
         self._constants_added = False
 
     # ------------------------------------------------------------------------ interface
@@ -295,27 +297,34 @@ class GraphBuilder(Emitter):
             )
         }
 
-    def probe(self, seeds: Sequence[str]) -> tuple[BackwardPlan, dict[str, np.ndarray]]:
-        """The plan from ``seeds`` back to the input and a probe forward's values (cached)."""
+    def probe(
+        self, seeds: Sequence[str], keep: Sequence[str] = ()
+    ) -> tuple[BackwardPlan, dict[str, np.ndarray]]:
+        """The plan from ``seeds`` back to the input and a probe forward's values (cached by
+        seeds; ``keep``: other tensors the first probe also reads, for :meth:`dims`)."""
         key = tuple(sorted(seeds))
         if key not in self._probes:
             plan = plan_backward(self.model, list(key))
             batch = np.zeros((self._probe_batch, *self.image_shape), np.float32)
             batch += np.linspace(-1, 1, batch[0].size, dtype=np.float32).reshape(batch.shape[1:])
-            values = forward_values(self.model, batch, plan, keep=list(key))
+            kept = [*key, *(self.model.tensor_name(t) for t in keep if t != self.model.input_name)]
+            values = forward_values(self.model, batch, plan, keep=kept)
             self._probes[key] = (plan, values)
         return self._probes[key]
 
     def dims(self, tensor: str) -> list[int | str]:
-        """A model tensor's shape with the batch as ``N`` (from a probe forward)."""
+        """A model tensor's shape with the batch as ``N`` (from a probe forward, else from
+        a forward run of its own)."""
+        if tensor == self.model.input_name:
+            return ["N", *self.image_shape]
         for _, values in self._probes.values():
             if tensor in values:
                 return ["N", *values[tensor].shape[1:]]
-        if tensor == self.model.input_name:
-            return ["N", *self.image_shape]
-        batch = np.zeros((1, *self.image_shape), np.float32)
-        value = self.model.run(batch, taps=[tensor], outputs=False)[tensor]
-        return ["N", *value.shape[1:]]
+        if tensor not in self._dims:
+            batch = np.zeros((1, *self.image_shape), np.float32)
+            value = self.model.run(batch, taps=[tensor], outputs=False)[tensor]
+            self._dims[tensor] = ["N", *value.shape[1:]]
+        return self._dims[tensor]
 
     def backward(
         self,
@@ -336,9 +345,11 @@ class GraphBuilder(Emitter):
         metadata: Mapping[str, str] | None = None,
         name: str = "explainer",
         full_check: bool = True,
+        check: bool = True,
     ) -> onnx.ModelProto:
         """The ModelProto, checked by ``onnx.checker.check_model`` (``full_check``: with
-        shape inference, which needs every output's rank)."""
+        shape inference, which needs every output's rank; ``check=False``: not checked, for
+        graphs that only onnxruntime loads, which checks them itself)."""
         graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
         proto = helper.make_model(
             graph,
@@ -350,7 +361,8 @@ class GraphBuilder(Emitter):
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.checker.check_model(proto, full_check=full_check)
+        if check:
+            onnx.checker.check_model(proto, full_check=full_check)
         return proto
 
     def _add_constants(self) -> None:
@@ -375,6 +387,8 @@ class CompiledPass:
         seeds: the seeded tensors.
         wrt: the tensors whose gradients come out (the input first).
         values: the tensors whose values come out (seeds and layers).
+        cotangent_inputs: the graph inputs of the seeds' cotangents (``classes`` False).
+        cotangent_shapes: their shapes without the batch axis.
     """
 
     session: Any
@@ -384,6 +398,7 @@ class CompiledPass:
     wrt: tuple[str, ...]
     values: tuple[str, ...]
     cotangent_inputs: tuple[str, ...]
+    cotangent_shapes: tuple[tuple[int, ...], ...]
 
     def run(
         self, batch: np.ndarray, feed: np.ndarray | Sequence[np.ndarray]
@@ -394,7 +409,10 @@ class CompiledPass:
         if self.classes:
             inputs["classes"] = np.asarray(feed, np.int64)
         else:
-            for name, value in zip(self.cotangent_inputs, feed):
+            for name, value, shape, seed in zip(
+                self.cotangent_inputs, feed, self.cotangent_shapes, self.seeds
+            ):
+                check_cotangent(seed, np.asarray(value), (len(batch), *shape))
                 inputs[name] = np.ascontiguousarray(value, np.float32)
         outputs = self.session.run(None, inputs)
         grads = dict(zip(self.wrt, outputs[: len(self.wrt)]))
@@ -403,6 +421,10 @@ class CompiledPass:
 
 #: compiled passes per model, by (seeds, wrt, mode, image shape, classes)
 _passes: weakref.WeakKeyDictionary[Model, dict[tuple, CompiledPass]] = weakref.WeakKeyDictionary()
+#: why a pass could not be compiled, by the same keys (error type and message)
+_refused: weakref.WeakKeyDictionary[Model, dict[tuple, tuple[type[Exception], str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def compiled_pass(
@@ -422,8 +444,16 @@ def compiled_pass(
     shape = tuple(image_shape or model.input_shape)
     key = (None if seeds is None else tuple(seeds), tuple(wrt), mode, shape)
     cache = _passes.setdefault(model, {})
+    refused = _refused.setdefault(model, {})
+    if key in refused:  # building again would fail again, after the same work
+        kind, message = refused[key]
+        raise kind(message)
     if key not in cache:
-        cache[key] = _build_pass(model, seeds, tuple(wrt), mode, shape)
+        try:
+            cache[key] = _build_pass(model, seeds, tuple(wrt), mode, shape)
+        except (UnsupportedOpError, InputError) as error:
+            refused[key] = (type(error), str(error))
+            raise
     return cache[key]
 
 
@@ -436,9 +466,13 @@ def _build_pass(
 ) -> CompiledPass:
     builder = GraphBuilder(model, image_shape=shape)
     builder.portable = False  # run by onnxruntime only: MaxUnpool is allowed
+    seeded = [score_tensor(builder.model)] if seeds is None else list(seeds)
+    _check_names_kept(model, builder.model, seeded, wrt)
+    builder.probe(seeded, keep=wrt)  # one probe forward for every shape the pass needs
     x = builder.add_input(model.input_name, TensorProto.FLOAT, ["N", *shape])
     names = builder.forward(x)
     cotangents: list[str] = []
+    shapes: list[tuple[int, ...]] = []
     if seeds is None:
         given = builder.add_input("classes", TensorProto.INT64, ["N"])
         negative = builder.op("Less", given, builder.const(0, np.int64, "zero"))
@@ -453,6 +487,7 @@ def _build_pass(
             )
             seed_names[tensor] = cotangent
             cotangents.append(cotangent)
+            shapes.append(tuple(values[tensor].shape[1:]))
     grads = builder.backward(names, seed_names, list(wrt), mode)
     for k, tensor in enumerate(wrt):
         dims = builder.dims(tensor)
@@ -461,11 +496,39 @@ def _build_pass(
     for k, tensor in enumerate(shown):
         dims = builder.dims(tensor)
         builder.add_output(f"cnnviz_value_{k}", names[tensor], TensorProto.FLOAT, dims)
-    proto = builder.to_model({"cnnviz.mode": mode}, name=f"{model.name}_backward", full_check=False)
+    proto = builder.to_model({"cnnviz.mode": mode}, name=f"{model.name}_backward", check=False)
     session = model.session_factory(proto)
     return CompiledPass(
-        session, proto, seeds is None, tuple(seed_names), wrt, shown, tuple(cotangents)
+        session,
+        proto,
+        seeds is None,
+        tuple(seed_names),
+        wrt,
+        shown,
+        tuple(cotangents),
+        tuple(shapes),
     )
+
+
+def _check_names_kept(
+    model: Model, converted: Model, seeds: Sequence[str], wrt: Sequence[str]
+) -> None:
+    """Raise :class:`UnsupportedOpError` when the opset conversion of ``model`` (see
+    :func:`at_least_opset`) lost a tensor the pass seeds or reads (onnx's adapters rebuild
+    some nodes, e.g. an opset-11 Softmax)."""
+    if converted is model:
+        return
+    kept = {t for n in converted.runnable.graph.node for t in n.output}
+    kept |= {i.name for i in converted.runnable.graph.input}
+    lost = [t for t in [*seeds, *wrt] if t not in kept]
+    if not lost and score_tensor(converted) != score_tensor(model):
+        lost = [score_tensor(model)]
+    if lost:
+        raise UnsupportedOpError(
+            f"converting model {model.name!r} to opset {MIN_OPSET} for a compiled graph "
+            f"renames tensor {lost[0]!r}; re-export the model at opset {MIN_OPSET} or later, "
+            "or use the engine (forward='onnxruntime')"
+        )
 
 
 def compiled_gradients(
@@ -500,16 +563,23 @@ def compiled_gradients(
             grads, values = _run_chunks(model, compiled, batch, classes)
             resolved = resolve_targets(model, batch, known, values)
         else:
-            resolved = resolve_targets(model, batch, known)
-            seeds_in = cotangents(model, batch, resolved)
-            compiled = compiled_pass(model, tuple(seeds_in), sources, checked_mode, shape)
-            grads, values = _run_chunks(model, compiled, batch, list(seeds_in.values()))
+            seeded = tuple(seed_tensors(model, known))
+            compiled = compiled_pass(model, seeded, sources, checked_mode, shape)
+            # the seeded tensors' shapes from the pass's probe (no forward run to read them)
+            shaped = {
+                t: np.broadcast_to(np.float32(0), (len(batch), *s))
+                for t, s in zip(compiled.seeds, compiled.cotangent_shapes)
+            }
+            resolved = resolve_targets(model, batch, known, shaped)
+            seeds_in = cotangents(model, batch, resolved, shaped)
+            feed = [seeds_in[t] for t in compiled.seeds]
+            grads, values = _run_chunks(model, compiled, batch, feed)
         seeds = cotangents(model, batch, resolved, values)
     values = {**values, model.input_name: batch}
     out = {model.input_name: grads[model.input_name]}
     for w, t in layers.items():
         out[w] = grads[t]
-    return Gradients(out, seeded_scores(seeds, values), resolved, seeds, values)
+    return Gradients(out, seeded_scores(seeds, values), resolved, seeds, values, forward="compiled")
 
 
 def _run_chunks(

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .. import graph
-from ..errors import InputError
+from ..errors import InputError, UnsupportedOpError
 from ..model import Model
 from ..targets import (
     ResolvedTarget,
@@ -20,7 +20,8 @@ from ..targets import (
     seeded_scores,
 )
 from .compile import compiled_gradients
-from .plan import BackwardPlan, Gradients, forward_values, plan_backward
+from .emitter import EMITTED_MODES
+from .plan import BackwardPlan, Gradients, check_cotangent, forward_values, plan_backward
 from .registry import (
     MODES,
     RELEVANCE_MODES,
@@ -97,7 +98,7 @@ def gradients(
     *,
     wrt: Sequence[str] = (),
     mode: str | Relevance = "gradient",
-    forward: str = "onnxruntime",
+    forward: str = "auto",
 ) -> Gradients:
     """Scores and gradients of the targets of a batch w.r.t. the input and any intermediate
     tensors, from one forward run and one backward pass: the engine's entry point.
@@ -118,18 +119,33 @@ def gradients(
             forward runs on its baseline), ``lrp-epsilon`` / ``lrp-gamma`` /
             ``lrp-alphabeta`` / :class:`~.relevance.LRP`, where ``grads`` hold relevances
             (DeepLIFT: contributions to f(x) - f(baseline)).
-        forward: ``onnxruntime`` (float32), ``numpy`` (the batch's dtype, e.g. float64: the
-            oracle) or ``compiled`` (float32: forward and backward as one ONNX graph run by
+        forward: ``compiled`` (float32: forward and backward as one ONNX graph run by
             onnxruntime, see :func:`~.compile.compiled_gradients`; gradient, guided and
-            deconvnet modes only).
+            deconvnet modes only), ``onnxruntime`` (float32: onnxruntime's forward with taps,
+            the backward in NumPy / native kernels), ``numpy`` (the batch's dtype, e.g.
+            float64: the oracle), or ``auto`` (default): ``compiled`` when the mode and every
+            op on the path have an ONNX emission (the graph is built once per model, targets,
+            ``wrt``, mode and image shape, then cached), else ``onnxruntime``; both are exact
+            to float32 rounding and the compiled graph is the faster (README, "Gradients").
+            ``Gradients.forward`` says which ran.
 
     Raises:
         TargetError: a target out of range, or a list whose length is not the batch size.
         InputError: a cotangent whose shape is not its tensor's, or an unknown mode.
         UnsupportedOpError: an op on the path without a backward rule.
     """
-    if forward == "compiled":
-        return compiled_gradients(model, batch, target, wrt=wrt, mode=mode)
+    if forward == "compiled" or (
+        forward == "auto" and isinstance(mode, str) and mode in EMITTED_MODES
+    ):
+        try:
+            return compiled_gradients(model, batch, target, wrt=wrt, mode=mode)
+        except (UnsupportedOpError, InputError):
+            if forward == "compiled":
+                raise
+            # an op or attribute without an emission, or a non-float32 model: the engine
+            # covers it (or raises its own error for a bad target or an op without a rule)
+    if forward == "auto":
+        forward = "onnxruntime"
     if isinstance(target, Mapping):
         known: list[ResolvedTarget | None] = []
         seeded = list(dict.fromkeys(model.tensor_name(k) for k in target))
@@ -161,7 +177,8 @@ def gradients(
     grads = {model.input_name: result[plan.source]}
     for w, t in layers.items():
         grads[w] = result[t] if t in result else np.zeros_like(values[t])
-    return Gradients(grads, seeded_scores(seeds, values), resolved, seeds, values, references or {})
+    scores = seeded_scores(seeds, values)
+    return Gradients(grads, scores, resolved, seeds, values, references or {}, forward)
 
 
 def _given_cotangents(
@@ -173,10 +190,7 @@ def _given_cotangents(
     """Explicit cotangents keyed by tensor name, in the forward's dtype, shapes checked."""
     seeds = {model.tensor_name(k): np.asarray(v, dtype) for k, v in cotangents.items()}
     for name, seed in seeds.items():
-        if seed.shape != values[name].shape:
-            raise InputError(
-                f"cotangent for {name!r} has shape {seed.shape}; the tensor is {values[name].shape}"
-            )
+        check_cotangent(name, seed, values[name].shape)
     return seeds
 
 

@@ -131,6 +131,14 @@ def plan_backward(
     return BackwardPlan(tuple(nodes), source, seed_tensors, opset, model.session_factory)
 
 
+def check_cotangent(name: str, cotangent: np.ndarray, shape: Sequence[int]) -> None:
+    """Raise :class:`InputError` when an explicit cotangent is not shaped like its tensor."""
+    if tuple(cotangent.shape) != tuple(shape):
+        raise InputError(
+            f"cotangent for {name!r} has shape {cotangent.shape}; the tensor is {tuple(shape)}"
+        )
+
+
 def forward_values(
     model: Model,
     batch: np.ndarray,
@@ -194,9 +202,11 @@ class Gradients:
         scores: (N,) float64, each image's explained scalar: sum of cotangent x tensor.
         targets: the resolved target of each image (empty when cotangents were given).
         seeds: seeded tensor -> (N, ...) cotangent.
-        values: the forward values read (every tensor on the path, seeds and ``wrt``
-            included), keyed by tensor name.
+        values: the forward values read, keyed by tensor name: every tensor on the path
+            (the engine) or the seeds and ``wrt`` (the compiled graph), the input included.
         references: DeepLIFT: the same tensors' values on the baseline (else empty).
+        forward: the path that computed them: ``compiled``, ``onnxruntime`` or ``numpy``
+            (see :func:`~.engine.gradients`).
     """
 
     grads: dict[str, np.ndarray]
@@ -205,3 +215,4 @@ class Gradients:
     seeds: dict[str, np.ndarray]
     values: dict[str, np.ndarray]
     references: dict[str, np.ndarray] = field(default_factory=dict)
+    forward: str = "onnxruntime"

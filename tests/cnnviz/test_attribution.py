@@ -37,6 +37,7 @@ from cnnviz.attribution.base import bilinear_resize
 from cnnviz.data import make_shapes
 from cnnviz.render import apply_colormap, build_report, overlay
 from cnnviz_core import InputError, Model, TargetError, UnsupportedOpError
+from cnnviz_core.backward.compile import CompiledPass
 from tests.conftest import make_graph_model
 
 N = 3
@@ -173,16 +174,23 @@ def test_bad_targets_raise(model: Model, batch: np.ndarray, target, message: str
 def test_predicted_class_costs_no_extra_forward(
     model: Model, batch: np.ndarray, monkeypatch: pytest.MonkeyPatch, method, runs: int
 ) -> None:
-    """target=None reads the predicted class from the technique's own forward runs."""
+    """target=None reads the predicted class from the technique's own forward runs (the
+    model's, or a compiled forward + backward pass's)."""
     predicted = model.scores(batch).argmax(axis=1).tolist()
+    method(model, batch, None)  # compiled passes built (their probe forward is one-off)
     calls = []
-    run = model.run
+    run, compiled_run = model.run, CompiledPass.run
 
     def counted(*args, **kwargs):
         calls.append(args)
         return run(*args, **kwargs)
 
+    def counted_pass(self, *args, **kwargs):
+        calls.append(args)
+        return compiled_run(self, *args, **kwargs)
+
     monkeypatch.setattr(model, "run", counted)
+    monkeypatch.setattr(CompiledPass, "run", counted_pass)
     result = method(model, batch, None)
     assert len(calls) == runs
     assert [t.class_index for t in result.targets] == predicted
