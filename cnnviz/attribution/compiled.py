@@ -243,20 +243,43 @@ def _cam_map(e: Explainer, tensor: Name, weights: Name, relu: bool, normalize: b
     """The CAM template (:func:`~.cam.class_activation_map`) on (N, K) channel weights."""
     g = e.builder
     w = g.op("Unsqueeze", weights, g.ints([2, 3]))
-    low = g.reduce_sum(g.mul(w, tensor), [1], keepdims=False)
+    return _cam_finish(e, g.reduce_sum(g.mul(w, tensor), [1], keepdims=False), relu, normalize)
+
+
+def _elementwise_cam_map(
+    e: Explainer, tensor: Name, weights: Name, relu: bool, normalize: bool
+) -> Name:
+    """The CAM template on (N, K, h, w) element-wise weights (LayerCAM, HiResCAM):
+    ``sum_k w_kij A_kij``."""
+    g = e.builder
+    return _cam_finish(
+        e, g.reduce_sum(g.mul(weights, tensor), [1], keepdims=False), relu, normalize
+    )
+
+
+def _cam_finish(e: Explainer, low: Name, relu: bool, normalize: bool) -> Name:
+    """The template's tail on the (N, h, w) layer map: ReLU, upsampling, normalisation."""
+    g = e.builder
     if relu:
         low = g.op("Relu", low)
     maps = _resize_to_input(g, low, e.model)
     return _per_image_normalize(g, maps) if normalize else maps
 
 
-def _gradcam(e: Explainer, layer: str | None, relu: bool, normalize: bool) -> tuple[Name, str]:
+def _layer_gradient(e: Explainer, layer: str | None) -> tuple[str, Name, Name]:
+    """(the layer's model tensor, its activations A, the target's gradient w.r.t. A), both
+    (N, K, h, w) graph tensors, at ``layer`` or :func:`~.cam.default_layer`."""
     g, model = e.builder, e.model
-    chosen = layer or default_layer(model)
-    tensor = model.tensor_name(chosen)
+    tensor = model.tensor_name(layer or default_layer(model, e.target))
     grads = g.backward(e.names, e.seeds(e.names, e.classes), [tensor])[tensor]
+    return tensor, e.names[tensor], grads
+
+
+def _gradcam(e: Explainer, layer: str | None, relu: bool, normalize: bool) -> tuple[Name, str]:
+    g = e.builder
+    tensor, activations, grads = _layer_gradient(e, layer)
     weights = g.reduce("ReduceMean", grads, [2, 3], keepdims=False)
-    return _cam_map(e, e.names[tensor], weights, relu, normalize), tensor
+    return _cam_map(e, activations, weights, relu, normalize), tensor
 
 
 def compile_gradcam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
@@ -271,6 +294,57 @@ def compile_guided_gradcam(e: Explainer) -> Compiled:
     coarse, tensor = _gradcam(e, e.layer, True, True)
     fine = e.input_gradient(e.names, e.classes, "guided")
     return Compiled(g.mul(fine, g.op("Unsqueeze", coarse, g.ints([1]))), "(N, C, H, W)", tensor)
+
+
+def compile_gradcam_pp(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
+    """:func:`~.cam_variants.gradcam_pp` (Grad-CAM++, Chattopadhay et al. 2018): channel
+    weights ``w_k = sum_ij alpha_kij ReLU(g_kij)``, ``alpha = g^2 / (2 g^2 + S_k g^3)`` with
+    ``S_k = sum_ab A_kab`` (0 where the denominator is 0). Written as the equal
+    ``ReLU(g) / (2 + S_k g)`` where ``g > 0`` and ``2 + S_k g != 0``, else 0: the Python
+    weights are float64, and in float32 ``g^2`` and ``g^3`` underflow for small gradients
+    where the quotient does not."""
+    g = e.builder
+    tensor, activations, grads = _layer_gradient(e, e.layer)
+    total = g.reduce_sum(activations, [2, 3], keepdims=True)  # S (N, K, 1, 1)
+    denominator = g.op("Add", g.scalar(2.0), g.mul(total, grads))
+    defined = g.op(
+        "And",
+        g.op("Greater", grads, g.scalar(0.0)),
+        g.op("Not", g.op("Equal", denominator, g.scalar(0.0))),
+    )
+    safe = g.where(defined, denominator, g.scalar(1.0))
+    terms = g.masked(g.op("Div", g.op("Relu", grads), safe), defined)
+    weights = g.reduce_sum(terms, [2, 3], keepdims=False)
+    return Compiled(_cam_map(e, activations, weights, relu, normalize), "(N, H, W)", tensor)
+
+
+def compile_xgradcam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
+    """:func:`~.cam_variants.xgradcam` (XGrad-CAM, Fu et al. 2020): channel weights
+    ``w_k = sum_ij g_kij A_kij / sum_ij A_kij`` (0 where the activations sum to 0)."""
+    g = e.builder
+    tensor, activations, grads = _layer_gradient(e, e.layer)
+    total = g.reduce_sum(activations, [2, 3], keepdims=False)
+    weighted = g.reduce_sum(g.mul(grads, activations), [2, 3], keepdims=False)
+    nonzero = g.op("Not", g.op("Equal", total, g.scalar(0.0)))
+    weights = g.masked(g.op("Div", weighted, g.where(nonzero, total, g.scalar(1.0))), nonzero)
+    return Compiled(_cam_map(e, activations, weights, relu, normalize), "(N, H, W)", tensor)
+
+
+def compile_layercam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
+    """:func:`~.cam_variants.layercam` (LayerCAM, Jiang et al. 2021): element-wise weights
+    ``ReLU(g)`` (N, K, h, w): ``map = sum_k ReLU(g_k) A_k``."""
+    g = e.builder
+    tensor, activations, grads = _layer_gradient(e, e.layer)
+    maps = _elementwise_cam_map(e, activations, g.op("Relu", grads), relu, normalize)
+    return Compiled(maps, "(N, H, W)", tensor)
+
+
+def compile_hirescam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
+    """:func:`~.cam_variants.hirescam` (HiResCAM, Draelos & Carin 2020): element-wise weights
+    ``g`` (N, K, h, w): ``map = sum_k g_k A_k``."""
+    tensor, activations, grads = _layer_gradient(e, e.layer)
+    maps = _elementwise_cam_map(e, activations, grads, relu, normalize)
+    return Compiled(maps, "(N, H, W)", tensor)
 
 
 def compile_cam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
