@@ -158,28 +158,49 @@ def compile_deconvnet(e: Explainer) -> Compiled:
 
 
 def compile_integrated_gradients(
-    e: Explainer, *, steps: int = 64, baseline: str = "zeros", rule: str = "middle"
+    e: Explainer,
+    *,
+    steps: int = 64,
+    baseline: str | np.ndarray = "zeros",
+    rule: str = "middle",
+    blur_sigma: float | None = None,
 ) -> Compiled:
     """:func:`~.integrated_gradients.integrated_gradients`: every (image, step) path point
     of the Riemann sum in one batch (N * steps) through a second forward copy; the targets
-    are the clean images' (as the Python method resolves them)."""
+    are the clean images' (as the Python method resolves them). ``baseline``: ``zeros``,
+    ``black``, ``blur`` (each image blurred in the graph: :func:`_blurred`) or one image as
+    an array, (C, H, W) or (1, C, H, W) or broadcastable to it, baked as an initializer."""
     g, model = e.builder, e.model
     if steps < 1:
         raise InputError(f"integrated gradients needs steps >= 1; got {steps}")
+    is_blur = isinstance(baseline, str) and baseline == "blur"
+    if blur_sigma is not None and not is_blur:
+        kind = "an array" if isinstance(baseline, np.ndarray) else repr(baseline)
+        raise InputError(f"blur_sigma= applies to baseline='blur'; got the baseline {kind}")
     alphas, weights = path_points(steps, rule)
-    if baseline == "zeros":
-        base = np.zeros((1, 1, *model.input_shape), np.float32)
-    elif baseline == "black":
-        black = np.zeros((*model.input_shape[1:], 3), np.uint8)
-        base = model.prepare([black])[None]
-    else:
-        raise InputError(
-            f"a compiled integrated gradients takes baseline 'zeros' or 'black' (of {BASELINES}); "
-            f"got {baseline!r}: 'blur' and arrays run in the engine (cnnviz.explain)"
-        )
     count = len(alphas)
     x5, classes = e.repeated(count)
-    base_c = g.const(base, hint="baseline")
+    notes = {"cnnviz.steps": str(steps), "cnnviz.rule": rule}
+    if isinstance(baseline, np.ndarray):
+        base_c = g.const(_baseline_array(baseline, model), hint="baseline")
+        notes["cnnviz.baseline"] = f"array {tuple(baseline.shape)} (baked initializer)"
+    elif is_blur:
+        sigma = blur_sigma if blur_sigma is not None else max(model.input_shape[1:]) / 16
+        base_c = g.op("Unsqueeze", _blurred(g, e.x, model, sigma), g.ints([1]))
+        notes["cnnviz.baseline"] = "blur"
+        notes["cnnviz.blur_sigma"] = repr(float(sigma))
+    elif baseline in ("zeros", "black"):
+        if baseline == "zeros":
+            base = np.zeros((1, 1, *model.input_shape), np.float32)
+        else:
+            black = np.zeros((*model.input_shape[1:], 3), np.uint8)
+            base = model.prepare([black])[None]
+        base_c = g.const(base, hint="baseline")
+        notes["cnnviz.baseline"] = baseline
+    else:
+        raise InputError(
+            f"unknown baseline {baseline!r}; choose one of {BASELINES} or a (C, H, W) array"
+        )
     a = g.const(alphas.astype(np.float32).reshape(1, -1, 1, 1, 1), hint="alphas")
     delta = g.op("Sub", x5, base_c)  # (N, 1, C, H, W)
     path = g.op("Add", base_c, g.mul(a, delta))  # (N, steps, C, H, W)
@@ -191,8 +212,60 @@ def compile_integrated_gradients(
     total = g.reduce_sum(g.mul(per_image, w), [1], keepdims=True)
     attributions = g.mul(delta, total)  # (N, 1, C, H, W)
     maps = g.reduce_sum(attributions, [1, 2], keepdims=False)
-    notes = {"cnnviz.steps": str(steps), "cnnviz.baseline": baseline, "cnnviz.rule": rule}
     return Compiled(maps, "(N, H, W)", notes=notes)
+
+
+def _baseline_array(baseline: np.ndarray, model: Model) -> np.ndarray:
+    """A user's baseline image as a (1, 1, C, H, W)-broadcastable float32 initializer
+    (:func:`~.integrated_gradients.make_baseline` broadcasts it to the batch)."""
+    image = (1, *model.input_shape)
+    try:
+        fits = baseline.ndim <= 4 and np.broadcast_shapes(baseline.shape, image) == image
+    except ValueError:
+        fits = False
+    if not fits:
+        batch = baseline.ndim == 4 and baseline.shape[0] > 1
+        why = ": one baseline for every image, a graph's batch size is not fixed" if batch else ""
+        raise InputError(
+            f"baseline= array must be one preprocessed image, shape (C, H, W) = "
+            f"{model.input_shape} or (1, C, H, W) (or broadcastable to it, e.g. (C, 1, 1)); "
+            f"got {baseline.shape}{why}"
+        )
+    array = np.asarray(baseline, np.float32)
+    return array.reshape((1,) * (5 - array.ndim) + array.shape)
+
+
+def blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """:func:`~.perturbation.gaussian_blur` along one axis of ``size`` as a (size, size)
+    float32 matrix ``M`` (``y_i = sum_j M_ij x_j``): the same float32 taps (radius
+    ceil(3 sigma)) and borders (reflected without repeating the edge, as numpy's
+    ``reflect``, or the edge repeated when the axis is not longer than the radius)."""
+    if sigma <= 0:
+        return np.eye(size, dtype=np.float32)
+    radius = int(np.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    matrix = np.zeros((size, size), np.float64)
+    for i in range(size):
+        for k, tap in enumerate(taps):
+            j = i + k - radius
+            if size > radius:  # numpy's reflect: -1 -> 1, size -> size - 2
+                j = -j if j < 0 else 2 * (size - 1) - j if j >= size else j
+            else:
+                j = min(max(j, 0), size - 1)
+            matrix[i, j] += float(tap)
+    return matrix.astype(np.float32)
+
+
+def _blurred(g: GraphBuilder, x: Name, model: Model, sigma: float) -> Name:
+    """Each image of ``x`` (N, C, H, W) Gaussian-blurred as
+    :func:`~.perturbation.gaussian_blur` blurs it (rows, then columns): one MatMul per axis
+    with :func:`blur_matrix` (the borders are in the matrix, no Pad)."""
+    if sigma <= 0:
+        return x
+    height, width = model.input_shape[1:]
+    rows = g.axis_matmul(x, 4, 2, blur_matrix(height, sigma))
+    return g.axis_matmul(rows, 4, 3, blur_matrix(width, sigma))
 
 
 def smoothgrad_noise(model: Model, samples: int = 25, seed: int = 0) -> np.ndarray:
