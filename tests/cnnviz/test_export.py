@@ -142,6 +142,9 @@ SHAPES_CASES: dict[str, tuple[str, Any, dict]] = {
     "layercam-shallow": ("layercam", None, {"layer": "relu_1"}),
     "hirescam-raw": ("hirescam", None, {"relu": False, "normalize": False}),
     "gradcam++-channel": ("gradcam++", Channel("relu_3", 5), {"layer": "relu_2"}),
+    # a neuron before the last map: the default layer is the one it depends on (max_pool2d_1)
+    "gradcam-neuron": ("gradcam", Neuron("relu_2", 36, 1, 1), {}),
+    "layercam-neuron": ("layercam", Neuron("relu_2", 36, 1, 1), {}),
     "gradcam-class": ("gradcam", 2, {}),
     "saliency-label": ("saliency", "star", {}),
     "guided-channel": ("guided", Channel("relu_2", 3), {}),
@@ -229,6 +232,9 @@ def test_ig_baselines_are_recorded(shapes_jobs):
     assert json.loads(meta("ig-array")["cnnviz.options"])["baseline"] == "array (3, 64, 64)"
     assert meta("ig-array")["cnnviz.baseline"].startswith("array (3, 64, 64)")
     assert meta("layercam-shallow")["cnnviz.layer"] == "relu_1"
+    assert meta("gradcam-neuron")["cnnviz.layer"] == meta("layercam-neuron")["cnnviz.layer"]
+    assert meta("gradcam-neuron")["cnnviz.layer"] == "max_pool2d_1"
+    assert (shapes_jobs["layercam-neuron"].expected.max(axis=(1, 2)) == 1).all()  # all active
 
 
 def test_model_without_stated_preprocessing_takes_its_own_input(tmp_path):
