@@ -158,28 +158,49 @@ def compile_deconvnet(e: Explainer) -> Compiled:
 
 
 def compile_integrated_gradients(
-    e: Explainer, *, steps: int = 64, baseline: str = "zeros", rule: str = "middle"
+    e: Explainer,
+    *,
+    steps: int = 64,
+    baseline: str | np.ndarray = "zeros",
+    rule: str = "middle",
+    blur_sigma: float | None = None,
 ) -> Compiled:
     """:func:`~.integrated_gradients.integrated_gradients`: every (image, step) path point
     of the Riemann sum in one batch (N * steps) through a second forward copy; the targets
-    are the clean images' (as the Python method resolves them)."""
+    are the clean images' (as the Python method resolves them). ``baseline``: ``zeros``,
+    ``black``, ``blur`` (each image blurred in the graph: :func:`_blurred`) or one image as
+    an array, (C, H, W) or (1, C, H, W) or broadcastable to it, baked as an initializer."""
     g, model = e.builder, e.model
     if steps < 1:
         raise InputError(f"integrated gradients needs steps >= 1; got {steps}")
+    is_blur = isinstance(baseline, str) and baseline == "blur"
+    if blur_sigma is not None and not is_blur:
+        kind = "an array" if isinstance(baseline, np.ndarray) else repr(baseline)
+        raise InputError(f"blur_sigma= applies to baseline='blur'; got the baseline {kind}")
     alphas, weights = path_points(steps, rule)
-    if baseline == "zeros":
-        base = np.zeros((1, 1, *model.input_shape), np.float32)
-    elif baseline == "black":
-        black = np.zeros((*model.input_shape[1:], 3), np.uint8)
-        base = model.prepare([black])[None]
-    else:
-        raise InputError(
-            f"a compiled integrated gradients takes baseline 'zeros' or 'black' (of {BASELINES}); "
-            f"got {baseline!r}: 'blur' and arrays run in the engine (cnnviz.explain)"
-        )
     count = len(alphas)
     x5, classes = e.repeated(count)
-    base_c = g.const(base, hint="baseline")
+    notes = {"cnnviz.steps": str(steps), "cnnviz.rule": rule}
+    if isinstance(baseline, np.ndarray):
+        base_c = g.const(_baseline_array(baseline, model), hint="baseline")
+        notes["cnnviz.baseline"] = f"array {tuple(baseline.shape)} (baked initializer)"
+    elif is_blur:
+        sigma = blur_sigma if blur_sigma is not None else max(model.input_shape[1:]) / 16
+        base_c = g.op("Unsqueeze", _blurred(g, e.x, model, sigma), g.ints([1]))
+        notes["cnnviz.baseline"] = "blur"
+        notes["cnnviz.blur_sigma"] = repr(float(sigma))
+    elif baseline in ("zeros", "black"):
+        if baseline == "zeros":
+            base = np.zeros((1, 1, *model.input_shape), np.float32)
+        else:
+            black = np.zeros((*model.input_shape[1:], 3), np.uint8)
+            base = model.prepare([black])[None]
+        base_c = g.const(base, hint="baseline")
+        notes["cnnviz.baseline"] = baseline
+    else:
+        raise InputError(
+            f"unknown baseline {baseline!r}; choose one of {BASELINES} or a (C, H, W) array"
+        )
     a = g.const(alphas.astype(np.float32).reshape(1, -1, 1, 1, 1), hint="alphas")
     delta = g.op("Sub", x5, base_c)  # (N, 1, C, H, W)
     path = g.op("Add", base_c, g.mul(a, delta))  # (N, steps, C, H, W)
@@ -191,8 +212,60 @@ def compile_integrated_gradients(
     total = g.reduce_sum(g.mul(per_image, w), [1], keepdims=True)
     attributions = g.mul(delta, total)  # (N, 1, C, H, W)
     maps = g.reduce_sum(attributions, [1, 2], keepdims=False)
-    notes = {"cnnviz.steps": str(steps), "cnnviz.baseline": baseline, "cnnviz.rule": rule}
     return Compiled(maps, "(N, H, W)", notes=notes)
+
+
+def _baseline_array(baseline: np.ndarray, model: Model) -> np.ndarray:
+    """A user's baseline image as a (1, 1, C, H, W)-broadcastable float32 initializer
+    (:func:`~.integrated_gradients.make_baseline` broadcasts it to the batch)."""
+    image = (1, *model.input_shape)
+    try:
+        fits = baseline.ndim <= 4 and np.broadcast_shapes(baseline.shape, image) == image
+    except ValueError:
+        fits = False
+    if not fits:
+        batch = baseline.ndim == 4 and baseline.shape[0] > 1
+        why = ": one baseline for every image, a graph's batch size is not fixed" if batch else ""
+        raise InputError(
+            f"baseline= array must be one preprocessed image, shape (C, H, W) = "
+            f"{model.input_shape} or (1, C, H, W) (or broadcastable to it, e.g. (C, 1, 1)); "
+            f"got {baseline.shape}{why}"
+        )
+    array = np.asarray(baseline, np.float32)
+    return array.reshape((1,) * (5 - array.ndim) + array.shape)
+
+
+def blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """:func:`~.perturbation.gaussian_blur` along one axis of ``size`` as a (size, size)
+    float32 matrix ``M`` (``y_i = sum_j M_ij x_j``): the same float32 taps (radius
+    ceil(3 sigma)) and borders (reflected without repeating the edge, as numpy's
+    ``reflect``, or the edge repeated when the axis is not longer than the radius)."""
+    if sigma <= 0:
+        return np.eye(size, dtype=np.float32)
+    radius = int(np.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    matrix = np.zeros((size, size), np.float64)
+    for i in range(size):
+        for k, tap in enumerate(taps):
+            j = i + k - radius
+            if size > radius:  # numpy's reflect: -1 -> 1, size -> size - 2
+                j = -j if j < 0 else 2 * (size - 1) - j if j >= size else j
+            else:
+                j = min(max(j, 0), size - 1)
+            matrix[i, j] += float(tap)
+    return matrix.astype(np.float32)
+
+
+def _blurred(g: GraphBuilder, x: Name, model: Model, sigma: float) -> Name:
+    """Each image of ``x`` (N, C, H, W) Gaussian-blurred as
+    :func:`~.perturbation.gaussian_blur` blurs it (rows, then columns): one MatMul per axis
+    with :func:`blur_matrix` (the borders are in the matrix, no Pad)."""
+    if sigma <= 0:
+        return x
+    height, width = model.input_shape[1:]
+    rows = g.axis_matmul(x, 4, 2, blur_matrix(height, sigma))
+    return g.axis_matmul(rows, 4, 3, blur_matrix(width, sigma))
 
 
 def smoothgrad_noise(model: Model, samples: int = 25, seed: int = 0) -> np.ndarray:
@@ -243,20 +316,43 @@ def _cam_map(e: Explainer, tensor: Name, weights: Name, relu: bool, normalize: b
     """The CAM template (:func:`~.cam.class_activation_map`) on (N, K) channel weights."""
     g = e.builder
     w = g.op("Unsqueeze", weights, g.ints([2, 3]))
-    low = g.reduce_sum(g.mul(w, tensor), [1], keepdims=False)
+    return _cam_finish(e, g.reduce_sum(g.mul(w, tensor), [1], keepdims=False), relu, normalize)
+
+
+def _elementwise_cam_map(
+    e: Explainer, tensor: Name, weights: Name, relu: bool, normalize: bool
+) -> Name:
+    """The CAM template on (N, K, h, w) element-wise weights (LayerCAM, HiResCAM):
+    ``sum_k w_kij A_kij``."""
+    g = e.builder
+    return _cam_finish(
+        e, g.reduce_sum(g.mul(weights, tensor), [1], keepdims=False), relu, normalize
+    )
+
+
+def _cam_finish(e: Explainer, low: Name, relu: bool, normalize: bool) -> Name:
+    """The template's tail on the (N, h, w) layer map: ReLU, upsampling, normalisation."""
+    g = e.builder
     if relu:
         low = g.op("Relu", low)
     maps = _resize_to_input(g, low, e.model)
     return _per_image_normalize(g, maps) if normalize else maps
 
 
-def _gradcam(e: Explainer, layer: str | None, relu: bool, normalize: bool) -> tuple[Name, str]:
+def _layer_gradient(e: Explainer, layer: str | None) -> tuple[str, Name, Name]:
+    """(the layer's model tensor, its activations A, the target's gradient w.r.t. A), both
+    (N, K, h, w) graph tensors, at ``layer`` or :func:`~.cam.default_layer`."""
     g, model = e.builder, e.model
-    chosen = layer or default_layer(model)
-    tensor = model.tensor_name(chosen)
+    tensor = model.tensor_name(layer or default_layer(model, e.target))
     grads = g.backward(e.names, e.seeds(e.names, e.classes), [tensor])[tensor]
+    return tensor, e.names[tensor], grads
+
+
+def _gradcam(e: Explainer, layer: str | None, relu: bool, normalize: bool) -> tuple[Name, str]:
+    g = e.builder
+    tensor, activations, grads = _layer_gradient(e, layer)
     weights = g.reduce("ReduceMean", grads, [2, 3], keepdims=False)
-    return _cam_map(e, e.names[tensor], weights, relu, normalize), tensor
+    return _cam_map(e, activations, weights, relu, normalize), tensor
 
 
 def compile_gradcam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
@@ -271,6 +367,57 @@ def compile_guided_gradcam(e: Explainer) -> Compiled:
     coarse, tensor = _gradcam(e, e.layer, True, True)
     fine = e.input_gradient(e.names, e.classes, "guided")
     return Compiled(g.mul(fine, g.op("Unsqueeze", coarse, g.ints([1]))), "(N, C, H, W)", tensor)
+
+
+def compile_gradcam_pp(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
+    """:func:`~.cam_variants.gradcam_pp` (Grad-CAM++, Chattopadhay et al. 2018): channel
+    weights ``w_k = sum_ij alpha_kij ReLU(g_kij)``, ``alpha = g^2 / (2 g^2 + S_k g^3)`` with
+    ``S_k = sum_ab A_kab`` (0 where the denominator is 0). Written as the equal
+    ``ReLU(g) / (2 + S_k g)`` where ``g > 0`` and ``2 + S_k g != 0``, else 0: the Python
+    weights are float64, and in float32 ``g^2`` and ``g^3`` underflow for small gradients
+    where the quotient does not."""
+    g = e.builder
+    tensor, activations, grads = _layer_gradient(e, e.layer)
+    total = g.reduce_sum(activations, [2, 3], keepdims=True)  # S (N, K, 1, 1)
+    denominator = g.op("Add", g.scalar(2.0), g.mul(total, grads))
+    defined = g.op(
+        "And",
+        g.op("Greater", grads, g.scalar(0.0)),
+        g.op("Not", g.op("Equal", denominator, g.scalar(0.0))),
+    )
+    safe = g.where(defined, denominator, g.scalar(1.0))
+    terms = g.masked(g.op("Div", g.op("Relu", grads), safe), defined)
+    weights = g.reduce_sum(terms, [2, 3], keepdims=False)
+    return Compiled(_cam_map(e, activations, weights, relu, normalize), "(N, H, W)", tensor)
+
+
+def compile_xgradcam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
+    """:func:`~.cam_variants.xgradcam` (XGrad-CAM, Fu et al. 2020): channel weights
+    ``w_k = sum_ij g_kij A_kij / sum_ij A_kij`` (0 where the activations sum to 0)."""
+    g = e.builder
+    tensor, activations, grads = _layer_gradient(e, e.layer)
+    total = g.reduce_sum(activations, [2, 3], keepdims=False)
+    weighted = g.reduce_sum(g.mul(grads, activations), [2, 3], keepdims=False)
+    nonzero = g.op("Not", g.op("Equal", total, g.scalar(0.0)))
+    weights = g.masked(g.op("Div", weighted, g.where(nonzero, total, g.scalar(1.0))), nonzero)
+    return Compiled(_cam_map(e, activations, weights, relu, normalize), "(N, H, W)", tensor)
+
+
+def compile_layercam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
+    """:func:`~.cam_variants.layercam` (LayerCAM, Jiang et al. 2021): element-wise weights
+    ``ReLU(g)`` (N, K, h, w): ``map = sum_k ReLU(g_k) A_k``."""
+    g = e.builder
+    tensor, activations, grads = _layer_gradient(e, e.layer)
+    maps = _elementwise_cam_map(e, activations, g.op("Relu", grads), relu, normalize)
+    return Compiled(maps, "(N, H, W)", tensor)
+
+
+def compile_hirescam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:
+    """:func:`~.cam_variants.hirescam` (HiResCAM, Draelos & Carin 2020): element-wise weights
+    ``g`` (N, K, h, w): ``map = sum_k g_k A_k``."""
+    tensor, activations, grads = _layer_gradient(e, e.layer)
+    maps = _elementwise_cam_map(e, activations, grads, relu, normalize)
+    return Compiled(maps, "(N, H, W)", tensor)
 
 
 def compile_cam(e: Explainer, *, relu: bool = True, normalize: bool = True) -> Compiled:

@@ -57,13 +57,15 @@ def export_explainer(
     Args:
         model: a :class:`~cnnviz_core.Model`, a path, or a shipped model's name.
         method: a registered method with a compiled form: ``saliency``, ``guided``,
-            ``deconvnet``, ``cam``, ``gradcam``, ``guided-gradcam``, ``ig``, ``smoothgrad``.
+            ``deconvnet``, ``cam``, ``gradcam``, ``guided-gradcam``, ``gradcam++``,
+            ``xgradcam``, ``layercam``, ``hirescam``, ``ig``, ``smoothgrad``.
         layer: the CAM family's layer (default: the method's own choice).
         target: ``"predicted"`` (argmax in the graph), ``"input"`` (a ``target`` int64 (N,)
             input), a class index or label, or a :class:`~cnnviz_core.targets.Class`,
             ``Channel`` or ``Neuron`` (baked in).
         **options: the method's options (``variant=`` for saliency, ``steps=`` /
-            ``baseline=`` / ``rule=`` for ig, ``samples=`` / ``sigma=`` / ``seed=`` for
+            ``baseline=`` (``zeros``, ``black``, ``blur`` or a (C, H, W) array) /
+            ``rule=`` / ``blur_sigma=`` for ig, ``samples=`` / ``sigma=`` / ``seed=`` for
             smoothgrad, ``relu=`` / ``normalize=`` for the CAMs).
 
     Raises:
@@ -116,7 +118,7 @@ def export_explainer(
         "cnnviz.ops": ",".join(ops),
         "cnnviz.input": input_name,
         "cnnviz.map": compiled.layout,
-        "cnnviz.options": json.dumps(options, sort_keys=True),
+        "cnnviz.options": json.dumps(options, sort_keys=True, default=_described),
         "cnnviz.model": loaded.name,
         "cnnviz.version": _version(),
         **compiled.notes,
@@ -126,6 +128,16 @@ def export_explainer(
     if input_name == PIXELS:
         metadata["cnnviz.preprocess"] = json.dumps(loaded.preprocess.to_dict(), sort_keys=True)
     return builder.to_model(metadata, name=f"{loaded.name}_{method}")
+
+
+def _described(value: Any) -> Any:
+    """An option JSON cannot hold: IG's baseline array as text (``array (3, 64, 64)``), a
+    NumPy scalar as its value."""
+    if isinstance(value, np.ndarray):
+        return f"array {tuple(value.shape)}"
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"option value {value!r} is not JSON")
 
 
 def _version() -> str:

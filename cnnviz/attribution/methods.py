@@ -34,11 +34,15 @@ from .compiled import (
     compile_cam,
     compile_deconvnet,
     compile_gradcam,
+    compile_gradcam_pp,
     compile_guided,
     compile_guided_gradcam,
+    compile_hirescam,
     compile_integrated_gradients,
+    compile_layercam,
     compile_saliency,
     compile_smoothgrad,
+    compile_xgradcam,
 )
 from .deeplift import deeplift
 from .drilldown import drilldown
@@ -367,6 +371,10 @@ COMPILED: dict[str, CompiledMethod] = {
     "cam": compile_cam,
     "gradcam": compile_gradcam,
     "guided-gradcam": compile_guided_gradcam,
+    "gradcam++": compile_gradcam_pp,
+    "xgradcam": compile_xgradcam,
+    "layercam": compile_layercam,
+    "hirescam": compile_hirescam,
     "smoothgrad": compile_smoothgrad,
     "ig": compile_integrated_gradients,
 }

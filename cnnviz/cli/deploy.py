@@ -69,7 +69,8 @@ def add_commands(commands: Any) -> None:
         required=True,
         metavar="METHOD",
         help="the technique: a gradient or CAM one (saliency, guided, deconvnet, cam, gradcam, "
-        "guided-gradcam, smoothgrad, ig...); perturbation methods do not compile",
+        "guided-gradcam, gradcam++, xgradcam, layercam, hirescam, smoothgrad, ig); "
+        "perturbation methods do not compile",
     )
     p.add_argument(
         "--layer", metavar="NAME", help="layer of the CAM family (default: the method's own)"

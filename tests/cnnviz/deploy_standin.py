@@ -161,6 +161,9 @@ def python_map(proto: onnx.ModelProto, pixels: np.ndarray, classes: list[int]) -
         else int(target)
     )
     options = json.loads(metadata.get("cnnviz.options", "{}"))
+    if str(options.get("baseline", "")).startswith("array"):  # the one array EXPORTED bakes
+        assert options["baseline"] == f"array {IG_BASELINE.shape}", options
+        options["baseline"] = IG_BASELINE
     if layer and "layer" in method_spec(method).options:
         options["layer"] = layer
     model = load_model("shapes")
@@ -189,6 +192,10 @@ def _smoothgrad_baked(
     return np.mean(maps, axis=0)
 
 
+#: the user-given Integrated Gradients baseline of the ``ig-array`` explainer: one (C, H, W)
+#: image in the shapes model's preprocessed space
+IG_BASELINE = np.random.default_rng(11).normal(0, 0.5, (3, 64, 64)).astype(np.float32)
+
 #: the explainers the deployment tests run, by test id: the hand-made CAM (predicted and
 #: input target), then the shapes model exported by cnnviz.export_explainer:
 #: (method, target, options)
@@ -200,7 +207,14 @@ EXPORTED: dict[str, tuple[str, str, dict]] = {
     "gradcam": ("gradcam", "predicted", {}),
     "gradcam-target-input": ("gradcam", "input", {}),
     "guided-gradcam": ("guided-gradcam", "predicted", {}),
+    "gradcam++": ("gradcam++", "predicted", {}),
+    "xgradcam": ("xgradcam", "predicted", {}),
+    "layercam": ("layercam", "predicted", {}),
+    "layercam-target-input": ("layercam", "input", {}),
+    "hirescam": ("hirescam", "predicted", {}),
     "ig": ("ig", "predicted", {"steps": 8}),
+    "ig-blur": ("ig", "predicted", {"steps": 4, "baseline": "blur"}),
+    "ig-array": ("ig", "predicted", {"steps": 4, "baseline": IG_BASELINE}),
     "smoothgrad": ("smoothgrad", "predicted", {"samples": 4}),
 }
 EXPLAINERS = ["standin-cam", "standin-cam-target-input", *EXPORTED]

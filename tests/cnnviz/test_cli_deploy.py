@@ -95,6 +95,10 @@ def test_writes_the_file_and_prints_its_summary(
             {"method": "smoothgrad", "samples": 4, "sigma": 0.2},
         ),
         (["--method", "gradcam", "--layer", "relu_2"], {"method": "gradcam", "layer": "relu_2"}),
+        (
+            ["--method", "gradcam++", "--layer", "relu_2"],
+            {"method": "gradcam++", "layer": "relu_2"},
+        ),
     ],
 )
 def test_target_and_method_options_reach_the_exporter(
@@ -154,13 +158,26 @@ def test_interrupted_export_leaves_no_file(
 # ------------------------------------------------------------------ with the real exporter
 
 
-def test_real_export_runs_in_onnxruntime_as_python_explains(tmp_path: Path) -> None:
-    out = tmp_path / "gradcam.onnx"
-    assert main(["export-explainer", "shapes", "--method", "gradcam", "--out", str(out)]) == 0
+@pytest.mark.parametrize(
+    ("method", "layer"),
+    [
+        ("gradcam", None),
+        ("gradcam++", "relu_2"),
+        ("xgradcam", None),
+        ("layercam", "relu_1"),
+        ("hirescam", None),
+    ],
+)
+def test_real_export_runs_in_onnxruntime_as_python_explains(
+    method: str, layer: str | None, tmp_path: Path
+) -> None:
+    out = tmp_path / "explainer.onnx"
+    flags = ["--layer", layer] if layer else []
+    assert main(["export-explainer", "shapes", "--method", method, *flags, "--out", str(out)]) == 0
     pixels = shapes_pixels(2)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     heat, target = session.run(["map", "target"], {"pixels": pixels})
-    python = explain(load_model("shapes"), list(pixels.astype(np.uint8)), "gradcam")
+    python = explain(load_model("shapes"), list(pixels.astype(np.uint8)), method, layer=layer)
     assert [t.class_index for t in python.targets] == target.tolist()
     assert_same_map(heat, python.maps)
 

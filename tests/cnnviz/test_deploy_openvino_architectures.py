@@ -17,7 +17,7 @@ pytest.importorskip("onnxscript")
 
 from tests.core.test_backward_models import ARCHITECTURES, exported  # noqa: E402, F401
 
-METHODS = ["saliency", "guided", "deconvnet", "gradcam"]
+METHODS = ["saliency", "guided", "deconvnet", "gradcam", "hirescam"]
 
 
 @pytest.mark.torch

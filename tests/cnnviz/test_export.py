@@ -114,6 +114,9 @@ def engine_map(model: Model, pictures: np.ndarray, method: str, target: Any, **o
     return result.maps, [t.class_index for t in result.targets]
 
 
+#: a user's Integrated Gradients baseline for the shapes model: one (C, H, W) image
+IG_BASELINE = np.random.default_rng(7).normal(0, 0.5, (3, 64, 64)).astype(np.float32)
+
 SHAPES_CASES: dict[str, tuple[str, Any, dict]] = {
     "saliency": ("saliency", None, {}),
     "saliency-signed": ("saliency", None, {"variant": "signed"}),
@@ -125,7 +128,23 @@ SHAPES_CASES: dict[str, tuple[str, Any, dict]] = {
     "guided-gradcam": ("guided-gradcam", None, {}),
     "ig": ("ig", None, {"steps": 6}),
     "ig-black-trapezoid": ("ig", None, {"steps": 4, "baseline": "black", "rule": "trapezoid"}),
+    "ig-blur": ("ig", None, {"steps": 4, "baseline": "blur"}),
+    "ig-blur-sigma": ("ig", None, {"steps": 3, "baseline": "blur", "blur_sigma": 1.5}),
+    "ig-array": ("ig", None, {"steps": 4, "baseline": IG_BASELINE}),
+    "ig-array-channels": ("ig", 1, {"steps": 3, "baseline": IG_BASELINE[:, :1, :1]}),
     "smoothgrad": ("smoothgrad", None, {"samples": 3, "sigma": 0.15}),
+    "gradcam++": ("gradcam++", None, {}),
+    "xgradcam": ("xgradcam", None, {}),
+    "layercam": ("layercam", None, {}),
+    "hirescam": ("hirescam", None, {}),
+    "gradcam++-conv": ("gradcam++", None, {"layer": "conv2d_3"}),  # signed activations
+    "xgradcam-conv": ("xgradcam", 4, {"layer": "conv2d_2"}),
+    "layercam-shallow": ("layercam", None, {"layer": "relu_1"}),
+    "hirescam-raw": ("hirescam", None, {"relu": False, "normalize": False}),
+    "gradcam++-channel": ("gradcam++", Channel("relu_3", 5), {"layer": "relu_2"}),
+    # a neuron before the last map: the default layer is the one it depends on (max_pool2d_1)
+    "gradcam-neuron": ("gradcam", Neuron("relu_2", 36, 1, 1), {}),
+    "layercam-neuron": ("layercam", Neuron("relu_2", 36, 1, 1), {}),
     "gradcam-class": ("gradcam", 2, {}),
     "saliency-label": ("saliency", "star", {}),
     "guided-channel": ("guided", Channel("relu_2", 3), {}),
@@ -198,6 +217,26 @@ def test_graph_is_checked_and_says_what_it_holds(shapes_jobs):
     assert channel["cnnviz.target"] == "relu_2 channel 3"
 
 
+@pytest.mark.parametrize("key", [*SHAPES_CASES, "target-input"])
+def test_every_graph_passes_the_full_checker(shapes_jobs, key):
+    onnx.checker.check_model(shapes_jobs[key].proto, full_check=True)
+
+
+def test_ig_baselines_are_recorded(shapes_jobs):
+    def meta(key: str) -> dict[str, str]:
+        return {p.key: p.value for p in shapes_jobs[key].proto.metadata_props}
+
+    assert meta("ig-blur")["cnnviz.baseline"] == "blur"
+    assert meta("ig-blur")["cnnviz.blur_sigma"] == "4.0"  # side / 16, as the Python method
+    assert meta("ig-blur-sigma")["cnnviz.blur_sigma"] == "1.5"
+    assert json.loads(meta("ig-array")["cnnviz.options"])["baseline"] == "array (3, 64, 64)"
+    assert meta("ig-array")["cnnviz.baseline"].startswith("array (3, 64, 64)")
+    assert meta("layercam-shallow")["cnnviz.layer"] == "relu_1"
+    assert meta("gradcam-neuron")["cnnviz.layer"] == meta("layercam-neuron")["cnnviz.layer"]
+    assert meta("gradcam-neuron")["cnnviz.layer"] == "max_pool2d_1"
+    assert (shapes_jobs["layercam-neuron"].expected.max(axis=(1, 2)) == 1).all()  # all active
+
+
 def test_model_without_stated_preprocessing_takes_its_own_input(tmp_path):
     path = tmp_path / "plain.onnx"
     source = cnnviz.load_model("shapes").proto
@@ -225,8 +264,16 @@ def test_methods_that_cannot_be_compiled_say_so():
         cnnviz.export_explainer("shapes", "saliency", layer="relu_1")
     with pytest.raises(TargetError, match="CAM explains class scores only"):
         cnnviz.export_explainer("shapes", "cam", target=Channel("relu_2", 0))
-    with pytest.raises(InputError, match="blur"):
-        cnnviz.export_explainer("shapes", "ig", baseline="blur")
+    with pytest.raises(InputError, match=r"unknown baseline 'grey'.*array"):
+        cnnviz.export_explainer("shapes", "ig", baseline="grey")
+    with pytest.raises(
+        InputError, match=re.escape("(C, H, W) = (3, 64, 64)") + r".*got \(3, 32, 32\)"
+    ):
+        cnnviz.export_explainer("shapes", "ig", baseline=np.zeros((3, 32, 32), np.float32))
+    with pytest.raises(InputError, match=r"got \(2, 3, 64, 64\): one baseline for every image"):
+        cnnviz.export_explainer("shapes", "ig", baseline=np.zeros((2, 3, 64, 64), np.float32))
+    with pytest.raises(InputError, match="blur_sigma= applies to baseline='blur'"):
+        cnnviz.export_explainer("shapes", "ig", blur_sigma=2.0)
 
 
 def test_an_op_without_a_rule_is_named(tmp_path):
@@ -265,6 +312,8 @@ SHARED_CASES = {
             ("deconvnet", {}),
             ("cam", {}),
             ("gradcam", {}),
+            ("gradcam++", {}),
+            ("xgradcam", {}),
             ("ig", {"steps": 2}),
         ],
     ),
@@ -276,7 +325,13 @@ SHARED_CASES = {
             std=(0.225, 0.224, 0.229),
             channel_order="BGR",
         ),
-        [("saliency", {}), ("guided-gradcam", {}), ("ig", {"steps": 2})],
+        [
+            ("saliency", {}),
+            ("guided-gradcam", {}),
+            ("layercam", {}),
+            ("hirescam", {}),
+            ("ig", {"steps": 2, "baseline": "blur"}),  # 224 px: radius 42 reflected borders
+        ],
     ),
 }
 

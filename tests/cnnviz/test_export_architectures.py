@@ -23,7 +23,7 @@ pytest.importorskip("onnxscript")
 
 from tests.core.test_backward_models import ARCHITECTURES, exported  # noqa: F401
 
-METHODS = {"saliency": {}, "guided": {}, "gradcam": {}}
+METHODS = {"saliency": {}, "guided": {}, "gradcam": {}, "gradcam++": {}, "layercam": {}}
 
 
 @pytest.fixture(scope="module")
