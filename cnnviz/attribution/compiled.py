@@ -24,6 +24,7 @@ from cnnviz_core.targets import ResolvedTarget
 from .cam import default_layer, find_cam_head
 from .integrated_gradients import BASELINES, path_points
 from .saliency import VARIANTS
+from .smoothgrad import sigma_value
 
 
 @dataclass
@@ -278,15 +279,28 @@ def smoothgrad_noise(model: Model, samples: int = 25, seed: int = 0) -> np.ndarr
 
 
 def compile_smoothgrad(
-    e: Explainer, *, samples: int = 25, sigma: float = 0.15, seed: int = 0
+    e: Explainer, *, samples: int = 25, sigma: float | str = 0.15, seed: int = 0
 ) -> Compiled:
     """:func:`~.smoothgrad.smoothgrad` (saliency ``abs`` averaged over noisy copies): the
     noise is a baked initializer (see :func:`smoothgrad_noise`): every runtime then adds the
     same noise (RandomNormalLike's stream differs between onnxruntime, OpenVINO and the
-    reference evaluator, so the maps would too). Targets are the clean images'."""
+    reference evaluator, so the maps would too). Targets are the clean images'.
+
+    ``sigma`` is a fixed number here, 0.15 (the paper's middle) by default: the Python
+    method's default ``"auto"`` chooses per image by probing the model, which one graph
+    does not do, so ``"auto"`` is an InputError naming the alternative (a number; read
+    the one auto picks on a sample image with :func:`~.smoothgrad.auto_sigma`)."""
     g, model = e.builder, e.model
-    if samples < 1 or sigma < 0:
-        raise InputError(f"smoothgrad needs samples >= 1 and sigma >= 0; got {samples}, {sigma}")
+    if isinstance(sigma, str) and sigma.strip().lower() == "auto":
+        raise InputError(
+            "sigma='auto' cannot be compiled: the graph adds the same baked noise to every "
+            "image and cannot choose sigma per image; pass a number (e.g. sigma=0.05; "
+            "cnnviz.attribution.smoothgrad.auto_sigma(model, sample_image).sigmas tells the "
+            "one auto picks on a sample image)"
+        )
+    sigma = float(sigma_value(sigma))
+    if samples < 1:
+        raise InputError(f"smoothgrad needs samples >= 1; got {samples}")
     scale = (model.preprocess.span * sigma).astype(np.float32)[:, None, None]
     noise = (smoothgrad_noise(model, samples, seed) * scale).astype(np.float32)
     x5, classes = e.repeated(samples)

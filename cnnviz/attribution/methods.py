@@ -12,6 +12,7 @@ silently dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,7 @@ from .lrp import lrp_alphabeta, lrp_epsilon, lrp_gamma
 from .occlusion import occlusion
 from .rise import rise
 from .saliency import saliency
-from .smoothgrad import smoothgrad
+from .smoothgrad import sigma_value, smoothgrad
 
 #: the options :func:`explain` passes on, each with what a method without it does instead
 OPTIONS = {
@@ -70,13 +71,17 @@ class Parameter:
 
     Attributes:
         name: the keyword (``window``); the CLI flag is ``--`` + name with ``_`` -> ``-``.
-        type: ``int``, ``float`` or ``str`` (what the CLI parses the flag as).
+        type: ``int``, ``float``, ``str`` or a parser ``text -> value`` that raises
+            ValueError (e.g. InputError) with a one-line message on a bad value (what the
+            CLI parses the flag with).
         help: what it does, with the default (``occluding square's side in pixels (8)``).
+        metavar: how the CLI's help shows the value (default: the name in capitals).
     """
 
     name: str
-    type: type
+    type: Callable[[str], Any]
     help: str
+    metavar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,14 @@ SPECS: tuple[MethodSpec, ...] = (
         smoothgrad,
         parameters=(
             Parameter("samples", int, "noisy copies per image (25)"),
-            Parameter("sigma", float, "noise std as a fraction of the input range (0.15)"),
+            Parameter(
+                "sigma",
+                sigma_value,
+                "noise std as a fraction of the input range, or auto (default): per image "
+                "the largest of 0.2, 0.15, 0.1, 0.05, 0.025 whose noisy copies keep the "
+                "model's top-1 class",
+                metavar="auto|F",
+            ),
         ),
     ),
     MethodSpec(

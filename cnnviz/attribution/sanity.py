@@ -36,6 +36,7 @@ from onnx import numpy_helper
 
 from cnnviz_core import InputError, Model
 
+from ..render.display import Displayable
 from ..render.images import tile_grid
 from .base import Attribution, Images
 from .methods import explain, method_spec
@@ -50,7 +51,7 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass
-class SanityResult:
+class SanityResult(Displayable):
     """The model parameter randomization test of one method on one batch.
 
     Attributes:
@@ -111,6 +112,27 @@ class SanityResult:
                 for k, name in enumerate(self.layers)
             ],
         }
+
+    def picture(self) -> np.ndarray:
+        """:meth:`strip` of every image: what Jupyter and ``plot()`` show."""
+        return self.strip()
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Method, mode, verdict and the decisive step's figures, for the HTML display."""
+        step = self.decisive_step
+        verdict = "pass (the maps decorrelate)" if self.passed else "FAIL (the maps stay)"
+        return [
+            ("method", self.method),
+            ("randomization", "cascading" if self.cascading else "independent"),
+            ("verdict", verdict),
+            ("decisive layer", self.layers[step]),
+            (
+                "mean Spearman / SSIM there",
+                f"{self.spearman[step].mean():.3f} / {self.ssim[step].mean():.3f} "
+                f"(pass < {self.threshold:g})",
+            ),
+            ("columns", "input, original map, then one map per step: " + ", ".join(self.layers)),
+        ]
 
     def strip(self, i: int | None = None, pad: int = 2) -> np.ndarray:
         """The paper's figure as one picture: per image (``i`` alone, or every image, one row

@@ -33,23 +33,58 @@ from scipy.sparse.linalg import splu
 
 from cnnviz_core import InputError, Model
 
+from ..render.charts import chart
+from ..render.display import Displayable
 from .base import Attribution
 from .perturbation import fill_values, gaussian_blur, perturbed_scores
 
 
 @dataclass
-class Curves:
+class Curves(Displayable):
     """Deletion or insertion curves.
 
     Attributes:
         fractions: (steps + 1,) share of pixels removed / inserted.
         scores: (N, steps + 1) target probability (class) or value (channel, neuron).
         auc: (N,) area under each curve (trapezoid over ``fractions``).
+        kind: ``deletion`` (lower AUC is better) or ``insertion`` (higher is better).
     """
 
     fractions: np.ndarray
     scores: np.ndarray
     auc: np.ndarray
+    kind: str = "deletion"
+
+    def picture(self) -> np.ndarray:
+        """One curve per image, score against the share of pixels moved (:func:`chart`),
+        (H, W, 3) uint8: what Jupyter and ``plot()`` show."""
+        series = [
+            (f"image {i}: AUC {auc:.3f}", self.fractions, scores)
+            for i, (scores, auc) in enumerate(zip(self.scores, self.auc))
+        ]
+        moved = "deleted" if self.kind == "deletion" else "inserted"
+        return chart(
+            series,
+            x_label=f"share of pixels {moved}",
+            y_label="target score",
+            y_range=_unit_range(self.scores),
+        )
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Kind, AUC per image and their mean, for the HTML display."""
+        better = "lower" if self.kind == "deletion" else "higher"
+        return [
+            ("curves", f"{self.kind} ({better} AUC is better)"),
+            ("AUC per image", ", ".join(f"{a:.3f}" for a in self.auc)),
+            ("mean AUC", f"{self.auc.mean():.3f}" if len(self.auc) else "-"),
+            ("steps", len(self.fractions) - 1),
+        ]
+
+
+def _unit_range(scores: np.ndarray) -> tuple[float, float] | None:
+    """(0, 1) for scores that are probabilities (all within it), else None (the data's)."""
+    finite = scores[np.isfinite(scores)]
+    return (0.0, 1.0) if finite.size and 0 <= finite.min() and finite.max() <= 1 else None
 
 
 def _ranking(attribution: Attribution) -> np.ndarray:
@@ -60,7 +95,7 @@ def _ranking(attribution: Attribution) -> np.ndarray:
 
 def _curves(
     model: Model, attribution: Attribution, batch: np.ndarray, start: np.ndarray,
-    end: np.ndarray, steps: int,
+    end: np.ndarray, steps: int, kind: str,
 ) -> Curves:  # fmt: skip
     """Move pixels from ``start`` to ``end`` in attribution order, ``steps`` equal chunks."""
     if steps < 1:
@@ -81,7 +116,7 @@ def _curves(
         scores[i] = perturbed_scores(model, x, attribution.targets[i])
     fractions = counts / (h * w)
     auc = ((scores[:, 1:] + scores[:, :-1]) * 0.5 * np.diff(fractions)).sum(axis=1)
-    return Curves(fractions, scores, auc)
+    return Curves(fractions, scores, auc, kind)
 
 
 def deletion(
@@ -103,7 +138,7 @@ def deletion(
     batch = _batch(model, attribution, images)
     fills = fill_values(model, batch, fill)
     end = fills if fills.ndim == 4 else np.broadcast_to(fills[..., None, None], batch.shape)
-    return _curves(model, attribution, batch, batch, end, steps)
+    return _curves(model, attribution, batch, batch, end, steps, "deletion")
 
 
 def insertion(
@@ -114,7 +149,8 @@ def insertion(
     canvas), the most important pixels inserted first."""
     batch = _batch(model, attribution, images)
     sigma = blur_sigma if blur_sigma is not None else max(batch.shape[2:]) / 8
-    return _curves(model, attribution, batch, gaussian_blur(batch, sigma), batch, steps)
+    blurred = gaussian_blur(batch, sigma)
+    return _curves(model, attribution, batch, blurred, batch, steps, "insertion")
 
 
 def _batch(model: Model, attribution: Attribution, images: np.ndarray | None) -> np.ndarray:
@@ -237,7 +273,7 @@ def noisy_linear_imputation(
 
 
 @dataclass
-class Road:
+class Road(Displayable):
     """ROAD curves of a batch.
 
     Attributes:
@@ -263,6 +299,30 @@ class Road:
     def lerf_mean(self) -> np.ndarray:
         """(N,) mean LeRF score over the percentages (higher is better)."""
         return self.lerf.mean(axis=1)
+
+    def picture(self) -> np.ndarray:
+        """The MoRF and LeRF curves averaged over the images, score against the share
+        removed (:func:`chart`), (H, W, 3) uint8: what Jupyter and ``plot()`` show."""
+        n = len(self.morf)
+        series = [
+            (f"MoRF (mean of {n})", self.percentages, self.morf.mean(axis=0)),
+            (f"LeRF (mean of {n})", self.percentages, self.lerf.mean(axis=0)),
+        ]
+        return chart(
+            series,
+            x_label="% of pixels removed (ROAD)",
+            y_label="target score",
+            y_range=_unit_range(np.concatenate([self.morf, self.lerf], axis=1)),
+        )
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Mean MoRF and LeRF per image, for the HTML display."""
+        return [
+            ("ROAD", "noisy linear imputation: MoRF lower is better, LeRF higher"),
+            ("MoRF mean per image", ", ".join(f"{v:.3f}" for v in self.morf_mean)),
+            ("LeRF mean per image", ", ".join(f"{v:.3f}" for v in self.lerf_mean)),
+            ("percentages", ", ".join(f"{p:g}" for p in self.percentages)),
+        ]
 
 
 def road(
@@ -317,7 +377,7 @@ def road(
 
 
 @dataclass
-class Faithfulness:
+class Faithfulness(Displayable):
     """Faithfulness correlation of a batch.
 
     Attributes:
@@ -333,6 +393,28 @@ class Faithfulness:
     subsets: np.ndarray
     attribution_sums: np.ndarray
     drops: np.ndarray
+
+    def picture(self) -> np.ndarray:
+        """Per image, each run's score drop against its summed attribution, one colour
+        per image (:func:`chart`), (H, W, 3) uint8: what Jupyter and ``plot()`` show."""
+        series = [
+            (f"image {i}: r = {r:.2f}", sums, drops)
+            for i, (r, sums, drops) in enumerate(
+                zip(self.correlation, self.attribution_sums, self.drops)
+            )
+        ]
+        return chart(
+            series, x_label="attribution summed over the subset", y_label="score drop", points=True
+        )
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Correlation per image, runs and subset size, for the HTML display."""
+        n, runs, size = self.subsets.shape
+        return [
+            ("faithfulness correlation", ", ".join(f"{r:.3f}" for r in self.correlation)),
+            ("mean", f"{self.correlation.mean():.3f}" if n else "-"),
+            ("runs x pixels per subset", f"{runs} x {size}"),
+        ]
 
 
 def faithfulness_correlation(

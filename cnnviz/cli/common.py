@@ -259,6 +259,24 @@ def target_arguments(parser: argparse.ArgumentParser) -> None:
     layout_argument(parser)
 
 
+def flag_parser(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse ``type=`` for a parameter's parser: ``int``, ``float`` and ``str`` as
+    they are, any other parser's ValueError (e.g. an InputError) becomes argparse's usage
+    error with the parser's own one-line message (``argument --sigma: sigma= is 'auto'
+    or ...``) instead of "invalid value"."""
+    if parse in (int, float, str):
+        return parse
+
+    def parse_flag(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse_flag.__name__ = getattr(parse, "__name__", "value")
+    return parse_flag
+
+
 def method_parameter_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per tuning parameter of the registered methods (their
     :attr:`~cnnviz.attribution.MethodSpec.parameters`): a new method's parameters appear
@@ -269,7 +287,8 @@ def method_parameter_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(
             "--" + parameter.name.replace("_", "-"),
             dest=parameter.name,
-            type=parameter.type,
+            type=flag_parser(parameter.type),
+            metavar=parameter.metavar,
             help="; ".join(
                 f"{spec.name}: {own.help}"
                 for spec in SPECS
@@ -528,6 +547,7 @@ __all__ = [
     "Command",
     "TargetSpec",
     "command_targets",
+    "flag_parser",
     "flags",
     "images_progress",
     "in_flags",

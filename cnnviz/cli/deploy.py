@@ -60,7 +60,9 @@ def add_commands(commands: Any) -> None:
         "the image pixels (RGB 0-255 at the model's size, when the model card or --preset "
         "defines the preprocessing; else the model's own input) and, with --target input, "
         "the class per image; outputs the model's outputs, 'map' (N, H, W) and 'target'. "
-        "onnxruntime, OpenVINO or any ONNX runtime runs it without cnnviz.",
+        "onnxruntime, OpenVINO or any ONNX runtime runs it without cnnviz. SmoothGrad's "
+        "--sigma is a number here (default 0.15): the graph bakes one noise for every "
+        "image, so 'auto' (explain's per-image choice) cannot be compiled.",
     )
     model_arguments(p)
     p.add_argument(

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnviz_core import InputError, Model
+from cnnviz_core import InputError, Model, Preprocess
 from cnnviz_core.graph import ReceptiveField
 
+from ..render.display import Displayable
 from ..render.images import text_box, text_width, tile_grid, upscale
 from .sources import DEFAULT_BATCH, ENGINES, Chunk, Progress, Source, iter_chunks
 
@@ -39,7 +40,7 @@ _PROJECTION_BATCH = 64
 
 
 @dataclass
-class TopPatches:
+class TopPatches(Displayable):
     """The top-k hits of each chosen channel of a layer, strongest first.
 
     Attributes:
@@ -56,6 +57,7 @@ class TopPatches:
         field: the layer's receptive field (None: whole images).
         image_size: (H, W) of the model input.
         kind: ``patch`` (receptive-field crops) or ``image`` (whole images).
+        preprocess: the model's preprocessing (to show the crops without the model).
     """
 
     layer: str
@@ -68,10 +70,30 @@ class TopPatches:
     field: ReceptiveField | None
     image_size: tuple[int, int]
     kind: str
+    preprocess: Preprocess | None = None
 
     @property
     def k(self) -> int:
         return self.values.shape[1]
+
+    def picture(self) -> np.ndarray:
+        """The k-per-channel grid of :func:`render_top_patches` (crops, no projections),
+        (H, W, 3) uint8: what Jupyter and ``plot()`` show."""
+        return render_top_patches(None, self)
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Layer, channels, hits per channel and the strongest activations, for the HTML
+        display."""
+        found = self.values[np.isfinite(self.values)]
+        return [
+            ("layer", self.layer),
+            ("channels", ", ".join(str(int(c)) for c in self.channels)),
+            (
+                "hits per channel",
+                f"{self.k} ({'receptive-field crops' if self.kind == 'patch' else 'whole images'})",
+            ),
+            ("activation range", f"{found.min():.4g} to {found.max():.4g}" if found.size else "-"),
+        ]
 
     def field_box(self, c: int, slot: int) -> tuple[int, int, int, int]:
         """The unclipped receptive-field box (top, left, bottom, right) of a hit."""
@@ -81,12 +103,16 @@ class TopPatches:
         y, x = self.positions[c, slot]
         return self.field.window(int(y), int(x))
 
-    def pixels(self, model: Model) -> np.ndarray:
+    def pixels(self, model: Model | None = None) -> np.ndarray:
         """The crops as the model sees them: uint8 (C, k, h, w, 3) (padding shows as the
-        colour that preprocesses to 0)."""
+        colour that preprocesses to 0), undone by ``model``'s preprocessing or, without a
+        model, the one recorded in :attr:`preprocess`."""
+        preprocess = model.preprocess if model is not None else self.preprocess
+        if preprocess is None:
+            raise InputError("these top patches record no preprocessing: pass the model")
         c, k = self.values.shape
         flat = self.crops.reshape(c * k, *self.crops.shape[2:])
-        return model.preprocess.invert(flat).reshape(c, k, *flat.shape[2:], 3)
+        return preprocess.invert(flat).reshape(c, k, *flat.shape[2:], 3)
 
 
 class RunningTopK:
@@ -212,7 +238,7 @@ class _TopState:
         reduce: str,
         distinct_images: bool,
     ):
-        self.layer, self.chosen = layer, chosen
+        self.layer, self.chosen, self.preprocess = layer, chosen, model.preprocess
         self.whole, self.reduce, self.distinct = whole, reduce, distinct_images
         self.field = None if whole else model.layer(layer).receptive_field
         self.top = RunningTopK(len(chosen), k)
@@ -299,6 +325,7 @@ class _TopState:
             field=self.field,
             image_size=(self.height, self.width),
             kind="image" if self.field is None else "patch",
+            preprocess=self.preprocess,
         )
 
 
@@ -469,7 +496,7 @@ def _projection_picture(maps: np.ndarray) -> np.ndarray:
 
 
 def render_top_patches(
-    model: Model,
+    model: Model | None,
     result: TopPatches,
     *,
     projected: np.ndarray | None = None,
@@ -484,6 +511,8 @@ def render_top_patches(
     Each row starts with its label (``ch 12``) when ``label_channels``; the rows are laid
     out in ``blocks`` side-by-side columns of channels (default: as many as make the
     picture about square), so many channels give a bounded height rather than one strip.
+
+    ``model``: whose preprocessing shows the crops (None: the one the result records).
 
     Returns:
         uint8 (H, W, 3).

@@ -17,6 +17,8 @@ from PIL import Image, ImageDraw
 
 from cnnviz_core import InputError
 
+from ..render.charts import SERIES_COLORS
+from ..render.display import Displayable
 from ..render.images import TEXT_LINE_HEIGHT, text_width, tile_grid, upscale
 
 log = logging.getLogger(__name__)
@@ -25,22 +27,11 @@ TSNE_BACKENDS = ("auto", "sklearn", "opentsne")
 #: features are reduced to this many principal components before t-SNE
 TSNE_PCA_DIMS = 50
 #: distinct class colours (Tableau 10)
-CLASS_COLORS = (
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-)
+CLASS_COLORS = SERIES_COLORS
 
 
 @dataclass(frozen=True)
-class PCAResult:
+class PCAResult(Displayable):
     """A principal component analysis.
 
     Attributes:
@@ -57,6 +48,25 @@ class PCAResult:
     explained_variance: np.ndarray
     explained_variance_ratio: np.ndarray
     mean: np.ndarray
+
+    def picture(self) -> np.ndarray:
+        """The points on the first two axes (:func:`scatter`, one axis: along x) with the
+        axes' arrows (:func:`pca_axes_arrows`), (H, W, 3) uint8: what Jupyter and
+        ``plot()`` show."""
+        coords = self.coords[:, :2]
+        if coords.shape[1] == 1:
+            coords = np.concatenate([coords, np.zeros_like(coords)], axis=1)
+        return scatter(coords, arrows=pca_axes_arrows(self), size=480)
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Sizes and each axis's share of the variance, for the HTML display."""
+        shares = ", ".join(
+            f"PC{i + 1} {100 * r:.1f}%" for i, r in enumerate(self.explained_variance_ratio)
+        )
+        return [
+            ("PCA", f"{len(self.coords)} points x {len(self.mean)} features"),
+            ("variance explained", shares),
+        ]
 
 
 def pca(features: np.ndarray, n_components: int = 2) -> PCAResult:

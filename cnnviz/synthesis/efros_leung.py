@@ -38,6 +38,8 @@ from PIL import Image
 from cnnviz_core import InputError, kernels
 from cnnviz_core.preprocess import ImageLike, load_image
 
+from ..render.display import Displayable
+
 #: valid ``order`` values
 ORDERS: tuple[str, ...] = ("onion", "scanline")
 #: side of the seed patch (the paper's 3 x 3)
@@ -48,7 +50,7 @@ Progress = Callable[[int, int, float], None]
 
 
 @dataclass
-class TextureResult:
+class TextureResult(Displayable):
     """A texture grown by :func:`efros_leung`.
 
     Attributes:
@@ -89,6 +91,23 @@ class TextureResult:
     def pixels_per_second(self) -> float:
         """Synthesized pixels per second of wall time."""
         return self.pixels / self.seconds if self.seconds > 0 else 0.0
+
+    def picture(self) -> np.ndarray:
+        """The texture as (H, W, 3) uint8 (a grey one repeated over 3 channels): what
+        Jupyter and ``plot()`` show."""
+        image = np.asarray(self.image, np.uint8)
+        return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+    def facts(self) -> list[tuple[str, object]]:
+        """Method, size, window, pixels grown and speed, for the HTML display."""
+        height, width = self.image.shape[:2]
+        grown = f"{self.pixels} in {self.seconds:.2f} s ({self.pixels_per_second:,.0f}/s)"
+        return [
+            ("method", self.method),
+            ("size", f"{height} x {width}"),
+            ("window", self.options.get("window", "-")),
+            ("pixels grown", grown + (" (interrupted)" if self.interrupted else "")),
+        ]
 
 
 def efros_leung(
