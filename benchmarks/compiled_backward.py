@@ -88,7 +88,7 @@ def run(quick: bool = False, size: int = 224, batches: tuple[int, ...] = (1, 16)
 
                 calls: dict[str, Callable[[], object]] = {
                     "compiled": partial(gradients, model, x, CLASS, forward="compiled"),
-                    "engine": partial(gradients, model, x, CLASS),
+                    "engine": partial(gradients, model, x, CLASS, forward="onnxruntime"),
                     "torch": torch_autograd,
                 }
                 if Saliency is not None:

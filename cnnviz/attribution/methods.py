@@ -267,7 +267,11 @@ SPECS: tuple[MethodSpec, ...] = (
         'Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for Deep Networks"',
         "gradient",
         integrated_gradients,
-        parameters=(Parameter("steps", int, "Riemann steps from the baseline (64)"),),
+        parameters=(
+            Parameter("steps", int, "Riemann steps from the baseline (64)"),
+            Parameter("baseline", str, "path start: zeros, black or blur (zeros)"),
+            Parameter("blur_sigma", float, "Gaussian sigma of the blur baseline, pixels (side/16)"),
+        ),
     ),
     MethodSpec(
         "occlusion",

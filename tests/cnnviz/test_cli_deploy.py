@@ -91,6 +91,10 @@ def test_writes_the_file_and_prints_its_summary(
         (["--target", "star"], {"target": "star"}),
         (["--method", "ig", "--steps", "8"], {"method": "ig", "steps": 8}),
         (
+            ["--method", "ig", "--baseline", "blur", "--blur-sigma", "2.5"],
+            {"method": "ig", "baseline": "blur", "blur_sigma": 2.5},
+        ),
+        (
             ["--method", "smoothgrad", "--samples", "4", "--sigma", "0.2"],
             {"method": "smoothgrad", "samples": 4, "sigma": 0.2},
         ),

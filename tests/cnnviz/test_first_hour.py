@@ -437,7 +437,10 @@ def test_explain_passes_each_methods_parameters(tmp_path: Path) -> None:
     smooth = explain(model, image, "smoothgrad", samples=2, sigma=0.05)
     assert smooth.options["n"] == 2 and smooth.options["sigma"] == 0.05
     assert explain(model, image, "ig", steps=4).options["steps"] == 4
-    assert {"window", "stride", "samples", "sigma", "steps"} <= set(parameters())
+    blurred = explain(model, image, "ig", steps=4, baseline="blur", blur_sigma=2.0)
+    assert blurred.options["baseline"] == "blur" and blurred.options["blur_sigma"] == 2.0
+    names = {"window", "stride", "samples", "sigma", "steps", "baseline", "blur_sigma"}
+    assert names <= set(parameters())
 
 
 @pytest.mark.parametrize(
