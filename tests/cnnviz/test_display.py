@@ -57,9 +57,15 @@ def test_plot(displayable: list[Displayable], which: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+
+    assert_plot_draws_picture(displayable[which])
+
+
+def assert_plot_draws_picture(result: Displayable) -> None:
+    """``plot()`` draws ``picture()`` titled by the first fact, on a new figure or on a
+    given axes (matplotlib's Agg backend)."""
     import matplotlib.pyplot as plt
 
-    result = displayable[which]
     figure, ax = result.plot()
     assert ax.figure is figure
     try:

@@ -12,6 +12,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from test_display import assert_plot_draws_picture
 
 import cnnviz
 from cnnviz.attribution import saliency
@@ -93,19 +94,8 @@ def test_plot_with_agg(made: dict, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    result, _ = made[name]
-    try:
-        figure, ax = result.plot()
-        assert ax.figure is figure
-        np.testing.assert_array_equal(np.asarray(ax.get_images()[0].get_array()), result.picture())
-        key, value = result.facts()[0]
-        assert ax.get_title() == f"{key}: {value}"
-        _, other = plt.subplots()
-        assert result.plot(ax=other)[1] is other
-    finally:
-        plt.close("all")
+    assert_plot_draws_picture(made[name][0])
 
 
 def test_facts_carry_the_figures(made: dict) -> None:
