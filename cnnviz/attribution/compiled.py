@@ -23,6 +23,7 @@ from cnnviz_core.targets import ResolvedTarget
 
 from .cam import default_layer, find_cam_head
 from .integrated_gradients import BASELINES, path_points
+from .perturbation import blur_sigma_for
 from .saliency import VARIANTS
 from .smoothgrad import sigma_value
 
@@ -186,7 +187,7 @@ def compile_integrated_gradients(
         base_c = g.const(_baseline_array(baseline, model), hint="baseline")
         notes["cnnviz.baseline"] = f"array {tuple(baseline.shape)} (baked initializer)"
     elif is_blur:
-        sigma = blur_sigma if blur_sigma is not None else max(model.input_shape[1:]) / 16
+        sigma = blur_sigma_for(model.input_shape[1:], blur_sigma)
         base_c = g.op("Unsqueeze", _blurred(g, e.x, model, sigma), g.ints([1]))
         notes["cnnviz.baseline"] = "blur"
         notes["cnnviz.blur_sigma"] = repr(float(sigma))

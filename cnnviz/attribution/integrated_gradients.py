@@ -18,7 +18,7 @@ from cnnviz_core.backward import gradients
 from cnnviz_core.targets import TargetLike, target_scores
 
 from .base import Attribution, Images, make_attribution
-from .perturbation import gaussian_blur
+from .perturbation import blur_sigma_for, gaussian_blur
 
 BASELINES = ("zeros", "black", "blur")
 
@@ -37,8 +37,7 @@ def make_baseline(
         black = np.zeros((1, *batch.shape[2:], 3), np.uint8)[0]
         return np.repeat(model.prepare([black]), len(batch), axis=0)
     if baseline == "blur":
-        sigma = blur_sigma if blur_sigma is not None else max(batch.shape[2:]) / 16
-        return gaussian_blur(batch, sigma)
+        return gaussian_blur(batch, blur_sigma_for(batch.shape[2:], blur_sigma))
     raise InputError(f"unknown baseline {baseline!r}; choose one of {BASELINES} or an array")
 
 
@@ -89,6 +88,9 @@ def integrated_gradients(
         raise InputError(f"integrated_gradients needs steps >= 1 and batch_size >= 1; got {steps}")
     batch = model.prepare(images)
     targets, f_x = target_scores(model, batch, target)  # one forward: targets and f(x)
+    if blur_sigma is not None and not (isinstance(baseline, str) and baseline == "blur"):
+        given = repr(baseline) if isinstance(baseline, str) else "an array"
+        raise InputError(f"blur_sigma= applies to baseline='blur'; the baseline is {given}")
     base = make_baseline(model, batch, baseline, blur_sigma)
     alphas, weights = path_points(steps, rule)
     n = len(batch)
@@ -114,6 +116,8 @@ def integrated_gradients(
         "steps": steps,
         "rule": rule,
     }
+    if isinstance(baseline, str) and baseline == "blur":
+        options["blur_sigma"] = blur_sigma_for(batch.shape[2:], blur_sigma)
     return make_attribution(
         attributions.sum(axis=1),
         "integrated-gradients",

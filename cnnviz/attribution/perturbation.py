@@ -31,6 +31,12 @@ SEGMENTATIONS = ("slic", "grid")
 Progress = Callable[[int, int], None]
 
 
+def blur_sigma_for(spatial: Sequence[int], blur_sigma: float | None = None) -> float:
+    """The Gaussian sigma of a ``blur`` fill or baseline, in pixels: ``blur_sigma`` when
+    given, else the longer side / 16."""
+    return float(blur_sigma) if blur_sigma is not None else max(spatial) / 16
+
+
 def gaussian_blur(batch: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur of (N, C, H, W) with reflected edges."""
     if sigma <= 0:
@@ -70,8 +76,7 @@ def fill_values(
         if fill == "mean":
             return batch.mean(axis=(2, 3), dtype=np.float64).astype(np.float32)
         if fill == "blur":
-            sigma = blur_sigma if blur_sigma is not None else max(h, w) / 16
-            return gaussian_blur(batch, sigma)
+            return gaussian_blur(batch, blur_sigma_for((h, w), blur_sigma))
         raise InputError(f"unknown fill {fill!r}; choose one of {FILLS}, a number or an array")
     if isinstance(fill, (int, float, np.number)) and not isinstance(fill, bool):
         return np.full((n, c), float(fill), np.float32)

@@ -227,6 +227,21 @@ def test_cam_equals_gradcam_for_gap_linear_head(model: Model, batch: np.ndarray)
     np.testing.assert_allclose(a.maps, b.maps, atol=1e-5)
 
 
+def test_ig_records_its_blur_sigma_and_refuses_it_without_blur(
+    model: Model, batch: np.ndarray
+) -> None:
+    default = integrated_gradients(model, batch[:1], baseline="blur", steps=2)
+    assert default.options["blur_sigma"] == max(batch.shape[2:]) / 16
+    assert (
+        integrated_gradients(model, batch[:1], baseline="blur", steps=2, blur_sigma=1.5).options[
+            "blur_sigma"
+        ]
+        == 1.5
+    )
+    with pytest.raises(InputError, match="blur_sigma= applies to baseline='blur'"):
+        integrated_gradients(model, batch[:1], baseline="zeros", blur_sigma=2.0)
+
+
 @pytest.mark.parametrize("rule", ["middle", "trapezoid"])
 @pytest.mark.parametrize("baseline", ["zeros", "black", "blur"])
 def test_ig_completeness(model: Model, batch: np.ndarray, baseline: str, rule: str) -> None:
