@@ -153,8 +153,16 @@ def at_least_opset(model: Model, opset: int = MIN_OPSET) -> Model:
 
 
 def _convert(model: Model, opset: int) -> Model:
+    proto = model.runnable
+    if proto.ir_version < 4:
+        # before IR 4 every initializer must also be a graph input, and the converter
+        # checks that (Model's symbolic-batch shapes are initializers only); the file
+        # format of IR 4 holds the same graph
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model.runnable)
+        proto.ir_version = 4
     try:
-        converted = version_converter.convert_version(model.runnable, opset)
+        converted = version_converter.convert_version(proto, opset)
     except Exception as error:  # the converter raises bare RuntimeErrors / ValueErrors
         raise UnsupportedOpError(
             f"model {model.name!r} is opset {_default_opset(model.runnable)}; compiled graphs "
@@ -198,6 +206,8 @@ class GraphBuilder(Emitter):
                 "the engine"
             )
         self.model = at_least_opset(model)
+        #: the model as given (its tensor names are the ones targets name)
+        self.given = model
         #: (C, H, W) of one input image the graph is specialised to
         self.image_shape = tuple(image_shape or self.model.input_shape)
         proto = self.model.runnable
@@ -263,9 +273,15 @@ class GraphBuilder(Emitter):
                 self.ops.add(copy.op_type)
         return names
 
+    def score_tensor(self) -> str:
+        """The class-score tensor, as the given model names it (an opset conversion may put
+        a Flatten before the softmax, whose output holds the same scores under a new name;
+        :func:`_check_names_kept` refuses a conversion that drops the tensor)."""
+        return score_tensor(self.given)
+
     def predicted(self, names: Mapping[str, Name]) -> Name:
         """int64 (N,): the argmax of the class scores (the first maximum, as NumPy)."""
-        scores = names[score_tensor(self.model)]
+        scores = names[self.score_tensor()]
         flat = self.op("Reshape", scores, self.ints([0, -1]))
         return self.op("ArgMax", flat, axis=1, keepdims=0, select_last_index=0)
 
@@ -277,7 +293,7 @@ class GraphBuilder(Emitter):
     def class_seeds(self, names: Mapping[str, Name], classes: Name) -> dict[str, Name]:
         """The seeds of class targets ``classes`` (int64 (N,)): one-hot on the flattened
         class scores (:func:`~cnnviz_core.targets.one_hot_flat`)."""
-        tensor = score_tensor(self.model)
+        tensor = self.score_tensor()
         _, values = self.probe([tensor])
         depth = int(np.prod(values[tensor].shape[1:]))
         hot = self.op(
@@ -466,7 +482,7 @@ def _build_pass(
 ) -> CompiledPass:
     builder = GraphBuilder(model, image_shape=shape)
     builder.portable = False  # run by onnxruntime only: MaxUnpool is allowed
-    seeded = [score_tensor(builder.model)] if seeds is None else list(seeds)
+    seeded = [builder.score_tensor()] if seeds is None else list(seeds)
     _check_names_kept(model, builder.model, seeded, wrt)
     builder.probe(seeded, keep=wrt)  # one probe forward for every shape the pass needs
     x = builder.add_input(model.input_name, TensorProto.FLOAT, ["N", *shape])
@@ -515,14 +531,12 @@ def _check_names_kept(
 ) -> None:
     """Raise :class:`UnsupportedOpError` when the opset conversion of ``model`` (see
     :func:`at_least_opset`) lost a tensor the pass seeds or reads (onnx's adapters rebuild
-    some nodes, e.g. an opset-11 Softmax)."""
+    some nodes)."""
     if converted is model:
         return
     kept = {t for n in converted.runnable.graph.node for t in n.output}
     kept |= {i.name for i in converted.runnable.graph.input}
     lost = [t for t in [*seeds, *wrt] if t not in kept]
-    if not lost and score_tensor(converted) != score_tensor(model):
-        lost = [score_tensor(model)]
     if lost:
         raise UnsupportedOpError(
             f"converting model {model.name!r} to opset {MIN_OPSET} for a compiled graph "

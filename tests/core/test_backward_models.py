@@ -292,3 +292,25 @@ def test_real_models_match_directional_finite_differences(
         analytic = float((grad * direction).sum())
         errors.append(abs(numeric - analytic) / max(abs(analytic), 1e-12))
     assert sorted(errors)[2] <= 1e-4 and max(errors) <= 1e-2, errors
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize(("name", "preset", "image"), [
+    ("squeezenet1.1_fp32.onnx", "caffe", "photos/fish.png"),  # opset 9: converted to 17
+    ("mnist_cntk.onnx", "grey01", "digits/mnist_3.jpg"),
+    ("cifar10_tutorial_cnn.onnx", "unit", "photos/kitten_224.png"),
+])  # fmt: skip
+def test_real_models_take_the_compiled_path_equal_to_the_engine(shared_data, name, preset, image):
+    """The default path (the compiled graph) on real exports of old opsets: their conversion
+    puts a Flatten before the softmax, and the class seeds must still go to the given
+    model's score tensor (they went to the Flatten's new name, and the scores were lost)."""
+    model = Model(shared_data / "models" / name, preprocess=preset)
+    batch = model.prepare([shared_data / image] * 2)
+    for target in (None, 1):
+        compiled = gradients(model, batch, target)
+        engine = gradients(model, batch, target, forward="onnxruntime")
+        assert compiled.forward == "compiled" and engine.forward == "onnxruntime"
+        ours, reference = compiled.grads[model.input_name], engine.grads[model.input_name]
+        assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max()
+        np.testing.assert_allclose(compiled.scores, engine.scores, rtol=1e-5)
+        assert [t.class_index for t in compiled.targets] == [t.class_index for t in engine.targets]
