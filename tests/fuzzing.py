@@ -746,10 +746,14 @@ def _run_case(case: dict, scratch: Path) -> tuple[BaseException | None, int | No
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(data)
             source = path
+        from cnnviz_core.backward import gradients
+
         try:
             model = Model(source)
             size = model.preprocess.size or (8, 8)
-            model.predict(np.full((*size, 3), 128, np.uint8), k=3)
+            image = np.full((*size, 3), 128, np.uint8)
+            model.predict(image, k=3)
+            gradients(model, model.prepare([image]), None)  # the default (compiled) path
         except Exception as exc:
             return exc, None
         return None, None

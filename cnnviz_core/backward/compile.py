@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, version_converter
 
-from ..errors import InputError, UnsupportedOpError
+from ..errors import InputError, ModelLoadError, UnsupportedOpError
 from ..graph import attributes
 from ..model import Model
 from ..targets import (
@@ -455,6 +455,7 @@ def compiled_pass(
 
     Raises:
         UnsupportedOpError: an op without an emission, or a mode without one.
+        ModelLoadError: onnxruntime cannot load the graph.
     """
     emitted_mode(mode)
     shape = tuple(image_shape or model.input_shape)
@@ -467,7 +468,7 @@ def compiled_pass(
     if key not in cache:
         try:
             cache[key] = _build_pass(model, seeds, tuple(wrt), mode, shape)
-        except (UnsupportedOpError, InputError) as error:
+        except (UnsupportedOpError, InputError, ModelLoadError) as error:
             refused[key] = (type(error), str(error))
             raise
     return cache[key]

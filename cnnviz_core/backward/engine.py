@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .. import graph
-from ..errors import InputError, UnsupportedOpError
+from ..errors import InputError, ModelLoadError, UnsupportedOpError
 from ..model import Model
 from ..targets import (
     ResolvedTarget,
@@ -124,10 +124,10 @@ def gradients(
             deconvnet modes only), ``onnxruntime`` (float32: onnxruntime's forward with taps,
             the backward in NumPy / native kernels), ``numpy`` (the batch's dtype, e.g.
             float64: the oracle), or ``auto`` (default): ``compiled`` when the mode and every
-            op on the path have an ONNX emission (the graph is built once per model, targets,
-            ``wrt``, mode and image shape, then cached), else ``onnxruntime``; both are exact
-            to float32 rounding and the compiled graph is the faster (README, "Gradients").
-            ``Gradients.forward`` says which ran.
+            op on the path have an ONNX emission and onnxruntime loads the graph (built
+            once per model, targets, ``wrt``, mode and image shape, then cached), else
+            ``onnxruntime``; both are exact to float32 rounding and the compiled graph is
+            the faster (README, "Gradients"). ``Gradients.forward`` says which ran.
 
     Raises:
         TargetError: a target out of range, or a list whose length is not the batch size.
@@ -139,11 +139,12 @@ def gradients(
     ):
         try:
             return compiled_gradients(model, batch, target, wrt=wrt, mode=mode)
-        except (UnsupportedOpError, InputError):
+        except (UnsupportedOpError, InputError, ModelLoadError):
             if forward == "compiled":
                 raise
-            # an op or attribute without an emission, or a non-float32 model: the engine
-            # covers it (or raises its own error for a bad target or an op without a rule)
+            # an op or attribute without an emission, a non-float32 model, or a graph
+            # onnxruntime cannot load: the engine covers it (or raises its own error for a
+            # bad target or an op without a rule)
     if forward == "auto":
         forward = "onnxruntime"
     if isinstance(target, Mapping):
