@@ -24,7 +24,7 @@ from onnx import helper
 
 from . import graph
 from .errors import InputError
-from .model import Model
+from .model import Model, run_session
 
 #: sub-models already built, per model and (start, outputs)
 _CACHE: weakref.WeakKeyDictionary[Model, dict[tuple, Downstream]] = weakref.WeakKeyDictionary()
@@ -129,7 +129,8 @@ class Downstream:
             self._base_session = self.model.session_factory(exposed, spin=False)
         values: dict[str, list[np.ndarray]] = {}
         for rows in _chunks(len(batch), self.model.max_batch):
-            got = self._base_session.run(fetch, {self.model.input_name: batch[rows]})
+            feed = {self.model.input_name: batch[rows]}
+            got = run_session(self._base_session, fetch, feed, f"model {self.model.name!r}")
             for name, value in zip(fetch, got):
                 values.setdefault(name, []).append(value)
         result = {
@@ -161,7 +162,10 @@ class Downstream:
             chunk = np.ascontiguousarray(start[rows])
             feeds = {self.start: chunk}
             feeds.update({s: np.repeat(base[s], len(chunk), axis=0) for s in self.side})
-            got = self._session.run(fetch, feeds) if self._session is not None else []
+            got = []
+            if self._session is not None:
+                what = f"model {self.model.name!r} after its layer {self.start!r}"
+                got = run_session(self._session, fetch, feeds, what)
             for name, value in zip(fetch, got):
                 parts[name].append(value)
         out = {name: np.concatenate(values) for name, values in parts.items()}

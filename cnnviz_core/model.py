@@ -52,6 +52,19 @@ _ORT_ERRORS: tuple[type[Exception], ...] = tuple(
     if hasattr(ort_state, name)
 )
 
+
+def run_session(
+    session: ort.InferenceSession, fetch: list[str] | None, feed: dict, what: str
+) -> list:
+    """``session.run(fetch, feed)`` with onnxruntime's failures (a graph that loads but
+    cannot compute, an allocation that fails) as :class:`ModelRunError` naming ``what`` ran
+    (e.g. "model 'x' on a batch of shape (2, 3, 8, 8)"), onnxruntime's message inside."""
+    try:
+        return session.run(fetch, feed)
+    except _ORT_ERRORS as exc:
+        raise ModelRunError(f"onnxruntime cannot run {what}: {exc}") from exc
+
+
 #: what the batch-rewrite probe may meet: a session that does not load, or a run that fails
 _PROBE_ERRORS: tuple[type[Exception], ...] = (ModelLoadError, *_ORT_ERRORS)
 
@@ -464,13 +477,8 @@ class Model:
     def _ort_run(self, session: ort.InferenceSession, fetch: list[str], batch: np.ndarray) -> list:
         """``session.run(fetch, {input: batch})`` with onnxruntime's failures (a corrupted
         graph that loads but cannot compute, an allocation that fails) as ModelRunError."""
-        try:
-            return session.run(fetch, {self.input_name: batch})
-        except _ORT_ERRORS as exc:
-            raise ModelRunError(
-                f"onnxruntime cannot run model {self.name!r} on a batch of shape "
-                f"{tuple(batch.shape)}: {exc}"
-            ) from exc
+        what = f"model {self.name!r} on a batch of shape {tuple(batch.shape)}"
+        return run_session(session, fetch, {self.input_name: batch}, what)
 
     def _check_tensor_sizes(self, input_shape: Shape) -> None:
         """Raise before any session exists when one tensor the graph computes (or its input),

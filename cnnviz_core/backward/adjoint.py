@@ -20,7 +20,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from ..geometry import Window
-from ..model import SessionFactory
+from ..model import SessionFactory, run_session
 
 #: sessions kept, all keys together; each holds its own copy of the weights
 _CACHE_SIZE = 128
@@ -44,7 +44,7 @@ def conv_input_grad(
         w,
         lambda: _adjoint_session(w, win, groups, input_hw, dy.shape[2:], sessions),
     )
-    return session.run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
+    return _run(session, dy)
 
 
 def matmul_constant(
@@ -66,7 +66,7 @@ def matmul_constant(
         return _session(graph, sessions)
 
     session = _cached((sessions, w.shape, "matmul", transpose), w, make)
-    return session.run(None, {"dy": np.ascontiguousarray(dy, np.float32)})[0]
+    return _run(session, dy)
 
 
 def _cached(
@@ -174,3 +174,9 @@ def _session(graph: onnx.GraphProto, sessions: SessionFactory) -> ort.InferenceS
     model.ir_version = 8
     # many small sessions run one after another: idle threads that spin steal the cores
     return sessions(model, spin=False)
+
+
+def _run(session: ort.InferenceSession, dy: np.ndarray) -> np.ndarray:
+    """The adjoint session on ``dy`` (onnxruntime's failures as ModelRunError)."""
+    feed = {"dy": np.ascontiguousarray(dy, np.float32)}
+    return run_session(session, None, feed, f"a backward adjoint on a cotangent {dy.shape}")[0]

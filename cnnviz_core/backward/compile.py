@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, version_converter
 
 from ..errors import InputError, ModelLoadError, UnsupportedOpError
 from ..graph import attributes
-from ..model import Model
+from ..model import Model, run_session
 from ..targets import (
     ResolvedTarget,
     Targets,
@@ -430,7 +430,8 @@ class CompiledPass:
             ):
                 check_cotangent(seed, np.asarray(value), (len(batch), *shape))
                 inputs[name] = np.ascontiguousarray(value, np.float32)
-        outputs = self.session.run(None, inputs)
+        what = f"the compiled pass {self.proto.graph.name!r} on a batch of shape {batch.shape}"
+        outputs = run_session(self.session, None, inputs, what)
         grads = dict(zip(self.wrt, outputs[: len(self.wrt)]))
         return grads, dict(zip(self.values, outputs[len(self.wrt) :]))
 

@@ -21,7 +21,7 @@ import onnxruntime as ort
 from .. import graph, kernels
 from ..errors import InputError, UnsupportedOpError
 from ..geometry import pair
-from ..model import Model
+from ..model import Model, run_session
 from .plan import Plan, Step, build_plan, rest_model, static_types, step_model
 
 log = logging.getLogger(__name__)
@@ -465,7 +465,7 @@ class IncrementalOcclusion:
                     feeds[f"x{i}"] = _crops(
                         self._base[name], (sy, sx), (ny, nx), patches[name], (py, px), buffer
                     )
-            y = session.run(None, feeds)[0]
+            y = run_session(session, None, feeds, f"the incremental step {step.output!r}")[0]
             divisor = ready.divisors.get(step.output)
             if divisor is not None:
                 y *= kernels.crop_batch(divisor[None], np.stack([sy, sx], -1), (ny, nx))

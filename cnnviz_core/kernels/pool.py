@@ -57,9 +57,9 @@ def max_pool2d(
     xa = as_float_nchw(x, "max_pool2d", "x")
     win = Window.of(kernel_size, stride, padding, dilation, ceil_mode)
     n, c, h, w = xa.shape
-    shape = xa.shape  # the output's, worked out only where needed (the CPU kernel knows it)
-    if out is not None or switches_out is not None or device != "cpu":
-        shape = (n, c, *win.output_size((h, w)))
+    # the output's shape; worked out first, it refuses a window larger than the padded input
+    # with an InputError (onnxruntime runs such a MaxPool; the native kernel would raise)
+    shape = (n, c, *win.output_size((h, w)))
     if out is not None:
         check_out(out, shape, xa.dtype)
     if switches_out is not None:

@@ -342,3 +342,16 @@ def test_a_rule_returning_the_wrong_number_of_gradients_is_named(returned):
     with pytest.raises(TypeError, match=r"'Relu' \(node 'the_relu' making 'y'\).*1 inputs"):
         backward(plan, values, {"y": np.ones_like(values["y"])}, [plan.source])
     assert not isinstance(rule_for("Relu", 18), WrongRelu)  # the global table is untouched
+
+
+def test_a_reduce_flag_other_than_0_or_1_is_refused_by_name():
+    """keepdims=17: onnxruntime keeps the axes only for 1; a truth test would disagree (a
+    fuzzed model made the compiled pass's Expand fail inside onnxruntime)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], "conv"),
+        helper.make_node("ReduceMean", ["conv"], ["logits"], "mean", axes=[2, 3], keepdims=17),
+    ]
+    model = _model(make_graph_model(nodes, {"w": np.ones((2, 3, 3, 3), np.float32)},
+                                    ["N", 3, 8, 8], "logits"))  # fmt: skip
+    with pytest.raises(UnsupportedOpError, match=r"ReduceMean node 'mean': keepdims=17 is not 0"):
+        gradients(model, _batch(1, 8).astype(np.float32), None)

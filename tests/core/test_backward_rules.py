@@ -244,6 +244,11 @@ CASES = [
     Case("MaxPool", 12, "k3s2-pad1-ceil", lambda g: [g.distinct(1, 2, 8, 7)],
          {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
          torch=lambda x: tf().max_pool2d(x, 3, 2, 1, ceil_mode=True)),
+    # disjoint windows whose last one (ceil mode) reaches past the input: MaxUnpool's least
+    # output (8x8) exceeds the input (7x7), so the unpooling scatters instead
+    Case("MaxPool", 12, "k2s2-ceil", lambda g: [g.distinct(1, 2, 7, 7)],
+         {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1},
+         torch=lambda x: tf().max_pool2d(x, 2, 2, ceil_mode=True)),
     Case("MaxPool", 12, "dilation2", lambda g: [g.distinct(1, 2, 7, 7)],
          {"kernel_shape": [2, 2], "dilations": [2, 2]},
          torch=lambda x: tf().max_pool2d(x, 2, 1, 0, 2)),

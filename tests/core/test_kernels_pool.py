@@ -262,3 +262,13 @@ def test_large_outputs_stream_and_match_reference(k, s, p):
     got = kernels.max_unpool2d(g, sw, shape[2:], num_threads=2)
     assert got.nbytes >= 16 << 20
     np.testing.assert_array_equal(got, kernels.max_unpool2d_reference(g, sw, shape[2:]))
+
+
+def test_max_pool_window_larger_than_the_input_is_an_input_error():
+    """onnxruntime runs a 2x2 MaxPool on a height-1 map (a fuzzed model did); the kernel's
+    Python face refuses it with the geometry's InputError, not the native ValueError."""
+    from cnnviz_core import InputError
+
+    x = np.ones((1, 2, 1, 16), np.float32)
+    with pytest.raises(InputError, match="dilated kernel 2 is larger than the padded input 1"):
+        kernels.max_pool2d(x, (2, 2), (2, 2), (0, 0), (1, 1), False)

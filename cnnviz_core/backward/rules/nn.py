@@ -219,9 +219,15 @@ class MaxPool(OpRule):
         x = call.node.input[0]
         attrs = {k: v for k, v in call.attrs.items() if k != "storage_order"}
         _, switches = g.add("MaxPool", [x], 2, **attrs)
-        win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], np.shape(call.inputs[0])[2:])
+        spatial = np.shape(call.inputs[0])[2:]
+        win = Window.from_onnx(call.attrs, call.attrs["kernel_shape"], spatial)
         disjoint = all(k <= s for k, s in zip(win.kernel, win.stride))
-        if disjoint and set(win.dilation) == {1} and not g.portable:
+        # MaxUnpool infers a least output size from its windows: pads or a kernel larger
+        # than the input can make it exceed the input's (onnxruntime then refuses the run)
+        fits = all(
+            n >= m for n, m in zip(spatial, win.transposed_output_size(win.output_size(spatial)))
+        )
+        if disjoint and fits and set(win.dilation) == {1} and not g.portable:
             # windows do not overlap: each input position gets at most one cotangent
             return [g.op("MaxUnpool", dy, switches, g.shape_of(x), **_unpool_attrs(win))]
         flat = g.ints([-1])

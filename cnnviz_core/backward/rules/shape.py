@@ -6,12 +6,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 from ...errors import UnsupportedOpError
+from ...graph import attributes
 from ..registry import Grad, NodeCall, OpRule, register_rule
 from .common import pad_maps, reshape_target, slice_index
 
 if TYPE_CHECKING:
+    from ...model import Model
     from ..emitter import Emitter
 
 
@@ -86,6 +89,17 @@ class _Reduce(OpRule):
     reads_inputs = reads_outputs = False  # shapes (and the constant axes) only
     axes_from_input = False
     mean = False
+
+    def check(self, node: onnx.NodeProto, model: Model) -> None:
+        """keepdims / noop_with_empty_axes are 0 or 1: onnxruntime keeps the axes only for 1,
+        a truth test for any other value would disagree with it."""
+        attrs = attributes(node)
+        for flag in ("keepdims", "noop_with_empty_axes"):
+            if attrs.get(flag, 0) not in (0, 1):
+                raise UnsupportedOpError(
+                    f"{node.op_type} node {node.name!r}: {flag}={attrs[flag]} is not 0 or 1 "
+                    "(the ONNX spec's values); fix the attribute in the model"
+                )
 
     def axes(self, call: NodeCall) -> tuple[int, ...]:
         x = call.inputs[0]
