@@ -94,15 +94,7 @@ def emit_backward(
 
     for tensor, seed in seeds.items():
         accumulate(tensor, seed)
-    carries = plan.carriers()
-    for node, rule in reversed(plan.nodes):
-        out_grads = [grads.get(o) for o in node.output]
-        if all(g is None for g in out_grads):
-            continue
-        needs = [
-            bool(name) and name in carries and i not in rule.constant_inputs
-            for i, name in enumerate(node.input)
-        ]
+    for node, rule, out_grads, needs in plan.reverse_steps(grads):
         renamed = onnx.NodeProto()
         renamed.CopyFrom(node)
         renamed.ClearField("input")

@@ -48,12 +48,11 @@ def backward(
     In a relevance mode (:mod:`.relevance`: ``deeplift``, ``lrp-*`` or their option objects)
     ``values`` must hold every tensor of the plan, ``references`` (DeepLIFT) the same
     tensors on the baseline, and the results are relevances / contributions."""
-    carries = plan.carriers()
     options = relevance_options(mode)
     walk: Propagation | None = None
     if options is not None:
         walk = propagation(
-            options, plan.nodes, plan.source, values, references, plan.opset, carries
+            options, plan.nodes, plan.source, values, references, plan.opset, plan.carriers()
         )
     relu_mode: Mode = "gradient"  # what the rules see: relevance modes change the VJPs
     if walk is None:
@@ -65,14 +64,7 @@ def backward(
     for name, value in cotangents.items():
         seed = np.asarray(value)
         _accumulate(grads, name, seed if walk is None else walk.seed(name, seed))
-    for node, rule in reversed(plan.nodes):
-        out_grads = [grads.get(o) for o in node.output]
-        if all(g is None for g in out_grads):
-            continue
-        needs = [
-            bool(name) and name in carries and i not in rule.constant_inputs
-            for i, name in enumerate(node.input)
-        ]
+    for node, rule, out_grads, needs in plan.reverse_steps(grads):
         call = NodeCall(
             node,
             graph.attributes(node),

@@ -5,7 +5,7 @@ ONNX emission (:mod:`.compile`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +49,25 @@ class BackwardPlan:
             if any(i in reached for i in node.input):
                 reached.update(o for o in node.output if o)
         return reached
+
+    def reverse_steps(
+        self, grads: Mapping[str, object]
+    ) -> Iterator[tuple[onnx.NodeProto, OpRule, list, list[bool]]]:
+        """The planned nodes from the seeds back to the source, for a walk that fills
+        ``grads`` (tensor -> cotangent) as it goes: each node a cotangent reached, with its
+        output cotangents and, per input, whether it needs one (it carries the source and
+        is not one of the rule's constant inputs). The NumPy and the emitted backward both
+        walk this way."""
+        carries = self.carriers()
+        for node, rule in reversed(self.nodes):
+            out_grads = [grads.get(o) for o in node.output]
+            if all(g is None for g in out_grads):
+                continue
+            needs = [
+                bool(name) and name in carries and i not in rule.constant_inputs
+                for i, name in enumerate(node.input)
+            ]
+            yield node, rule, out_grads, needs
 
     @property
     def tensors(self) -> list[str]:
