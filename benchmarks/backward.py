@@ -7,14 +7,13 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from models import networks
+from models import export_onnx, networks
 
 from cnnviz_core import Model, Preprocess
 from cnnviz_core.backward import gradients
@@ -27,7 +26,8 @@ FORWARD_GFLOP = {"vgg16": 2 * 15.47, "resnet18": 2 * 1.81}
 
 
 def engine_gradient(model: Model, x: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    return gradients(model, x, {model.output_names[0]: seed}).grads[model.input_name]
+    seeds = {model.output_names[0]: seed}
+    return gradients(model, x, seeds, forward="onnxruntime").grads[model.input_name]
 
 
 def torch_gradient(net: object, x: np.ndarray, seed: np.ndarray) -> object:
@@ -60,15 +60,7 @@ def run(quick: bool = False) -> list[dict]:
         for name, make in networks().items():
             torch.manual_seed(0)
             net = make().eval()
-            for p in net.parameters():
-                p.requires_grad_(False)  # input gradients only, as the engine computes
-            path = Path(folder) / f"{name}.onnx"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    net, (torch.randn(1, 3, 224, 224),), str(path), dynamo=True,
-                    dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-                )  # fmt: skip
+            path = export_onnx(net, Path(folder) / f"{name}.onnx", 224)
             model = Model(path, preprocess=Preprocess(scale=1.0))
             for n in batches:
                 x = np.random.default_rng(0).standard_normal((n, 3, 224, 224), np.float32)

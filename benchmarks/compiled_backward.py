@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from models import networks
+from models import export_onnx, networks
 from table import RESULTS, print_table, write_json
 from timing import interleaved_best
 
@@ -65,15 +64,7 @@ def run(quick: bool = False, size: int = 224, batches: tuple[int, ...] = (1, 16)
         for name, make in networks(size).items():
             torch.manual_seed(0)
             net = make().eval()
-            for p in net.parameters():
-                p.requires_grad_(False)  # input gradients only, as the engine computes
-            path = Path(folder) / f"{name}.onnx"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    net, (torch.randn(1, 3, size, size),), str(path), dynamo=True,
-                    dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-                )  # fmt: skip
+            path = export_onnx(net, Path(folder) / f"{name}.onnx", size)
             model = Model(path, preprocess=Preprocess(scale=1.0, size=(size, size)))
             for n in batches:
                 x = np.random.default_rng(0).standard_normal((n, 3, size, size), np.float32)

@@ -93,6 +93,22 @@ def networks(size: int = 224) -> dict[str, Any]:
     return {"resnet18": resnet18, "vgg16": vgg16}
 
 
+def export_onnx(net: Any, path: Path, size: int = 224) -> Path:
+    """``net`` (frozen: input gradients only, as the engine computes) exported to ``path``
+    by the dynamo exporter with a dynamic batch, at ``size`` x ``size``."""
+    import torch
+
+    for p in net.parameters():
+        p.requires_grad_(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (torch.randn(1, 3, size, size),), str(path), dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+        )  # fmt: skip
+    return path
+
+
 def torch_network(name: str, seed: int = 0):
     """The seeded torch module (eval mode, no parameter gradients) for ``name``."""
     import torch
